@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, installing what it needs: formatting, lints, unit tests and the
+# integration tests against a real docker-registry with skopeo, umoci and openssl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v docker-registry >/dev/null || need_pkgs+=(docker-registry)
+command -v skopeo >/dev/null || need_pkgs+=(skopeo)
+command -v umoci >/dev/null || need_pkgs+=(umoci)
+command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing: ${need_pkgs[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked

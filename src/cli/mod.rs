@@ -1,0 +1,125 @@
+//! Command-line interface: argument types and one module per command.
+
+pub mod copy;
+pub mod inspect;
+pub mod ls;
+pub mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use graft::store::open::Endpoint;
+use graft::store::registry::credentials::{Credential, CredentialConfig};
+use graft::store::registry::RegistryConfig;
+
+/// graft: a daemonless OCI image assembler. Copy, inspect, refresh, sign and mirror images
+/// between registries and OCI layouts with registry HTTP calls only.
+#[derive(Debug, Parser)]
+#[command(name = "graft", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Output format for results on stdout.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Log every registry request to stderr (credentials are never shown). Repeat for more.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress bars.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Registry TLS and credential options.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// How to reach registries (apply to every command that talks to one).
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// Verify registry TLS certificates. `--tls-verify=false` skips verification and also
+    /// allows plain HTTP.
+    #[arg(long, global = true, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Directory with extra CA certificates (`*.crt`, e.g. `ca.crt`) to trust.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Credentials `USER:PASSWORD` for every registry this command talks to.
+    #[arg(
+        long,
+        global = true,
+        value_name = "USER:PASSWORD",
+        env = "GRAFT_CREDS",
+        hide_env_values = true
+    )]
+    pub creds: Option<String>,
+    /// Auth file (Docker config.json or containers auth.json format). Default:
+    /// $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, $DOCKER_CONFIG/config.json,
+    /// ~/.docker/config.json.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Retries of a failed request (5xx, 429, dropped connections).
+    #[arg(long, global = true, default_value_t = 5)]
+    pub retries: u32,
+    /// Upload blobs in chunks of this many bytes (default: one streamed PUT per blob).
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub chunk_size: Option<u64>,
+}
+
+impl RegistryArgs {
+    /// The endpoint for one side, with `creds` overriding `--creds`.
+    pub fn endpoint(&self, creds: Option<&str>) -> anyhow::Result<Endpoint> {
+        let explicit = match creds.or(self.creds.as_deref()) {
+            Some(c) => Some(Credential::from_user_pass(c)?),
+            None => None,
+        };
+        Ok(Endpoint::new(RegistryConfig {
+            tls_verify: self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+            credentials: CredentialConfig {
+                explicit,
+                authfile: self.authfile.clone(),
+            },
+            retries: self.retries,
+            chunk_size: self.chunk_size,
+            ..RegistryConfig::default()
+        }))
+    }
+}
+
+/// graft's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy an image (all platforms, or one) between registries, OCI layouts and archives,
+    /// keeping every digest.
+    Copy(copy::CopyArgs),
+    /// Show an image's index, manifest or config.
+    Inspect(inspect::InspectArgs),
+    /// List the tags of a registry repository or an OCI layout.
+    Ls(ls::LsArgs),
+}
+
+/// Print `value` as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! The one transfer engine. Every command that moves images (copy, refresh, mirror, export)
+//! goes through [`copy_image`]: blobs first (present → mount → upload, each digest once,
+//! bounded concurrency), then child manifests, then the root, then tags.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::oci::{Descriptor, Digest, Platform, RawManifest};
+use crate::progress::{BlobOutcome, Reporter};
+use crate::store::{BlobStream, Sink, Source};
+
+/// How to copy.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Copy only this platform's manifest out of an index.
+    pub platform: Option<Platform>,
+    /// Concurrent blob transfers.
+    pub jobs: usize,
+    /// Tags to point at the copied root, written last. Empty: the root is stored by digest.
+    pub tags: Vec<String>,
+    /// Retries of a whole blob transfer after a retryable failure.
+    pub retries: u32,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            platform: None,
+            jobs: 4,
+            tags: Vec::new(),
+            retries: 3,
+        }
+    }
+}
+
+/// Count and bytes.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Tally {
+    /// How many.
+    pub count: u64,
+    /// How many bytes.
+    pub bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: u64) {
+        self.count += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyReport {
+    /// Digest of the root written at the destination.
+    pub digest: Digest,
+    /// Media type of the root.
+    pub media_type: String,
+    /// Size of the root.
+    pub size: u64,
+    /// Tags written or confirmed.
+    pub tags: Vec<String>,
+    /// Blobs whose bytes were sent.
+    pub uploaded: Tally,
+    /// Blobs mounted from another repository.
+    pub mounted: Tally,
+    /// Blobs already present.
+    pub present: Tally,
+    /// Blobs not copied (foreign layers).
+    pub skipped: Tally,
+    /// Manifests written.
+    pub manifests_written: u64,
+    /// Manifests already present.
+    pub manifests_present: u64,
+}
+
+/// The manifests and blobs reachable from a root, children before parents.
+#[derive(Debug, Default)]
+pub struct Graph {
+    /// Manifests in write order: every child before the index that lists it; the root last.
+    pub manifests: Vec<RawManifest>,
+    /// Layer blobs, each digest once, in first-seen order.
+    pub layers: Vec<Descriptor>,
+    /// Config blobs, each digest once.
+    pub configs: Vec<Descriptor>,
+}
+
+impl Graph {
+    /// Walk `root` through `src`, fetching child manifests (verified) with bounded concurrency.
+    pub async fn walk(src: &dyn Source, root: RawManifest, jobs: usize) -> Result<Graph> {
+        let mut graph = Graph::default();
+        let mut seen_blobs = HashSet::new();
+        let mut seen_manifests = HashSet::new();
+        walk(
+            src,
+            root,
+            jobs,
+            &mut graph,
+            &mut seen_blobs,
+            &mut seen_manifests,
+        )
+        .await?;
+        Ok(graph)
+    }
+
+    /// The root manifest.
+    pub fn root(&self) -> &RawManifest {
+        self.manifests.last().expect("a graph has a root")
+    }
+}
+
+fn walk<'a>(
+    src: &'a dyn Source,
+    m: RawManifest,
+    jobs: usize,
+    graph: &'a mut Graph,
+    seen_blobs: &'a mut HashSet<Digest>,
+    seen_manifests: &'a mut HashSet<Digest>,
+) -> futures::future::BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        if !seen_manifests.insert(m.digest.clone()) {
+            return Ok(());
+        }
+        if m.is_index() {
+            let parent = &m.digest;
+            let children: Vec<RawManifest> = futures::stream::iter(m.view().manifests.clone())
+                .map(|d| async move {
+                    src.manifest(&d).await.map_err(|e| {
+                        e.context(format!(
+                            "reading manifest {} listed in index {}",
+                            d.digest, parent
+                        ))
+                    })
+                })
+                .buffered(jobs.max(1))
+                .try_collect()
+                .await?;
+            for c in children {
+                walk(src, c, jobs, graph, seen_blobs, seen_manifests).await?;
+            }
+        } else {
+            if let Some(c) = &m.view().config {
+                if seen_blobs.insert(c.digest.clone()) {
+                    graph.configs.push(c.clone());
+                }
+            }
+            for l in &m.view().layers {
+                if seen_blobs.insert(l.digest.clone()) {
+                    graph.layers.push(l.clone());
+                }
+            }
+        }
+        graph.manifests.push(m);
+        Ok(())
+    })
+}
+
+/// Resolve the source's root, narrowing an index to one platform if asked.
+pub async fn resolve_root(src: &dyn Source, platform: Option<&Platform>) -> Result<RawManifest> {
+    let root = src.resolve().await?;
+    match platform {
+        Some(p) if root.is_index() => {
+            let entry = root
+                .view()
+                .manifests
+                .iter()
+                .find(|d| d.platform.as_ref().is_some_and(|q| q.matches(p)))
+                .ok_or_else(|| {
+                    let have: Vec<String> = root
+                        .view()
+                        .manifests
+                        .iter()
+                        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                        .collect();
+                    Error::NotFound {
+                        what: format!("platform {p} in {}", src.name()),
+                        detail: Some(format!("the index has {}", have.join(", "))),
+                    }
+                })?;
+            src.manifest(entry).await
+        }
+        _ => Ok(root),
+    }
+}
+
+/// Copy the image `src` points at (all platforms unless `opts.platform`) into `dst`.
+pub async fn copy_image(
+    src: &dyn Source,
+    dst: &dyn Sink,
+    opts: &CopyOptions,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<CopyReport> {
+    let root = resolve_root(src, opts.platform.as_ref()).await?;
+    let graph = Graph::walk(src, root, opts.jobs).await?;
+    copy_graph(src, dst, &graph, opts, reporter).await
+}
+
+/// Copy an already-walked graph: blobs, then child manifests, then the root and its tags.
+pub async fn copy_graph(
+    src: &dyn Source,
+    dst: &dyn Sink,
+    graph: &Graph,
+    opts: &CopyOptions,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<CopyReport> {
+    let root = graph.root();
+    let mut report = CopyReport {
+        digest: root.digest.clone(),
+        media_type: root.media_type.clone(),
+        size: root.bytes.len() as u64,
+        tags: Vec::new(),
+        uploaded: Tally::default(),
+        mounted: Tally::default(),
+        present: Tally::default(),
+        skipped: Tally::default(),
+        manifests_written: 0,
+        manifests_present: 0,
+    };
+    for phase in [&graph.layers, &graph.configs] {
+        let outcomes: Vec<(u64, BlobOutcome)> = futures::stream::iter(phase.iter())
+            .map(|d| async move {
+                let outcome = transfer_blob(src, dst, d, opts.retries, reporter)
+                    .await
+                    .map_err(|e| {
+                        e.context(format!("copying blob {} to {}", d.digest, dst.name()))
+                    })?;
+                reporter.blob_done(d, outcome);
+                Ok::<_, Error>((d.size, outcome))
+            })
+            .buffer_unordered(opts.jobs.max(1))
+            .try_collect()
+            .await?;
+        for (size, outcome) in outcomes {
+            match outcome {
+                BlobOutcome::Present => report.present.add(size),
+                BlobOutcome::Mounted => report.mounted.add(size),
+                BlobOutcome::Uploaded => report.uploaded.add(size),
+                BlobOutcome::Skipped => report.skipped.add(size),
+            }
+        }
+    }
+    let (children, _) = graph.manifests.split_at(graph.manifests.len() - 1);
+    for m in children {
+        let desc = m.descriptor();
+        if dst.has_manifest(&desc).await? {
+            report.manifests_present += 1;
+            reporter.manifest_done(&desc, false);
+        } else {
+            dst.put_manifest(m).await.map_err(|e| {
+                e.context(format!("writing manifest {} to {}", m.digest, dst.name()))
+            })?;
+            report.manifests_written += 1;
+            reporter.manifest_done(&desc, true);
+        }
+    }
+    let desc = root.descriptor();
+    if opts.tags.is_empty() {
+        let written = dst.put_root(root).await.map_err(|e| {
+            e.context(format!(
+                "writing manifest {} to {}",
+                root.digest,
+                dst.name()
+            ))
+        })?;
+        if written {
+            report.manifests_written += 1;
+        } else {
+            report.manifests_present += 1;
+        }
+        reporter.manifest_done(&desc, written);
+    }
+    for tag in &opts.tags {
+        if dst.tag_digest(tag).await?.as_ref() == Some(&root.digest) {
+            report.manifests_present += 1;
+        } else {
+            dst.put_tag(root, tag).await.map_err(|e| {
+                e.context(format!(
+                    "tagging {} as {tag} in {}",
+                    root.digest,
+                    dst.name()
+                ))
+            })?;
+            report.manifests_written += 1;
+        }
+        reporter.manifest_done(&desc, true);
+        report.tags.push(tag.clone());
+    }
+    dst.commit().await?;
+    Ok(report)
+}
+
+fn is_foreign(desc: &Descriptor) -> bool {
+    desc.urls.as_ref().is_some_and(|u| !u.is_empty())
+        && (desc.media_type.contains("foreign") || desc.media_type.contains("nondistributable"))
+}
+
+/// One blob: present → mount → upload (retried as a whole on retryable failures).
+async fn transfer_blob(
+    src: &dyn Source,
+    dst: &dyn Sink,
+    desc: &Descriptor,
+    retries: u32,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<BlobOutcome> {
+    if is_foreign(desc) {
+        return Ok(BlobOutcome::Skipped);
+    }
+    if dst.has_blob(desc).await? {
+        return Ok(BlobOutcome::Present);
+    }
+    if let Some(origin) = src.mount_origin(desc) {
+        if dst.mount_blob(desc, &origin).await? {
+            return Ok(BlobOutcome::Mounted);
+        }
+    }
+    let mut attempt = 0;
+    loop {
+        reporter.transfer_started(desc);
+        let source_error = Arc::new(std::sync::Mutex::new(None));
+        let result = async {
+            let stream = src.blob(desc).await?;
+            let stream = watch_stream(stream, desc.clone(), reporter, source_error.clone());
+            dst.put_blob(desc, stream).await
+        }
+        .await;
+        // A corrupt source explains a failed upload better than whatever the sink saw.
+        let result = match (result, source_error.lock().expect("error slot").take()) {
+            (Err(_), Some(src_err)) => Err(src_err),
+            (r, _) => r,
+        };
+        match result {
+            Ok(()) => return Ok(BlobOutcome::Uploaded),
+            Err(e) if e.is_retryable() && attempt < retries => {
+                reporter.transfer_retry(desc, &e);
+                tracing::debug!("retrying blob {} after: {e}", desc.digest);
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Report progress, and keep the source's own failure (e.g. a digest mismatch) in `slot` so it
+/// can be shown instead of the sink's reaction to the broken stream.
+fn watch_stream(
+    stream: BlobStream,
+    desc: Descriptor,
+    reporter: &Arc<dyn Reporter>,
+    slot: Arc<std::sync::Mutex<Option<Error>>>,
+) -> BlobStream {
+    let reporter = reporter.clone();
+    Box::pin(stream.map(move |item| match item {
+        Ok(b) => {
+            reporter.transfer_progress(&desc, b.len() as u64);
+            Ok(b)
+        }
+        Err(e) => {
+            let shown = Error::SourceStream(e.to_string());
+            *slot.lock().expect("error slot") = Some(e);
+            Err(shown)
+        }
+    }))
+}

@@ -1,0 +1,79 @@
+//! The `graft` binary: parse arguments, run the command, render errors, set the exit code.
+//!
+//! Exit codes: 0 success, 1 the operation failed, 2 bad usage or input.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Copy(a) => cli::copy::run(a, &cli.global).await,
+            Command::Inspect(a) => cli::inspect::run(a, &cli.global).await,
+            Command::Ls(a) => cli::ls::run(a, &cli.global).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            let usage = e
+                .downcast_ref::<graft::Error>()
+                .is_some_and(|g| g.is_usage());
+            if let Some(h) = hint(&e) {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    let g = e.downcast_ref::<graft::Error>()?;
+    match g.root() {
+        graft::Error::Http { source, .. }
+            if format!("{source:?}").to_ascii_lowercase().contains("certificate") =>
+        {
+            Some("pass --cert-dir DIR with the registry's ca.crt, or --tls-verify=false to skip verification")
+        }
+        graft::Error::Auth { .. } => Some("check --creds, --authfile or your docker login"),
+        _ => None,
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "warn,graft=debug",
+        _ => "warn,graft=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRAFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,12 @@
+//! OCI building blocks: digests, descriptors, media types, platforms and raw documents.
+
+pub mod descriptor;
+pub mod digest;
+pub mod media_types;
+pub mod platform;
+pub mod raw;
+
+pub use descriptor::Descriptor;
+pub use digest::{Algorithm, Digest, Digester};
+pub use platform::Platform;
+pub use raw::{ManifestView, RawManifest};

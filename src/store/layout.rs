@@ -1,0 +1,1312 @@
+//! OCI image layout directories (`oci:DIR[:tag]`), as specified by the OCI image-layout spec:
+//! an `oci-layout` file (`{"imageLayoutVersion":"1.0.0"}`), an `index.json` (an OCI index whose
+//! entries are the layout's images, named by the `org.opencontainers.image.ref.name`
+//! annotation) and content-addressed blobs under `blobs/<alg>/<hex>`.
+//!
+//! Writes are crash-safe: blobs are streamed into a temp file inside `blobs/<alg>/`, verified
+//! (digest and size), fsynced and renamed into place; `index.json` is rewritten through a temp
+//! file and a rename, under a process-wide lock per layout directory. Manifests are stored as
+//! the exact bytes given; only `index.json` is serialised by graft (deterministically, keeping the
+//! fields and entries it does not touch).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+use crate::error::{Error, Result};
+use crate::oci::{media_types as mt, Descriptor, Digest, Digester, RawManifest};
+use crate::reference::LayoutRef;
+use crate::store::{verify_stream, BlobStream, Sink, Source};
+
+/// The annotation naming an `index.json` entry (its "tag").
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The file marking a directory as an OCI image layout.
+pub const OCI_LAYOUT_FILE: &str = "oci-layout";
+/// The layout's top-level index.
+pub const INDEX_FILE: &str = "index.json";
+/// The directory holding the blobs.
+pub const BLOBS_DIR: &str = "blobs";
+/// The `oci-layout` content graft writes.
+pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Prefix of graft's temp files inside a layout (left behind only if the process is killed;
+/// safe to delete).
+pub(crate) const TMP_PREFIX: &str = ".graft-tmp-";
+
+/// Read buffer size for streaming blobs from files.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+/// An OCI image layout directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The directory, as given (used in messages).
+    root: PathBuf,
+    /// The canonical directory, the key of the process-wide `index.json` lock.
+    key: PathBuf,
+}
+
+impl Layout {
+    /// Open an existing layout. The directory must exist and hold a valid `oci-layout` file and
+    /// a parseable `index.json`; errors name the path.
+    pub fn open(path: impl AsRef<Path>) -> Result<Layout> {
+        let root = path.as_ref().to_path_buf();
+        let what = || layout_what(&root);
+        match std::fs::metadata(&root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    what: what(),
+                    detail: Some("no such directory".into()),
+                })
+            }
+            Err(e) => return Err(Error::io("reading", &root, e)),
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::Invalid {
+                    what: what(),
+                    reason: "not a directory (for a tar of a layout use oci-archive:)".into(),
+                })
+            }
+            Ok(_) => {}
+        }
+        let marker = root.join(OCI_LAYOUT_FILE);
+        let bytes = match std::fs::read(&marker) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Invalid {
+                    what: what(),
+                    reason: "no oci-layout file: this is not an OCI image layout".into(),
+                })
+            }
+            Err(e) => return Err(Error::io("reading", marker, e)),
+        };
+        check_layout_marker(&bytes, &marker)?;
+        let layout = Layout {
+            key: std::fs::canonicalize(&root).map_err(|e| Error::io("resolving", &root, e))?,
+            root,
+        };
+        layout.entries()?;
+        Ok(layout)
+    }
+
+    /// Open a layout, creating it (directory, `oci-layout`, empty `index.json`) if needed.
+    /// An existing non-empty directory without an `oci-layout` file is refused rather than
+    /// written into.
+    pub fn open_or_create(path: impl AsRef<Path>) -> Result<Layout> {
+        let root = path.as_ref();
+        std::fs::create_dir_all(root).map_err(|e| Error::io("creating directory", root, e))?;
+        let marker = root.join(OCI_LAYOUT_FILE);
+        if !exists(&marker)? {
+            // Only an empty directory becomes a layout (graft's own leftover temp files from an
+            // interrupted creation do not count).
+            let listing = std::fs::read_dir(root).map_err(|e| Error::io("listing", root, e))?;
+            let mut names = listing.filter_map(|e| e.ok().map(|e| e.file_name()));
+            if names.any(|n| !n.to_string_lossy().starts_with(TMP_PREFIX)) {
+                return Err(Error::Invalid {
+                    what: layout_what(root),
+                    reason: "the directory is not empty and has no oci-layout file; refusing to \
+                             turn it into an OCI layout"
+                        .into(),
+                });
+            }
+            write_atomic(&marker, OCI_LAYOUT_CONTENT)?;
+        }
+        let index = root.join(INDEX_FILE);
+        if !exists(&index)? {
+            write_atomic(&index, &empty_index_bytes())?;
+        }
+        let blobs = root.join(BLOBS_DIR);
+        std::fs::create_dir_all(&blobs).map_err(|e| Error::io("creating directory", &blobs, e))?;
+        Layout::open(root)
+    }
+
+    /// The layout directory, as given.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of `index.json`.
+    pub fn index_path(&self) -> PathBuf {
+        self.root.join(INDEX_FILE)
+    }
+
+    /// The entries (`manifests`) of `index.json`, in file order.
+    pub fn entries(&self) -> Result<Vec<Descriptor>> {
+        let path = self.index_path();
+        let bytes = read_index_file(&path)?;
+        parse_index(&bytes, &path.display().to_string())
+    }
+
+    /// The entry named `tag` (by its `org.opencontainers.image.ref.name` annotation); without a
+    /// tag, the only entry. Otherwise [`Error::NotFound`] whose detail lists the tags that exist.
+    pub fn resolve(&self, tag: Option<&str>) -> Result<Descriptor> {
+        resolve_in(&self.entries()?, tag, &layout_what(&self.root))
+    }
+
+    /// Where the blob with `digest` lives: `blobs/<alg>/<hex>`.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join(BLOBS_DIR)
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+
+    /// Whether the blob exists as a regular file of the descriptor's size. (Its content is
+    /// checked when it is read.)
+    pub fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        let path = self.blob_path(&desc.digest);
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file() && m.len() == desc.size),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("checking", path, e)),
+        }
+    }
+
+    /// Stream a blob from its file. The stream is verified: it ends with
+    /// [`Error::DigestMismatch`] or [`Error::SizeMismatch`] when the file is not what `desc`
+    /// says.
+    pub async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream> {
+        let path = self.blob_path(&desc.digest);
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                self.blob_not_found(&desc.digest)
+            } else {
+                Error::io("opening", &path, e)
+            }
+        })?;
+        let stream = ReaderStream::with_capacity(file, READ_CHUNK)
+            .map(move |r| r.map_err(|e| Error::io("reading", &path, e)));
+        Ok(verify_stream(
+            Box::pin(stream),
+            desc,
+            format!("blob {} in {}", desc.digest, layout_what(&self.root)),
+        ))
+    }
+
+    /// Read and verify a manifest or index. The media type comes from the document, else from
+    /// the descriptor (umoci writes manifests without `mediaType`).
+    pub async fn read_manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
+        let path = self.blob_path(&desc.digest);
+        let what = format!("manifest {} in {}", desc.digest, layout_what(&self.root));
+        let meta = tokio::fs::metadata(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                self.blob_not_found(&desc.digest)
+            } else {
+                Error::io("checking", &path, e)
+            }
+        })?;
+        if meta.len() != desc.size {
+            return Err(Error::SizeMismatch {
+                what,
+                expected: desc.size,
+                found: meta.len(),
+            });
+        }
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| Error::io("reading", &path, e))?;
+        manifest_from_bytes(Bytes::from(bytes), desc, what)
+    }
+
+    /// Store a blob from a stream: the bytes go to a temp file in `blobs/<alg>/`, are checked
+    /// against the descriptor's digest and size while they arrive, fsynced, and renamed into
+    /// place only if both match. A blob already present with the right size is left alone
+    /// (and `data` is not read). On any error the temp file is removed.
+    pub async fn write_blob(&self, desc: &Descriptor, mut data: BlobStream) -> Result<()> {
+        if self.has_blob(desc)? {
+            return Ok(());
+        }
+        let final_path = self.blob_path(&desc.digest);
+        let dir = final_path
+            .parent()
+            .expect("a blob path has a parent")
+            .to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::io("creating directory", &dir, e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io("creating a temp file in", &dir, e))?;
+        // `tmp_path` deletes the file when dropped, i.e. on every early return below.
+        let (file, tmp_path) = tmp.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        let what = || {
+            format!(
+                "blob {} written to {}",
+                desc.digest,
+                layout_what(&self.root)
+            )
+        };
+        let mut digester = Digester::new(desc.digest.algorithm());
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk?;
+            digester.update(&chunk);
+            if digester.len() > desc.size {
+                return Err(Error::SizeMismatch {
+                    what: what(),
+                    expected: desc.size,
+                    found: digester.len(),
+                });
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::io("writing", &*tmp_path, e))?;
+        }
+        if digester.len() != desc.size {
+            return Err(Error::SizeMismatch {
+                what: what(),
+                expected: desc.size,
+                found: digester.len(),
+            });
+        }
+        let found = digester.finish();
+        if found != desc.digest {
+            return Err(Error::DigestMismatch {
+                what: what(),
+                expected: desc.digest.clone(),
+                found,
+            });
+        }
+        file.flush()
+            .await
+            .map_err(|e| Error::io("writing", &*tmp_path, e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io("syncing", &*tmp_path, e))?;
+        drop(file);
+        tmp_path
+            .persist(&final_path)
+            .map_err(|e| Error::io("renaming a temp file to", &final_path, e.error))?;
+        sync_dir(&dir)
+    }
+
+    /// [`Layout::write_blob`] for bytes already in memory.
+    pub async fn write_bytes(&self, desc: &Descriptor, bytes: Bytes) -> Result<()> {
+        self.write_blob(desc, bytes_stream(bytes)).await
+    }
+
+    /// Record `desc` in `index.json`. With a tag, the entry holding that
+    /// `org.opencontainers.image.ref.name` is replaced in place (or the entry appended); without
+    /// one, the entry is appended unless an entry with that digest is already listed. The entry
+    /// written is `desc` with its `ref.name` annotation set to `tag` (or removed). Other entries,
+    /// their order and unknown top-level fields are kept; the file is replaced atomically under
+    /// a process-wide lock for this layout.
+    pub fn set_tag(&self, desc: &Descriptor, tag: Option<&str>) -> Result<()> {
+        let mut entry = desc.clone();
+        let mut annotations = entry.annotations.take().unwrap_or_default();
+        annotations.remove(REF_NAME);
+        if let Some(t) = tag {
+            annotations.insert(REF_NAME.to_string(), t.to_string());
+        }
+        entry.annotations = (!annotations.is_empty()).then_some(annotations);
+        let value = serde_json::to_value(&entry).map_err(|e| Error::Json {
+            what: format!("index entry for {}", desc.digest),
+            source: e,
+        })?;
+        self.edit_index(|manifests| {
+            match tag {
+                Some(t) => {
+                    let holders: Vec<usize> = manifests
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| entry_ref_name(v) == Some(t))
+                        .map(|(i, _)| i)
+                        .collect();
+                    match holders.split_first() {
+                        None => manifests.push(value),
+                        Some((&first, rest)) => {
+                            manifests[first] = value;
+                            for &i in rest.iter().rev() {
+                                manifests.remove(i);
+                            }
+                        }
+                    }
+                }
+                None => {
+                    let digest = desc.digest.to_string();
+                    if !manifests.iter().any(|v| entry_digest(v) == Some(&digest)) {
+                        manifests.push(value);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Merge the entries of another layout's index document into this one (used when an
+    /// archive's existing content is imported): an entry is appended when its tag is not
+    /// already present (tagged entries) or its digest is not listed (untagged entries).
+    /// Top-level fields missing here are copied. Idempotent.
+    pub(crate) fn merge_index(&self, other: &Value) -> Result<()> {
+        let what = || format!("index.json imported into {}", layout_what(&self.root));
+        let other = other.as_object().ok_or_else(|| Error::Invalid {
+            what: what(),
+            reason: "not a JSON object".into(),
+        })?;
+        let incoming: Vec<Value> = match other.get("manifests") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => {
+                return Err(Error::Invalid {
+                    what: what(),
+                    reason: "\"manifests\" is not an array".into(),
+                })
+            }
+        };
+        self.edit_index_doc(|doc| {
+            for (k, v) in other {
+                if k != "manifests" && !doc.contains_key(k) {
+                    doc.insert(k.clone(), v.clone());
+                }
+            }
+            let manifests = manifests_mut(doc, &self.index_path())?;
+            for v in incoming {
+                let present = match entry_ref_name(&v) {
+                    Some(t) => manifests.iter().any(|m| entry_ref_name(m) == Some(t)),
+                    None => {
+                        let d = entry_digest(&v);
+                        manifests
+                            .iter()
+                            .any(|m| entry_ref_name(m).is_none() && entry_digest(m) == d)
+                    }
+                };
+                if !present {
+                    manifests.push(v);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Read-modify-write of the `manifests` array of `index.json`.
+    fn edit_index(&self, f: impl FnOnce(&mut Vec<Value>) -> Result<()>) -> Result<()> {
+        let path = self.index_path();
+        self.edit_index_doc(|doc| f(manifests_mut(doc, &path)?))
+    }
+
+    /// Read-modify-write of `index.json` as an ordered JSON object, under the layout's lock.
+    /// The file is rewritten (temp file + rename) only if the document changed.
+    fn edit_index_doc(&self, f: impl FnOnce(&mut Map<String, Value>) -> Result<()>) -> Result<()> {
+        let lock = index_lock(&self.key);
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.index_path();
+        let bytes = read_index_file(&path)?;
+        let what = path.display().to_string();
+        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+            what: what.clone(),
+            source: e,
+        })?;
+        let Value::Object(original) = doc else {
+            return Err(Error::Invalid {
+                what,
+                reason: "index.json is not a JSON object".into(),
+            });
+        };
+        let mut edited = original.clone();
+        f(&mut edited)?;
+        let edited = with_index_header(edited);
+        if edited == original {
+            return Ok(());
+        }
+        let out = serde_json::to_vec(&Value::Object(edited)).map_err(|e| Error::Json {
+            what: what.clone(),
+            source: e,
+        })?;
+        write_atomic(&path, &out)
+    }
+
+    fn blob_not_found(&self, digest: &Digest) -> Error {
+        Error::NotFound {
+            what: format!("blob {digest} in {}", layout_what(&self.root)),
+            detail: None,
+        }
+    }
+}
+
+/// Reads images from an OCI layout directory (`oci:DIR[:tag]`).
+#[derive(Debug, Clone)]
+pub struct LayoutSource {
+    layout: Layout,
+    tag: Option<String>,
+}
+
+impl LayoutSource {
+    /// Open the layout at `r.path` (which must exist). [`Source::resolve`] picks the entry
+    /// tagged `r.tag`, or the only entry when there is no tag.
+    pub fn open(r: LayoutRef) -> Result<LayoutSource> {
+        Ok(LayoutSource {
+            layout: Layout::open(&r.path)?,
+            tag: r.tag,
+        })
+    }
+
+    /// The underlying layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+}
+
+#[async_trait]
+impl Source for LayoutSource {
+    fn name(&self) -> String {
+        display_ref("oci", self.layout.path(), self.tag.as_deref())
+    }
+
+    async fn resolve(&self) -> Result<RawManifest> {
+        let desc = self.layout.resolve(self.tag.as_deref())?;
+        self.layout.read_manifest(&desc).await
+    }
+
+    async fn manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
+        self.layout.read_manifest(desc).await
+    }
+
+    async fn blob(&self, desc: &Descriptor) -> Result<BlobStream> {
+        self.layout.read_blob(desc).await
+    }
+}
+
+/// Writes images into an OCI layout directory (created if needed).
+///
+/// Manifests are stored as blobs, byte for byte; [`Sink::put_manifest`] does not touch
+/// `index.json`. Entries are recorded by [`Sink::put_tag`] (replacing the entry that holds the
+/// tag) and by [`Sink::put_root`], which the copy engine calls for a destination without a tag
+/// (`oci:DIR`): it lists the manifest **untagged**, once per digest, as `skopeo copy … oci:DIR`
+/// does, so the image stays reachable. An empty tag given to `put_tag` also means "untagged".
+#[derive(Debug, Clone)]
+pub struct LayoutSink {
+    layout: Layout,
+    tag: Option<String>,
+}
+
+impl LayoutSink {
+    /// Open (or create) the layout at `r.path`. `r.tag` is only used in [`Sink::name`]: the
+    /// caller says which tags to write.
+    pub fn open(r: LayoutRef) -> Result<LayoutSink> {
+        Ok(LayoutSink {
+            layout: Layout::open_or_create(&r.path)?,
+            tag: r.tag,
+        })
+    }
+
+    /// The underlying layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Write the manifest blob and record it in `index.json` under `tag` (untagged if `None`).
+    async fn put_entry(&self, manifest: &RawManifest, tag: Option<&str>) -> Result<()> {
+        self.put_manifest(manifest).await?;
+        let layout = self.layout.clone();
+        let desc = manifest.descriptor();
+        let tag = tag.map(str::to_string);
+        let index = layout.index_path();
+        tokio::task::spawn_blocking(move || layout.set_tag(&desc, tag.as_deref()))
+            .await
+            .map_err(|e| Error::io("updating", index, std::io::Error::other(e)))?
+    }
+}
+
+#[async_trait]
+impl Sink for LayoutSink {
+    fn name(&self) -> String {
+        display_ref("oci", self.layout.path(), self.tag.as_deref())
+    }
+
+    async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        self.layout.has_blob(desc)
+    }
+
+    async fn put_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<()> {
+        self.layout.write_blob(desc, data).await
+    }
+
+    async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        self.layout.has_blob(desc)
+    }
+
+    async fn tag_digest(&self, tag: &str) -> Result<Option<Digest>> {
+        if tag.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .layout
+            .entries()?
+            .into_iter()
+            .find(|d| d.annotation(REF_NAME) == Some(tag))
+            .map(|d| d.digest))
+    }
+
+    async fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
+        self.layout
+            .write_bytes(&manifest.descriptor(), manifest.bytes.clone())
+            .await
+    }
+
+    /// Writes the manifest blob and lists it untagged in `index.json` unless its digest is
+    /// listed already; `Ok(false)` when both were already there.
+    async fn put_root(&self, manifest: &RawManifest) -> Result<bool> {
+        let desc = manifest.descriptor();
+        if self.layout.has_blob(&desc)? {
+            let listed = self
+                .layout
+                .entries()?
+                .iter()
+                .any(|d| d.digest == desc.digest);
+            if listed {
+                return Ok(false);
+            }
+        }
+        self.put_entry(manifest, None).await?;
+        Ok(true)
+    }
+
+    async fn put_tag(&self, manifest: &RawManifest, tag: &str) -> Result<()> {
+        self.put_entry(manifest, (!tag.is_empty()).then_some(tag))
+            .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared with the archive backend.
+
+/// `OCI layout <path>`, for messages.
+pub(crate) fn layout_what(path: &Path) -> String {
+    format!("OCI layout {}", path.display())
+}
+
+/// `oci:PATH[:TAG]` / `oci-archive:PATH[:TAG]`.
+pub(crate) fn display_ref(transport: &str, path: &Path, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => format!("{transport}:{}:{t}", path.display()),
+        None => format!("{transport}:{}", path.display()),
+    }
+}
+
+/// Check the content of an `oci-layout` file.
+pub(crate) fn check_layout_marker(bytes: &[u8], path: &Path) -> Result<()> {
+    let what = path.display().to_string();
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::Json {
+        what: what.clone(),
+        source: e,
+    })?;
+    match v.get("imageLayoutVersion").and_then(Value::as_str) {
+        Some(ver) if ver.starts_with("1.") => Ok(()),
+        Some(ver) => Err(Error::Invalid {
+            what,
+            reason: format!("unsupported imageLayoutVersion {ver:?} (graft reads 1.x)"),
+        }),
+        None => Err(Error::Invalid {
+            what,
+            reason: "no imageLayoutVersion".into(),
+        }),
+    }
+}
+
+/// Parse the `manifests` of an `index.json`; `what` names the file in errors.
+pub(crate) fn parse_index(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct IndexDoc {
+        #[serde(default)]
+        schema_version: Option<u64>,
+        #[serde(default)]
+        manifests: Option<Vec<Descriptor>>,
+    }
+    let doc: IndexDoc = serde_json::from_slice(bytes).map_err(|e| Error::Json {
+        what: what.to_string(),
+        source: e,
+    })?;
+    if let Some(v) = doc.schema_version {
+        if v != 2 {
+            return Err(Error::Invalid {
+                what: what.to_string(),
+                reason: format!("schemaVersion is {v}, expected 2"),
+            });
+        }
+    }
+    Ok(doc.manifests.unwrap_or_default())
+}
+
+/// Pick the entry named `tag`, or the only entry. `what` names the layout or archive.
+pub(crate) fn resolve_in(
+    entries: &[Descriptor],
+    tag: Option<&str>,
+    what: &str,
+) -> Result<Descriptor> {
+    if let Some(t) = tag {
+        return entries
+            .iter()
+            .find(|d| d.annotation(REF_NAME) == Some(t))
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: format!("tag {t:?} in {what}"),
+                detail: Some(describe_entries(entries)),
+            });
+    }
+    match entries {
+        [only] => Ok(only.clone()),
+        [] => Err(Error::NotFound {
+            what: format!("image in {what}"),
+            detail: Some("index.json lists no images".into()),
+        }),
+        _ => Err(Error::NotFound {
+            what: format!("untagged image in {what}"),
+            detail: Some(format!(
+                "{} images are listed, name one with :TAG; {}",
+                entries.len(),
+                describe_entries(entries)
+            )),
+        }),
+    }
+}
+
+/// "tags: a, b (and 1 untagged entry)" / "it has no tags".
+fn describe_entries(entries: &[Descriptor]) -> String {
+    let tags: Vec<&str> = entries
+        .iter()
+        .filter_map(|d| d.annotation(REF_NAME))
+        .collect();
+    let untagged = entries.len() - tags.len();
+    let mut s = if tags.is_empty() {
+        "it has no tags".to_string()
+    } else {
+        format!("tags: {}", tags.join(", "))
+    };
+    if untagged > 0 {
+        let plural = if untagged == 1 { "entry" } else { "entries" };
+        s.push_str(&format!(" ({untagged} untagged {plural})"));
+    }
+    s
+}
+
+/// Verify manifest bytes against `desc` and parse them, taking the media type from the
+/// document or else from the descriptor.
+pub(crate) fn manifest_from_bytes(
+    bytes: Bytes,
+    desc: &Descriptor,
+    what: String,
+) -> Result<RawManifest> {
+    if bytes.len() as u64 != desc.size {
+        return Err(Error::SizeMismatch {
+            what,
+            expected: desc.size,
+            found: bytes.len() as u64,
+        });
+    }
+    let found = Digest::compute(desc.digest.algorithm(), &bytes);
+    if found != desc.digest {
+        return Err(Error::DigestMismatch {
+            what,
+            expected: desc.digest.clone(),
+            found,
+        });
+    }
+    let content_type = (!desc.media_type.is_empty()).then_some(desc.media_type.as_str());
+    RawManifest::with_digest(bytes, content_type, desc.digest.clone())
+        .map_err(|e| e.context(format!("reading {what}")))
+}
+
+/// A one-chunk [`BlobStream`].
+pub(crate) fn bytes_stream(bytes: Bytes) -> BlobStream {
+    Box::pin(futures::stream::once(async move { Ok(bytes) }))
+}
+
+/// Write `bytes` to `path` through a temp file in the same directory, fsync, rename, and
+/// fsync the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("creating a temp file in", dir, e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| Error::io("writing", tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("renaming a temp file to", path, e.error))?;
+    sync_dir(dir)
+}
+
+/// fsync a directory so that renames inside it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+/// The directory containing `path` (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn exists(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("checking", path, e)),
+    }
+}
+
+fn read_index_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Invalid {
+                what: layout_what(parent_dir(path)),
+                reason: "no index.json".into(),
+            }
+        } else {
+            Error::io("reading", path, e)
+        }
+    })
+}
+
+fn empty_index_bytes() -> Vec<u8> {
+    let doc = with_index_header(Map::new());
+    serde_json::to_vec(&Value::Object(doc)).expect("serialising a JSON value cannot fail")
+}
+
+/// Make sure the document has `schemaVersion`, `mediaType` and `manifests`. If one is
+/// missing, it is added, with `schemaVersion` and `mediaType` moved to the front; the other
+/// keys keep their order.
+fn with_index_header(doc: Map<String, Value>) -> Map<String, Value> {
+    if doc.contains_key("schemaVersion")
+        && doc.contains_key("mediaType")
+        && doc.contains_key("manifests")
+    {
+        return doc;
+    }
+    let mut out = Map::new();
+    let version = doc.get("schemaVersion").cloned().unwrap_or(Value::from(2));
+    out.insert("schemaVersion".into(), version);
+    if !doc.contains_key("mediaType") {
+        out.insert("mediaType".into(), Value::from(mt::OCI_INDEX));
+    }
+    let had_manifests = doc.contains_key("manifests");
+    out.extend(doc.into_iter().filter(|(k, _)| k != "schemaVersion"));
+    if !had_manifests {
+        out.insert("manifests".into(), Value::Array(Vec::new()));
+    }
+    out
+}
+
+fn manifests_mut<'a>(doc: &'a mut Map<String, Value>, path: &Path) -> Result<&'a mut Vec<Value>> {
+    let v = doc
+        .entry("manifests")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if v.is_null() {
+        *v = Value::Array(Vec::new());
+    }
+    v.as_array_mut().ok_or_else(|| Error::Invalid {
+        what: path.display().to_string(),
+        reason: "\"manifests\" is not an array".into(),
+    })
+}
+
+fn entry_ref_name(v: &Value) -> Option<&str> {
+    v.get("annotations")?.get(REF_NAME)?.as_str()
+}
+
+fn entry_digest(v: &Value) -> Option<&str> {
+    v.get("digest")?.as_str()
+}
+
+/// The process-wide lock guarding `index.json` of the layout at canonical path `key`.
+fn index_lock(key: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut map = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(key.to_path_buf()).or_default().clone()
+}
+
+#[cfg(test)]
+pub(crate) mod test_image {
+    //! A tiny valid image for tests.
+
+    use super::*;
+
+    /// A config, an uncompressed layer and an OCI manifest referencing them.
+    pub struct TestImage {
+        /// Config descriptor and bytes.
+        pub config: (Descriptor, Bytes),
+        /// Layer descriptor and bytes.
+        pub layer: (Descriptor, Bytes),
+        /// The manifest.
+        pub manifest: RawManifest,
+    }
+
+    /// Build an image whose layer holds one file with `content`.
+    pub fn image(content: &str) -> TestImage {
+        let layer = Bytes::from(format!("layer:{content}"));
+        let layer_desc = Descriptor::new(
+            mt::OCI_LAYER_TAR,
+            Digest::sha256(&layer),
+            layer.len() as u64,
+        );
+        let config = Bytes::from(format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            layer_desc.digest
+        ));
+        let config_desc =
+            Descriptor::new(mt::OCI_CONFIG, Digest::sha256(&config), config.len() as u64);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
+            mt::OCI_MANIFEST,
+            serde_json::to_string(&config_desc).unwrap(),
+            serde_json::to_string(&layer_desc).unwrap()
+        );
+        TestImage {
+            config: (config_desc, config),
+            layer: (layer_desc, layer),
+            manifest: RawManifest::from_bytes(Bytes::from(manifest), None).unwrap(),
+        }
+    }
+
+    /// Write the image through a sink, tagging it.
+    pub async fn put(sink: &dyn Sink, img: &TestImage, tag: &str) {
+        for (d, b) in [&img.layer, &img.config] {
+            sink.put_blob(d, bytes_stream(b.clone())).await.unwrap();
+        }
+        sink.put_tag(&img.manifest, tag).await.unwrap();
+    }
+
+    /// Collect a stream, returning the bytes or the first error.
+    pub async fn collect(mut s: BlobStream) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_image::{collect, image, put};
+    use super::*;
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    fn lref(path: &Path, tag: Option<&str>) -> LayoutRef {
+        LayoutRef {
+            path: path.to_path_buf(),
+            tag: tag.map(str::to_string),
+        }
+    }
+
+    fn tmp_files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(tmp_files(&e.path()));
+            } else if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                out.push(e.path());
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn write_read_round_trip() {
+        let dir = tmp();
+        let root = dir.path().join("lay");
+        let img = image("a");
+        let sink = LayoutSink::open(lref(&root, Some("v1"))).unwrap();
+        put(&sink, &img, "v1").await;
+        assert_eq!(
+            std::fs::read(root.join(OCI_LAYOUT_FILE)).unwrap(),
+            OCI_LAYOUT_CONTENT
+        );
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(root.join(INDEX_FILE)).unwrap()).unwrap();
+        assert_eq!(index["schemaVersion"], 2);
+        assert_eq!(index["mediaType"], mt::OCI_INDEX);
+        assert_eq!(index["manifests"][0]["annotations"][REF_NAME], "v1");
+        assert_eq!(index["manifests"][0]["size"], img.manifest.bytes.len());
+        assert_eq!(
+            sink.tag_digest("v1").await.unwrap(),
+            Some(img.manifest.digest.clone())
+        );
+        assert!(sink.has_manifest(&img.manifest.descriptor()).await.unwrap());
+
+        let src = LayoutSource::open(lref(&root, Some("v1"))).unwrap();
+        assert_eq!(src.name(), format!("oci:{}:v1", root.display()));
+        let m = src.resolve().await.unwrap();
+        assert_eq!(m.bytes, img.manifest.bytes);
+        assert_eq!(m.digest, img.manifest.digest);
+        let layer = collect(src.blob(&img.layer.0).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(layer, img.layer.1);
+        // No tag and a single entry: that entry.
+        let m = LayoutSource::open(lref(&root, None))
+            .unwrap()
+            .resolve()
+            .await
+            .unwrap();
+        assert_eq!(m.digest, img.manifest.digest);
+        assert!(tmp_files(&root).is_empty());
+    }
+
+    #[tokio::test]
+    async fn corrupted_blob_is_detected_on_read() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let img = image("corrupt-me");
+        layout
+            .write_bytes(&img.layer.0, img.layer.1.clone())
+            .await
+            .unwrap();
+        let path = layout.blob_path(&img.layer.0.digest);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(layout.has_blob(&img.layer.0).unwrap(), "size still matches");
+        let err = collect(layout.read_blob(&img.layer.0).await.unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+
+        // A corrupted manifest is refused too.
+        let md = img.manifest.descriptor();
+        layout
+            .write_bytes(&md, img.manifest.bytes.clone())
+            .await
+            .unwrap();
+        let path = layout.blob_path(&md.digest);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        let err = layout.read_manifest(&md).await.unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn size_mismatch_on_write_and_read() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let img = image("sizes");
+        let (desc, bytes) = img.layer.clone();
+        // Too many bytes for the descriptor.
+        let mut short = desc.clone();
+        short.size -= 1;
+        let err = layout.write_bytes(&short, bytes.clone()).await.unwrap_err();
+        assert!(matches!(err, Error::SizeMismatch { .. }), "{err}");
+        // Too few.
+        let err = layout
+            .write_bytes(&desc, bytes.slice(..bytes.len() - 1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::SizeMismatch { .. }), "{err}");
+        // Right size, wrong content.
+        let mut wrong = bytes.to_vec();
+        wrong[0] ^= 1;
+        let err = layout
+            .write_bytes(&desc, Bytes::from(wrong))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!layout.blob_path(&desc.digest).exists());
+        assert!(tmp_files(dir.path()).is_empty());
+
+        // A file longer than its descriptor fails on read.
+        layout.write_bytes(&desc, bytes.clone()).await.unwrap();
+        let path = layout.blob_path(&desc.digest);
+        let mut longer = bytes.to_vec();
+        longer.push(b'!');
+        std::fs::write(&path, &longer).unwrap();
+        assert!(!layout.has_blob(&desc).unwrap());
+        let err = collect(layout.read_blob(&desc).await.unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::SizeMismatch { .. }), "{err}");
+        // ... and is replaced by the next write.
+        layout.write_bytes(&desc, bytes.clone()).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[tokio::test]
+    async fn interrupted_write_leaves_no_blob() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let img = image("interrupted");
+        let (desc, bytes) = img.layer.clone();
+        let first = bytes.slice(..3);
+        let stream: BlobStream = Box::pin(futures::stream::iter(vec![
+            Ok(first),
+            Err(Error::Unsupported("connection dropped".into())),
+        ]));
+        let err = layout.write_blob(&desc, stream).await.unwrap_err();
+        assert!(err.to_string().contains("connection dropped"));
+        assert!(!layout.blob_path(&desc.digest).exists());
+        assert!(!layout.has_blob(&desc).unwrap());
+        assert!(tmp_files(dir.path()).is_empty());
+        let err = layout.read_blob(&desc).await.err().unwrap();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn existing_blob_is_left_alone() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let img = image("keep");
+        layout
+            .write_bytes(&img.layer.0, img.layer.1.clone())
+            .await
+            .unwrap();
+        // A stream that would fail if read: it is not read.
+        let stream: BlobStream = Box::pin(futures::stream::iter(vec![Err(Error::Unsupported(
+            "must not be read".into(),
+        ))]));
+        layout.write_blob(&img.layer.0, stream).await.unwrap();
+    }
+
+    fn entry(digest: &Digest, tag: Option<&str>) -> Descriptor {
+        let mut d = Descriptor::new(mt::OCI_MANIFEST, digest.clone(), 10);
+        if let Some(t) = tag {
+            d.annotations = Some([(REF_NAME.to_string(), t.to_string())].into());
+        }
+        d
+    }
+
+    fn tags(layout: &Layout) -> Vec<(Option<String>, Digest)> {
+        layout
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.annotation(REF_NAME).map(str::to_string), d.digest))
+            .collect()
+    }
+
+    #[test]
+    fn set_tag_replaces_and_adds() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let (a, b, c) = (
+            Digest::sha256(b"a"),
+            Digest::sha256(b"b"),
+            Digest::sha256(b"c"),
+        );
+        layout.set_tag(&entry(&a, None), Some("one")).unwrap();
+        layout.set_tag(&entry(&b, None), Some("two")).unwrap();
+        layout.set_tag(&entry(&a, None), None).unwrap(); // digest listed (tagged): no new entry
+        layout.set_tag(&entry(&c, None), None).unwrap();
+        layout.set_tag(&entry(&c, None), None).unwrap(); // once only
+        layout
+            .set_tag(&entry(&c, Some("stale")), Some("one"))
+            .unwrap(); // replace in place
+        assert_eq!(
+            tags(&layout),
+            vec![
+                (Some("one".into()), c.clone()),
+                (Some("two".into()), b.clone()),
+                (None, c.clone()),
+            ]
+        );
+        // The ref.name annotation given in a descriptor never leaks into an untagged entry.
+        layout.set_tag(&entry(&b, Some("x")), None).unwrap();
+        assert_eq!(tags(&layout).len(), 3);
+        let before = std::fs::read(layout.index_path()).unwrap();
+        layout.set_tag(&entry(&b, None), Some("two")).unwrap();
+        assert_eq!(
+            std::fs::read(layout.index_path()).unwrap(),
+            before,
+            "no-op edit"
+        );
+    }
+
+    #[test]
+    fn set_tag_keeps_unknown_fields() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let a = Digest::sha256(b"a");
+        let other = Digest::sha256(b"other");
+        let doc = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{other}","size":3,"x-entry":[1,2],"annotations":{{"{REF_NAME}":"old","z":"1","a":"2"}}}}],"annotations":{{"zz":"top"}},"x-custom":{{"b":1,"a":2}}}}"#,
+            mt::OCI_MANIFEST
+        );
+        std::fs::write(layout.index_path(), &doc).unwrap();
+        layout.set_tag(&entry(&a, None), Some("new")).unwrap();
+        let text = std::fs::read_to_string(layout.index_path()).unwrap();
+        let expected = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{other}","size":3,"x-entry":[1,2],"annotations":{{"{REF_NAME}":"old","z":"1","a":"2"}}}},{{"mediaType":"{}","digest":"{a}","size":10,"annotations":{{"{REF_NAME}":"new"}}}}],"annotations":{{"zz":"top"}},"x-custom":{{"b":1,"a":2}}}}"#,
+            mt::OCI_INDEX,
+            mt::OCI_MANIFEST,
+            mt::OCI_MANIFEST
+        );
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn concurrent_set_tag_loses_nothing() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                let layout = Layout::open(dir.path()).unwrap();
+                s.spawn(move || {
+                    let d = Digest::sha256(format!("{i}").as_bytes());
+                    layout
+                        .set_tag(&entry(&d, None), Some(&format!("t{i}")))
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(layout.entries().unwrap().len(), 16);
+    }
+
+    #[test]
+    fn resolve_errors_list_tags() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let err = layout.resolve(None).unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("lists no images"), "{err}");
+        layout
+            .set_tag(&entry(&Digest::sha256(b"1"), None), Some("v1"))
+            .unwrap();
+        layout
+            .set_tag(&entry(&Digest::sha256(b"2"), None), Some("v2"))
+            .unwrap();
+        layout
+            .set_tag(&entry(&Digest::sha256(b"3"), None), None)
+            .unwrap();
+        let err = layout.resolve(Some("v3")).unwrap_err().to_string();
+        assert!(err.contains("tag \"v3\""), "{err}");
+        assert!(err.contains("tags: v1, v2 (1 untagged entry)"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        let err = layout.resolve(None).unwrap_err().to_string();
+        assert!(err.contains("3 images are listed"), "{err}");
+        assert!(err.contains("v1, v2"), "{err}");
+        assert_eq!(
+            layout.resolve(Some("v2")).unwrap().digest,
+            Digest::sha256(b"2")
+        );
+    }
+
+    #[test]
+    fn open_errors_name_the_path() {
+        let dir = tmp();
+        let missing = dir.path().join("nope");
+        let err = Layout::open(&missing).unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }));
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+
+        let plain = dir.path().join("plain");
+        std::fs::create_dir(&plain).unwrap();
+        std::fs::write(plain.join("README"), "hi").unwrap();
+        let err = Layout::open(&plain).unwrap_err().to_string();
+        assert!(
+            err.contains("no oci-layout") && err.contains("plain"),
+            "{err}"
+        );
+        let err = Layout::open_or_create(&plain).unwrap_err().to_string();
+        assert!(err.contains("not empty"), "{err}");
+
+        let file = dir.path().join("file.tar");
+        std::fs::write(&file, "x").unwrap();
+        let err = Layout::open(&file).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+
+        let bad = dir.path().join("bad");
+        Layout::open_or_create(&bad).unwrap();
+        std::fs::write(bad.join(INDEX_FILE), "{").unwrap();
+        let err = Layout::open(&bad).unwrap_err();
+        assert!(matches!(err, Error::Json { .. }), "{err}");
+        std::fs::remove_file(bad.join(INDEX_FILE)).unwrap();
+        let err = Layout::open(&bad).unwrap_err().to_string();
+        assert!(err.contains("no index.json"), "{err}");
+        std::fs::write(
+            bad.join(OCI_LAYOUT_FILE),
+            r#"{"imageLayoutVersion":"2.0.0"}"#,
+        )
+        .unwrap();
+        let err = Layout::open_or_create(&bad).unwrap_err().to_string();
+        assert!(err.contains("imageLayoutVersion"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn put_root_adds_untagged_entry_once() {
+        let dir = tmp();
+        let img = image("untagged");
+        let sink = LayoutSink::open(lref(dir.path(), None)).unwrap();
+        for (d, b) in [&img.layer, &img.config] {
+            sink.put_blob(d, bytes_stream(b.clone())).await.unwrap();
+        }
+        assert!(sink.put_root(&img.manifest).await.unwrap());
+        assert!(!sink.put_root(&img.manifest).await.unwrap());
+        let layout = Layout::open(dir.path()).unwrap();
+        assert_eq!(tags(&layout), vec![(None, img.manifest.digest.clone())]);
+        // The single untagged entry resolves without a tag.
+        let m = LayoutSource::open(lref(dir.path(), None))
+            .unwrap()
+            .resolve()
+            .await
+            .unwrap();
+        assert_eq!(m.bytes, img.manifest.bytes);
+
+        // put_tag honours its tag; an empty tag means untagged (already listed: no change).
+        put(&sink, &img, "a").await;
+        put(&sink, &img, "").await;
+        assert_eq!(tags(&layout).len(), 2);
+        assert_eq!(
+            sink.tag_digest("a").await.unwrap(),
+            Some(img.manifest.digest.clone())
+        );
+        assert_eq!(sink.tag_digest("b").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn put_manifest_does_not_touch_index() {
+        let dir = tmp();
+        let img = image("m");
+        let sink = LayoutSink::open(lref(dir.path(), Some("t"))).unwrap();
+        sink.put_manifest(&img.manifest).await.unwrap();
+        assert!(sink.has_manifest(&img.manifest.descriptor()).await.unwrap());
+        assert!(sink.layout().entries().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn manifest_without_media_type_takes_the_descriptors() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let img = image("no-mt");
+        let body = format!(
+            r#"{{"schemaVersion":2,"config":{},"layers":[]}}"#,
+            serde_json::to_string(&img.config.0).unwrap()
+        );
+        let bytes = Bytes::from(body);
+        let desc = Descriptor::new(mt::OCI_MANIFEST, Digest::sha256(&bytes), bytes.len() as u64);
+        layout.write_bytes(&desc, bytes.clone()).await.unwrap();
+        layout.set_tag(&desc, Some("t")).unwrap();
+        let m = LayoutSource::open(lref(dir.path(), Some("t")))
+            .unwrap()
+            .resolve()
+            .await
+            .unwrap();
+        assert_eq!(m.media_type, mt::OCI_MANIFEST);
+        assert_eq!(m.bytes, bytes);
+    }
+}

@@ -1,0 +1,65 @@
+//! Opening a [`Source`] or [`Sink`] for an [`ImageRef`], whatever its transport.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::reference::ImageRef;
+use crate::store::archive::{ArchiveSink, ArchiveSource};
+use crate::store::layout::{LayoutSink, LayoutSource};
+use crate::store::registry::{RegistryConfig, RegistryPool, RegistrySink, RegistrySource};
+use crate::store::{Sink, Source};
+
+/// Registry settings for one side of an operation, and the pool its clients come from.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Shared clients (tokens are reused across sources and sinks with the same key).
+    pub pool: Arc<RegistryPool>,
+    /// Pool key: sides with different credentials use different keys.
+    pub key: String,
+    /// TLS, credentials, retries.
+    pub config: RegistryConfig,
+}
+
+impl Endpoint {
+    /// An endpoint with its own pool.
+    pub fn new(config: RegistryConfig) -> Endpoint {
+        Endpoint {
+            pool: Arc::new(RegistryPool::new()),
+            key: "default".into(),
+            config,
+        }
+    }
+}
+
+/// Open `r` for reading.
+pub async fn open_source(r: &ImageRef, ep: &Endpoint) -> Result<Box<dyn Source>> {
+    Ok(match r {
+        ImageRef::Docker(d) => {
+            let client = ep.pool.get(&ep.key, &d.registry, &ep.config)?;
+            Box::new(RegistrySource::new(client, d.clone()))
+        }
+        ImageRef::Layout(l) => Box::new(LayoutSource::open(l.clone())?),
+        ImageRef::Archive(l) => Box::new(ArchiveSource::open(l.clone())?),
+    })
+}
+
+/// Open `r` for writing.
+pub async fn open_sink(r: &ImageRef, ep: &Endpoint) -> Result<Box<dyn Sink>> {
+    Ok(match r {
+        ImageRef::Docker(d) => {
+            let client = ep.pool.get(&ep.key, &d.registry, &ep.config)?;
+            Box::new(RegistrySink::new(client, d.clone()))
+        }
+        ImageRef::Layout(l) => Box::new(LayoutSink::open(l.clone())?),
+        ImageRef::Archive(l) => Box::new(ArchiveSink::open(l.clone())?),
+    })
+}
+
+/// The tags a copy into `r` writes: the reference's tag, if any.
+pub fn destination_tags(r: &ImageRef) -> Vec<String> {
+    match r {
+        ImageRef::Docker(d) if d.digest.is_none() => d.tag.clone().into_iter().collect(),
+        ImageRef::Docker(_) => Vec::new(),
+        ImageRef::Layout(l) | ImageRef::Archive(l) => l.tag.clone().into_iter().collect(),
+    }
+}

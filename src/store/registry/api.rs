@@ -1,0 +1,425 @@
+//! Distribution API operations on one repository: manifests, blobs, uploads, mounts, tags.
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
+};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::auth::Scope;
+use super::client::{Body, Registry};
+use crate::error::{Error, Result};
+use crate::oci::{media_types, Descriptor, Digest, RawManifest};
+use crate::store::{verify_stream, BlobStream};
+
+/// The outcome of a cross-repository mount attempt.
+#[derive(Debug)]
+pub enum Mount {
+    /// The registry linked the blob (201).
+    Mounted,
+    /// The registry did not mount but opened an upload session at this URL (202).
+    Session(Url),
+}
+
+fn accept_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        ACCEPT,
+        HeaderValue::from_str(&media_types::MANIFEST_ACCEPT.join(", ")).expect("static header"),
+    );
+    h
+}
+
+/// `host/repo:tag` or `host/repo@digest`.
+fn display_ref(host: &str, repo: &str, reference: &str) -> String {
+    let sep = if reference.contains(':') { '@' } else { ':' };
+    format!("{host}/{repo}{sep}{reference}")
+}
+
+fn header_digest(resp: &reqwest::Response) -> Option<Digest> {
+    resp.headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+impl Registry {
+    /// Fetch a manifest by tag or digest, keeping its exact bytes. Bytes fetched by digest are
+    /// verified; bytes fetched by tag are checked against `Docker-Content-Digest` when sent.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<RawManifest> {
+        let url = self
+            .url(&format!("v2/{repo}/manifests/{reference}"))
+            .await?;
+        let resp = self
+            .send(
+                Method::GET,
+                url.clone(),
+                &[Scope::pull(repo)],
+                accept_headers(),
+                Body::Empty,
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            let err = self.error(&Method::GET, &url, resp).await;
+            return Err(Error::NotFound {
+                what: format!("manifest {}", display_ref(self.host(), repo, reference)),
+                detail: Some(err.to_string()),
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(self.error(&Method::GET, &url, resp).await);
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let claimed = header_digest(&resp);
+        let bytes = resp.bytes().await.map_err(|e| Error::Http {
+            context: format!("reading manifest {repo}:{reference}"),
+            source: e,
+        })?;
+        let what = format!("manifest {}", display_ref(self.host(), repo, reference));
+        if let Ok(expected) = reference.parse::<Digest>() {
+            expected.verify(&what, &bytes)?;
+            RawManifest::with_digest(bytes, content_type.as_deref(), expected)
+        } else {
+            let m = RawManifest::from_bytes(bytes, content_type.as_deref())?;
+            if let Some(c) = claimed.filter(|c| c.algorithm() == m.digest.algorithm()) {
+                if c != m.digest {
+                    return Err(Error::DigestMismatch {
+                        what,
+                        expected: c,
+                        found: m.digest,
+                    });
+                }
+            }
+            Ok(m)
+        }
+    }
+
+    /// HEAD a manifest; the digest it has, or `None` if it does not exist.
+    pub async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<Digest>> {
+        let url = self
+            .url(&format!("v2/{repo}/manifests/{reference}"))
+            .await?;
+        let resp = self
+            .send(
+                Method::HEAD,
+                url.clone(),
+                &[Scope::pull(repo)],
+                accept_headers(),
+                Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => match header_digest(&resp) {
+                Some(d) => Ok(Some(d)),
+                None => Ok(Some(self.get_manifest(repo, reference).await?.digest)),
+            },
+            _ => Err(self.error(&Method::HEAD, &url, resp).await),
+        }
+    }
+
+    /// PUT a manifest's exact bytes under `reference` (a tag or its digest).
+    pub async fn put_manifest(&self, repo: &str, reference: &str, m: &RawManifest) -> Result<()> {
+        let url = self
+            .url(&format!("v2/{repo}/manifests/{reference}"))
+            .await?;
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(&m.media_type).map_err(|_| Error::Invalid {
+                what: format!("manifest {}", m.digest),
+                reason: format!("media type {:?} is not a valid header value", m.media_type),
+            })?,
+        );
+        let resp = self
+            .send(
+                Method::PUT,
+                url.clone(),
+                &[Scope::push(repo)],
+                h,
+                Body::Bytes(m.bytes.clone()),
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.error(&Method::PUT, &url, resp).await);
+        }
+        if let Some(d) = header_digest(&resp).filter(|d| d.algorithm() == m.digest.algorithm()) {
+            if d != m.digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest stored at {}/{repo}:{reference}", self.host()),
+                    expected: m.digest.clone(),
+                    found: d,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a blob exists in `repo` (HEAD).
+    pub async fn has_blob(&self, repo: &str, desc: &Descriptor) -> Result<bool> {
+        let url = self
+            .url(&format!("v2/{repo}/blobs/{}", desc.digest))
+            .await?;
+        let resp = self
+            .send(
+                Method::HEAD,
+                url.clone(),
+                &[Scope::pull(repo)],
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_success() => Ok(true),
+            _ => Err(self.error(&Method::HEAD, &url, resp).await),
+        }
+    }
+
+    /// Stream a blob, verified against its descriptor.
+    pub async fn get_blob(&self, repo: &str, desc: &Descriptor) -> Result<BlobStream> {
+        let url = self
+            .url(&format!("v2/{repo}/blobs/{}", desc.digest))
+            .await?;
+        let resp = self
+            .send(
+                Method::GET,
+                url.clone(),
+                &[Scope::pull(repo)],
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Error::NotFound {
+                what: format!("blob {}/{repo}@{}", self.host(), desc.digest),
+                detail: None,
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(self.error(&Method::GET, &url, resp).await);
+        }
+        let what = format!("blob {}/{repo}@{}", self.host(), desc.digest);
+        let ctx = what.clone();
+        let stream = resp.bytes_stream().map(move |r| {
+            r.map_err(|e| Error::Http {
+                context: format!("reading {ctx}"),
+                source: e,
+            })
+        });
+        Ok(verify_stream(Box::pin(stream), desc, what))
+    }
+
+    /// Ask the registry to mount `desc` from `from` into `repo`.
+    pub async fn mount_blob(&self, repo: &str, desc: &Descriptor, from: &str) -> Result<Mount> {
+        let mut url = self.url(&format!("v2/{repo}/blobs/uploads/")).await?;
+        url.query_pairs_mut()
+            .append_pair("mount", &desc.digest.to_string())
+            .append_pair("from", from);
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let scopes = [Scope::push(repo), Scope::pull(from)];
+        let resp = self
+            .send(Method::POST, url.clone(), &scopes, h, Body::Empty)
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(Mount::Mounted),
+            StatusCode::ACCEPTED => Ok(Mount::Session(self.location(&resp).await?)),
+            _ => Err(self.error(&Method::POST, &url, resp).await),
+        }
+    }
+
+    async fn open_upload(&self, repo: &str) -> Result<(Url, u64)> {
+        let url = self.url(&format!("v2/{repo}/blobs/uploads/")).await?;
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let resp = self
+            .send(
+                Method::POST,
+                url.clone(),
+                &[Scope::push(repo)],
+                h,
+                Body::Empty,
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.error(&Method::POST, &url, resp).await);
+        }
+        let min_chunk = resp
+            .headers()
+            .get("oci-chunk-min-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((self.location(&resp).await?, min_chunk))
+    }
+
+    /// Upload a blob: into `session` if a mount left one open, else a new one; one streamed
+    /// PUT, or PATCH chunks (at least `OCI-Chunk-Min-Length`) then a closing PUT.
+    pub async fn upload_blob(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        data: BlobStream,
+        session: Option<Url>,
+    ) -> Result<()> {
+        let (mut location, min_chunk) = match session {
+            Some(s) => (s, 0),
+            None => self.open_upload(repo).await?,
+        };
+        let scopes = [Scope::push(repo)];
+        let mut data = data;
+        if let Some(chunk) = self.config().chunk_size.map(|c| c.max(min_chunk).max(1)) {
+            let mut offset = 0u64;
+            let mut buf = BytesMut::new();
+            let mut done = false;
+            while !done {
+                while (buf.len() as u64) < chunk {
+                    match data.next().await {
+                        Some(b) => buf.extend_from_slice(&b?),
+                        None => {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+                let take = (buf.len() as u64).min(chunk) as usize;
+                if take == 0 {
+                    break;
+                }
+                let piece: Bytes = buf.split_to(take).freeze();
+                done = done && buf.is_empty();
+                let mut h = HeaderMap::new();
+                h.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                let range = format!("{}-{}", offset, offset + piece.len() as u64 - 1);
+                h.insert(CONTENT_RANGE, HeaderValue::from_str(&range).expect("ascii"));
+                h.insert(CONTENT_LENGTH, HeaderValue::from(piece.len() as u64));
+                let len = piece.len() as u64;
+                let resp = self
+                    .send_stream(
+                        Method::PATCH,
+                        location.clone(),
+                        &scopes,
+                        h,
+                        reqwest::Body::from(piece),
+                    )
+                    .await?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(self.error(&Method::PATCH, &location, resp).await);
+                }
+                location = self.location(&resp).await?;
+                offset += len;
+            }
+            location
+                .query_pairs_mut()
+                .append_pair("digest", &desc.digest.to_string());
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+            let resp = self
+                .send_stream(
+                    Method::PUT,
+                    location.clone(),
+                    &scopes,
+                    h,
+                    reqwest::Body::from(Bytes::new()),
+                )
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(self.error(&Method::PUT, &location, resp).await);
+            }
+            return Ok(());
+        }
+        location
+            .query_pairs_mut()
+            .append_pair("digest", &desc.digest.to_string());
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(CONTENT_LENGTH, HeaderValue::from(desc.size));
+        let resp = self
+            .send_stream(
+                Method::PUT,
+                location.clone(),
+                &scopes,
+                h,
+                reqwest::Body::wrap_stream(data),
+            )
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(self.error(&Method::PUT, &location, resp).await);
+        }
+        Ok(())
+    }
+
+    /// All tags of `repo`, following `Link` pagination.
+    pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut url = self.url(&format!("v2/{repo}/tags/list")).await?;
+        let mut tags = Vec::new();
+        loop {
+            let resp = self
+                .send(
+                    Method::GET,
+                    url.clone(),
+                    &[Scope::pull(repo)],
+                    HeaderMap::new(),
+                    Body::Empty,
+                )
+                .await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Err(Error::NotFound {
+                    what: format!("repository {}/{repo}", self.host()),
+                    detail: Some(self.error(&Method::GET, &url, resp).await.to_string()),
+                });
+            }
+            if !resp.status().is_success() {
+                return Err(self.error(&Method::GET, &url, resp).await);
+            }
+            let next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| l.split(';').next())
+                .map(|l| {
+                    l.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string()
+                });
+            let body = resp.bytes().await.map_err(|e| Error::Http {
+                context: format!("reading tags of {repo}"),
+                source: e,
+            })?;
+            let list: TagList = serde_json::from_slice(&body).map_err(|e| Error::Json {
+                what: format!("tag list of {repo}"),
+                source: e,
+            })?;
+            tags.extend(list.tags.unwrap_or_default());
+            match next {
+                Some(n) => {
+                    url = url.join(&n).map_err(|e| Error::Invalid {
+                        what: "tag list Link header".into(),
+                        reason: e.to_string(),
+                    })?
+                }
+                None => break,
+            }
+        }
+        Ok(tags)
+    }
+}

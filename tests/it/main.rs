@@ -1,0 +1,8 @@
+//! graft's integration tests: real registries (Debian's docker-registry), real clients
+//! (skopeo, umoci, openssl), and the graft binary.
+
+mod copy;
+mod graft;
+mod harness;
+mod layout;
+mod support;
