@@ -21,6 +21,9 @@ pub enum Mount {
     Mounted,
     /// The registry did not mount but opened an upload session at this URL (202).
     Session(Url),
+    /// The registry refused the mount (e.g. 401/403: no pull access to the source
+    /// repository with these credentials); the blob must be uploaded.
+    Refused,
 }
 
 fn accept_headers() -> HeaderMap {
@@ -231,6 +234,14 @@ impl Registry {
         match resp.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
             StatusCode::ACCEPTED => Ok(Mount::Session(self.location(&resp).await?)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                tracing::debug!(
+                    "mount of {} from {from} refused ({}); uploading instead",
+                    desc.digest,
+                    resp.status()
+                );
+                Ok(Mount::Refused)
+            }
             _ => Err(self.error(&Method::POST, &url, resp).await),
         }
     }

@@ -141,6 +141,7 @@ impl Registry {
         };
         let mut last = None;
         for scheme in schemes {
+            let probing = *scheme == "https" && schemes.len() > 1;
             let base = Url::parse(&format!("{scheme}://{}/", self.host)).map_err(|e| {
                 Error::InvalidReference {
                     input: self.host.clone(),
@@ -154,8 +155,11 @@ impl Registry {
                 match r {
                     Ok(r) if should_retry_status(r.status()) && attempt < self.cfg.retries => {}
                     Ok(r) => break Ok(r),
+                    // While probing HTTPS with a plain-HTTP fallback, a failed connection
+                    // means "try HTTP", not "try again".
                     Err(e)
-                        if e.is_connect()
+                        if is_transient(&e)
+                            && !probing
                             && attempt < self.cfg.retries
                             && !self.is_tls_or_refused(&e) => {}
                     Err(e) => break Err(e),

@@ -144,6 +144,7 @@ impl Sink for RegistrySink {
             .await?
         {
             Mount::Mounted => Ok(true),
+            Mount::Refused => Ok(false),
             Mount::Session(url) => {
                 self.sessions
                     .lock()
