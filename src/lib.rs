@@ -11,3 +11,5 @@ pub mod store;
 pub use error::{Error, Result};
 pub mod copy;
 pub mod progress;
+pub mod timestamp;
+pub mod layer;
