@@ -1,5 +1,6 @@
 //! Command-line interface: argument types and one module per command.
 
+pub mod append;
 pub mod copy;
 pub mod inspect;
 pub mod ls;
@@ -116,10 +117,25 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// List the tags of a registry repository or an OCI layout.
     Ls(ls::LsArgs),
+    /// Append layers to every platform of an image and write the new image.
+    Append(append::AppendArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// The time stamped into configs and history: `SOURCE_DATE_EPOCH` if set, else now. The only
+/// clock read in graft, at the edge.
+pub fn created_time() -> anyhow::Result<graft::timestamp::Timestamp> {
+    if let Some(t) = graft::timestamp::Timestamp::from_env()? {
+        return Ok(t);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Ok(graft::timestamp::Timestamp(now))
 }

@@ -1,6 +1,7 @@
 //! graft's integration tests: real registries (Debian's docker-registry), real clients
 //! (skopeo, umoci, openssl), and the graft binary.
 
+mod append;
 mod copy;
 mod graft;
 mod harness;
