@@ -2,7 +2,7 @@
 //! goes through [`copy_image`]: blobs first (present → mount → upload, each digest once,
 //! bounded concurrency), then child manifests, then the root, then tags.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,30 @@ pub struct CopyOptions {
     pub tags: Vec<String>,
     /// Retries of a whole blob transfer after a retryable failure.
     pub retries: u32,
+    /// Shared between concurrent copies into the same sink so each digest moves once.
+    pub dedupe: Option<Arc<Dedupe>>,
+    /// Call [`Sink::commit`] at the end (false when the caller commits after many copies).
+    pub commit: bool,
+}
+
+/// Blob transfers in flight or done, by sink and digest: concurrent copies that share a blob
+/// wait for the one transfer instead of starting their own.
+#[derive(Debug, Default)]
+pub struct Dedupe {
+    cells: std::sync::Mutex<HashMap<(String, Digest), Arc<tokio::sync::OnceCell<BlobOutcome>>>>,
+}
+
+impl Dedupe {
+    fn cell(&self, sink: &str, digest: &Digest) -> (Arc<tokio::sync::OnceCell<BlobOutcome>>, bool) {
+        let mut cells = self.cells.lock().expect("dedupe lock");
+        let key = (sink.to_string(), digest.clone());
+        if let Some(c) = cells.get(&key) {
+            return (c.clone(), false);
+        }
+        let c = Arc::new(tokio::sync::OnceCell::new());
+        cells.insert(key, c.clone());
+        (c, true)
+    }
 }
 
 impl Default for CopyOptions {
@@ -34,6 +58,8 @@ impl Default for CopyOptions {
             jobs: 4,
             tags: Vec::new(),
             retries: 3,
+            dedupe: None,
+            commit: true,
         }
     }
 }
@@ -224,11 +250,19 @@ pub async fn copy_graph(
     for phase in [&graph.layers, &graph.configs] {
         let outcomes: Vec<(u64, BlobOutcome)> = futures::stream::iter(phase.iter())
             .map(|d| async move {
-                let outcome = transfer_blob(src, dst, d, opts.retries, reporter)
-                    .await
-                    .map_err(|e| {
-                        e.context(format!("copying blob {} to {}", d.digest, dst.name()))
-                    })?;
+                let outcome = match &opts.dedupe {
+                    None => transfer_blob(src, dst, d, opts.retries, reporter).await,
+                    Some(dedupe) => {
+                        let (cell, first) = dedupe.cell(&dst.name(), &d.digest);
+                        let outcome = cell
+                            .get_or_try_init(|| transfer_blob(src, dst, d, opts.retries, reporter))
+                            .await
+                            .copied();
+                        // Only the copy that moved the bytes counts them.
+                        outcome.map(|o| if first { o } else { BlobOutcome::Present })
+                    }
+                }
+                .map_err(|e| e.context(format!("copying blob {} to {}", d.digest, dst.name())))?;
                 reporter.blob_done(d, outcome);
                 Ok::<_, Error>((d.size, outcome))
             })
@@ -290,7 +324,9 @@ pub async fn copy_graph(
         reporter.manifest_done(&desc, true);
         report.tags.push(tag.clone());
     }
-    dst.commit().await?;
+    if opts.commit {
+        dst.commit().await?;
+    }
     Ok(report)
 }
 

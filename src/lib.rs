@@ -12,5 +12,6 @@ pub use error::{Error, Result};
 pub mod copy;
 pub mod image;
 pub mod layer;
+pub mod mirror;
 pub mod progress;
 pub mod timestamp;

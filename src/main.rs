@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             Command::Inspect(a) => cli::inspect::run(a, &cli.global).await,
             Command::Ls(a) => cli::ls::run(a, &cli.global).await,
             Command::Append(a) => cli::append::run(a, &cli.global).await,
+            Command::Mirror(a) => cli::mirror::run_mirror(a, &cli.global).await,
         }
     });
     match result {

@@ -22,7 +22,10 @@ pub enum ImageRef {
     Archive(LayoutRef),
 }
 
-/// A path plus optional tag, for `oci:` and `oci-archive:`.
+/// A path plus optional tag, for `oci:` and `oci-archive:`. As in skopeo, the path ends at
+/// the first `:` (paths containing `:` are not supported); the tag is everything after it and
+/// may be a qualified name such as `ghcr.io/org/app:1.0` (how `graft mirror` names images in a
+/// multi-image layout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayoutRef {
     /// The directory or archive file.
@@ -237,11 +240,6 @@ impl FromStr for ImageRef {
             if let Some(t) = tag {
                 if t.is_empty() {
                     return Err(bad("empty tag after ':'"));
-                }
-                if t.contains('/') {
-                    return Err(bad(
-                        "a layout tag cannot contain '/'; paths with ':' are not supported",
-                    ));
                 }
             }
             Ok(LayoutRef {

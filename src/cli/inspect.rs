@@ -28,6 +28,10 @@ pub struct InspectArgs {
     /// Pick this platform out of an index.
     #[arg(long)]
     pub platform: Option<Platform>,
+    /// Show the breadcrumb labels (which science and compat versions make up the image) of
+    /// every platform, as a table (or JSON).
+    #[arg(long, conflicts_with_all = ["raw", "config"])]
+    pub breadcrumbs: bool,
 }
 
 const CONFIG_LIMIT: u64 = 64 << 20;
@@ -55,6 +59,9 @@ pub async fn run(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         platform = Some(host_platform());
     }
     let m = resolve_root(src.as_ref(), platform.as_ref()).await?;
+    if args.breadcrumbs {
+        return breadcrumbs(src.as_ref(), &m, global).await;
+    }
     if args.config {
         let config = m.view().config.clone().ok_or_else(|| {
             anyhow::anyhow!("{} is an index, not an image: it has no config", src.name())
@@ -124,4 +131,53 @@ fn print_text(src: &dyn Source, m: &RawManifest) {
             println!("  {k}={val}");
         }
     }
+}
+
+async fn breadcrumbs(src: &dyn Source, m: &RawManifest, global: &GlobalArgs) -> anyhow::Result<()> {
+    let mut images = Vec::new();
+    if m.is_index() {
+        for d in &m.view().manifests {
+            match &d.platform {
+                Some(p) if !p.is_unknown() => images.push((p.to_string(), src.manifest(d).await?)),
+                _ => {}
+            }
+        }
+    } else {
+        images.push(("-".to_string(), m.clone()));
+    }
+    let mut rows = Vec::new();
+    for (platform, image) in images {
+        let Some(config) = image.view().config.clone() else {
+            continue;
+        };
+        let bytes = read_blob(src, &config, CONFIG_LIMIT).await?;
+        for c in graft::image::breadcrumbs::read(&graft::image::config::config_labels(&bytes)?) {
+            rows.push((platform.clone(), c));
+        }
+    }
+    match global.output {
+        Output::Json => print_json(
+            &rows
+                .iter()
+                .map(|(p, c)| json!({"platform": p, "prefix": c.prefix, "component": c.component, "version": c.version, "buildtime": c.buildtime}))
+                .collect::<Vec<_>>(),
+        )?,
+        Output::Text => {
+            if rows.is_empty() {
+                eprintln!("no breadcrumb labels in {}", src.name());
+                return Ok(());
+            }
+            println!("{:<16} {:<28} {:<40} BUILDTIME", "PLATFORM", "COMPONENT", "VERSION");
+            for (p, c) in rows {
+                println!(
+                    "{:<16} {:<28} {:<40} {}",
+                    p,
+                    c.component,
+                    c.version.as_deref().unwrap_or("-"),
+                    c.buildtime.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
 }

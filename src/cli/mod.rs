@@ -4,6 +4,7 @@ pub mod append;
 pub mod copy;
 pub mod inspect;
 pub mod ls;
+pub mod mirror;
 pub mod progress;
 
 use std::path::PathBuf;
@@ -119,6 +120,8 @@ pub enum Command {
     Ls(ls::LsArgs),
     /// Append layers to every platform of an image and write the new image.
     Append(append::AppendArgs),
+    /// Mirror the images a sync file selects into a registry, layout or archive.
+    Mirror(mirror::MirrorArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

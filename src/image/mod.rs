@@ -2,6 +2,7 @@
 //! appending layers to every platform of an image.
 
 pub mod append;
+pub mod breadcrumbs;
 pub mod config;
 pub mod manifest;
 pub mod tarball;

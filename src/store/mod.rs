@@ -41,6 +41,12 @@ pub trait Source: Send + Sync {
     /// The manifest or index the source's reference points at.
     async fn resolve(&self) -> Result<RawManifest>;
 
+    /// The digest of the manifest or index the reference points at; registries answer it with
+    /// one HEAD request.
+    async fn resolve_digest(&self) -> Result<Digest> {
+        Ok(self.resolve().await?.digest)
+    }
+
     /// A manifest by its descriptor's digest, verified.
     async fn manifest(&self, desc: &Descriptor) -> Result<RawManifest>;
 

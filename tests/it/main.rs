@@ -6,4 +6,5 @@ mod copy;
 mod graft;
 mod harness;
 mod layout;
+mod mirror;
 mod support;

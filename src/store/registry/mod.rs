@@ -82,6 +82,20 @@ impl Source for RegistrySource {
             .await
     }
 
+    async fn resolve_digest(&self) -> Result<Digest> {
+        if let Some(d) = &self.reference.digest {
+            return Ok(d.clone());
+        }
+        let reference = self.reference.reference();
+        self.client
+            .head_manifest(&self.reference.repository, &reference)
+            .await?
+            .ok_or_else(|| crate::Error::NotFound {
+                what: format!("manifest {}", self.reference),
+                detail: None,
+            })
+    }
+
     async fn manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
         self.client
             .get_manifest(&self.reference.repository, &desc.digest.to_string())

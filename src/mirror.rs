@@ -1,0 +1,554 @@
+//! Mirroring: a sync file names source repositories with tag filters and a destination (a
+//! registry prefix, an `oci:` layout or an `oci-archive:` file); every selected image goes
+//! through the copy engine. Incremental: an image whose digest is already at the destination
+//! is skipped after one request to each side.
+//!
+//! In a multi-image layout or archive, each image is tagged with its original reference
+//! (`org.opencontainers.image.ref.name` = `host/repo:tag`, as crane and zarf do), so an import
+//! maps it back to `<prefix>/repo:tag`.
+
+use std::cmp::Ordering;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::copy::{copy_image, CopyOptions, Dedupe};
+use crate::error::{Error, Result};
+use crate::oci::{Digest, Platform};
+use crate::progress::Reporter;
+use crate::reference::{DockerRef, ImageRef, LayoutRef};
+use crate::store::layout::{Layout, REF_NAME};
+use crate::store::open::{open_sink, open_source, Endpoint};
+use crate::store::Sink;
+
+/// A sync file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// `docker://HOST[/PREFIX]`, `oci:DIR` or `oci-archive:FILE`.
+    pub destination: String,
+    /// Images copied at once (default 4).
+    #[serde(default)]
+    pub jobs: Option<usize>,
+    /// What to mirror.
+    pub sources: Vec<SourceSpec>,
+}
+
+/// One source repository and its filters.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// `docker://HOST/REPO` (a tag, if given, is ignored), or an `oci:`/`oci-archive:` made by
+    /// a mirror (its images carry their original references).
+    pub repository: String,
+    /// Exact tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// A regular expression tags must match (like the image factory's `allowTags`).
+    #[serde(default)]
+    pub allow_tags: Option<String>,
+    /// Keep only the newest N of the selected tags, by version order (`v1.10` > `v1.9`).
+    #[serde(default)]
+    pub latest: Option<usize>,
+    /// Copy only this platform out of each index (a single platform; the digest then is that
+    /// platform's manifest).
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// Destination repository path (default: the source repository path).
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// Read and check a sync file.
+pub fn load_config(path: &Path) -> Result<MirrorConfig> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io("reading sync file", path, e))?;
+    let cfg: MirrorConfig = serde_yaml_ng::from_str(&text).map_err(|e| Error::Invalid {
+        what: format!("sync file {}", path.display()),
+        reason: e.to_string(),
+    })?;
+    let bad = |reason: String| Error::Invalid {
+        what: format!("sync file {}", path.display()),
+        reason,
+    };
+    cfg.destination
+        .parse::<ImageRef>()
+        .map_err(|e| bad(format!("destination: {e}")))?;
+    for (i, s) in cfg.sources.iter().enumerate() {
+        s.repository
+            .parse::<ImageRef>()
+            .map_err(|e| bad(format!("sources[{i}].repository: {e}")))?;
+        if let Some(re) = &s.allow_tags {
+            regex::Regex::new(re).map_err(|e| bad(format!("sources[{i}].allow_tags: {e}")))?;
+        }
+        if let Some(p) = &s.platform {
+            p.parse::<Platform>()
+                .map_err(|e| bad(format!("sources[{i}].platform: {e}")))?;
+        }
+    }
+    Ok(cfg)
+}
+
+/// Order version-like tags: numeric runs compare as numbers, a leading `v` is ignored, and a
+/// release sorts after its pre-releases (`1.0` > `1.0-rc1`).
+pub fn version_cmp(a: &str, b: &str) -> Ordering {
+    fn parts(s: &str) -> (Vec<u64>, String) {
+        let s = s.strip_prefix('v').unwrap_or(s);
+        let (core, pre) = s.split_once('-').unwrap_or((s, ""));
+        let nums = core
+            .split(['.', '_'])
+            .map(|p| p.parse().unwrap_or(0))
+            .collect();
+        (nums, pre.to_string())
+    }
+    let (na, pa) = parts(a);
+    let (nb, pb) = parts(b);
+    na.cmp(&nb)
+        .then_with(|| match (pa.is_empty(), pb.is_empty()) {
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            _ => pa.cmp(&pb),
+        })
+        .then_with(|| a.cmp(b))
+}
+
+/// Apply a source's filters to the tags that exist.
+pub fn select_tags(available: &[String], spec: &SourceSpec) -> Result<Vec<String>> {
+    let mut selected: Vec<String> = if spec.tags.is_empty() && spec.allow_tags.is_none() {
+        available.to_vec()
+    } else {
+        let re = spec
+            .allow_tags
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| Error::Unsupported(format!("allow_tags: {e}")))?;
+        for t in &spec.tags {
+            if !available.contains(t) {
+                return Err(Error::NotFound {
+                    what: format!("tag {t:?} of {}", spec.repository),
+                    detail: None,
+                });
+            }
+        }
+        available
+            .iter()
+            .filter(|t| spec.tags.contains(t) || re.as_ref().is_some_and(|r| r.is_match(t)))
+            .cloned()
+            .collect()
+    };
+    selected.sort_by(|a, b| version_cmp(b, a));
+    if let Some(n) = spec.latest {
+        selected.truncate(n);
+    }
+    if selected.is_empty() {
+        return Err(Error::NotFound {
+            what: format!("a tag of {} matching the filters", spec.repository),
+            detail: Some(format!("{} tag(s) exist", available.len())),
+        });
+    }
+    Ok(selected)
+}
+
+/// One image to mirror.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    /// Where it comes from.
+    pub source: String,
+    /// Where it goes.
+    pub destination: String,
+    /// Platform filter.
+    pub platform: Option<String>,
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The image.
+    #[serde(flatten)]
+    pub item: Item,
+    /// `copied`, `skipped` or `failed`.
+    pub status: &'static str,
+    /// The digest at the destination.
+    pub digest: Option<Digest>,
+    /// Bytes sent.
+    pub bytes_uploaded: u64,
+    /// The error, for failures.
+    pub error: Option<String>,
+}
+
+fn repo_path(d: &DockerRef) -> String {
+    d.repository.clone()
+}
+
+fn destination_for(dest: &ImageRef, original: &DockerRef, to: Option<&str>) -> Result<ImageRef> {
+    let tag = original.tag.clone().unwrap_or_else(|| "latest".into());
+    Ok(match dest {
+        ImageRef::Docker(prefix) => {
+            let path = to
+                .map(str::to_string)
+                .unwrap_or_else(|| repo_path(original));
+            let repository = if prefix.repository.is_empty() {
+                path
+            } else {
+                format!("{}/{}", prefix.repository, path)
+            };
+            ImageRef::Docker(DockerRef {
+                registry: prefix.registry.clone(),
+                repository,
+                tag: Some(tag),
+                digest: None,
+            })
+        }
+        ImageRef::Layout(l) | ImageRef::Archive(l) => {
+            let name = match to {
+                Some(t) => format!("{}/{t}:{tag}", original.registry),
+                None => format!("{}:{tag}", original.name()),
+            };
+            let r = LayoutRef {
+                path: l.path.clone(),
+                tag: Some(name),
+            };
+            if matches!(dest, ImageRef::Layout(_)) {
+                ImageRef::Layout(r)
+            } else {
+                ImageRef::Archive(r)
+            }
+        }
+    })
+}
+
+/// Parse a mirror destination: a registry prefix may be just a host.
+pub fn parse_destination(s: &str) -> Result<ImageRef> {
+    if let Some(rest) = s.strip_prefix("docker://") {
+        let rest = rest.trim_end_matches('/');
+        if !rest.contains('/') {
+            return Ok(ImageRef::Docker(DockerRef {
+                registry: rest.to_string(),
+                repository: String::new(),
+                tag: None,
+                digest: None,
+            }));
+        }
+        let d = DockerRef::parse(rest)?;
+        return Ok(ImageRef::Docker(DockerRef { tag: None, ..d }));
+    }
+    s.parse()
+}
+
+/// Turn the sync file into a list of images, listing tags where needed. Sources that cannot be
+/// listed or whose filters match nothing are returned as failures.
+pub async fn plan(cfg: &MirrorConfig, ep: &Endpoint) -> (Vec<Item>, Vec<Outcome>) {
+    let mut items = Vec::new();
+    let mut failures = Vec::new();
+    let dest = match parse_destination(&cfg.destination) {
+        Ok(d) => d,
+        Err(e) => {
+            failures.push(failure(&cfg.destination, &cfg.destination, None, &e));
+            return (items, failures);
+        }
+    };
+    for spec in &cfg.sources {
+        match plan_source(spec, &dest, ep).await {
+            Ok(mut v) => items.append(&mut v),
+            Err(e) => failures.push(failure(
+                &spec.repository,
+                &cfg.destination,
+                spec.platform.clone(),
+                &e,
+            )),
+        }
+    }
+    (items, failures)
+}
+
+fn failure(source: &str, destination: &str, platform: Option<String>, e: &Error) -> Outcome {
+    Outcome {
+        item: Item {
+            source: source.to_string(),
+            destination: destination.to_string(),
+            platform,
+        },
+        status: "failed",
+        digest: None,
+        bytes_uploaded: 0,
+        error: Some(error_chain(e)),
+    }
+}
+
+/// An error with its causes on one line.
+pub fn error_chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Result<Vec<Item>> {
+    let src: ImageRef = spec.repository.parse()?;
+    let mut out = Vec::new();
+    match &src {
+        ImageRef::Docker(d) => {
+            let client = ep.pool.get(&ep.key, &d.registry, &ep.config)?;
+            let available = client.list_tags(&d.repository).await?;
+            for tag in select_tags(&available, spec)? {
+                let original = d.with_tag(&tag);
+                out.push(Item {
+                    source: ImageRef::Docker(original.clone()).to_string(),
+                    destination: destination_for(dest, &original, spec.to.as_deref())?.to_string(),
+                    platform: spec.platform.clone(),
+                });
+            }
+        }
+        ImageRef::Layout(l) | ImageRef::Archive(l) => {
+            // An export made by graft mirror: every entry is named by its original reference.
+            let names: Vec<String> = match &src {
+                ImageRef::Layout(_) => Layout::open(&l.path)?
+                    .entries()?
+                    .iter()
+                    .filter_map(|d| d.annotation(REF_NAME).map(str::to_string))
+                    .collect(),
+                _ => crate::store::archive::ArchiveSource::open(l.clone())?
+                    .entries()
+                    .iter()
+                    .filter_map(|d| d.annotation(REF_NAME).map(str::to_string))
+                    .collect(),
+            };
+            let mut by_repo: Vec<(DockerRef, String)> = Vec::new();
+            for n in names {
+                let original = DockerRef::parse(&n).map_err(|e| Error::Invalid {
+                    what: format!("{src}"),
+                    reason: format!(
+                        "entry {n:?} is not an image reference as graft mirror writes them: {e}"
+                    ),
+                })?;
+                by_repo.push((original, n));
+            }
+            let available: Vec<String> =
+                by_repo.iter().filter_map(|(d, _)| d.tag.clone()).collect();
+            let wanted = select_tags(&available, spec)?;
+            for (original, name) in by_repo {
+                if !original.tag.as_ref().is_some_and(|t| wanted.contains(t)) {
+                    continue;
+                }
+                let source = LayoutRef {
+                    path: l.path.clone(),
+                    tag: Some(name),
+                };
+                let source = match &src {
+                    ImageRef::Layout(_) => ImageRef::Layout(source),
+                    _ => ImageRef::Archive(source),
+                };
+                out.push(Item {
+                    source: source.to_string(),
+                    destination: destination_for(dest, &original, spec.to.as_deref())?.to_string(),
+                    platform: spec.platform.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Mirror every item, `jobs` images at a time; failures do not stop the others. Items bound
+/// for one layout or archive share one sink, committed once at the end.
+pub async fn run(
+    items: Vec<Item>,
+    ep: &Endpoint,
+    jobs: usize,
+    reporter: &Arc<dyn Reporter>,
+) -> Vec<Outcome> {
+    let dedupe = Arc::new(Dedupe::default());
+    let mut shared: Option<(ImageRef, Arc<dyn Sink>)> = None;
+    if let Some(first) = items.first() {
+        if let Ok(ImageRef::Layout(l) | ImageRef::Archive(l)) =
+            first.destination.parse::<ImageRef>()
+        {
+            let whole = LayoutRef {
+                path: l.path.clone(),
+                tag: None,
+            };
+            let r = if first.destination.starts_with("oci:") {
+                ImageRef::Layout(whole)
+            } else {
+                ImageRef::Archive(whole)
+            };
+            match open_sink(&r, ep).await {
+                Ok(s) => shared = Some((r, Arc::from(s))),
+                Err(e) => {
+                    return items
+                        .into_iter()
+                        .map(|i| failure(&i.source, &i.destination, i.platform.clone(), &e))
+                        .collect();
+                }
+            }
+        }
+    }
+    let shared_sink = shared.as_ref().map(|(_, s)| s.clone());
+    let mut outcomes: Vec<Outcome> = futures::stream::iter(items)
+        .map(|item| {
+            let dedupe = dedupe.clone();
+            let shared_sink = shared_sink.clone();
+            async move {
+                match mirror_one(&item, ep, jobs, dedupe, shared_sink, reporter).await {
+                    Ok(o) => o,
+                    Err(e) => Outcome {
+                        item,
+                        status: "failed",
+                        digest: None,
+                        bytes_uploaded: 0,
+                        error: Some(error_chain(&e)),
+                    },
+                }
+            }
+        })
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await;
+    if let Some((r, sink)) = shared {
+        if let Err(e) = sink.commit().await {
+            let msg = error_chain(&e.context(format!("writing {r}")));
+            for o in outcomes.iter_mut().filter(|o| o.status == "copied") {
+                o.status = "failed";
+                o.error = Some(msg.clone());
+            }
+        }
+    }
+    outcomes
+}
+
+async fn mirror_one(
+    item: &Item,
+    ep: &Endpoint,
+    jobs: usize,
+    dedupe: Arc<Dedupe>,
+    shared_sink: Option<Arc<dyn Sink>>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Outcome> {
+    let src_ref: ImageRef = item.source.parse()?;
+    let dst_ref: ImageRef = item.destination.parse()?;
+    let platform = item
+        .platform
+        .as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()?;
+    let src = open_source(&src_ref, ep).await?;
+    let commit = shared_sink.is_none();
+    let dst: Arc<dyn Sink> = match shared_sink {
+        Some(s) => s,
+        None => Arc::from(open_sink(&dst_ref, ep).await?),
+    };
+    let tags = crate::store::open::destination_tags(&dst_ref);
+    if platform.is_none() {
+        // Incremental: one request to each side when nothing changed.
+        let digest = src.resolve_digest().await?;
+        if let Some(tag) = tags.first() {
+            if dst.tag_digest(tag).await?.as_ref() == Some(&digest) {
+                return Ok(Outcome {
+                    item: item.clone(),
+                    status: "skipped",
+                    digest: Some(digest),
+                    bytes_uploaded: 0,
+                    error: None,
+                });
+            }
+        }
+    }
+    let opts = CopyOptions {
+        platform,
+        jobs,
+        tags,
+        dedupe: Some(dedupe),
+        commit,
+        ..CopyOptions::default()
+    };
+    let report = copy_image(src.as_ref(), dst.as_ref(), &opts, reporter).await?;
+    Ok(Outcome {
+        item: item.clone(),
+        status: "copied",
+        digest: Some(report.digest),
+        bytes_uploaded: report.uploaded.bytes,
+        error: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SourceSpec {
+        SourceSpec {
+            repository: "docker://r.example/app".into(),
+            tags: vec![],
+            allow_tags: None,
+            latest: None,
+            platform: None,
+            to: None,
+        }
+    }
+
+    #[test]
+    fn versions_order() {
+        let mut v = vec!["v1.9", "v1.10", "1.10-rc1", "latest", "2.0"];
+        v.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(v, vec!["latest", "v1.9", "1.10-rc1", "v1.10", "2.0"]);
+    }
+
+    #[test]
+    fn filters() {
+        let tags: Vec<String> = ["1.0", "1.1", "1.2", "2.0-rc1", "latest"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut s = spec();
+        s.allow_tags = Some(r"^\d+\.\d+$".into());
+        s.latest = Some(2);
+        assert_eq!(select_tags(&tags, &s).unwrap(), vec!["1.2", "1.1"]);
+        s.tags = vec!["latest".into()];
+        s.latest = None;
+        assert_eq!(select_tags(&tags, &s).unwrap().len(), 4);
+        s.tags = vec!["nope".into()];
+        assert!(select_tags(&tags, &s)
+            .unwrap_err()
+            .to_string()
+            .contains("nope"));
+        let mut s = spec();
+        s.allow_tags = Some("^9".into());
+        assert!(select_tags(&tags, &s)
+            .unwrap_err()
+            .to_string()
+            .contains("matching the filters"));
+    }
+
+    #[test]
+    fn destinations() {
+        let orig = DockerRef::parse("ghcr.io/org/app:1.0").unwrap();
+        let d = destination_for(
+            &parse_destination("docker://127.0.0.1:5000/mirror").unwrap(),
+            &orig,
+            None,
+        )
+        .unwrap();
+        assert_eq!(d.to_string(), "docker://127.0.0.1:5000/mirror/org/app:1.0");
+        let d = destination_for(
+            &parse_destination("docker://127.0.0.1:5000").unwrap(),
+            &orig,
+            Some("x/y"),
+        )
+        .unwrap();
+        assert_eq!(d.to_string(), "docker://127.0.0.1:5000/x/y:1.0");
+        let d = destination_for(
+            &parse_destination("oci-archive:/tmp/a.tar").unwrap(),
+            &orig,
+            None,
+        )
+        .unwrap();
+        assert_eq!(d.to_string(), "oci-archive:/tmp/a.tar:ghcr.io/org/app:1.0");
+    }
+}
