@@ -35,11 +35,14 @@ pub struct CopyOptions {
 /// wait for the one transfer instead of starting their own.
 #[derive(Debug, Default)]
 pub struct Dedupe {
-    cells: std::sync::Mutex<HashMap<(String, Digest), Arc<tokio::sync::OnceCell<BlobOutcome>>>>,
+    cells: std::sync::Mutex<HashMap<(String, Digest), Transfer>>,
 }
 
+/// The outcome of one blob transfer, shared by every copy that needs it.
+type Transfer = Arc<tokio::sync::OnceCell<BlobOutcome>>;
+
 impl Dedupe {
-    fn cell(&self, sink: &str, digest: &Digest) -> (Arc<tokio::sync::OnceCell<BlobOutcome>>, bool) {
+    fn cell(&self, sink: &str, digest: &Digest) -> (Transfer, bool) {
         let mut cells = self.cells.lock().expect("dedupe lock");
         let key = (sink.to_string(), digest.clone());
         if let Some(c) = cells.get(&key) {
