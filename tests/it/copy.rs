@@ -671,3 +671,22 @@ fn chunked_upload_follows_location_and_keeps_digests() {
         skopeo_inspect_raw(&science_oci_ref("jupyter-sci"), &[] as &[&str])
     );
 }
+
+#[test]
+fn mount_refused_by_token_acl_falls_back_to_upload() {
+    let home = tempfile::tempdir().unwrap();
+    let reg = Registry::start(RegistryOpts::token("erin", "acl-pass"));
+    seed(&reg, "astro-base", "science/astro:1.0");
+    reg.token_server().unwrap().deny_in_mounts("science/astro");
+    let mut a = vec!["-q".to_string(), "-o".into(), "json".into(), "copy".into()];
+    a.push(format!("docker://{}", reg.image_ref("science/astro:1.0")));
+    a.push(format!("docker://{}", reg.image_ref("other/astro:1.0")));
+    a.extend(registry_args(&reg));
+    let report = graft(home.path(), &a).ok().json()["report"].clone();
+    assert_eq!(report["mounted"]["count"], 0, "{report}");
+    assert_eq!(
+        report["uploaded"]["count"], 6,
+        "every blob uploaded after the refused mounts: {report}"
+    );
+    assert_eq!(raw(&reg, "other/astro:1.0"), raw(&reg, "science/astro:1.0"));
+}

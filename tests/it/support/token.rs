@@ -95,6 +95,9 @@ struct State {
     cert_der_b64: String,
     requests: Mutex<Vec<TokenRequest>>,
     jti: AtomicU64,
+    /// Repositories a token that also asks for push gets no access to: models credentials
+    /// that may push to one repository but not read another, so cross-repo mounts are refused.
+    denied: Mutex<Vec<String>>,
 }
 
 /// A running token server; stops when dropped.
@@ -126,6 +129,7 @@ impl TokenServer {
             cert_der_b64: STANDARD.encode(cert.der()),
             requests: Mutex::new(Vec::new()),
             jti: AtomicU64::new(1),
+            denied: Mutex::new(Vec::new()),
         });
 
         let listener =
@@ -140,6 +144,16 @@ impl TokenServer {
             state,
             shutdown,
         }
+    }
+
+    /// From now on, a token request that asks for push anywhere gets no access to
+    /// `repository` (pull-only requests still do): cross-repository mounts from it are refused.
+    pub fn deny_in_mounts(&self, repository: &str) {
+        self.state
+            .denied
+            .lock()
+            .unwrap()
+            .push(repository.to_owned());
     }
 
     /// `127.0.0.1:PORT`.
@@ -286,6 +300,16 @@ async fn handle(
         );
         return Ok(resp);
     }
+    let denied = state.denied.lock().unwrap().clone();
+    let pushing = scopes.iter().any(
+        |s| matches!(parse_scope(s), Some((_, _, actions)) if actions.iter().any(|a| a == "push")),
+    );
+    let scopes: Vec<String> = scopes
+        .into_iter()
+        .filter(|s| {
+            !(pushing && matches!(parse_scope(s), Some((_, name, _)) if denied.contains(&name)))
+        })
+        .collect();
     let token = make_token(
         &state,
         service.as_deref().unwrap_or(""),
