@@ -295,12 +295,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
         manifests.insert(m.digest.clone(), m);
     }
     let drop: HashSet<usize> = dropped.iter().map(|d| d.position).collect();
-    let mut ann = req.annotations.clone();
-    if let Some(n) = &req.base_name {
-        ann.insert(BASE_NAME.into(), n.clone());
-    }
-    ann.insert(BASE_DIGEST.into(), root.digest.to_string());
-    let index = rebuild_index(&root, &replace, &drop, &ann)?;
+    let index = rebuild_index(&root, &replace, &drop, &annotations(req, &root.digest))?;
     let desc = index.descriptor();
     Ok(Assembled {
         source: AssembledSource {
@@ -314,6 +309,16 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
         platforms,
         dropped,
     })
+}
+
+/// The request's annotations plus the base-image ones for a document built on `base`.
+fn annotations(req: &AppendRequest<'_>, base: &Digest) -> BTreeMap<String, String> {
+    let mut ann = req.annotations.clone();
+    if let Some(n) = &req.base_name {
+        ann.insert(BASE_NAME.into(), n.clone());
+    }
+    ann.insert(BASE_DIGEST.into(), base.to_string());
+    ann
 }
 
 fn config_platform(config: &[u8]) -> Option<Platform> {
@@ -384,12 +389,12 @@ async fn append_one(
             Ok(d)
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut ann = req.annotations.clone();
-    if let Some(n) = &req.base_name {
-        ann.insert(BASE_NAME.into(), n.clone());
-    }
-    ann.insert(BASE_DIGEST.into(), manifest.digest.to_string());
-    let m = append_layers(manifest, &cfg_desc, &layers, &ann)?;
+    let m = append_layers(
+        manifest,
+        &cfg_desc,
+        &layers,
+        &annotations(req, &manifest.digest),
+    )?;
     let result = PlatformResult {
         platform: platform.map(|p| p.to_string()),
         base: manifest.digest.clone(),

@@ -7,23 +7,6 @@ use crate::support::proxy::Proxy;
 use crate::support::registry::{Registry, RegistryOpts};
 use crate::support::tools::{science_oci_ref, skopeo, skopeo_inspect_raw, try_skopeo};
 
-/// Push a sample science image into `reg` at `repo_tag` with skopeo.
-fn seed(reg: &Registry, name: &str, repo_tag: &str) {
-    let mut args = vec![
-        "copy".to_string(),
-        "--all".into(),
-        "--preserve-digests".into(),
-    ];
-    args.extend(reg.skopeo_args(true));
-    args.push(science_oci_ref(name));
-    args.push(reg.docker_ref(repo_tag));
-    skopeo(&args);
-}
-
-fn raw(reg: &Registry, repo_ref: &str) -> Vec<u8> {
-    skopeo_inspect_raw(&reg.docker_ref(repo_ref), &reg.skopeo_inspect_args())
-}
-
 fn children(index: &[u8]) -> Vec<String> {
     let v: Value = serde_json::from_slice(index).unwrap();
     v["manifests"]
@@ -32,21 +15,6 @@ fn children(index: &[u8]) -> Vec<String> {
         .iter()
         .map(|m| m["digest"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn registry_args(reg: &Registry) -> Vec<String> {
-    let mut v = Vec::new();
-    if let Some(c) = reg.creds() {
-        v.push("--creds".to_string());
-        v.push(c);
-    }
-    if reg.is_tls() {
-        v.push("--cert-dir".into());
-        v.push(reg.cert_dir().display().to_string());
-    } else {
-        v.push("--tls-verify=false".into());
-    }
-    v
 }
 
 fn args(parts: &[&str], extra: &[String]) -> Vec<String> {
@@ -61,8 +29,8 @@ fn skopeo_index_copies_to_repo_layout_and_second_registry_with_identical_digests
     let home = tempfile::tempdir().unwrap();
     let a = Registry::start(RegistryOpts::plain());
     let b = Registry::start(RegistryOpts::htpasswd("alice", "wonderland").with_tls());
-    seed(&a, "jupyter-sci", "science/jupyter:2.4");
-    let original = raw(&a, "science/jupyter:2.4");
+    a.seed("jupyter-sci", "science/jupyter:2.4");
+    let original = a.raw("science/jupyter:2.4");
     let kids = children(&original);
     assert_eq!(kids.len(), 2);
 
@@ -75,7 +43,7 @@ fn skopeo_index_copies_to_repo_layout_and_second_registry_with_identical_digests
                 &format!("docker://{}", a.image_ref("science/jupyter:2.4")),
                 &format!("docker://{}", a.image_ref("mirror/jupyter:2.4")),
             ],
-            &registry_args(&a),
+            &a.graft_args(),
         ),
     )
     .ok();
@@ -83,7 +51,7 @@ fn skopeo_index_copies_to_repo_layout_and_second_registry_with_identical_digests
         out.stdout.trim(),
         format!("sha256:{}", crate::support::tools::sha256_hex(&original))
     );
-    assert_eq!(raw(&a, "mirror/jupyter:2.4"), original);
+    assert_eq!(a.raw("mirror/jupyter:2.4"), original);
 
     // registry → oci: layout, read back by skopeo
     let layout = home.path().join("layout");
@@ -96,7 +64,7 @@ fn skopeo_index_copies_to_repo_layout_and_second_registry_with_identical_digests
                 &format!("docker://{}", a.image_ref("science/jupyter:2.4")),
                 &oci,
             ],
-            &registry_args(&a),
+            &a.graft_args(),
         ),
     )
     .ok();
@@ -111,15 +79,15 @@ fn skopeo_index_copies_to_repo_layout_and_second_registry_with_identical_digests
                 &oci,
                 &format!("docker://{}", b.image_ref("copy/jupyter:2.4")),
             ],
-            &registry_args(&b),
+            &b.graft_args(),
         ),
     )
     .ok();
-    assert_eq!(raw(&b, "copy/jupyter:2.4"), original);
+    assert_eq!(b.raw("copy/jupyter:2.4"), original);
     for kid in &kids {
         assert_eq!(
-            raw(&b, &format!("copy/jupyter@{kid}")),
-            raw(&a, &format!("science/jupyter@{kid}"))
+            b.raw(&format!("copy/jupyter@{kid}")),
+            a.raw(&format!("science/jupyter@{kid}"))
         );
     }
     // skopeo can pull the copied image back out of the second registry.
@@ -135,7 +103,7 @@ fn skopeo_index_copies_to_repo_layout_and_second_registry_with_identical_digests
 fn copy_within_registry_mounts_and_second_copy_uploads_nothing() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::start(RegistryOpts::plain());
-    seed(&reg, "astro-base", "science/astro:1.0");
+    reg.seed("astro-base", "science/astro:1.0");
     let proxy = Proxy::start(&reg.base_url());
     let src = format!("docker://{}", proxy.image_ref("science/astro:1.0"));
     let dst = format!("docker://{}", proxy.image_ref("rel/astro:1.0"));
@@ -159,7 +127,7 @@ fn copy_within_registry_mounts_and_second_copy_uploads_nothing() {
         proxy.count("PATCH", "/blobs/uploads/") + proxy.count("PUT", "/blobs/uploads/"),
         0
     );
-    assert_eq!(raw(&reg, "rel/astro:1.0"), raw(&reg, "science/astro:1.0"));
+    assert_eq!(reg.raw("rel/astro:1.0"), reg.raw("science/astro:1.0"));
 
     proxy.clear();
     let run = graft(
@@ -185,12 +153,12 @@ fn copy_within_registry_mounts_and_second_copy_uploads_nothing() {
 fn token_auth_mount_asks_pull_on_source_and_uploads_nothing() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::start(RegistryOpts::token("bob", "builder"));
-    seed(&reg, "astro-base", "science/astro:1.0");
+    reg.seed("astro-base", "science/astro:1.0");
     reg.clear_token_requests();
     let mut a = vec!["-q".to_string(), "-o".into(), "json".into(), "copy".into()];
     a.push(format!("docker://{}", reg.image_ref("science/astro:1.0")));
     a.push(format!("docker://{}", reg.image_ref("team/astro:1.0")));
-    a.extend(registry_args(&reg));
+    a.extend(reg.graft_args());
     let run = graft(home.path(), &a).ok();
     let report = &run.json()["report"];
     assert_eq!(report["uploaded"]["count"], 0, "{report}");
@@ -201,7 +169,7 @@ fn token_auth_mount_asks_pull_on_source_and_uploads_nothing() {
             && r.asked_for_action("science/astro", "pull")),
         "a mount token must carry pull on the source: {reqs:?}"
     );
-    assert_eq!(raw(&reg, "team/astro:1.0"), raw(&reg, "science/astro:1.0"));
+    assert_eq!(reg.raw("team/astro:1.0"), reg.raw("science/astro:1.0"));
 }
 
 #[test]
@@ -224,7 +192,7 @@ fn platform_copies_one_manifest_with_normalised_matching() {
         ],
     )
     .ok();
-    let m: Value = serde_json::from_slice(&raw(&reg, "one/astro:arm")).unwrap();
+    let m: Value = serde_json::from_slice(&reg.raw("one/astro:arm")).unwrap();
     assert!(m["layers"].is_array(), "a single manifest: {m}");
     let cfg = graft(
         home.path(),
@@ -257,14 +225,14 @@ fn platform_copies_one_manifest_with_normalised_matching() {
 fn inspect_raw_is_exact_and_json_describes() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::start(RegistryOpts::plain());
-    seed(&reg, "jupyter-sci", "sci/jup:2.4");
+    reg.seed("jupyter-sci", "sci/jup:2.4");
     let r = format!("docker://{}", reg.image_ref("sci/jup:2.4"));
     let out = crate::graft::command(home.path())
         .args(["--tls-verify=false", "inspect", "--raw", &r])
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(out.stdout, raw(&reg, "sci/jup:2.4"));
+    assert_eq!(out.stdout, reg.raw("sci/jup:2.4"));
     let j = graft(
         home.path(),
         &["--tls-verify=false", "-o", "json", "inspect", &r],
@@ -284,7 +252,7 @@ fn archive_round_trip_keeps_digests() {
     let home = tempfile::tempdir().unwrap();
     let a = Registry::start(RegistryOpts::plain());
     let b = Registry::start(RegistryOpts::plain());
-    seed(&a, "astro-base", "s/astro:1.0");
+    a.seed("astro-base", "s/astro:1.0");
     let archive = format!(
         "oci-archive:{}:1.0",
         home.path().join("astro.tar").display()
@@ -302,7 +270,7 @@ fn archive_round_trip_keeps_digests() {
     .ok();
     assert_eq!(
         skopeo_inspect_raw(&archive, &[] as &[&str]),
-        raw(&a, "s/astro:1.0")
+        a.raw("s/astro:1.0")
     );
     graft(
         home.path(),
@@ -315,7 +283,7 @@ fn archive_round_trip_keeps_digests() {
         ],
     )
     .ok();
-    assert_eq!(raw(&b, "s/astro:1.0"), raw(&a, "s/astro:1.0"));
+    assert_eq!(b.raw("s/astro:1.0"), a.raw("s/astro:1.0"));
 }
 
 #[test]
@@ -374,7 +342,7 @@ fn corrupted_source_blob_fails_clearly_and_tags_nothing() {
 fn wrong_password_and_missing_tag_fail_clearly_without_leaking() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::start(RegistryOpts::htpasswd("alice", "right-password").with_tls());
-    seed(&reg, "astro-base", "s/astro:1.0");
+    reg.seed("astro-base", "s/astro:1.0");
     let certs = reg.cert_dir().display().to_string();
     let src = format!("docker://{}", reg.image_ref("s/astro:1.0"));
     let run = graft(
@@ -439,11 +407,11 @@ fn wrong_password_and_missing_tag_fail_clearly_without_leaking() {
 fn no_secret_in_verbose_output_with_token_auth() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::start(RegistryOpts::token("carol", "pa55-w0rd-secret"));
-    seed(&reg, "astro-base", "s/astro:1.0");
+    reg.seed("astro-base", "s/astro:1.0");
     let mut a = vec!["-vv".to_string(), "copy".into()];
     a.push(format!("docker://{}", reg.image_ref("s/astro:1.0")));
     a.push(format!("docker://{}", reg.image_ref("t/astro:1.0")));
-    a.extend(registry_args(&reg));
+    a.extend(reg.graft_args());
     let run = graft(home.path(), &a).ok();
     let all = run.all();
     assert!(all.contains("/v2/"), "-vv logs requests: {all}");
@@ -475,7 +443,7 @@ fn credential_helper_supplies_credentials() {
     use std::os::unix::fs::PermissionsExt;
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::start(RegistryOpts::htpasswd("dave", "helper-secret"));
-    seed(&reg, "astro-base", "s/astro:1.0");
+    reg.seed("astro-base", "s/astro:1.0");
     let bin = home.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let helper = bin.join("docker-credential-graft-test");
@@ -520,7 +488,7 @@ fn credential_helper_supplies_credentials() {
 fn server_errors_and_429_are_retried() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::start(RegistryOpts::plain());
-    seed(&reg, "astro-base", "s/astro:1.0");
+    reg.seed("astro-base", "s/astro:1.0");
     let proxy = Proxy::start(&reg.base_url());
     proxy.fail_with("PUT", "/manifests/", 500, 2);
     proxy.retry_after_429("HEAD", "/blobs/", 1, 1);
@@ -537,7 +505,7 @@ fn server_errors_and_429_are_retried() {
     .ok();
     assert!(run.stderr.is_empty(), "{}", run.stderr);
     assert_eq!(proxy.pending_faults(), 0, "every injected fault was hit");
-    assert_eq!(raw(&reg, "r/astro:1.0"), raw(&reg, "s/astro:1.0"));
+    assert_eq!(reg.raw("r/astro:1.0"), reg.raw("s/astro:1.0"));
     // A registry that keeps failing: the error shows the registry's code and message.
     proxy.fail_with("GET", "/manifests/", 503, 100);
     let run = graft(
@@ -584,7 +552,7 @@ fn dropped_connection_mid_upload_is_retried() {
         "2 configs + 4 layers, each uploaded once in the end"
     );
     let want = skopeo_inspect_raw(&science_oci_ref("astro-base"), &[] as &[&str]);
-    assert_eq!(raw(&reg, "d/astro:1.0"), want);
+    assert_eq!(reg.raw("d/astro:1.0"), want);
 }
 
 #[test]
@@ -638,7 +606,7 @@ fn interrupted_copy_tags_nothing_and_rerun_uploads_only_the_rest() {
     assert!(report["present"]["count"].as_u64().unwrap() > 0);
     assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 0);
     assert_eq!(
-        raw(&reg, "i/jup:2.4"),
+        reg.raw("i/jup:2.4"),
         skopeo_inspect_raw(&science_oci_ref("jupyter-sci"), &[] as &[&str])
     );
 }
@@ -667,7 +635,7 @@ fn chunked_upload_follows_location_and_keeps_digests() {
         proxy.requests()
     );
     assert_eq!(
-        raw(&reg, "c/jup:2.4"),
+        reg.raw("c/jup:2.4"),
         skopeo_inspect_raw(&science_oci_ref("jupyter-sci"), &[] as &[&str])
     );
 }
@@ -676,17 +644,17 @@ fn chunked_upload_follows_location_and_keeps_digests() {
 fn mount_refused_by_token_acl_falls_back_to_upload() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::start(RegistryOpts::token("erin", "acl-pass"));
-    seed(&reg, "astro-base", "science/astro:1.0");
+    reg.seed("astro-base", "science/astro:1.0");
     reg.token_server().unwrap().deny_in_mounts("science/astro");
     let mut a = vec!["-q".to_string(), "-o".into(), "json".into(), "copy".into()];
     a.push(format!("docker://{}", reg.image_ref("science/astro:1.0")));
     a.push(format!("docker://{}", reg.image_ref("other/astro:1.0")));
-    a.extend(registry_args(&reg));
+    a.extend(reg.graft_args());
     let report = graft(home.path(), &a).ok().json()["report"].clone();
     assert_eq!(report["mounted"]["count"], 0, "{report}");
     assert_eq!(
         report["uploaded"]["count"], 6,
         "every blob uploaded after the refused mounts: {report}"
     );
-    assert_eq!(raw(&reg, "other/astro:1.0"), raw(&reg, "science/astro:1.0"));
+    assert_eq!(reg.raw("other/astro:1.0"), reg.raw("science/astro:1.0"));
 }

@@ -4,34 +4,18 @@
 use crate::graft::{capture, command};
 use crate::support::proxy::Proxy;
 use crate::support::registry::{Registry, RegistryOpts};
-use crate::support::tools::{science_oci_ref, skopeo, skopeo_inspect_raw};
-
-fn seed(reg: &Registry, name: &str, repo_tag: &str) {
-    let mut args = vec![
-        "copy".to_string(),
-        "--all".into(),
-        "--preserve-digests".into(),
-    ];
-    args.extend(reg.skopeo_args(true));
-    args.push(science_oci_ref(name));
-    args.push(reg.docker_ref(repo_tag));
-    skopeo(&args);
-}
-
-fn raw(reg: &Registry, repo_ref: &str) -> Vec<u8> {
-    skopeo_inspect_raw(&reg.docker_ref(repo_ref), &reg.skopeo_inspect_args())
-}
+use crate::support::tools::{skopeo, skopeo_inspect_raw};
 
 #[test]
 fn mirror_through_an_archive_keeps_every_digest_and_reruns_incrementally() {
     let home = tempfile::tempdir().unwrap();
     let a = Registry::start(RegistryOpts::plain());
     let b = Registry::start(RegistryOpts::plain());
-    seed(&a, "astro-base", "sci/astro:1.0");
-    seed(&a, "astro-base", "sci/astro:1.1");
-    seed(&a, "astro-base", "sci/astro:0.9");
-    seed(&a, "jupyter-sci", "sci/jupyter:2.4");
-    seed(&a, "jupyter-sci", "sci/jupyter:latest");
+    a.seed("astro-base", "sci/astro:1.0");
+    a.seed("astro-base", "sci/astro:1.1");
+    a.seed("astro-base", "sci/astro:0.9");
+    a.seed("jupyter-sci", "sci/jupyter:2.4");
+    a.seed("jupyter-sci", "sci/jupyter:latest");
     let proxy = Proxy::start(&a.base_url());
     let archive = home.path().join("export.tar");
     let export = home.path().join("export.yaml");
@@ -97,7 +81,7 @@ fn mirror_through_an_archive_keeps_every_digest_and_reruns_incrementally() {
         ("sci/astro:1.0", "internal/sci/astro:1.0"),
         ("sci/jupyter:2.4", "internal/sci/jupyter:2.4"),
     ] {
-        assert_eq!(raw(&b, dst), raw(&a, src), "{dst}");
+        assert_eq!(b.raw(dst), a.raw(src), "{dst}");
     }
     assert!(!skopeo([
         "list-tags",
@@ -112,7 +96,7 @@ fn mirror_through_an_archive_keeps_every_digest_and_reruns_incrementally() {
 fn mirror_failures_do_not_stop_the_others() {
     let home = tempfile::tempdir().unwrap();
     let a = Registry::start(RegistryOpts::plain());
-    seed(&a, "astro-base", "sci/astro:1.0");
+    a.seed("astro-base", "sci/astro:1.0");
     let cfg = home.path().join("m.yaml");
     std::fs::write(
         &cfg,
@@ -166,7 +150,7 @@ fn mirror_failures_do_not_stop_the_others() {
     );
     assert_eq!(
         skopeo_inspect_raw(&tag, &[] as &[&str]),
-        raw(&a, "sci/astro:1.0")
+        a.raw("sci/astro:1.0")
     );
     // A bad sync file is bad input.
     std::fs::write(&cfg, "destination: oci:x\nsource: []\n").unwrap();

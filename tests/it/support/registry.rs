@@ -405,6 +405,42 @@ impl Registry {
         path
     }
 
+    /// Push a sample science image (`astro-base` or `jupyter-sci`) here at `repo_tag` with
+    /// skopeo, digests preserved.
+    pub fn seed(&self, name: &str, repo_tag: &str) {
+        let mut args = vec![
+            "copy".to_string(),
+            "--all".into(),
+            "--preserve-digests".into(),
+        ];
+        args.extend(self.skopeo_args(true));
+        args.push(super::tools::science_oci_ref(name));
+        args.push(self.docker_ref(repo_tag));
+        super::tools::skopeo(&args);
+    }
+
+    /// The exact manifest bytes at `repo_ref`, read by skopeo.
+    pub fn raw(&self, repo_ref: &str) -> Vec<u8> {
+        super::tools::skopeo_inspect_raw(&self.docker_ref(repo_ref), &self.skopeo_inspect_args())
+    }
+
+    /// graft's flags for this registry: `--creds` if any, and `--cert-dir` or
+    /// `--tls-verify=false`.
+    pub fn graft_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(c) = self.creds() {
+            v.push("--creds".to_string());
+            v.push(c);
+        }
+        if self.opts.tls {
+            v.push("--cert-dir".into());
+            v.push(self.cert_dir().display().to_string());
+        } else {
+            v.push("--tls-verify=false".into());
+        }
+        v
+    }
+
     /// The registry's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
