@@ -139,6 +139,14 @@ pub enum Error {
     /// The operation is not possible with these arguments.
     #[error("{0}")]
     Unsupported(String),
+    /// A library has problems (each with file, line, column and field path).
+    #[error("the library in {} has {} problem{}: run graft validate", root.display(), problems.len(), if problems.len() == 1 { "" } else { "s" })]
+    Library {
+        /// The library directory.
+        root: PathBuf,
+        /// The problems (errors only).
+        problems: Vec<crate::library::Problem>,
+    },
     /// An error with added context about what was being done.
     #[error("{context}")]
     Context {

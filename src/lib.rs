@@ -13,3 +13,4 @@ pub mod copy;
 pub mod progress;
 pub mod timestamp;
 pub mod layer;
+pub mod library;
