@@ -27,6 +27,8 @@ fn main() -> ExitCode {
             Command::Copy(a) => cli::copy::run(a, &cli.global).await,
             Command::Inspect(a) => cli::inspect::run(a, &cli.global).await,
             Command::Ls(a) => cli::ls::run(a, &cli.global).await,
+            Command::Validate(a) => cli::validate::run(a, &cli.global).await,
+            Command::Plan(a) => cli::plan::run(a, &cli.global).await,
         }
     });
     match result {

@@ -3,7 +3,9 @@
 pub mod copy;
 pub mod inspect;
 pub mod ls;
+pub mod plan;
 pub mod progress;
+pub mod validate;
 
 use std::path::PathBuf;
 
@@ -116,6 +118,12 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// List the tags of a registry repository or an OCI layout.
     Ls(ls::LsArgs),
+    /// Check a library (graft.yaml, manifests/, layers/): every problem, with file, line,
+    /// column and field.
+    Validate(validate::ValidateArgs),
+    /// Show what a refresh of the library would produce: final references, science images,
+    /// compat layers and their digests, platforms. No registry access unless --resolve.
+    Plan(plan::PlanArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.
