@@ -10,6 +10,6 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub mod copy;
+pub mod layer;
 pub mod progress;
 pub mod timestamp;
-pub mod layer;
