@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             Command::Copy(a) => cli::copy::run(a, &cli.global).await,
             Command::Inspect(a) => cli::inspect::run(a, &cli.global).await,
             Command::Ls(a) => cli::ls::run(a, &cli.global).await,
+            Command::Layer(a) => cli::layer::run(a, &cli.global).await,
         }
     });
     match result {

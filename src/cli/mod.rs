@@ -2,6 +2,7 @@
 
 pub mod copy;
 pub mod inspect;
+pub mod layer;
 pub mod ls;
 pub mod progress;
 
@@ -116,6 +117,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// List the tags of a registry repository or an OCI layout.
     Ls(ls::LsArgs),
+    /// Build deterministic layer tarballs.
+    Layer(layer::LayerArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.
