@@ -2,6 +2,7 @@
 
 pub mod copy;
 pub mod inspect;
+pub mod layer;
 pub mod ls;
 pub mod plan;
 pub mod progress;
@@ -124,6 +125,8 @@ pub enum Command {
     /// Show what a refresh of the library would produce: final references, science images,
     /// compat layers and their digests, platforms. No registry access unless --resolve.
     Plan(plan::PlanArgs),
+    /// Build deterministic layer tarballs.
+    Layer(layer::LayerArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

@@ -6,9 +6,11 @@ use std::process::Command;
 
 use clap::Args;
 
-use graft::library::plan::{LayerInfo, Plan};
+use graft::layer::{self, Compression, LayerDigests};
+use graft::library::plan::Plan;
 use graft::library::{BuildInfo, CompatLayer, Library};
 use graft::store::open::open_source;
+use graft::timestamp::Timestamp;
 
 use super::{print_json, GlobalArgs, Output};
 
@@ -27,6 +29,9 @@ pub struct PlanArgs {
     /// Branch for `{branch}` (default: the library's current git branch).
     #[arg(long, value_name = "BRANCH")]
     pub branch: Option<String>,
+    /// Compression of the compat layers whose digests the plan shows: gzip, zstd or none.
+    #[arg(long, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
     /// Resolve each science reference to its digest (reads the science index from its
     /// registry or layout).
     #[arg(long)]
@@ -35,17 +40,7 @@ pub struct PlanArgs {
 
 /// Run `graft plan`.
 pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let lib = match Library::open(&args.library) {
-        Ok(lib) => lib,
-        Err(e) => {
-            if let graft::Error::Library { problems, .. } = &e {
-                for p in problems {
-                    eprintln!("{}", p.under(&args.library));
-                }
-            }
-            return Err(e.into());
-        }
-    };
+    let lib = Library::open(&args.library)?;
     let build = BuildInfo {
         build: args
             .build
@@ -59,7 +54,8 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             git(&args.library, &["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD")
         }),
     };
-    let mut plan = Plan::new(&lib, &build, build_layer)?;
+    let mtime = super::layer::mtime()?;
+    let mut plan = Plan::new(&lib, &build, |c| build_layer(c, mtime, args.compression))?;
     if args.resolve {
         let ep = global.registry.endpoint(None)?;
         for (i, m) in lib.manifests().iter().enumerate() {
@@ -82,9 +78,16 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The digests of a compat layer (not built yet: the layer builder fills this in).
-fn build_layer(_compat: &CompatLayer) -> graft::Result<Option<LayerInfo>> {
-    Ok(None)
+/// The digests of a compat layer: built and hashed in one pass, nothing written to disk.
+fn build_layer(
+    compat: &CompatLayer,
+    mtime: Timestamp,
+    compression: Compression,
+) -> graft::Result<Option<LayerDigests>> {
+    let spec = compat.spec(mtime);
+    layer::build(&spec, compression, std::io::sink())
+        .map(Some)
+        .map_err(|e| e.context(format!("building compat layer {:?}", compat.name)))
 }
 
 /// One line of `git` output in `dir`, if git is there and the command succeeds.
@@ -121,7 +124,11 @@ fn print_text(plan: &Plan, verbose: bool) {
             .as_ref()
             .map(|d| format!(" {d}"))
             .unwrap_or_default();
-        println!("  compat     {} ({}){digest}", img.compat, img.chain.join(" + "));
+        println!(
+            "  compat     {} ({}){digest}",
+            img.compat,
+            img.chain.join(" + ")
+        );
         let platforms = if img.platforms.is_empty() {
             "all of the science image's".to_string()
         } else {
@@ -141,7 +148,12 @@ fn print_text(plan: &Plan, verbose: bool) {
                 println!("  size       {} bytes", b.size);
                 println!("  media type {}", b.media_type);
             }
-            println!("  entries    {} ({} removed)", l.entries, l.remove.len());
+            println!(
+                "  entries    {} ({} files, {} removed)",
+                l.entries,
+                l.files,
+                l.remove.len()
+            );
             if !l.used_by.is_empty() {
                 println!("  used by    {}", l.used_by.join(", "));
             }

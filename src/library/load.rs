@@ -19,6 +19,8 @@ use super::Library;
 /// Where each loaded file's tree is, for positions of cross-file problems.
 pub(crate) struct Loader {
     root: PathBuf,
+    /// The layers directory relative to `root` (`layers`, or empty when `root` is it).
+    layers_dir: String,
     pub(crate) problems: Vec<Problem>,
     nodes: BTreeMap<String, Node>,
 }
@@ -88,7 +90,12 @@ fn names_version(text: &str) -> bool {
 /// or layout directory.
 pub(crate) fn default_science_target(image: &ImageRef) -> String {
     match image {
-        ImageRef::Docker(d) => d.repository.rsplit('/').next().unwrap_or_default().to_string(),
+        ImageRef::Docker(d) => d
+            .repository
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         ImageRef::Layout(l) | ImageRef::Archive(l) => {
             let name = l
                 .path
@@ -160,8 +167,28 @@ impl Loader {
     pub(crate) fn new(root: &Path) -> Loader {
         Loader {
             root: root.to_path_buf(),
+            layers_dir: "layers".to_string(),
             problems: Vec::new(),
             nodes: BTreeMap::new(),
+        }
+    }
+
+    /// Look for layers in `rel` (relative to the root; empty: the root itself).
+    pub(crate) fn with_layers_dir(mut self, rel: &str) -> Loader {
+        self.layers_dir = rel.to_string();
+        self
+    }
+
+    /// `layers/<name>/layer.yaml`, relative to the root.
+    pub(crate) fn layer_rel(&self, name: &str) -> String {
+        self.layer_dir_rel(name) + "/layer.yaml"
+    }
+
+    fn layer_dir_rel(&self, name: &str) -> String {
+        if self.layers_dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.layers_dir)
         }
     }
 
@@ -184,7 +211,10 @@ impl Loader {
                         rel,
                         Pos::START,
                         "(root)",
-                        format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+                        format!(
+                            "not UTF-8 text (invalid byte at offset {})",
+                            e.utf8_error().valid_up_to()
+                        ),
                         "syntax",
                     ));
                     return None;
@@ -222,7 +252,13 @@ impl Loader {
 
     fn platforms(&mut self, rel: &str, node: &Node) -> Vec<Platform> {
         let mut out = Vec::new();
-        for (i, item) in node.get("platforms").map(Node::items).unwrap_or_default().iter().enumerate() {
+        for (i, item) in node
+            .get("platforms")
+            .map(Node::items)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let Some(t) = item.text() else { continue };
             match t.parse::<Platform>() {
                 Ok(p) => out.push(p),
@@ -275,7 +311,11 @@ impl Loader {
             Ok(()) if !settings.repo.is_empty() => {
                 let sample = template::expand_target(&settings.target, &settings.repo, "name");
                 if let Err(m) = check_target(&sample) {
-                    let path = if node.get("target").is_some() { "target" } else { "repo" };
+                    let path = if node.get("target").is_some() {
+                        "target"
+                    } else {
+                        "repo"
+                    };
                     self.error(rel, &[key(path)], m, "reference");
                 }
             }
@@ -303,7 +343,12 @@ impl Loader {
         let image = match locate(&self.root, &image_text) {
             Ok(l) => l,
             Err(e) => {
-                self.error(rel, &[key("science"), key("image")], e.to_string(), "reference");
+                self.error(
+                    rel,
+                    &[key("science"), key("image")],
+                    e.to_string(),
+                    "reference",
+                );
                 return None;
             }
         };
@@ -311,7 +356,9 @@ impl Loader {
             self.error(
                 rel,
                 &[key("science"), key("image")],
-                format!("{image_text:?} names no tag or digest; say which image, e.g. {image_text}:1.0"),
+                format!(
+                    "{image_text:?} names no tag or digest; say which image, e.g. {image_text}:1.0"
+                ),
                 "reference",
             );
         }
@@ -334,7 +381,12 @@ impl Loader {
             Some(d) => match d.parse::<Digest>() {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    self.error(rel, &[key("science"), key("digest")], e.to_string(), "reference");
+                    self.error(
+                        rel,
+                        &[key("science"), key("digest")],
+                        e.to_string(),
+                        "reference",
+                    );
                     None
                 }
             },
@@ -423,8 +475,9 @@ impl Loader {
     }
 
     pub(crate) fn layer(&mut self, name: &str) -> Option<Layer> {
-        let rel = format!("layers/{name}/layer.yaml");
-        let dir = self.root.join("layers").join(name);
+        let rel = self.layer_rel(name);
+        let dir_rel = self.layer_dir_rel(name);
+        let dir = self.root.join(&dir_rel);
         if !is_name(name) {
             self.problems.push(Problem::error(
                 &rel,
@@ -439,7 +492,7 @@ impl Loader {
                 &rel,
                 Pos::START,
                 "(root)",
-                format!("file is missing; every directory under layers/ is a layer: add layers/{name}/layer.yaml (it may be empty) or move the directory out of layers/"),
+                format!("file is missing; every directory under layers/ is a layer: add {rel} (it may be empty) or move the directory out of layers/"),
                 "missing-file",
             ));
             return None;
@@ -453,7 +506,7 @@ impl Loader {
                     &rel,
                     Pos::START,
                     "(root)",
-                    format!("layers/{name}/files is not a directory; it holds the tree placed at /"),
+                    format!("{dir_rel}/files is not a directory; it holds the tree placed at /"),
                     "files",
                 ));
                 None
@@ -491,8 +544,15 @@ impl Loader {
                 Some(v) => Some(v),
                 None => {
                     // The schema already names a malformed owner; only numbers too big remain.
-                    if o.split(':').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
-                        self.error(&rel, &[key("owner")], format!("{o:?} is out of range: ids go up to {}", u32::MAX), "owner");
+                    if o.split(':')
+                        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+                    {
+                        self.error(
+                            &rel,
+                            &[key("owner")],
+                            format!("{o:?} is out of range: ids go up to {}", u32::MAX),
+                            "owner",
+                        );
                     }
                     None
                 }
@@ -535,7 +595,10 @@ impl Loader {
             description: text_of(&node, "description"),
             includes: string_list(node.get("includes")),
             config,
-            remove: remove.iter().map(|r| r.trim_end_matches('/').to_string()).collect(),
+            remove: remove
+                .iter()
+                .map(|r| r.trim_end_matches('/').to_string())
+                .collect(),
             owner,
             modes,
             files,
@@ -561,6 +624,19 @@ impl Loader {
                 );
             }
         }
+        self.layer_checks(lib);
+        self.duplicates(lib);
+        self.unused(lib);
+    }
+
+    /// Checks among layers: includes exist, no cycles, modes name files that exist.
+    pub(crate) fn layer_checks(&mut self, lib: &Library) {
+        let names: Vec<&str> = lib.layers.keys().map(String::as_str).collect();
+        let known = if names.is_empty() {
+            "there are no layers".to_string()
+        } else {
+            format!("layers: {}", names.join(", "))
+        };
         for layer in lib.layers.values() {
             for (i, inc) in layer.includes.iter().enumerate() {
                 if !lib.layers.contains_key(inc) {
@@ -575,8 +651,6 @@ impl Loader {
         }
         self.cycles(lib);
         self.mode_paths(lib);
-        self.duplicates(lib);
-        self.unused(lib);
     }
 
     fn cycles(&mut self, lib: &Library) {
@@ -589,7 +663,12 @@ impl Loader {
         }
     }
 
-    fn walk(&mut self, lib: &Library, stack: &mut Vec<String>, reported: &mut BTreeSet<Vec<String>>) {
+    fn walk(
+        &mut self,
+        lib: &Library,
+        stack: &mut Vec<String>,
+        reported: &mut BTreeSet<Vec<String>>,
+    ) {
         let Some(layer) = lib.layers.get(stack.last().expect("non-empty")) else {
             return;
         };
@@ -646,7 +725,7 @@ impl Loader {
                     let where_ = if chain.len() > 1 {
                         format!("the files/ of layer {:?} or its includes", layer.name)
                     } else {
-                        format!("layers/{}/files/", layer.name)
+                        format!("{}/files/", self.layer_dir_rel(&layer.name))
                     };
                     self.error(
                         &layer.rel.clone(),
@@ -668,7 +747,8 @@ impl Loader {
                 .get(&m.rel)
                 .is_some_and(|n| n.get("tags").is_some());
             for (i, t) in m.tags.iter().enumerate() {
-                let reference = lib.reference_text(m, &template::expand_tag(t, &m.version, &sentinel));
+                let reference =
+                    lib.reference_text(m, &template::expand_tag(t, &m.version, &sentinel));
                 let path = if has_tags {
                     vec![key("tags"), Seg::Index(i)]
                 } else {
@@ -678,7 +758,9 @@ impl Loader {
                 match seen.get(&reference) {
                     Some((first, template_)) => {
                         let what = if first.starts_with(&format!("{} ", m.rel)) {
-                            format!("is produced twice by this manifest (tags {template_:?} and {t:?})")
+                            format!(
+                                "is produced twice by this manifest (tags {template_:?} and {t:?})"
+                            )
                         } else {
                             format!("is also produced by {first}")
                         };
@@ -736,7 +818,9 @@ fn reference_for_message(reference: &str, template_: &str, version: &str) -> Str
 
 /// Check an expanded target (a repository without tag).
 fn check_target(target: &str) -> Result<(), String> {
-    let parsed = format!("{target}:tag").parse::<ImageRef>().map_err(|e| e.to_string())?;
+    let parsed = format!("{target}:tag")
+        .parse::<ImageRef>()
+        .map_err(|e| e.to_string())?;
     let ok = match &parsed {
         ImageRef::Docker(d) => d.tag.as_deref() == Some("tag") && d.digest.is_none(),
         ImageRef::Layout(l) | ImageRef::Archive(l) => l.tag.as_deref() == Some("tag"),

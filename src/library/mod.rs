@@ -21,13 +21,15 @@ pub mod schema;
 pub mod template;
 pub mod yaml;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::layer::LayerSpec;
 use crate::oci::Digest;
+use crate::timestamp::Timestamp;
 
 pub use model::{
     GitSource, ImageConfig, Layer, Located, Maintainer, Manifest, Metadata, Science, Settings,
@@ -80,30 +82,79 @@ pub struct CompatLayer {
 }
 
 impl CompatLayer {
-    /// Non-directory entries the merged trees put into the layer (a path provided by several
-    /// trees counts once), plus one whiteout per `remove` entry.
-    pub fn entry_count(&self) -> Result<usize> {
-        let mut paths = BTreeSet::new();
-        for tree in &self.trees {
-            for entry in walkdir::WalkDir::new(tree).follow_links(false).min_depth(1) {
-                let entry = entry.map_err(|e| {
-                    let path = e.path().unwrap_or(tree).to_path_buf();
-                    Error::io(
-                        "walking",
-                        path,
-                        e.into_io_error()
-                            .unwrap_or_else(|| std::io::Error::other("walk failed")),
-                    )
-                })?;
-                if !entry.file_type().is_dir() {
-                    if let Ok(rel) = entry.path().strip_prefix(tree) {
-                        paths.insert(rel.to_path_buf());
-                    }
-                }
+    /// What the layer builder needs: the trees in order, removals, owner, modes, and the
+    /// mtime every entry gets.
+    pub fn spec(&self, mtime: Timestamp) -> LayerSpec {
+        LayerSpec {
+            trees: self.trees.clone(),
+            remove: self.remove.clone(),
+            owner: self.owner,
+            modes: self.modes.clone(),
+            mtime,
+        }
+    }
+}
+
+/// Load the layers in `layers_dir` (every directory with a `layer.yaml`) and resolve `name`
+/// through its includes, without a whole library: what `graft layer build` needs. Problems
+/// in the files of `name`'s chain are errors ([`Error::Library`]); others are ignored.
+pub fn compat_from_layers(layers_dir: &Path, name: &str) -> Result<CompatLayer> {
+    let layers_dir =
+        std::path::absolute(layers_dir).map_err(|e| Error::io("resolving", layers_dir, e))?;
+    let (root, rel) = match (layers_dir.file_name(), layers_dir.parent()) {
+        (Some(n), Some(parent)) if n == "layers" => (parent.to_path_buf(), "layers".to_string()),
+        _ => (layers_dir.clone(), String::new()),
+    };
+    let mut loader = load::Loader::new(&root).with_layers_dir(&rel);
+    let mut layers = BTreeMap::new();
+    for n in list(&layers_dir, true)? {
+        if layers_dir.join(&n).join("layer.yaml").exists() {
+            if let Some(l) = loader.layer(&n) {
+                layers.insert(n, l);
             }
         }
-        Ok(paths.len() + self.remove.len())
     }
+    if !layers_dir.join(name).join("layer.yaml").exists() {
+        return Err(Error::NotFound {
+            what: format!("layer {name:?}"),
+            detail: Some(format!(
+                "no {} (layers there: {})",
+                layers_dir.join(name).join("layer.yaml").display(),
+                list(&layers_dir, true)?.join(", ")
+            )),
+        });
+    }
+    let library = Library {
+        root: root.clone(),
+        settings: Settings {
+            file: root.join("graft.yaml"),
+            repo: String::new(),
+            target: model::DEFAULT_TARGET.to_string(),
+            label_prefix: None,
+            platforms: Vec::new(),
+            tags: Vec::new(),
+        },
+        manifests: Vec::new(),
+        layers,
+    };
+    loader.layer_checks(&library);
+    let mut chain_files: Vec<String> = library
+        .chain(name)
+        .iter()
+        .filter_map(|n| library.layers.get(n).map(|l| l.rel.clone()))
+        .collect();
+    chain_files.push(loader.layer_rel(name));
+    let mut problems: Vec<Problem> = loader
+        .problems
+        .into_iter()
+        .filter(|p| p.is_error() && chain_files.contains(&p.file))
+        .collect();
+    if !problems.is_empty() {
+        problems.sort();
+        problems.dedup();
+        return Err(Error::Library { root, problems });
+    }
+    library.compat(name)
 }
 
 /// Check the library in `root`: every file, then the library as a whole. `Err` only when
@@ -154,9 +205,8 @@ pub fn validate(root: &Path) -> Result<Validation> {
     loader.cross_checks(&library);
     let mut problems = loader.problems;
     problems.sort_by(|a, b| {
-        (&a.file, a.line, a.column, &a.path, &a.message).cmp(&(
-            &b.file, b.line, b.column, &b.path, &b.message,
-        ))
+        (&a.file, a.line, a.column, &a.path, &a.message)
+            .cmp(&(&b.file, b.line, b.column, &b.path, &b.message))
     });
     problems.dedup();
     Ok(Validation { library, problems })
@@ -288,7 +338,8 @@ impl Library {
             if l.owner.is_some() {
                 out.owner = l.owner;
             }
-            out.modes.extend(l.modes.iter().map(|(k, v)| (k.clone(), *v)));
+            out.modes
+                .extend(l.modes.iter().map(|(k, v)| (k.clone(), *v)));
             out.config.merge(&l.config);
         }
         Ok(out)
@@ -368,9 +419,15 @@ impl Library {
                 .cloned()
                 .unwrap_or_else(|| m.version.clone());
             out.insert(format!("{p}.compat.layer"), m.compat.clone());
-            out.insert(format!("{p}.compat.version"), format!("{}:{longest}", m.name));
+            out.insert(
+                format!("{p}.compat.version"),
+                format!("{}:{longest}", m.name),
+            );
             let t = &m.science.target;
-            out.insert(format!("{p}.science.{t}.image"), m.science.image.text.clone());
+            out.insert(
+                format!("{p}.science.{t}.image"),
+                m.science.image.text.clone(),
+            );
             if let Some(d) = science_digest.or(m.science.digest.as_ref()) {
                 out.insert(format!("{p}.science.{t}.digest"), d.to_string());
             }
@@ -384,12 +441,18 @@ impl Library {
     pub fn annotations(&self, m: &Manifest) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         if let Some(g) = &m.git {
-            out.insert("org.opencontainers.image.source".to_string(), g.repo.clone());
+            out.insert(
+                "org.opencontainers.image.source".to_string(),
+                g.repo.clone(),
+            );
             if let Some(c) = &g.commit {
                 out.insert("org.opencontainers.image.revision".to_string(), c.clone());
             }
         }
-        out.insert("org.opencontainers.image.version".to_string(), m.version.clone());
+        out.insert(
+            "org.opencontainers.image.version".to_string(),
+            m.version.clone(),
+        );
         out.extend(m.annotations.clone());
         out
     }

@@ -286,7 +286,11 @@ mod tests {
         let b = ImageConfig {
             env: vec![("B".into(), "3".into()), ("C".into(), "4".into())],
             cmd: Some(vec![]),
-            labels: [("x".to_string(), "2".to_string()), ("y".to_string(), "3".to_string())].into(),
+            labels: [
+                ("x".to_string(), "2".to_string()),
+                ("y".to_string(), "3".to_string()),
+            ]
+            .into(),
             exposed_ports: ["8888/tcp".to_string()].into(),
             ..ImageConfig::default()
         };

@@ -7,23 +7,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Result, ResultExt};
+use crate::layer::{LayerDigests, PlannedKind};
 use crate::oci::Digest;
+use crate::timestamp::Timestamp;
 
 use super::{BuildInfo, CompatLayer, Library};
-
-/// What building a compat layer gave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LayerInfo {
-    /// Digest of the (compressed) layer blob.
-    pub digest: Digest,
-    /// Digest of the uncompressed tar.
-    pub diff_id: Digest,
-    /// Size of the blob in bytes.
-    pub size: u64,
-    /// Media type of the blob.
-    pub media_type: String,
-}
 
 /// The whole plan.
 #[derive(Debug, Clone, Serialize)]
@@ -87,9 +76,11 @@ pub struct LayerPlan {
     pub used_by: Vec<String>,
     /// The built layer, if it was built.
     #[serde(flatten)]
-    pub built: Option<LayerInfo>,
-    /// Non-directory entries from the merged `files/` trees plus whiteouts.
+    pub built: Option<LayerDigests>,
+    /// Entries of the layer's tar (directories included).
     pub entries: usize,
+    /// Files, symlinks and hard links among them.
+    pub files: usize,
     /// Paths removed (whiteouts).
     pub remove: Vec<String>,
 }
@@ -111,10 +102,10 @@ impl Plan {
     pub fn new(
         lib: &Library,
         build: &BuildInfo,
-        mut build_layer: impl FnMut(&CompatLayer) -> Result<Option<LayerInfo>>,
+        mut build_layer: impl FnMut(&CompatLayer) -> Result<Option<LayerDigests>>,
     ) -> Result<Plan> {
         let mut layers = Vec::new();
-        let mut built: BTreeMap<String, Option<LayerInfo>> = BTreeMap::new();
+        let mut built: BTreeMap<String, Option<LayerDigests>> = BTreeMap::new();
         let mut conflicts = Vec::new();
         for name in lib.layers().keys() {
             let compat = lib.compat(name)?;
@@ -130,12 +121,26 @@ impl Plan {
                 build_layer(&compat)?
             };
             built.insert(name.clone(), info.clone());
+            let entries = crate::layer::plan(&compat.spec(Timestamp::EPOCH))
+                .context(|| format!("planning layer {name:?}"))?;
+            let files = entries
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        PlannedKind::File { .. }
+                            | PlannedKind::Symlink { .. }
+                            | PlannedKind::HardLink { .. }
+                    )
+                })
+                .count();
             layers.push(LayerPlan {
                 name: name.clone(),
                 chain: compat.chain.clone(),
                 used_by,
                 built: info,
-                entries: compat.entry_count()?,
+                entries: entries.len(),
+                files,
                 remove: compat.remove.clone(),
             });
         }
@@ -186,11 +191,7 @@ impl Plan {
                 },
                 compat: m.compat.clone(),
                 chain: lib.chain(&m.compat),
-                layer_digest: built
-                    .get(&m.compat)
-                    .cloned()
-                    .flatten()
-                    .map(|i| i.digest),
+                layer_digest: built.get(&m.compat).cloned().flatten().map(|i| i.digest),
                 platforms: m.platforms.iter().map(|p| p.to_string()).collect(),
                 tags,
                 references,

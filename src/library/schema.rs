@@ -69,7 +69,13 @@ pub fn check(kind: FileKind, rel: &str, node: &Node) -> Vec<Problem> {
         let keyword_schema = keyword_parent(&c.schema, &e);
         let instance_value = e.instance().as_ref();
         let mut problem = |path: Vec<Seg>, pos, message: String| {
-            out.push(Problem::error(rel, pos, display_path(&path), message, "schema"));
+            out.push(Problem::error(
+                rel,
+                pos,
+                display_path(&path),
+                message,
+                "schema",
+            ));
         };
         match e.kind() {
             ValidationErrorKind::Required { property } => {
@@ -106,8 +112,8 @@ pub fn check(kind: FileKind, rel: &str, node: &Node) -> Vec<Problem> {
             }
             kind => {
                 let pos = node.locate(&path);
-                let message = message(kind, instance_value, keyword_schema)
-                    .unwrap_or_else(|| e.to_string());
+                let message =
+                    message(kind, instance_value, keyword_schema).unwrap_or_else(|| e.to_string());
                 problem(path, pos, message);
             }
         }
@@ -119,7 +125,10 @@ pub fn check(kind: FileKind, rel: &str, node: &Node) -> Vec<Problem> {
 fn keyword_parent<'s>(schema: &'s Value, e: &jsonschema::ValidationError<'_>) -> Option<&'s Value> {
     let uri = e.absolute_keyword_location();
     let pointer = match uri {
-        Some(u) => u.fragment().map(|f| f.as_str().to_string()).unwrap_or_default(),
+        Some(u) => u
+            .fragment()
+            .map(|f| f.as_str().to_string())
+            .unwrap_or_default(),
         None => e.schema_path().as_str().to_string(),
     };
     let pointer = pointer.replace("%24", "$");
@@ -130,11 +139,7 @@ fn keyword_parent<'s>(schema: &'s Value, e: &jsonschema::ValidationError<'_>) ->
     schema.pointer(parent)
 }
 
-fn message(
-    kind: &ValidationErrorKind,
-    instance: &Value,
-    schema: Option<&Value>,
-) -> Option<String> {
+fn message(kind: &ValidationErrorKind, instance: &Value, schema: Option<&Value>) -> Option<String> {
     let hint = || {
         schema
             .and_then(|s| s.get("x-message"))

@@ -170,10 +170,16 @@ mod tests {
             commit: None,
             branch: Some("feature/x".into()),
         };
-        assert_eq!(expand_tag("{version}-{build}-{commit}", "2.4", &b), "2.4-42-{commit}");
+        assert_eq!(
+            expand_tag("{version}-{build}-{commit}", "2.4", &b),
+            "2.4-42-{commit}"
+        );
         assert_eq!(expand_tag("{branch}", "1", &b), "feature-x");
         assert_eq!(missing("{version}-{build}-{commit}", &b), vec!["commit"]);
-        assert_eq!(expand_target("{repo}/rel/{name}", "docker://r/x/", "a"), "docker://r/x/rel/a");
+        assert_eq!(
+            expand_target("{repo}/rel/{name}", "docker://r/x/", "a"),
+            "docker://r/x/rel/a"
+        );
     }
 
     #[test]
@@ -182,6 +188,9 @@ mod tests {
             check("{version}-{sha}", &TAG_PLACEHOLDERS).unwrap_err(),
             "unknown placeholder {sha} in \"{version}-{sha}\"; use {version}, {build}, {commit}, {branch}"
         );
-        assert_eq!(check("{version", &TAG_PLACEHOLDERS).unwrap_err(), "unclosed '{' in \"{version\"");
+        assert_eq!(
+            check("{version", &TAG_PLACEHOLDERS).unwrap_err(),
+            "unclosed '{' in \"{version\""
+        );
     }
 }

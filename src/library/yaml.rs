@@ -102,7 +102,8 @@ pub fn display_path(path: &[Seg]) -> String {
             Seg::Index(i) => out.push_str(&format!("[{i}]")),
             Seg::Key(k) => {
                 let simple = !k.is_empty()
-                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                 if simple {
                     if !out.is_empty() {
                         out.push('.');
@@ -313,13 +314,7 @@ impl Builder {
                         });
                         return;
                     }
-                    entries.push((
-                        Key {
-                            text,
-                            pos: key.pos,
-                        },
-                        node,
-                    ));
+                    entries.push((Key { text, pos: key.pos }, node));
                 }
             },
         }
@@ -434,10 +429,7 @@ mod tests {
     fn aliases_and_paths() {
         let n = Node::parse("x: &a {k: v}\ny: *a\n").unwrap();
         assert_eq!(n.get("y").unwrap().get("k").unwrap().text(), Some("v"));
-        let p = [
-            Seg::Key("labels".into()),
-            Seg::Key("org.example.x".into()),
-        ];
+        let p = [Seg::Key("labels".into()), Seg::Key("org.example.x".into())];
         assert_eq!(display_path(&p), "labels[\"org.example.x\"]");
         assert_eq!(
             display_path(&[Seg::Key("tags".into()), Seg::Index(2)]),
