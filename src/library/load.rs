@@ -334,8 +334,24 @@ impl Loader {
         settings
     }
 
-    pub(crate) fn manifest(&mut self, rel: &str, settings: &Settings) -> Option<Manifest> {
+    pub(crate) fn manifest(
+        &mut self,
+        rel: &str,
+        settings: &Settings,
+        layers: &BTreeMap<String, Layer>,
+    ) -> Option<Manifest> {
         let node = self.read(rel, FileKind::Manifest)?;
+        if let Some(compat) = text_of(&node, "compat") {
+            if !layers.contains_key(&compat) {
+                let known = known_layers(layers);
+                self.error(
+                    rel,
+                    &[key("compat")],
+                    format!("no layer {compat:?} under layers/ ({known})"),
+                    "missing-layer",
+                );
+            }
+        }
         let name = text_of(&node, "name")?;
         let version = text_of(&node, "version").unwrap_or_default();
         let sci = node.get("science");
@@ -608,22 +624,6 @@ impl Loader {
     /// Checks across files: compat layers and includes exist, include cycles, modes name
     /// files that exist, final references are unique, every layer is used.
     pub(crate) fn cross_checks(&mut self, lib: &Library) {
-        let names: Vec<&str> = lib.layers.keys().map(String::as_str).collect();
-        let known = if names.is_empty() {
-            "there are no layers".to_string()
-        } else {
-            format!("layers: {}", names.join(", "))
-        };
-        for m in &lib.manifests {
-            if !m.compat.is_empty() && !lib.layers.contains_key(&m.compat) {
-                self.error(
-                    &m.rel,
-                    &[key("compat")],
-                    format!("no layer {:?} under layers/ ({known})", m.compat),
-                    "missing-layer",
-                );
-            }
-        }
         self.layer_checks(lib);
         self.duplicates(lib);
         self.unused(lib);
@@ -631,12 +631,7 @@ impl Loader {
 
     /// Checks among layers: includes exist, no cycles, modes name files that exist.
     pub(crate) fn layer_checks(&mut self, lib: &Library) {
-        let names: Vec<&str> = lib.layers.keys().map(String::as_str).collect();
-        let known = if names.is_empty() {
-            "there are no layers".to_string()
-        } else {
-            format!("layers: {}", names.join(", "))
-        };
+        let known = known_layers(&lib.layers);
         for layer in lib.layers.values() {
             for (i, inc) in layer.includes.iter().enumerate() {
                 if !lib.layers.contains_key(inc) {
@@ -754,10 +749,14 @@ impl Loader {
                 } else {
                     vec![key("name")]
                 };
-                let where_ = format!("{} ({})", m.rel, display_path(&path));
+                let pos = self
+                    .nodes
+                    .get(&m.rel)
+                    .map_or(Pos::START, |n| n.locate(&path));
+                let where_ = format!("{}:{pos} (tag template {t:?})", m.rel);
                 match seen.get(&reference) {
                     Some((first, template_)) => {
-                        let what = if first.starts_with(&format!("{} ", m.rel)) {
+                        let what = if first.starts_with(&format!("{}:", m.rel)) {
                             format!(
                                 "is produced twice by this manifest (tags {template_:?} and {t:?})"
                             )
@@ -803,6 +802,15 @@ impl Loader {
                 ));
             }
         }
+    }
+}
+
+fn known_layers(layers: &BTreeMap<String, Layer>) -> String {
+    if layers.is_empty() {
+        "there are no layers".to_string()
+    } else {
+        let names: Vec<&str> = layers.keys().map(String::as_str).collect();
+        format!("layers: {}", names.join(", "))
     }
 }
 

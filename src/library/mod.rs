@@ -171,9 +171,15 @@ pub fn validate(root: &Path) -> Result<Validation> {
     let mut loader = load::Loader::new(&root);
     let settings = loader.settings();
 
+    let mut layers = BTreeMap::new();
+    for name in list(&root.join("layers"), true)? {
+        if let Some(l) = loader.layer(&name) {
+            layers.insert(name, l);
+        }
+    }
+
     let mut manifests = Vec::new();
-    let mdir = root.join("manifests");
-    let mut files = list(&mdir, false)?;
+    let mut files = list(&root.join("manifests"), false)?;
     files.retain(|n| n.ends_with(".yaml") || n.ends_with(".yml"));
     if files.is_empty() {
         loader.problems.push(Problem::error(
@@ -185,15 +191,8 @@ pub fn validate(root: &Path) -> Result<Validation> {
         ));
     }
     for f in files {
-        if let Some(m) = loader.manifest(&format!("manifests/{f}"), &settings) {
+        if let Some(m) = loader.manifest(&format!("manifests/{f}"), &settings, &layers) {
             manifests.push(m);
-        }
-    }
-
-    let mut layers = BTreeMap::new();
-    for name in list(&root.join("layers"), true)? {
-        if let Some(l) = loader.layer(&name) {
-            layers.insert(name, l);
         }
     }
     let library = Library {

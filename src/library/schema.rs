@@ -102,8 +102,10 @@ pub fn check(kind: FileKind, rel: &str, node: &Node) -> Vec<Problem> {
                 let key = error.instance().as_str().unwrap_or_default().to_string();
                 let pos = node.locate_key(&path, &key);
                 let hint = keyword_schema
-                    .and_then(|s| s.get("propertyNames"))
-                    .and_then(|s| s.get("x-message"))
+                    .and_then(|s| {
+                        s.get("x-message")
+                            .or_else(|| s.get("propertyNames").and_then(|p| p.get("x-message")))
+                    })
                     .and_then(Value::as_str)
                     .unwrap_or("is not allowed here");
                 let mut p = path.clone();
