@@ -23,6 +23,8 @@ pub(crate) struct Loader {
     layers_dir: String,
     pub(crate) problems: Vec<Problem>,
     nodes: BTreeMap<String, Node>,
+    /// Every `compat` named by a manifest file, even one that did not load.
+    compat_refs: BTreeSet<String>,
 }
 
 fn key(k: &str) -> Seg {
@@ -170,6 +172,7 @@ impl Loader {
             layers_dir: "layers".to_string(),
             problems: Vec::new(),
             nodes: BTreeMap::new(),
+            compat_refs: BTreeSet::new(),
         }
     }
 
@@ -192,10 +195,22 @@ impl Loader {
         }
     }
 
+    /// Record an error at `path` of `rel`, unless the schema already found that field wrong
+    /// (its message is the more precise) or the same check already reported it.
     fn error(&mut self, rel: &str, path: &[Seg], message: impl Into<String>, code: &'static str) {
+        let shown = display_path(path);
+        let covered = |p: &Problem| {
+            p.file == rel
+                && p.path == shown
+                && (matches!(p.code, "schema" | "syntax") || p.code == code)
+                && code != "duplicate-reference"
+        };
+        if self.problems.iter().any(covered) {
+            return;
+        }
         let pos = self.nodes.get(rel).map_or(Pos::START, |n| n.locate(path));
         self.problems
-            .push(Problem::error(rel, pos, display_path(path), message, code));
+            .push(Problem::error(rel, pos, shown, message, code));
     }
 
     /// Read, parse and schema-check one file; `None` if it cannot be read or parsed.
@@ -342,6 +357,7 @@ impl Loader {
     ) -> Option<Manifest> {
         let node = self.read(rel, FileKind::Manifest)?;
         if let Some(compat) = text_of(&node, "compat") {
+            self.compat_refs.insert(compat.clone());
             if !layers.contains_key(&compat) {
                 let known = known_layers(layers);
                 self.error(
@@ -782,11 +798,19 @@ impl Loader {
     }
 
     fn unused(&mut self, lib: &Library) {
-        let used: BTreeSet<String> = lib
-            .manifests
+        // A manifest with errors may not have said which compat layer it uses.
+        if self
+            .problems
             .iter()
-            .filter(|m| lib.layers.contains_key(&m.compat))
-            .flat_map(|m| lib.chain(&m.compat))
+            .any(|p| p.is_error() && p.file.starts_with("manifests/"))
+        {
+            return;
+        }
+        let used: BTreeSet<String> = self
+            .compat_refs
+            .iter()
+            .filter(|c| lib.layers.contains_key(*c))
+            .flat_map(|c| lib.chain(c))
             .collect();
         for layer in lib.layers.values() {
             if !used.contains(&layer.name) {

@@ -140,6 +140,8 @@ pub struct Manifest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ImageConfig {
     /// Environment, in order of first definition; a later layer replaces a variable's value.
+    /// Serialised as OCI `Env` strings (`NAME=value`).
+    #[serde(serialize_with = "env_strings")]
     pub env: Vec<(String, String)>,
     /// Entrypoint (exec form); `Some(vec![])` clears the science image's.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,7 +161,16 @@ pub struct ImageConfig {
     pub exposed_ports: BTreeSet<String>,
 }
 
+fn env_strings<S: serde::Serializer>(env: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(env.iter().map(|(k, v)| format!("{k}={v}")))
+}
+
 impl ImageConfig {
+    /// `Env` entries as the OCI config writes them: `NAME=value`.
+    pub fn env_strings(&self) -> Vec<String> {
+        self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
     /// Apply `later` on top of `self`: env by variable name, labels by key, ports added,
     /// entrypoint, cmd, user and workdir replaced when `later` sets them.
     pub fn merge(&mut self, later: &ImageConfig) {

@@ -12,7 +12,7 @@ use crate::layer::{LayerDigests, PlannedKind};
 use crate::oci::Digest;
 use crate::timestamp::Timestamp;
 
-use super::{BuildInfo, CompatLayer, Library};
+use super::{BuildInfo, CompatLayer, ImageConfig, Library};
 
 /// The whole plan.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +25,8 @@ pub struct Plan {
     pub layers: Vec<LayerPlan>,
     /// Problems with the plan as a whole.
     pub conflicts: Vec<Conflict>,
+    #[serde(skip)]
+    label_prefix: Option<String>,
 }
 
 /// The science image of one planned image.
@@ -63,6 +65,10 @@ pub struct ImagePlan {
     pub tags: Vec<String>,
     /// Final references, `{target}:{tag}`, as written (relative to the library root).
     pub references: Vec<String>,
+    /// Labels of the final configs (compat layer's, manifest's, breadcrumbs).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the final manifests and index.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One compat layer.
@@ -83,6 +89,8 @@ pub struct LayerPlan {
     pub files: usize,
     /// Paths removed (whiteouts).
     pub remove: Vec<String>,
+    /// Config settings merged along the chain.
+    pub config: ImageConfig,
 }
 
 /// A conflict in the plan.
@@ -142,6 +150,7 @@ impl Plan {
                 entries: entries.len(),
                 files,
                 remove: compat.remove.clone(),
+                config: compat.config.clone(),
             });
         }
         let used: Vec<String> = lib
@@ -193,6 +202,8 @@ impl Plan {
                 chain: lib.chain(&m.compat),
                 layer_digest: built.get(&m.compat).cloned().flatten().map(|i| i.digest),
                 platforms: m.platforms.iter().map(|p| p.to_string()).collect(),
+                labels: lib.labels(m, build, None)?,
+                annotations: lib.annotations(m),
                 tags,
                 references,
             });
@@ -202,6 +213,7 @@ impl Plan {
             images,
             layers,
             conflicts,
+            label_prefix: lib.settings().label_prefix.clone(),
         })
     }
 
@@ -220,6 +232,10 @@ impl Plan {
                     ),
                 });
             }
+        }
+        if let Some(p) = &self.label_prefix {
+            let key = format!("{p}.science.{}.digest", image.science.target);
+            image.labels.insert(key, digest.to_string());
         }
         image.science.resolved = Some(digest);
     }
