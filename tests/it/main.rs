@@ -4,5 +4,6 @@
 mod copy;
 mod graft;
 mod harness;
+mod layer;
 mod layout;
 mod support;
