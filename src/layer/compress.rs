@@ -301,11 +301,8 @@ impl<'o, W: Write> ParallelGzip<'o, W> {
                     Err(_) => return Err(worker_gone()),
                 }
             } else {
-                match self.done.try_recv() {
-                    Ok(d) => Some(d),
-                    // Disconnected: every worker has ended, after sending all it had.
-                    Err(_) => None,
-                }
+                // Empty, or disconnected: every worker has ended after sending all it had.
+                self.done.try_recv().ok()
             };
             let Some((index, result)) = next else {
                 return Ok(());

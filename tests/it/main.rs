@@ -4,6 +4,7 @@
 mod copy;
 mod graft;
 mod harness;
+mod layer;
 mod layout;
 mod library;
 mod support;
