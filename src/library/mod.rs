@@ -456,3 +456,121 @@ impl Library {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::ImageRef;
+
+    fn sample() -> Library {
+        Library::open(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn sample_answers_what_refresh_asks() {
+        let lib = sample();
+        let m = lib.manifests_named("sci-notebook").next().unwrap();
+        // The science reference resolves against the library root.
+        match &m.science.image.image {
+            ImageRef::Layout(l) => {
+                assert!(l.path.is_absolute());
+                assert!(l.path.ends_with("testdata/science/jupyter-sci"));
+                assert_eq!(l.tag.as_deref(), Some("2.4"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(m.science.image.text, "oci:testdata/science/jupyter-sci:2.4");
+        let c = lib.compat(&m.compat).unwrap();
+        assert_eq!(c.chain, ["platform-base", "jupyter-compat"]);
+        assert_eq!(c.trees.len(), 2);
+        assert!(c.trees[1].ends_with("layers/jupyter-compat/files"));
+        assert_eq!(c.remove, ["/opt/conda/share/obsolete"]);
+        assert_eq!(c.modes["/usr/local/bin/start.sh"], 0o755);
+        assert_eq!(c.modes["/usr/local/bin/platform-info"], 0o755);
+        assert_eq!(
+            c.config.env_strings(),
+            [
+                "GRAFT_PLATFORM=sample-jupyter",
+                "LANG=C.UTF-8",
+                "JUPYTER_PORT=8888"
+            ]
+        );
+        assert_eq!(
+            c.config.entrypoint.as_deref(),
+            Some(&["/usr/local/bin/start.sh".to_string()][..])
+        );
+        assert!(c.config.exposed_ports.contains("8888/tcp"));
+        let spec = c.spec(Timestamp(7));
+        assert_eq!(spec.trees, c.trees);
+        assert_eq!(spec.mtime, Timestamp(7));
+
+        // Tags: strict where real values are needed, previews keep placeholders.
+        let none = BuildInfo::default();
+        assert_eq!(lib.tag_preview(m, &none), ["2.4", "2.4-{build}-{commit}"]);
+        let err = lib.tags(m, &none).unwrap_err().to_string();
+        assert!(err.contains("no value for {build}"), "{err}");
+        let b = BuildInfo {
+            build: Some("42".into()),
+            commit: Some("abc1234".into()),
+            branch: None,
+        };
+        let refs = lib.references(m, &b).unwrap();
+        assert_eq!(refs[1].text, "oci:out/library/sci-notebook:2.4-42-abc1234");
+        match &refs[1].image {
+            ImageRef::Layout(l) => {
+                assert!(l.path.is_absolute() && l.path.ends_with("out/library/sci-notebook"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let labels = lib.labels(m, &b, None).unwrap();
+        assert_eq!(
+            labels["org.graft.compat.version"],
+            "sci-notebook:2.4-42-abc1234"
+        );
+        assert_eq!(labels["org.opencontainers.image.title"], "Science notebook");
+        assert_eq!(
+            labels["org.opencontainers.image.vendor"],
+            "graft sample platform"
+        );
+        let ann = lib.annotations(m);
+        assert_eq!(ann["org.opencontainers.image.version"], "2.4");
+    }
+
+    #[test]
+    fn diamond_includes_apply_each_layer_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w("graft.yaml", "repo: oci:out\n");
+        w(
+            "manifests/m.yaml",
+            "name: m\nversion: 1\nscience: {image: 'oci:s:1'}\ncompat: top\n",
+        );
+        w(
+            "layers/top/layer.yaml",
+            "includes: [left, right]\nowner: 5\n",
+        );
+        w(
+            "layers/left/layer.yaml",
+            "includes: [base]\nconfig: {env: {A: left}}\n",
+        );
+        w(
+            "layers/right/layer.yaml",
+            "includes: [base]\nconfig: {env: {A: right}}\nowner: '1:2'\n",
+        );
+        w(
+            "layers/base/layer.yaml",
+            "config: {env: {A: base, B: base}}\nremove: [/x]\n",
+        );
+        let lib = Library::open(dir.path()).unwrap();
+        let c = lib.compat("top").unwrap();
+        assert_eq!(c.chain, ["base", "left", "right", "top"]);
+        assert_eq!(c.config.env_strings(), ["A=right", "B=base"]);
+        assert_eq!(c.owner, Some((5, 5)));
+        assert_eq!(c.remove, ["/x"]);
+        assert!(lib.compat("nope").is_err());
+    }
+}
