@@ -19,5 +19,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 cargo fmt --all -- --check
+# Layer digests depend on the deflate backend: flate2 must use zlib-rs and nothing else
+# (docs/decisions.md, "Deterministic layer compression"). Feature unification could add one.
+flate2_features=$(cargo tree --locked -e features -i flate2 | grep -oE 'flate2 feature "[^"]+"' | sort -u | sed -E 's/.*"(.*)"/\1/')
+unexpected=$(echo "$flate2_features" | grep -vxE 'any_impl|any_zlib|zlib-rs' || true)
+if ! echo "$flate2_features" | grep -qx zlib-rs || [ -n "$unexpected" ]; then
+  echo "flate2 must be built with exactly the zlib-rs backend; features found:" $flate2_features >&2
+  exit 1
+fi
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked

@@ -139,6 +139,36 @@ pub enum Error {
     /// The operation is not possible with these arguments.
     #[error("{0}")]
     Unsupported(String),
+    /// A library has problems (each with file, line, column and field path).
+    #[error("the library in {} has {} problem{}: run graft validate", root.display(), problems.len(), if problems.len() == 1 { "" } else { "s" })]
+    Library {
+        /// The library directory.
+        root: PathBuf,
+        /// The problems (errors only).
+        problems: Vec<crate::library::Problem>,
+    },
+    /// A layer source tree holds something that cannot go into a layer (a device, fifo or
+    /// socket, a symlink out of the tree, a reserved or non-UTF-8 name).
+    #[error("{}: {reason}", path.display())]
+    Layer {
+        /// The file or directory in the source tree.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An entry of a layer's `remove` or `modes` list is unusable.
+    #[error("{field} entry {entry:?}: {reason}")]
+    LayerSpec {
+        /// The list: `remove` or `modes`.
+        field: String,
+        /// The entry as written.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Writing a layer to its output failed.
+    #[error("writing the layer failed")]
+    LayerWrite(#[source] std::io::Error),
     /// An error with added context about what was being done.
     #[error("{context}")]
     Context {
@@ -208,6 +238,8 @@ impl Error {
                 | Error::InvalidDigest { .. }
                 | Error::InvalidPlatform { .. }
                 | Error::Unsupported(_)
+                | Error::Layer { .. }
+                | Error::LayerSpec { .. }
         )
     }
 

@@ -3,15 +3,16 @@
 //! The library is organised around one transfer engine ([`copy`]) that moves images between
 //! [`store::Source`]s and [`store::Sink`]s: registries, OCI layout directories and archives.
 
-pub mod error;
-pub mod oci;
-pub mod reference;
-pub mod store;
-
-pub use error::{Error, Result};
 pub mod copy;
+pub mod error;
 pub mod image;
 pub mod layer;
+pub mod library;
 pub mod mirror;
+pub mod oci;
 pub mod progress;
+pub mod reference;
+pub mod store;
 pub mod timestamp;
+
+pub use error::{Error, Result};

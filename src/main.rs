@@ -29,12 +29,22 @@ fn main() -> ExitCode {
             Command::Ls(a) => cli::ls::run(a, &cli.global).await,
             Command::Append(a) => cli::append::run(a, &cli.global).await,
             Command::Mirror(a) => cli::mirror::run_mirror(a, &cli.global).await,
+            Command::Validate(a) => cli::validate::run(a, &cli.global).await,
+            Command::Plan(a) => cli::plan::run(a, &cli.global).await,
+            Command::Layer(a) => cli::layer::run(a, &cli.global).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            if let Some(graft::Error::Library { root, problems }) =
+                e.downcast_ref::<graft::Error>().map(|g| g.root())
+            {
+                for p in problems {
+                    eprintln!("  {}", p.under(root));
+                }
+            }
             let mut source = e.source();
             while let Some(s) = source {
                 eprintln!("  caused by: {s}");

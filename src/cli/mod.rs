@@ -3,9 +3,12 @@
 pub mod append;
 pub mod copy;
 pub mod inspect;
+pub mod layer;
 pub mod ls;
 pub mod mirror;
+pub mod plan;
 pub mod progress;
+pub mod validate;
 
 use std::path::PathBuf;
 
@@ -122,6 +125,14 @@ pub enum Command {
     Append(append::AppendArgs),
     /// Mirror the images a sync file selects into a registry, layout or archive.
     Mirror(mirror::MirrorArgs),
+    /// Check a library (graft.yaml, manifests/, layers/): every problem, with file, line,
+    /// column and field.
+    Validate(validate::ValidateArgs),
+    /// Show what a refresh of the library would produce: final references, science images,
+    /// compat layers and their digests, platforms. No registry access unless --resolve.
+    Plan(plan::PlanArgs),
+    /// Build deterministic layer tarballs.
+    Layer(layer::LayerArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

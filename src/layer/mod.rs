@@ -15,3 +15,256 @@
 //! pub fn build<W: std::io::Write>(spec: &LayerSpec, compression: Compression, out: W) -> Result<LayerDigests>;
 //! pub fn build_to_file(spec: &LayerSpec, compression: Compression, path: &Path) -> Result<LayerDigests>;
 //! ```
+//!
+//! # What the archive holds
+//! - The trees are overlaid in order: a later tree's file, symlink or directory replaces an
+//!   earlier tree's non-directory at the same path, a later non-directory replaces an earlier
+//!   directory with everything under it, and directories merge.
+//! - Each `remove` entry becomes an empty `.wh.<name>` file in its parent directory (parents
+//!   are written as directories when the trees do not have them).
+//! - Entries are sorted by path, component by component (bytewise), so parents come before
+//!   their children; within a directory whiteouts come first, so an extractor deletes the
+//!   lower file before it writes a new one of the same name. The root directory itself is not
+//!   an entry.
+//! - Every entry has the spec's mtime and owner (default 0:0), no user or group names, and a
+//!   normalised mode: directories and files with any execute bit 0755, other files 0644,
+//!   symlinks 0777, whiteouts 0644; `modes` overrides any of them.
+//! - Symlinks are kept as links; a relative target that climbs out of the tree is an error.
+//! - Regular files with several links in the trees: the first path in archive order holds
+//!   the bytes, later paths are tar hard links to it.
+//! - POSIX ustar headers; names or link targets longer than 100 bytes or not ASCII, and values
+//!   too large for ustar, go into a PAX extended header (keys sorted, fixed header name).
+//!
+//! # Compression
+//! See `docs/decisions.md` (section "Deterministic layer compression"): gzip is deflate level
+//! 6 by zlib-rs over independent 1 MiB blocks (written in parallel, like `pigz -i`), with a
+//! `gzip -n` header; zstd is level 3 with a checksum, single-threaded. The golden tests below
+//! pin the bytes.
+
+mod compress;
+pub mod tar;
+mod tree;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::oci::digest::Digest;
+use crate::oci::media_types;
+use crate::timestamp::Timestamp;
+
+use compress::{Blocks, HashingWriter, ParallelGzip, PlainSink, ZstdSink};
+pub use compress::{CHUNK, GZIP_LEVEL, ZSTD_LEVEL};
+pub use tree::{image_path, PlannedEntry, PlannedKind, WHITEOUT_PREFIX};
+
+/// How a layer's tar stream is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip (deflate level 6): what every registry and runtime reads.
+    #[default]
+    Gzip,
+    /// zstd (level 3).
+    Zstd,
+    /// An uncompressed tar.
+    None,
+}
+
+impl Compression {
+    /// The OCI layer media type for this compression.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => media_types::OCI_LAYER_GZIP,
+            Compression::Zstd => media_types::OCI_LAYER_ZSTD,
+            Compression::None => media_types::OCI_LAYER_TAR,
+        }
+    }
+
+    /// The name used on the command line and in files: `gzip`, `zstd` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Compression {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Compression> {
+        match s {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            other => Err(Error::Unsupported(format!(
+                "unknown compression {other:?}: expected gzip, zstd or none"
+            ))),
+        }
+    }
+}
+
+/// Everything that determines a layer's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// Directories placed at `/`, overlaid in order: later files win, directories merge.
+    pub trees: Vec<PathBuf>,
+    /// Absolute image paths to delete from lower layers (written as whiteouts).
+    pub remove: Vec<String>,
+    /// uid and gid of every entry (default 0:0).
+    pub owner: Option<(u32, u32)>,
+    /// Absolute image path → permission bits, overriding the normalised mode.
+    pub modes: BTreeMap<String, u32>,
+    /// The modification time of every entry.
+    pub mtime: Timestamp,
+}
+
+impl LayerSpec {
+    /// A spec for one tree placed at `/`, with defaults for everything else.
+    pub fn tree(path: impl Into<PathBuf>, mtime: Timestamp) -> LayerSpec {
+        LayerSpec {
+            trees: vec![path.into()],
+            remove: Vec::new(),
+            owner: None,
+            modes: BTreeMap::new(),
+            mtime,
+        }
+    }
+}
+
+/// What identifies a built layer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayerDigests {
+    /// Digest of the compressed bytes (the blob's digest in a manifest).
+    pub digest: Digest,
+    /// Digest of the uncompressed tar (the config's `rootfs.diff_ids` entry).
+    pub diff_id: Digest,
+    /// Size of the compressed bytes.
+    pub size: u64,
+    /// The OCI layer media type.
+    pub media_type: String,
+}
+
+/// The archive entries `spec` produces, in order, after every check (no file is read).
+pub fn plan(spec: &LayerSpec) -> Result<Vec<PlannedEntry>> {
+    tree::plan(spec)
+}
+
+/// Build the layer described by `spec` and stream it to `out`. All checks of the trees and of
+/// `remove`/`modes` run before anything is written. Memory stays bounded by a few
+/// [`CHUNK`]-sized blocks per thread whatever the layer's size.
+pub fn build<W: Write>(spec: &LayerSpec, compression: Compression, out: W) -> Result<LayerDigests> {
+    build_with_threads(spec, compression, out, threads())
+}
+
+/// [`build`] with `threads` gzip compression threads (the bytes are the same for any number).
+pub(crate) fn build_with_threads<W: Write>(
+    spec: &LayerSpec,
+    compression: Compression,
+    out: W,
+    threads: usize,
+) -> Result<LayerDigests> {
+    let entries = tree::plan(spec)?;
+    let mut sink = HashingWriter::new(out, compression != Compression::None);
+    let (diff_id, _) = std::thread::scope(|scope| -> Result<(Digest, u64)> {
+        let blocks: Box<dyn compress::BlockSink + '_> = match compression {
+            Compression::Gzip => Box::new(ParallelGzip::start(scope, &mut sink, threads)),
+            Compression::Zstd => Box::new(ZstdSink::new(&mut sink)?),
+            Compression::None => Box::new(PlainSink(&mut sink)),
+        };
+        let mut stream = Blocks::new(blocks);
+        write_entries(&entries, spec, &mut stream)?;
+        stream.finish()
+    })?;
+    let (digest, size) = sink.finish()?;
+    Ok(LayerDigests {
+        digest: digest.unwrap_or_else(|| diff_id.clone()),
+        diff_id,
+        size,
+        media_type: compression.media_type().to_string(),
+    })
+}
+
+/// [`build`] into the file at `path`: the layer is written to a temp file in the same
+/// directory and renamed into place only when complete (mode 0644). The file is not fsynced:
+/// it can be rebuilt from its sources.
+pub fn build_to_file(
+    spec: &LayerSpec,
+    compression: Compression,
+    path: &Path,
+) -> Result<LayerDigests> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".graft-layer-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("creating a temp file in", dir, e))?;
+    let digests = build(spec, compression, tmp.as_file_mut()).map_err(|e| match e {
+        Error::LayerWrite(source) => Error::io("writing layer to", path, source),
+        e => e,
+    })?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("renaming a temp file to", path, e.error))?;
+    Ok(digests)
+}
+
+/// Compression threads: the machine's parallelism, at most 8. The bytes do not depend on it.
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
+}
+
+fn write_entries(entries: &[PlannedEntry], spec: &LayerSpec, out: &mut Blocks<'_>) -> Result<()> {
+    let (uid, gid) = spec.owner.unwrap_or((0, 0));
+    let mut header = Vec::with_capacity(4 * tar::BLOCK);
+    let zeros = [0u8; tar::BLOCK];
+    for e in entries {
+        let (kind, size, link) = match &e.kind {
+            PlannedKind::Dir => (tar::EntryType::Directory, 0, ""),
+            PlannedKind::File { size, .. } => (tar::EntryType::File, *size, ""),
+            PlannedKind::Symlink { target } => (tar::EntryType::Symlink, 0, target.as_str()),
+            PlannedKind::HardLink { target } => (tar::EntryType::HardLink, 0, target.as_str()),
+            PlannedKind::Whiteout => (tar::EntryType::File, 0, ""),
+        };
+        header.clear();
+        tar::encode(
+            &tar::HeaderFields {
+                name: &e.name,
+                kind,
+                mode: e.mode,
+                uid: u64::from(uid),
+                gid: u64::from(gid),
+                size,
+                mtime: spec.mtime.0,
+                link,
+            },
+            &mut header,
+        );
+        out.write_all(&header)?;
+        if let PlannedKind::File { source, size } = &e.kind {
+            let mut file = std::fs::File::open(source)
+                .map_err(|err| Error::io("reading layer file", source, err))?;
+            out.copy_exact(&mut file, *size, source)?;
+            out.write_all(&zeros[..tar::padding(*size)])?;
+        }
+    }
+    out.write_all(&tar::END)
+}
+
+#[cfg(test)]
+mod tests;

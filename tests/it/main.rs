@@ -5,6 +5,8 @@ mod append;
 mod copy;
 mod graft;
 mod harness;
+mod layer;
 mod layout;
+mod library;
 mod mirror;
 mod support;

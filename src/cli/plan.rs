@@ -1,0 +1,171 @@
+//! `graft plan`: what a refresh of the library would produce, without touching a registry
+//! (unless `--resolve`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Args;
+
+use graft::layer::{self, Compression, LayerDigests};
+use graft::library::plan::Plan;
+use graft::library::{BuildInfo, CompatLayer, Library};
+use graft::store::open::open_source;
+use graft::timestamp::Timestamp;
+
+use super::{print_json, GlobalArgs, Output};
+
+/// Arguments of `graft plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The library directory (with graft.yaml, manifests/ and layers/).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub library: PathBuf,
+    /// Build number for `{build}` (default: `git rev-list --count HEAD` in the library).
+    #[arg(long, value_name = "N")]
+    pub build: Option<String>,
+    /// Commit for `{commit}` (default: `git rev-parse --short HEAD` in the library).
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// Branch for `{branch}` (default: the library's current git branch).
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+    /// Compression of the compat layers whose digests the plan shows: gzip, zstd or none.
+    #[arg(long, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
+    /// Resolve each science reference to its digest (reads the science index from its
+    /// registry or layout).
+    #[arg(long)]
+    pub resolve: bool,
+}
+
+/// Run `graft plan`.
+pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let lib = Library::open(&args.library)?;
+    let build = BuildInfo {
+        build: args
+            .build
+            .clone()
+            .or_else(|| git(&args.library, &["rev-list", "--count", "HEAD"])),
+        commit: args
+            .commit
+            .clone()
+            .or_else(|| git(&args.library, &["rev-parse", "--short", "HEAD"])),
+        branch: args.branch.clone().or_else(|| {
+            git(&args.library, &["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD")
+        }),
+    };
+    let mtime = super::layer::mtime()?;
+    let mut plan = Plan::new(&lib, &build, |c| build_layer(c, mtime, args.compression))?;
+    if args.resolve {
+        let ep = global.registry.endpoint(None)?;
+        for (i, m) in lib.manifests().iter().enumerate() {
+            let src = open_source(&m.science.image.image, &ep).await?;
+            let root = src.resolve().await?;
+            plan.set_resolved(i, root.digest.clone());
+        }
+    }
+    match global.output {
+        Output::Json => print_json(&plan)?,
+        Output::Text => print_text(&plan, global.verbose > 0),
+    }
+    for c in &plan.conflicts {
+        let level = if c.error { "error" } else { "warning" };
+        eprintln!("{level}: {}: {}", c.kind, c.message);
+    }
+    if plan.has_errors() {
+        anyhow::bail!("the plan has conflicts");
+    }
+    Ok(())
+}
+
+/// The digests of a compat layer: built and hashed in one pass, nothing written to disk.
+fn build_layer(
+    compat: &CompatLayer,
+    mtime: Timestamp,
+    compression: Compression,
+) -> graft::Result<Option<LayerDigests>> {
+    let spec = compat.spec(mtime);
+    layer::build(&spec, compression, std::io::sink())
+        .map(Some)
+        .map_err(|e| e.context(format!("building compat layer {:?}", compat.name)))
+}
+
+/// One line of `git` output in `dir`, if git is there and the command succeeds.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+fn print_text(plan: &Plan, verbose: bool) {
+    for img in &plan.images {
+        println!("{} {} ({})", img.name, img.version, img.manifest);
+        let pin = match (&img.science.resolved, &img.science.pinned) {
+            (Some(d), _) => format!(" @ {d}"),
+            (None, Some(p)) => format!(" (pinned {p})"),
+            (None, None) => String::new(),
+        };
+        println!(
+            "  science    {} [{}]{pin}",
+            img.science.image, img.science.target
+        );
+        let digest = img
+            .layer_digest
+            .as_ref()
+            .map(|d| format!(" {d}"))
+            .unwrap_or_default();
+        println!(
+            "  compat     {} ({}){digest}",
+            img.compat,
+            img.chain.join(" + ")
+        );
+        let platforms = if img.platforms.is_empty() {
+            "all of the science image's".to_string()
+        } else {
+            img.platforms.join(", ")
+        };
+        println!("  platforms  {platforms}");
+        for r in &img.references {
+            println!("  -> {r}");
+        }
+    }
+    if verbose {
+        for l in &plan.layers {
+            println!("layer {} ({})", l.name, l.chain.join(" + "));
+            if let Some(b) = &l.built {
+                println!("  digest     {}", b.digest);
+                println!("  diff_id    {}", b.diff_id);
+                println!("  size       {} bytes", b.size);
+                println!("  media type {}", b.media_type);
+            }
+            println!(
+                "  entries    {} ({} files, {} removed)",
+                l.entries,
+                l.files,
+                l.remove.len()
+            );
+            if !l.used_by.is_empty() {
+                println!("  used by    {}", l.used_by.join(", "));
+            }
+        }
+    }
+    let refs: usize = plan.images.iter().map(|i| i.references.len()).sum();
+    let used = plan.layers.iter().filter(|l| !l.used_by.is_empty()).count();
+    println!(
+        "plan: {} final image{}, {refs} reference{}, {used} compat layer{} to build",
+        plan.images.len(),
+        if plan.images.len() == 1 { "" } else { "s" },
+        if refs == 1 { "" } else { "s" },
+        if used == 1 { "" } else { "s" },
+    );
+}

@@ -1,0 +1,364 @@
+//! From a [`LayerSpec`] to the sorted list of archive entries: the trees are walked (never
+//! following symlinks), overlaid, whiteouts added for `remove`, modes normalised or taken from
+//! `modes`, and hard links found. Everything that makes a tree unusable is reported here,
+//! before a byte of the layer is written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+use super::LayerSpec;
+
+/// Prefix of whiteout file names.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+
+/// One entry of the archive, in archive order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEntry {
+    /// The name in the archive: `usr/bin/`, `etc/hosts`, `opt/.wh.cache`.
+    pub name: String,
+    /// What it is.
+    pub kind: PlannedKind,
+    /// Permission bits written into the header.
+    pub mode: u32,
+}
+
+/// What an archive entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlannedKind {
+    /// A directory.
+    Dir,
+    /// A regular file whose bytes are read from `source` when the layer is written.
+    File {
+        /// Where the bytes are.
+        source: PathBuf,
+        /// How many bytes (checked again while reading).
+        size: u64,
+    },
+    /// A symbolic link, kept as a link.
+    Symlink {
+        /// The link's target, as stored.
+        target: String,
+    },
+    /// A second or later path of a file with several hard links.
+    HardLink {
+        /// The archive name of the first path.
+        target: String,
+    },
+    /// An empty `.wh.<name>` file deleting `<name>` from lower layers.
+    Whiteout,
+}
+
+/// A path component inside the layer. Whiteouts rank before every real name of the same
+/// directory, so an extractor deletes the lower file before it writes a new one of that name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Comp {
+    rank: u8,
+    name: String,
+}
+
+const RANK_WHITEOUT: u8 = 0;
+const RANK_NAME: u8 = 1;
+
+impl Comp {
+    fn name(name: &str) -> Comp {
+        Comp {
+            rank: RANK_NAME,
+            name: name.to_string(),
+        }
+    }
+}
+
+type Key = Vec<Comp>;
+
+#[derive(Debug)]
+enum Node {
+    Dir,
+    File {
+        source: PathBuf,
+        size: u64,
+        executable: bool,
+        /// (device, inode) when the file has more than one link.
+        shared: Option<(u64, u64)>,
+    },
+    Symlink {
+        target: String,
+    },
+    Whiteout,
+}
+
+/// Parse an absolute image path (`/etc/motd`) as written in `remove` or `modes` into its
+/// components. `field` names the list it came from, for the error.
+pub fn image_path(field: &str, entry: &str) -> Result<Vec<String>> {
+    let bad = |reason: &str| Error::LayerSpec {
+        field: field.to_string(),
+        entry: entry.to_string(),
+        reason: reason.to_string(),
+    };
+    if !entry.starts_with('/') {
+        return Err(bad(&format!(
+            "not an absolute path (write \"/{}\")",
+            entry.trim_start_matches("./")
+        )));
+    }
+    let comps: Vec<String> = entry
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    if comps.iter().any(|c| c == "." || c == "..") {
+        return Err(bad("contains a \".\" or \"..\" component"));
+    }
+    if entry.contains('\0') {
+        return Err(bad("contains a NUL byte"));
+    }
+    if comps.is_empty() {
+        return Err(bad("names the root directory"));
+    }
+    Ok(comps)
+}
+
+/// Walk, overlay and check everything in `spec`; the entries in archive order.
+pub fn plan(spec: &LayerSpec) -> Result<Vec<PlannedEntry>> {
+    let mut nodes: BTreeMap<Key, Node> = BTreeMap::new();
+    for root in &spec.trees {
+        add_tree(root, &mut nodes)?;
+    }
+    let mut removed = std::collections::BTreeSet::new();
+    for entry in &spec.remove {
+        let comps = image_path("remove", entry)?;
+        if !removed.insert(comps.clone()) {
+            continue;
+        }
+        add_whiteout(entry, &comps, &mut nodes)?;
+    }
+    let mut modes: HashMap<Key, u32> = HashMap::new();
+    for (path, &mode) in &spec.modes {
+        let comps = image_path("modes", path)?;
+        if mode > 0o7777 {
+            return Err(Error::LayerSpec {
+                field: "modes".into(),
+                entry: path.clone(),
+                reason: format!("mode {mode:o} is not between 0 and 7777 (octal)"),
+            });
+        }
+        let key: Key = comps.iter().map(|c| Comp::name(c)).collect();
+        if !nodes.contains_key(&key) {
+            return Err(Error::LayerSpec {
+                field: "modes".into(),
+                entry: path.clone(),
+                reason: "names no file or directory in the layer".into(),
+            });
+        }
+        modes.insert(key, mode);
+    }
+
+    let mut first_path: HashMap<(u64, u64), String> = HashMap::new();
+    let mut entries = Vec::with_capacity(nodes.len());
+    for (key, node) in nodes {
+        let mut name = archive_name(&key);
+        let (kind, default_mode) = match node {
+            Node::Dir => {
+                name.push('/');
+                (PlannedKind::Dir, 0o755)
+            }
+            Node::File {
+                source,
+                size,
+                executable,
+                shared,
+            } => {
+                let mode = if executable { 0o755 } else { 0o644 };
+                match shared.map(|id| first_path.get(&id).cloned().ok_or(id)) {
+                    Some(Ok(target)) => (PlannedKind::HardLink { target }, mode),
+                    Some(Err(id)) => {
+                        first_path.insert(id, name.clone());
+                        (PlannedKind::File { source, size }, mode)
+                    }
+                    None => (PlannedKind::File { source, size }, mode),
+                }
+            }
+            Node::Symlink { target } => (PlannedKind::Symlink { target }, 0o777),
+            Node::Whiteout => (PlannedKind::Whiteout, 0o644),
+        };
+        let mode = modes.get(&key).copied().unwrap_or(default_mode);
+        entries.push(PlannedEntry { name, kind, mode });
+    }
+    Ok(entries)
+}
+
+fn archive_name(key: &Key) -> String {
+    let mut name = String::new();
+    for (i, c) in key.iter().enumerate() {
+        if i > 0 {
+            name.push('/');
+        }
+        if c.rank == RANK_WHITEOUT {
+            name.push_str(WHITEOUT_PREFIX);
+        }
+        name.push_str(&c.name);
+    }
+    name
+}
+
+fn layer_error(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Layer {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn add_tree(root: &Path, nodes: &mut BTreeMap<Key, Node>) -> Result<()> {
+    let meta = fs::metadata(root).map_err(|e| Error::io("reading layer tree", root, e))?;
+    if !meta.is_dir() {
+        return Err(layer_error(root, "a layer tree must be a directory"));
+    }
+    let mut key = Vec::new();
+    add_dir(root, &mut key, nodes)
+}
+
+fn add_dir(dir: &Path, key: &mut Key, nodes: &mut BTreeMap<Key, Node>) -> Result<()> {
+    let reader = fs::read_dir(dir).map_err(|e| Error::io("reading directory", dir, e))?;
+    // The order of read_dir does not matter: nodes land in a sorted map, and within one tree
+    // every path is seen once.
+    for item in reader {
+        let item = item.map_err(|e| Error::io("reading directory", dir, e))?;
+        let path = item.path();
+        let name = item
+            .file_name()
+            .into_string()
+            .map_err(|_| layer_error(&path, "the name is not valid UTF-8"))?;
+        if name.starts_with(WHITEOUT_PREFIX) {
+            return Err(layer_error(
+                &path,
+                "names starting with \".wh.\" are reserved for whiteouts; list the path under `remove` instead",
+            ));
+        }
+        let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let ft = meta.file_type();
+        key.push(Comp::name(&name));
+        let node = if ft.is_dir() {
+            Node::Dir
+        } else if ft.is_file() {
+            Node::File {
+                source: path.clone(),
+                size: meta.len(),
+                executable: meta.mode() & 0o111 != 0,
+                shared: (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
+            }
+        } else if ft.is_symlink() {
+            let target =
+                fs::read_link(&path).map_err(|e| Error::io("reading symlink", &path, e))?;
+            let target = target
+                .into_os_string()
+                .into_string()
+                .map_err(|_| layer_error(&path, "the symlink target is not valid UTF-8"))?;
+            check_link_target(&path, key.len() - 1, &target)?;
+            Node::Symlink { target }
+        } else {
+            let what = if ft.is_block_device() {
+                "a block device"
+            } else if ft.is_char_device() {
+                "a character device"
+            } else if ft.is_fifo() {
+                "a fifo"
+            } else if ft.is_socket() {
+                "a socket"
+            } else {
+                "of an unknown file type"
+            };
+            return Err(layer_error(
+                &path,
+                format!("is {what}; a layer tree may hold only files, directories and symlinks"),
+            ));
+        };
+        let is_dir = matches!(node, Node::Dir);
+        insert(nodes, key.clone(), node);
+        if is_dir {
+            add_dir(&path, key, nodes)?;
+        }
+        key.pop();
+    }
+    Ok(())
+}
+
+/// Overlay one node: a directory merges into a directory; anything else replaces what was
+/// there, including a whole directory subtree of an earlier tree.
+fn insert(nodes: &mut BTreeMap<Key, Node>, key: Key, node: Node) {
+    if matches!(node, Node::Dir) && matches!(nodes.get(&key), Some(Node::Dir)) {
+        return;
+    }
+    if matches!(nodes.get(&key), Some(Node::Dir)) {
+        let below: Vec<Key> = nodes
+            .range(key.clone()..)
+            .skip(1)
+            .take_while(|(k, _)| k.starts_with(&key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            nodes.remove(&k);
+        }
+    }
+    nodes.insert(key, node);
+}
+
+/// A relative symlink target must stay inside the tree (`depth` is the number of directories
+/// between the tree root and the link). Absolute targets are paths in the image, resolved
+/// against the container's root, and are kept as they are.
+fn check_link_target(path: &Path, depth: usize, target: &str) -> Result<()> {
+    if target.starts_with('/') {
+        return Ok(());
+    }
+    let mut depth = depth;
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if depth == 0 {
+                    return Err(layer_error(
+                        path,
+                        format!("the symlink target {target:?} points outside the tree"),
+                    ));
+                }
+                depth -= 1;
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+fn add_whiteout(entry: &str, comps: &[String], nodes: &mut BTreeMap<Key, Node>) -> Result<()> {
+    let mut key: Key = Vec::new();
+    for parent in &comps[..comps.len() - 1] {
+        key.push(Comp::name(parent));
+        match nodes.get(&key) {
+            None => {
+                nodes.insert(key.clone(), Node::Dir);
+            }
+            Some(Node::Dir) => {}
+            Some(_) => {
+                return Err(Error::LayerSpec {
+                    field: "remove".into(),
+                    entry: entry.to_string(),
+                    reason: format!(
+                        "/{} is not a directory in the layer",
+                        key.iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join("/")
+                    ),
+                })
+            }
+        }
+    }
+    key.push(Comp {
+        rank: RANK_WHITEOUT,
+        name: comps[comps.len() - 1].clone(),
+    });
+    nodes.insert(key, Node::Whiteout);
+    Ok(())
+}

@@ -1,0 +1,576 @@
+//! The library: `graft.yaml`, `manifests/*.yaml` and `layers/<name>/{layer.yaml,files/}`,
+//! schema-validated, with every problem reported at its file, line, column and field path.
+//!
+//! ```text
+//! graft.yaml                 repo, target, label_prefix, platforms, tags
+//! manifests/astro.yaml       one final image: science image + compat layer + tags
+//! layers/jupyter-compat/     layer.yaml (includes, config, remove, owner, modes) + files/
+//! ```
+//!
+//! [`validate`] lists every problem; [`Library::open`] loads a library that has none (warnings
+//! allowed). A [`Library`] answers what refresh needs per manifest: the resolved science
+//! reference ([`Manifest::science`]), the compat layer resolved through its includes
+//! ([`Library::compat`]), the final references ([`Library::references`]), labels and
+//! annotations ([`Library::labels`], [`Library::annotations`]).
+
+pub mod load;
+pub mod model;
+pub mod plan;
+pub mod problem;
+pub mod schema;
+pub mod template;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::layer::LayerSpec;
+use crate::oci::Digest;
+use crate::timestamp::Timestamp;
+
+pub use model::{
+    GitSource, ImageConfig, Layer, Located, Maintainer, Manifest, Metadata, Science, Settings,
+};
+pub use problem::{Problem, Severity};
+pub use template::BuildInfo;
+
+/// A loaded library.
+#[derive(Debug, Clone)]
+pub struct Library {
+    root: PathBuf,
+    settings: Settings,
+    manifests: Vec<Manifest>,
+    layers: BTreeMap<String, Layer>,
+}
+
+/// The result of checking a library: what could be loaded, and every problem found.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// The library as far as it could be loaded (files with errors may be missing from it).
+    pub library: Library,
+    /// Every problem, sorted by file, line and column.
+    pub problems: Vec<Problem>,
+}
+
+impl Validation {
+    /// Whether any problem is an error (warnings do not count).
+    pub fn has_errors(&self) -> bool {
+        self.problems.iter().any(Problem::is_error)
+    }
+}
+
+/// A compat layer with its includes applied: what gets built into one layer tarball.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompatLayer {
+    /// The layer's name.
+    pub name: String,
+    /// Layers in application order (includes first, depth-first, each once; this layer last).
+    pub chain: Vec<String>,
+    /// The `files/` trees of the chain, in order: later files overwrite earlier ones.
+    pub trees: Vec<PathBuf>,
+    /// Absolute image paths to delete, in chain order, each once.
+    pub remove: Vec<String>,
+    /// uid and gid of every entry: the last layer of the chain that sets `owner` wins.
+    pub owner: Option<(u32, u32)>,
+    /// Path → mode, later layers winning.
+    pub modes: BTreeMap<String, u32>,
+    /// Config merged in chain order (env by variable, labels by key, the rest replaced).
+    pub config: ImageConfig,
+}
+
+impl CompatLayer {
+    /// What the layer builder needs: the trees in order, removals, owner, modes, and the
+    /// mtime every entry gets.
+    pub fn spec(&self, mtime: Timestamp) -> LayerSpec {
+        LayerSpec {
+            trees: self.trees.clone(),
+            remove: self.remove.clone(),
+            owner: self.owner,
+            modes: self.modes.clone(),
+            mtime,
+        }
+    }
+}
+
+/// Load the layers in `layers_dir` (every directory with a `layer.yaml`) and resolve `name`
+/// through its includes, without a whole library: what `graft layer build` needs. Problems
+/// in the files of `name`'s chain are errors ([`Error::Library`]); others are ignored.
+pub fn compat_from_layers(layers_dir: &Path, name: &str) -> Result<CompatLayer> {
+    let layers_dir =
+        std::path::absolute(layers_dir).map_err(|e| Error::io("resolving", layers_dir, e))?;
+    let (root, rel) = match (layers_dir.file_name(), layers_dir.parent()) {
+        (Some(n), Some(parent)) if n == "layers" => (parent.to_path_buf(), "layers".to_string()),
+        _ => (layers_dir.clone(), String::new()),
+    };
+    let mut loader = load::Loader::new(&root).with_layers_dir(&rel);
+    let mut layers = BTreeMap::new();
+    for n in list(&layers_dir, true)? {
+        if layers_dir.join(&n).join("layer.yaml").exists() {
+            if let Some(l) = loader.layer(&n) {
+                layers.insert(n, l);
+            }
+        }
+    }
+    if !layers_dir.join(name).join("layer.yaml").exists() {
+        return Err(Error::NotFound {
+            what: format!("layer {name:?}"),
+            detail: Some(format!(
+                "no {} (layers there: {})",
+                layers_dir.join(name).join("layer.yaml").display(),
+                list(&layers_dir, true)?.join(", ")
+            )),
+        });
+    }
+    let library = Library {
+        root: root.clone(),
+        settings: Settings {
+            file: root.join("graft.yaml"),
+            repo: String::new(),
+            target: model::DEFAULT_TARGET.to_string(),
+            label_prefix: None,
+            platforms: Vec::new(),
+            tags: Vec::new(),
+        },
+        manifests: Vec::new(),
+        layers,
+    };
+    loader.layer_checks(&library);
+    let mut chain_files: Vec<String> = library
+        .chain(name)
+        .iter()
+        .filter_map(|n| library.layers.get(n).map(|l| l.rel.clone()))
+        .collect();
+    chain_files.push(loader.layer_rel(name));
+    let mut problems: Vec<Problem> = loader
+        .problems
+        .into_iter()
+        .filter(|p| p.is_error() && chain_files.contains(&p.file))
+        .collect();
+    if !problems.is_empty() {
+        problems.sort();
+        problems.dedup();
+        return Err(Error::Library { root, problems });
+    }
+    library.compat(name)
+}
+
+/// Check the library in `root`: every file, then the library as a whole. `Err` only when
+/// `root` is not a directory; everything else is a [`Problem`].
+pub fn validate(root: &Path) -> Result<Validation> {
+    let meta = std::fs::metadata(root).map_err(|e| Error::io("opening the library", root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Invalid {
+            what: format!("library {}", root.display()),
+            reason: "not a directory".into(),
+        });
+    }
+    let root = std::path::absolute(root).map_err(|e| Error::io("resolving", root, e))?;
+    let mut loader = load::Loader::new(&root);
+    let settings = loader.settings();
+
+    let mut layers = BTreeMap::new();
+    for name in list(&root.join("layers"), true)? {
+        if let Some(l) = loader.layer(&name) {
+            layers.insert(name, l);
+        }
+    }
+
+    let mut manifests = Vec::new();
+    let mut files = list(&root.join("manifests"), false)?;
+    files.retain(|n| n.ends_with(".yaml") || n.ends_with(".yml"));
+    if files.is_empty() {
+        loader.problems.push(Problem::error(
+            "manifests",
+            yaml::Pos::START,
+            "(root)",
+            "no manifests: add manifests/NAME.yaml, one per final image",
+            "missing-file",
+        ));
+    }
+    for f in files {
+        if let Some(m) = loader.manifest(&format!("manifests/{f}"), &settings, &layers) {
+            manifests.push(m);
+        }
+    }
+    let library = Library {
+        root,
+        settings,
+        manifests,
+        layers,
+    };
+    loader.cross_checks(&library);
+    let mut problems = loader.problems;
+    problems.sort_by(|a, b| {
+        (&a.file, a.line, a.column, &a.path, &a.message)
+            .cmp(&(&b.file, b.line, b.column, &b.path, &b.message))
+    });
+    problems.dedup();
+    Ok(Validation { library, problems })
+}
+
+/// Names in `dir` (sorted; hidden entries skipped): directories if `dirs`, else files.
+/// A missing directory has no entries.
+fn list(dir: &Path, dirs: bool) -> Result<Vec<String>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("listing", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        let is_dir = std::fs::metadata(entry.path())
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if is_dir == dirs {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Library {
+    /// Load the library in `root`; fails with [`Error::Library`] listing the problems if
+    /// there is any error (warnings are fine).
+    pub fn open(root: &Path) -> Result<Library> {
+        let v = validate(root)?;
+        if v.has_errors() {
+            return Err(Error::Library {
+                root: root.to_path_buf(),
+                problems: v.problems.into_iter().filter(Problem::is_error).collect(),
+            });
+        }
+        Ok(v.library)
+    }
+
+    /// The library root (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `graft.yaml`.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Every manifest, in file name order.
+    pub fn manifests(&self) -> &[Manifest] {
+        &self.manifests
+    }
+
+    /// The manifests named `name` (several versions of an image may exist).
+    pub fn manifests_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Manifest> {
+        self.manifests.iter().filter(move |m| m.name == name)
+    }
+
+    /// Every layer, by name.
+    pub fn layers(&self) -> &BTreeMap<String, Layer> {
+        &self.layers
+    }
+
+    /// One layer as written (includes not applied).
+    pub fn layer(&self, name: &str) -> Option<&Layer> {
+        self.layers.get(name)
+    }
+
+    /// Layer names in application order for `name`: includes first (depth-first, in the
+    /// order listed, each layer once even if included twice), `name` last. Unknown names and
+    /// cycles are cut (validation reports them).
+    pub fn chain(&self, name: &str) -> Vec<String> {
+        fn visit(lib: &Library, name: &str, path: &mut Vec<String>, out: &mut Vec<String>) {
+            if out.iter().any(|n| n == name) || path.iter().any(|n| n == name) {
+                return;
+            }
+            let Some(layer) = lib.layers.get(name) else {
+                return;
+            };
+            path.push(name.to_string());
+            for inc in &layer.includes {
+                visit(lib, inc, path, out);
+            }
+            path.pop();
+            out.push(name.to_string());
+        }
+        let mut out = Vec::new();
+        visit(self, name, &mut Vec::new(), &mut out);
+        out
+    }
+
+    /// The compat layer `name` with its includes applied.
+    pub fn compat(&self, name: &str) -> Result<CompatLayer> {
+        if !self.layers.contains_key(name) {
+            return Err(Error::NotFound {
+                what: format!("layer {name:?}"),
+                detail: Some(format!(
+                    "layers in {}: {}",
+                    self.root.join("layers").display(),
+                    self.layers.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            });
+        }
+        let chain = self.chain(name);
+        let mut out = CompatLayer {
+            name: name.to_string(),
+            chain: chain.clone(),
+            trees: Vec::new(),
+            remove: Vec::new(),
+            owner: None,
+            modes: BTreeMap::new(),
+            config: ImageConfig::default(),
+        };
+        for n in &chain {
+            let l = &self.layers[n];
+            out.trees.extend(l.files.clone());
+            for r in &l.remove {
+                if !out.remove.contains(r) {
+                    out.remove.push(r.clone());
+                }
+            }
+            if l.owner.is_some() {
+                out.owner = l.owner;
+            }
+            out.modes
+                .extend(l.modes.iter().map(|(k, v)| (k.clone(), *v)));
+            out.config.merge(&l.config);
+        }
+        Ok(out)
+    }
+
+    /// The final repository of `m` as written (`graft.yaml`'s target expanded), e.g.
+    /// `docker://registry.example.org/images/astro` or `oci:out/library/astro`.
+    pub fn target_text(&self, m: &Manifest) -> String {
+        template::expand_target(&self.settings.target, &self.settings.repo, &m.name)
+    }
+
+    /// `{target}:{tag}` as text.
+    pub fn reference_text(&self, m: &Manifest, tag: &str) -> String {
+        format!("{}:{tag}", self.target_text(m))
+    }
+
+    /// The tags of `m` for `build`; placeholders without a value stay as `{build}` etc.
+    /// (a preview, as `graft plan` shows it).
+    pub fn tag_preview(&self, m: &Manifest, build: &BuildInfo) -> Vec<String> {
+        m.tags
+            .iter()
+            .map(|t| template::expand_tag(t, &m.version, build))
+            .collect()
+    }
+
+    /// The tags of `m` for `build`; an error names the template and the missing value.
+    pub fn tags(&self, m: &Manifest, build: &BuildInfo) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for t in &m.tags {
+            let missing = template::missing(t, build);
+            if let Some(first) = missing.first() {
+                return Err(Error::Invalid {
+                    what: format!("tag template {t:?} of {}", m.rel),
+                    reason: format!(
+                        "no value for {{{first}}}: pass --{first} or run inside the library's git repository"
+                    ),
+                });
+            }
+            let tag = template::expand_tag(t, &m.version, build);
+            crate::reference::validate_tag(&tag).map_err(|reason| Error::Invalid {
+                what: format!("tag {tag:?} of {}", m.rel),
+                reason,
+            })?;
+            if !out.contains(&tag) {
+                out.push(tag);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every final reference of `m` for `build` (`{target}:{tag}` per tag), resolved
+    /// against the library root: what refresh writes.
+    pub fn references(&self, m: &Manifest, build: &BuildInfo) -> Result<Vec<Located>> {
+        self.tags(m, build)?
+            .iter()
+            .map(|t| load::locate(&self.root, &self.reference_text(m, t)))
+            .collect()
+    }
+
+    /// Labels of `m`'s final config, lowest precedence first: the compat layer's merged
+    /// `config.labels`, then the manifest's `labels`, then breadcrumbs when `graft.yaml` sets
+    /// `label_prefix` (`P.compat.layer`, `P.compat.version` = `NAME:TAG` of the most specific
+    /// tag, `P.science.TARGET.image`, and `P.science.TARGET.digest` when known).
+    pub fn labels(
+        &self,
+        m: &Manifest,
+        build: &BuildInfo,
+        science_digest: Option<&Digest>,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut out = self.compat(&m.compat)?.config.labels;
+        out.extend(m.labels.clone());
+        if let Some(p) = &self.settings.label_prefix {
+            let tags = self.tag_preview(m, build);
+            let longest = tags
+                .iter()
+                .max_by_key(|t| t.len())
+                .cloned()
+                .unwrap_or_else(|| m.version.clone());
+            out.insert(format!("{p}.compat.layer"), m.compat.clone());
+            out.insert(
+                format!("{p}.compat.version"),
+                format!("{}:{longest}", m.name),
+            );
+            let t = &m.science.target;
+            out.insert(
+                format!("{p}.science.{t}.image"),
+                m.science.image.text.clone(),
+            );
+            if let Some(d) = science_digest.or(m.science.digest.as_ref()) {
+                out.insert(format!("{p}.science.{t}.digest"), d.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Annotations of `m`'s final manifests and index: the manifest's `annotations`, plus
+    /// `org.opencontainers.image.source`/`.revision` from `git` and `.version` from
+    /// `version` unless the manifest sets them.
+    pub fn annotations(&self, m: &Manifest) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Some(g) = &m.git {
+            out.insert(
+                "org.opencontainers.image.source".to_string(),
+                g.repo.clone(),
+            );
+            if let Some(c) = &g.commit {
+                out.insert("org.opencontainers.image.revision".to_string(), c.clone());
+            }
+        }
+        out.insert(
+            "org.opencontainers.image.version".to_string(),
+            m.version.clone(),
+        );
+        out.extend(m.annotations.clone());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::ImageRef;
+
+    fn sample() -> Library {
+        Library::open(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn sample_answers_what_refresh_asks() {
+        let lib = sample();
+        let m = lib.manifests_named("sci-notebook").next().unwrap();
+        // The science reference resolves against the library root.
+        match &m.science.image.image {
+            ImageRef::Layout(l) => {
+                assert!(l.path.is_absolute());
+                assert!(l.path.ends_with("testdata/science/jupyter-sci"));
+                assert_eq!(l.tag.as_deref(), Some("2.4"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(m.science.image.text, "oci:testdata/science/jupyter-sci:2.4");
+        let c = lib.compat(&m.compat).unwrap();
+        assert_eq!(c.chain, ["platform-base", "jupyter-compat"]);
+        assert_eq!(c.trees.len(), 2);
+        assert!(c.trees[1].ends_with("layers/jupyter-compat/files"));
+        assert_eq!(c.remove, ["/opt/conda/share/obsolete"]);
+        assert_eq!(c.modes["/usr/local/bin/start.sh"], 0o755);
+        assert_eq!(c.modes["/usr/local/bin/platform-info"], 0o755);
+        assert_eq!(
+            c.config.env_strings(),
+            [
+                "GRAFT_PLATFORM=sample-jupyter",
+                "LANG=C.UTF-8",
+                "JUPYTER_PORT=8888"
+            ]
+        );
+        assert_eq!(
+            c.config.entrypoint.as_deref(),
+            Some(&["/usr/local/bin/start.sh".to_string()][..])
+        );
+        assert!(c.config.exposed_ports.contains("8888/tcp"));
+        let spec = c.spec(Timestamp(7));
+        assert_eq!(spec.trees, c.trees);
+        assert_eq!(spec.mtime, Timestamp(7));
+
+        // Tags: strict where real values are needed, previews keep placeholders.
+        let none = BuildInfo::default();
+        assert_eq!(lib.tag_preview(m, &none), ["2.4", "2.4-{build}-{commit}"]);
+        let err = lib.tags(m, &none).unwrap_err().to_string();
+        assert!(err.contains("no value for {build}"), "{err}");
+        let b = BuildInfo {
+            build: Some("42".into()),
+            commit: Some("abc1234".into()),
+            branch: None,
+        };
+        let refs = lib.references(m, &b).unwrap();
+        assert_eq!(refs[1].text, "oci:out/library/sci-notebook:2.4-42-abc1234");
+        match &refs[1].image {
+            ImageRef::Layout(l) => {
+                assert!(l.path.is_absolute() && l.path.ends_with("out/library/sci-notebook"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let labels = lib.labels(m, &b, None).unwrap();
+        assert_eq!(
+            labels["org.graft.compat.version"],
+            "sci-notebook:2.4-42-abc1234"
+        );
+        assert_eq!(labels["org.opencontainers.image.title"], "Science notebook");
+        assert_eq!(
+            labels["org.opencontainers.image.vendor"],
+            "graft sample platform"
+        );
+        let ann = lib.annotations(m);
+        assert_eq!(ann["org.opencontainers.image.version"], "2.4");
+    }
+
+    #[test]
+    fn diamond_includes_apply_each_layer_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w("graft.yaml", "repo: oci:out\n");
+        w(
+            "manifests/m.yaml",
+            "name: m\nversion: 1\nscience: {image: 'oci:s:1'}\ncompat: top\n",
+        );
+        w(
+            "layers/top/layer.yaml",
+            "includes: [left, right]\nowner: 5\n",
+        );
+        w(
+            "layers/left/layer.yaml",
+            "includes: [base]\nconfig: {env: {A: left}}\n",
+        );
+        w(
+            "layers/right/layer.yaml",
+            "includes: [base]\nconfig: {env: {A: right}}\nowner: '1:2'\n",
+        );
+        w(
+            "layers/base/layer.yaml",
+            "config: {env: {A: base, B: base}}\nremove: [/x]\n",
+        );
+        let lib = Library::open(dir.path()).unwrap();
+        let c = lib.compat("top").unwrap();
+        assert_eq!(c.chain, ["base", "left", "right", "top"]);
+        assert_eq!(c.config.env_strings(), ["A=right", "B=base"]);
+        assert_eq!(c.owner, Some((5, 5)));
+        assert_eq!(c.remove, ["/x"]);
+        assert!(lib.compat("nope").is_err());
+    }
+}

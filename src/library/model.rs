@@ -1,0 +1,322 @@
+//! The library's typed values: `graft.yaml` ([`Settings`]), one [`Manifest`] per file under
+//! `manifests/`, one [`Layer`] per directory under `layers/`. Each keeps the file it came
+//! from, for messages.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::oci::{Digest, Platform};
+use crate::reference::ImageRef;
+
+/// The default target template: `{repo}/{name}`.
+pub const DEFAULT_TARGET: &str = "{repo}/{name}";
+
+/// The default tag templates.
+pub const DEFAULT_TAGS: [&str; 2] = ["{version}", "{version}-{build}-{commit}"];
+
+/// The default `git.fetch`.
+pub const DEFAULT_FETCH: &str = "refs/heads/main";
+
+/// `graft.yaml`: settings shared by every manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// The file (`ROOT/graft.yaml`).
+    pub file: PathBuf,
+    /// Default destination prefix, as written (`docker://…`, `oci:DIR`).
+    pub repo: String,
+    /// Template of a final image's repository (`{repo}`, `{name}`).
+    pub target: String,
+    /// Prefix of breadcrumb labels; none means no breadcrumbs.
+    pub label_prefix: Option<String>,
+    /// Default platforms (empty: every platform of the science image).
+    pub platforms: Vec<Platform>,
+    /// Default tag templates.
+    pub tags: Vec<String>,
+}
+
+/// One maintainer of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Maintainer {
+    /// Full name.
+    pub name: String,
+    /// E-mail address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// GitHub user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub github: Option<String>,
+}
+
+/// Catalogue metadata of an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Metadata {
+    /// A stable identifier of the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    /// The project it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+/// The source an image is built from: what provenance cites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitSource {
+    /// Repository URL.
+    pub repo: String,
+    /// The ref fetched (default `refs/heads/main`).
+    pub fetch: String,
+    /// The full commit hash, if pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// A reference as written in a file plus the same reference resolved against the library
+/// root (relative `oci:`/`oci-archive:` paths become absolute).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// As written (stable across machines: what plans and messages show).
+    pub text: String,
+    /// Resolved, ready for [`crate::store::open::open_source`] or `open_sink`.
+    pub image: ImageRef,
+}
+
+impl Serialize for Located {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+/// The science image of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Science {
+    /// The image reference.
+    pub image: Located,
+    /// Breadcrumb name (default: last path element of the repository or layout directory).
+    pub target: String,
+    /// The digest the science image must resolve to, if pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+}
+
+/// One final image (`manifests/<file>.yaml`), with defaults from `graft.yaml` applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// The file.
+    pub file: PathBuf,
+    /// The file relative to the library root (`manifests/astro.yaml`).
+    pub rel: String,
+    /// Final image name.
+    pub name: String,
+    /// Version (`{version}`), as written.
+    pub version: String,
+    /// Free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Maintainers.
+    pub maintainers: Vec<Maintainer>,
+    /// Catalogue metadata.
+    pub metadata: Metadata,
+    /// Source repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    /// The science image.
+    pub science: Science,
+    /// Name of the compat layer (a directory under `layers/`).
+    pub compat: String,
+    /// Platforms to produce: the manifest's, else `graft.yaml`'s; empty means all of the
+    /// science image's.
+    pub platforms: Vec<Platform>,
+    /// Tag templates: the manifest's, else `graft.yaml`'s, else [`DEFAULT_TAGS`].
+    pub tags: Vec<String>,
+    /// Labels for the final configs (win over the compat layer's).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for the final manifests and index.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Image config settings of a layer (or of a merged chain of layers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImageConfig {
+    /// Environment, in order of first definition; a later layer replaces a variable's value.
+    /// Serialised as OCI `Env` strings (`NAME=value`).
+    #[serde(serialize_with = "env_strings")]
+    pub env: Vec<(String, String)>,
+    /// Entrypoint (exec form); `Some(vec![])` clears the science image's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Cmd (exec form); `Some(vec![])` clears the science image's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    /// User (`name`, `uid`, `uid:gid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Exposed ports, normalised to `PORT/PROTO` (`8888/tcp`).
+    pub exposed_ports: BTreeSet<String>,
+}
+
+fn env_strings<S: serde::Serializer>(env: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(env.iter().map(|(k, v)| format!("{k}={v}")))
+}
+
+impl ImageConfig {
+    /// `Env` entries as the OCI config writes them: `NAME=value`.
+    pub fn env_strings(&self) -> Vec<String> {
+        self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    /// Apply `later` on top of `self`: env by variable name, labels by key, ports added,
+    /// entrypoint, cmd, user and workdir replaced when `later` sets them.
+    pub fn merge(&mut self, later: &ImageConfig) {
+        for (k, v) in &later.env {
+            match self.env.iter_mut().find(|(name, _)| name == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => self.env.push((k.clone(), v.clone())),
+            }
+        }
+        if later.entrypoint.is_some() {
+            self.entrypoint = later.entrypoint.clone();
+        }
+        if later.cmd.is_some() {
+            self.cmd = later.cmd.clone();
+        }
+        if later.user.is_some() {
+            self.user = later.user.clone();
+        }
+        if later.workdir.is_some() {
+            self.workdir = later.workdir.clone();
+        }
+        for (k, v) in &later.labels {
+            self.labels.insert(k.clone(), v.clone());
+        }
+        self.exposed_ports
+            .extend(later.exposed_ports.iter().cloned());
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ImageConfig::default()
+    }
+}
+
+/// One compat layer (`layers/<name>/layer.yaml` and `layers/<name>/files/`), as written:
+/// includes not applied (see [`super::CompatLayer`] for the resolved chain).
+#[derive(Debug, Clone, Serialize)]
+pub struct Layer {
+    /// The layer's name (its directory name).
+    pub name: String,
+    /// The directory `layers/<name>`.
+    pub dir: PathBuf,
+    /// `layers/<name>/layer.yaml`.
+    pub file: PathBuf,
+    /// The file relative to the library root.
+    pub rel: String,
+    /// Free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Layers applied before this one, in order.
+    pub includes: Vec<String>,
+    /// Config settings.
+    pub config: ImageConfig,
+    /// Absolute image paths to delete (whiteouts).
+    pub remove: Vec<String>,
+    /// uid and gid of every entry, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<(u32, u32)>,
+    /// Absolute image path → mode.
+    pub modes: BTreeMap<String, u32>,
+    /// `layers/<name>/files`, if it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<PathBuf>,
+}
+
+/// Parse an octal mode as written (`0755`, `755`, `0o755`).
+pub fn parse_mode(text: &str) -> Option<u32> {
+    let t = text.trim();
+    let t = t.strip_prefix("0o").unwrap_or(t);
+    if t.is_empty() || t.len() > 5 {
+        return None;
+    }
+    u32::from_str_radix(t, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+/// Parse an owner as written (`1000:100`, `1000` meaning `1000:1000`).
+pub fn parse_owner(text: &str) -> Option<(u32, u32)> {
+    match text.split_once(':') {
+        Some((u, g)) => Some((u.parse().ok()?, g.parse().ok()?)),
+        None => {
+            let u = text.parse().ok()?;
+            Some((u, u))
+        }
+    }
+}
+
+/// Normalise an exposed port (`8888` → `8888/tcp`).
+pub fn normalize_port(text: &str) -> String {
+    if text.contains('/') {
+        text.to_string()
+    } else {
+        format!("{text}/tcp")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode("0755"), Some(0o755));
+        assert_eq!(parse_mode("755"), Some(0o755));
+        assert_eq!(parse_mode("0o4755"), Some(0o4755));
+        assert_eq!(parse_mode("493"), None);
+        assert_eq!(parse_mode("77777"), None);
+    }
+
+    #[test]
+    fn owners() {
+        assert_eq!(parse_owner("1000:100"), Some((1000, 100)));
+        assert_eq!(parse_owner("7"), Some((7, 7)));
+        assert_eq!(parse_owner("a:b"), None);
+    }
+
+    #[test]
+    fn config_merge_in_order() {
+        let mut a = ImageConfig {
+            env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
+            entrypoint: Some(vec!["/a".into()]),
+            labels: [("x".to_string(), "1".to_string())].into(),
+            ..ImageConfig::default()
+        };
+        let b = ImageConfig {
+            env: vec![("B".into(), "3".into()), ("C".into(), "4".into())],
+            cmd: Some(vec![]),
+            labels: [
+                ("x".to_string(), "2".to_string()),
+                ("y".to_string(), "3".to_string()),
+            ]
+            .into(),
+            exposed_ports: ["8888/tcp".to_string()].into(),
+            ..ImageConfig::default()
+        };
+        a.merge(&b);
+        assert_eq!(
+            a.env,
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "3".to_string()),
+                ("C".to_string(), "4".to_string())
+            ]
+        );
+        assert_eq!(a.entrypoint, Some(vec!["/a".to_string()]));
+        assert_eq!(a.cmd, Some(vec![]));
+        assert_eq!(a.labels["x"], "2");
+        assert_eq!(a.exposed_ports.len(), 1);
+    }
+}

@@ -1,0 +1,247 @@
+//! The build plan: for every manifest, the final references it would produce, the science
+//! image, the compat layer chain and its built digest, and the platforms; plus conflicts
+//! (two manifests producing one reference, a layer nobody uses). Pure: layer digests come
+//! from the caller (which builds or hashes the layers), science digests too (`--resolve`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::{Result, ResultExt};
+use crate::layer::{LayerDigests, PlannedKind};
+use crate::oci::Digest;
+use crate::timestamp::Timestamp;
+
+use super::{BuildInfo, CompatLayer, ImageConfig, Library};
+
+/// The whole plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Build number, commit and branch used in tags (null where unknown).
+    pub build: BuildInfo,
+    /// One entry per manifest, in file name order.
+    pub images: Vec<ImagePlan>,
+    /// One entry per layer directory, by name.
+    pub layers: Vec<LayerPlan>,
+    /// Problems with the plan as a whole.
+    pub conflicts: Vec<Conflict>,
+    #[serde(skip)]
+    label_prefix: Option<String>,
+}
+
+/// The science image of one planned image.
+#[derive(Debug, Clone, Serialize)]
+pub struct SciencePlan {
+    /// The reference as written.
+    pub image: String,
+    /// Breadcrumb name.
+    pub target: String,
+    /// The pinned digest, if the manifest pins one.
+    pub pinned: Option<Digest>,
+    /// The digest the reference resolved to (`--resolve`), else null.
+    pub resolved: Option<Digest>,
+}
+
+/// One final image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImagePlan {
+    /// Final image name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// The manifest file, relative to the library root.
+    pub manifest: String,
+    /// The science image.
+    pub science: SciencePlan,
+    /// The compat layer's name.
+    pub compat: String,
+    /// Its chain, includes first.
+    pub chain: Vec<String>,
+    /// Digest of the built compat layer (null if not built).
+    pub layer_digest: Option<Digest>,
+    /// Platforms to produce; empty means every platform of the science image.
+    pub platforms: Vec<String>,
+    /// Tags (placeholders without a value kept as `{build}` etc.).
+    pub tags: Vec<String>,
+    /// Final references, `{target}:{tag}`, as written (relative to the library root).
+    pub references: Vec<String>,
+    /// Labels of the final configs (compat layer's, manifest's, breadcrumbs).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the final manifests and index.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One compat layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerPlan {
+    /// The layer's name.
+    pub name: String,
+    /// Its chain, includes first.
+    pub chain: Vec<String>,
+    /// Manifests whose compat layer this is (by file).
+    pub used_by: Vec<String>,
+    /// The built layer, if it was built.
+    #[serde(flatten)]
+    pub built: Option<LayerDigests>,
+    /// Entries of the layer's tar (directories included).
+    pub entries: usize,
+    /// Files, symlinks and hard links among them.
+    pub files: usize,
+    /// Paths removed (whiteouts).
+    pub remove: Vec<String>,
+    /// Config settings merged along the chain.
+    pub config: ImageConfig,
+}
+
+/// A conflict in the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    /// `duplicate-reference`, `unused-layer` or `pin-mismatch`.
+    pub kind: &'static str,
+    /// Whether it makes the plan unusable (an error) or is worth a look (a warning).
+    pub error: bool,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Plan {
+    /// Plan every manifest of `lib` for `build`. `build_layer` is called once per layer that
+    /// a manifest uses (as a compat layer) and gives its digests, or `None` to leave them out.
+    pub fn new(
+        lib: &Library,
+        build: &BuildInfo,
+        mut build_layer: impl FnMut(&CompatLayer) -> Result<Option<LayerDigests>>,
+    ) -> Result<Plan> {
+        let mut layers = Vec::new();
+        let mut built: BTreeMap<String, Option<LayerDigests>> = BTreeMap::new();
+        let mut conflicts = Vec::new();
+        for name in lib.layers().keys() {
+            let compat = lib.compat(name)?;
+            let used_by: Vec<String> = lib
+                .manifests()
+                .iter()
+                .filter(|m| &m.compat == name)
+                .map(|m| m.rel.clone())
+                .collect();
+            let info = if used_by.is_empty() {
+                None
+            } else {
+                build_layer(&compat)?
+            };
+            built.insert(name.clone(), info.clone());
+            let entries = crate::layer::plan(&compat.spec(Timestamp::EPOCH))
+                .context(|| format!("planning layer {name:?}"))?;
+            let files = entries
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        PlannedKind::File { .. }
+                            | PlannedKind::Symlink { .. }
+                            | PlannedKind::HardLink { .. }
+                    )
+                })
+                .count();
+            layers.push(LayerPlan {
+                name: name.clone(),
+                chain: compat.chain.clone(),
+                used_by,
+                built: info,
+                entries: entries.len(),
+                files,
+                remove: compat.remove.clone(),
+                config: compat.config.clone(),
+            });
+        }
+        let used: Vec<String> = lib
+            .manifests()
+            .iter()
+            .flat_map(|m| lib.chain(&m.compat))
+            .collect();
+        for name in lib.layers().keys() {
+            if !used.contains(name) {
+                conflicts.push(Conflict {
+                    kind: "unused-layer",
+                    error: false,
+                    message: format!(
+                        "layer {name:?} is not used: no manifest's compat is it or includes it"
+                    ),
+                });
+            }
+        }
+        let mut images = Vec::new();
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for m in lib.manifests() {
+            let tags = lib.tag_preview(m, build);
+            let mut references = Vec::new();
+            for t in &tags {
+                let r = lib.reference_text(m, t);
+                match seen.get(&r) {
+                    Some(first) => conflicts.push(Conflict {
+                        kind: "duplicate-reference",
+                        error: true,
+                        message: format!("{r} is produced by both {first} and {}", m.rel),
+                    }),
+                    None => {
+                        seen.insert(r.clone(), m.rel.clone());
+                    }
+                }
+                references.push(r);
+            }
+            images.push(ImagePlan {
+                name: m.name.clone(),
+                version: m.version.clone(),
+                manifest: m.rel.clone(),
+                science: SciencePlan {
+                    image: m.science.image.text.clone(),
+                    target: m.science.target.clone(),
+                    pinned: m.science.digest.clone(),
+                    resolved: None,
+                },
+                compat: m.compat.clone(),
+                chain: lib.chain(&m.compat),
+                layer_digest: built.get(&m.compat).cloned().flatten().map(|i| i.digest),
+                platforms: m.platforms.iter().map(|p| p.to_string()).collect(),
+                labels: lib.labels(m, build, None)?,
+                annotations: lib.annotations(m),
+                tags,
+                references,
+            });
+        }
+        Ok(Plan {
+            build: build.clone(),
+            images,
+            layers,
+            conflicts,
+            label_prefix: lib.settings().label_prefix.clone(),
+        })
+    }
+
+    /// Record that image `index`'s science reference resolved to `digest`; a pinned digest
+    /// that differs is a conflict.
+    pub fn set_resolved(&mut self, index: usize, digest: Digest) {
+        let image = &mut self.images[index];
+        if let Some(pin) = &image.science.pinned {
+            if *pin != digest {
+                self.conflicts.push(Conflict {
+                    kind: "pin-mismatch",
+                    error: true,
+                    message: format!(
+                        "{}: science image {} resolves to {digest}, but science.digest pins {pin}",
+                        image.manifest, image.science.image
+                    ),
+                });
+            }
+        }
+        if let Some(p) = &self.label_prefix {
+            let key = format!("{p}.science.{}.digest", image.science.target);
+            image.labels.insert(key, digest.to_string());
+        }
+        image.science.resolved = Some(digest);
+    }
+
+    /// Whether any conflict is an error.
+    pub fn has_errors(&self) -> bool {
+        self.conflicts.iter().any(|c| c.error)
+    }
+}
