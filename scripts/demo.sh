@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# graft's main job on the built-in sample, no registry needed: copy the two-platform sample
-# science image shipped in testdata/ into an OCI layout under out/, then inspect it.
+# graft's main job on the built-in sample library, no registry needed: validate the library,
+# show the plan, refresh every image into OCI layouts under out/library/, then show the
+# breadcrumbs of the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 graft=target/release/graft
-$graft copy oci:testdata/science/jupyter-sci:2.4 oci:out/layout:jupyter-sci-2.4
-$graft inspect oci:out/layout:jupyter-sci-2.4
-$graft inspect --config --platform linux/arm64 oci:out/layout:jupyter-sci-2.4
+$graft validate
+$graft plan
+$graft refresh
+$graft inspect oci:out/library/sci-notebook:2.4
+$graft inspect --breadcrumbs oci:out/library/sci-notebook:2.4

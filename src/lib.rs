@@ -12,6 +12,7 @@ pub mod mirror;
 pub mod oci;
 pub mod progress;
 pub mod reference;
+pub mod refresh;
 pub mod store;
 pub mod timestamp;
 

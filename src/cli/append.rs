@@ -85,7 +85,7 @@ pub async fn run(args: AppendArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         platform_labels: None,
         annotations: args.annotations.iter().cloned().collect(),
-        base_name: base_name(&base_ref),
+        base_name: Some(graft::image::append::base_name(&base_ref)),
         platforms: (!args.platforms.is_empty()).then(|| args.platforms.clone()),
         created,
     };
@@ -127,16 +127,4 @@ pub async fn run(args: AppendArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `org.opencontainers.image.base.name` for a base reference: a tag reference when there is
-/// one (registry images), else the reference as given.
-pub fn base_name(r: &ImageRef) -> Option<String> {
-    match r {
-        ImageRef::Docker(d) => Some(match &d.tag {
-            Some(t) => format!("{}/{}:{t}", d.registry, d.repository),
-            None => d.name(),
-        }),
-        other => Some(other.to_string()),
-    }
 }

@@ -8,6 +8,7 @@ pub mod ls;
 pub mod mirror;
 pub mod plan;
 pub mod progress;
+pub mod refresh;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -125,6 +126,9 @@ pub enum Command {
     Append(append::AppendArgs),
     /// Mirror the images a sync file selects into a registry, layout or archive.
     Mirror(mirror::MirrorArgs),
+    /// Refresh the library's images: append each compat layer to every platform of its
+    /// science image, with breadcrumbs, and write every tag.
+    Refresh(refresh::RefreshArgs),
     /// Check a library (graft.yaml, manifests/, layers/): every problem, with file, line,
     /// column and field.
     Validate(validate::ValidateArgs),
@@ -152,4 +156,65 @@ pub fn created_time() -> anyhow::Result<graft::timestamp::Timestamp> {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     Ok(graft::timestamp::Timestamp(now))
+}
+
+/// `{build}`, `{commit}` and `{branch}` for tags and breadcrumbs.
+#[derive(Debug, Args, Clone)]
+pub struct BuildArgs {
+    /// Build number for `{build}` (default: `git rev-list --count HEAD` in the library).
+    #[arg(long, value_name = "N")]
+    pub build: Option<String>,
+    /// Commit for `{commit}` (default: `git rev-parse --short HEAD` in the library).
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// Branch for `{branch}` (default: the library's current git branch).
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+}
+
+impl BuildArgs {
+    /// The flags' values, else what git says about the library directory.
+    pub fn info(&self, library: &std::path::Path) -> graft::library::BuildInfo {
+        graft::library::BuildInfo {
+            build: self
+                .build
+                .clone()
+                .or_else(|| git(library, &["rev-list", "--count", "HEAD"])),
+            commit: self
+                .commit
+                .clone()
+                .or_else(|| git(library, &["rev-parse", "--short", "HEAD"])),
+            branch: self.branch.clone().or_else(|| {
+                git(library, &["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD")
+            }),
+        }
+    }
+}
+
+/// The time a library build is stamped with: `SOURCE_DATE_EPOCH` if set, else the time of the
+/// library's last git commit, else the epoch. Never the clock, so a refresh is reproducible.
+pub fn library_time(library: &std::path::Path) -> anyhow::Result<graft::timestamp::Timestamp> {
+    if let Some(t) = graft::timestamp::Timestamp::from_env()? {
+        return Ok(t);
+    }
+    Ok(git(library, &["log", "-1", "--format=%ct"])
+        .and_then(|s| graft::timestamp::Timestamp::parse_epoch(&s).ok())
+        .unwrap_or(graft::timestamp::Timestamp::EPOCH))
+}
+
+/// One line of `git` output in `dir`, if git is there and the command succeeds.
+fn git(dir: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!s.is_empty()).then_some(s)
 }

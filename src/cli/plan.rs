@@ -1,14 +1,13 @@
 //! `graft plan`: what a refresh of the library would produce, without touching a registry
 //! (unless `--resolve`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use clap::Args;
 
 use graft::layer::{self, Compression, LayerDigests};
 use graft::library::plan::Plan;
-use graft::library::{BuildInfo, CompatLayer, Library};
+use graft::library::{CompatLayer, Library};
 use graft::store::open::open_source;
 use graft::timestamp::Timestamp;
 
@@ -20,15 +19,9 @@ pub struct PlanArgs {
     /// The library directory (with graft.yaml, manifests/ and layers/).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub library: PathBuf,
-    /// Build number for `{build}` (default: `git rev-list --count HEAD` in the library).
-    #[arg(long, value_name = "N")]
-    pub build: Option<String>,
-    /// Commit for `{commit}` (default: `git rev-parse --short HEAD` in the library).
-    #[arg(long, value_name = "SHA")]
-    pub commit: Option<String>,
-    /// Branch for `{branch}` (default: the library's current git branch).
-    #[arg(long, value_name = "BRANCH")]
-    pub branch: Option<String>,
+    /// `{build}`, `{commit}` and `{branch}` values.
+    #[command(flatten)]
+    pub build: super::BuildArgs,
     /// Compression of the compat layers whose digests the plan shows: gzip, zstd or none.
     #[arg(long, default_value_t = Compression::Gzip)]
     pub compression: Compression,
@@ -41,21 +34,11 @@ pub struct PlanArgs {
 /// Run `graft plan`.
 pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let lib = Library::open(&args.library)?;
-    let build = BuildInfo {
-        build: args
-            .build
-            .clone()
-            .or_else(|| git(&args.library, &["rev-list", "--count", "HEAD"])),
-        commit: args
-            .commit
-            .clone()
-            .or_else(|| git(&args.library, &["rev-parse", "--short", "HEAD"])),
-        branch: args.branch.clone().or_else(|| {
-            git(&args.library, &["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD")
-        }),
-    };
-    let mtime = super::layer::mtime()?;
-    let mut plan = Plan::new(&lib, &build, |c| build_layer(c, mtime, args.compression))?;
+    let build = args.build.info(&args.library);
+    let mtime = super::library_time(&args.library)?;
+    let mut plan = Plan::new(&lib, &build, mtime, |c| {
+        build_layer(c, mtime, args.compression)
+    })?;
     if args.resolve {
         let ep = global.registry.endpoint(None)?;
         for (i, m) in lib.manifests().iter().enumerate() {
@@ -88,23 +71,6 @@ fn build_layer(
     layer::build(&spec, compression, std::io::sink())
         .map(Some)
         .map_err(|e| e.context(format!("building compat layer {:?}", compat.name)))
-}
-
-/// One line of `git` output in `dir`, if git is there and the command succeeds.
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (!s.is_empty()).then_some(s)
 }
 
 fn print_text(plan: &Plan, verbose: bool) {

@@ -164,6 +164,19 @@ impl Source for AssembledSource {
     }
 }
 
+/// `org.opencontainers.image.base.name` for a base reference: a tag reference for registry
+/// images (`host/repo:tag`), else the reference as given.
+pub fn base_name(r: &crate::reference::ImageRef) -> String {
+    use crate::reference::ImageRef;
+    match r {
+        ImageRef::Docker(d) => match &d.tag {
+            Some(t) => format!("{}/{}:{t}", d.registry, d.repository),
+            None => d.name(),
+        },
+        other => other.to_string(),
+    }
+}
+
 /// Why an index entry is not a runnable image, if it is not.
 fn not_runnable(d: &Descriptor) -> Option<String> {
     if d.annotation("vnd.docker.reference.type") == Some("attestation-manifest") {

@@ -28,7 +28,6 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::layer::LayerSpec;
-use crate::oci::Digest;
 use crate::timestamp::Timestamp;
 
 pub use model::{
@@ -256,6 +255,12 @@ impl Library {
         &self.root
     }
 
+    /// The same library with `graft.yaml`'s `repo` replaced (`graft refresh --repo`).
+    pub fn with_repo(mut self, repo: &str) -> Library {
+        self.settings.repo = repo.to_string();
+        self
+    }
+
     /// `graft.yaml`.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -399,37 +404,27 @@ impl Library {
     }
 
     /// Labels of `m`'s final config, lowest precedence first: the compat layer's merged
-    /// `config.labels`, then the manifest's `labels`, then breadcrumbs when `graft.yaml` sets
-    /// `label_prefix` (`P.compat.layer`, `P.compat.version` = `NAME:TAG` of the most specific
-    /// tag, `P.science.TARGET.image`, and `P.science.TARGET.digest` when known).
+    /// `config.labels`, then the manifest's `labels`, then, when `graft.yaml` sets
+    /// `label_prefix`, the compat breadcrumbs (`P.compat.version` =
+    /// `<compat>:<version>-<build>-<commit>`, `P.compat.buildtime` = `created`). The science
+    /// breadcrumbs depend on each platform's science config and are added by refresh.
     pub fn labels(
         &self,
         m: &Manifest,
         build: &BuildInfo,
-        science_digest: Option<&Digest>,
+        created: Timestamp,
     ) -> Result<BTreeMap<String, String>> {
         let mut out = self.compat(&m.compat)?.config.labels;
         out.extend(m.labels.clone());
         if let Some(p) = &self.settings.label_prefix {
-            let tags = self.tag_preview(m, build);
-            let longest = tags
-                .iter()
-                .max_by_key(|t| t.len())
-                .cloned()
-                .unwrap_or_else(|| m.version.clone());
-            out.insert(format!("{p}.compat.layer"), m.compat.clone());
-            out.insert(
-                format!("{p}.compat.version"),
-                format!("{}:{longest}", m.name),
-            );
-            let t = &m.science.target;
-            out.insert(
-                format!("{p}.science.{t}.image"),
-                m.science.image.text.clone(),
-            );
-            if let Some(d) = science_digest.or(m.science.digest.as_ref()) {
-                out.insert(format!("{p}.science.{t}.digest"), d.to_string());
-            }
+            out.extend(crate::image::breadcrumbs::compat_labels(
+                p,
+                &m.compat,
+                &m.version,
+                build.build.as_deref().unwrap_or("{build}"),
+                build.commit.as_deref().unwrap_or("{commit}"),
+                created,
+            ));
         }
         Ok(out)
     }
@@ -522,11 +517,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let labels = lib.labels(m, &b, None).unwrap();
+        let labels = lib.labels(m, &b, Timestamp(0)).unwrap();
         assert_eq!(
             labels["org.graft.compat.version"],
-            "sci-notebook:2.4-42-abc1234"
+            "jupyter-compat:2.4-42-abc1234"
         );
+        assert_eq!(labels["org.graft.compat.buildtime"], "1970-01-01T00:00:00Z");
         assert_eq!(labels["org.opencontainers.image.title"], "Science notebook");
         assert_eq!(
             labels["org.opencontainers.image.vendor"],

@@ -110,6 +110,7 @@ impl Plan {
     pub fn new(
         lib: &Library,
         build: &BuildInfo,
+        created: Timestamp,
         mut build_layer: impl FnMut(&CompatLayer) -> Result<Option<LayerDigests>>,
     ) -> Result<Plan> {
         let mut layers = Vec::new();
@@ -202,7 +203,7 @@ impl Plan {
                 chain: lib.chain(&m.compat),
                 layer_digest: built.get(&m.compat).cloned().flatten().map(|i| i.digest),
                 platforms: m.platforms.iter().map(|p| p.to_string()).collect(),
-                labels: lib.labels(m, build, None)?,
+                labels: lib.labels(m, build, created)?,
                 annotations: lib.annotations(m),
                 tags,
                 references,

@@ -9,4 +9,5 @@ mod layer;
 mod layout;
 mod library;
 mod mirror;
+mod refresh;
 mod support;

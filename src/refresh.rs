@@ -1,0 +1,299 @@
+//! Compat refresh: for each manifest of a library, append its compat layer to every platform
+//! of its science image, write breadcrumbs and annotations, and write the result under every
+//! tag (tags last). Science layers are mounted or found at the destination, never downloaded
+//! when both are in one registry; the compat layer is built once and shared.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::copy::{copy_image, CopyOptions, CopyReport, Dedupe};
+use crate::error::{Error, Result};
+use crate::image::append::{
+    append, base_name, AppendRequest, Dropped, LocalBlob, NewLayer, PlatformResult,
+};
+use crate::image::breadcrumbs::science_labels;
+use crate::image::config::{config_labels, RuntimeConfig};
+use crate::layer::{build_to_file, Compression, LayerDigests};
+use crate::library::{BuildInfo, Library, Manifest};
+use crate::oci::{Descriptor, Digest};
+use crate::progress::Reporter;
+use crate::reference::ImageRef;
+use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
+use crate::store::Source;
+use crate::timestamp::Timestamp;
+
+/// How to refresh.
+#[derive(Debug, Clone)]
+pub struct RefreshOptions {
+    /// Build number, commit and branch for tags and breadcrumbs.
+    pub build: BuildInfo,
+    /// The time stamped into configs, history, breadcrumbs and annotations.
+    pub created: Timestamp,
+    /// Compute and print, write nothing.
+    pub dry_run: bool,
+    /// Concurrent blob transfers.
+    pub jobs: usize,
+    /// Where built compat layers are kept for the run.
+    pub work_dir: PathBuf,
+}
+
+/// What a refresh of one manifest produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefreshResult {
+    /// The manifest's image name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The manifest file, relative to the library.
+    pub manifest: String,
+    /// The digest written (an index for multi-platform science images).
+    pub digest: Digest,
+    /// Every reference written, one per tag.
+    pub references: Vec<String>,
+    /// The science image as named in the manifest.
+    pub science: String,
+    /// The science digest the image was built on.
+    pub science_digest: Digest,
+    /// The compat layer name and its chain of includes.
+    pub compat: Vec<String>,
+    /// The compat layer blob.
+    pub compat_layer: Descriptor,
+    /// Each platform: science manifest → new manifest.
+    pub platforms: Vec<PlatformResult>,
+    /// Index entries left out (attestation manifests, unselected platforms).
+    pub dropped: Vec<Dropped>,
+    /// What moved (absent in a dry run).
+    pub transfer: Option<CopyReport>,
+}
+
+/// Compat layers built during one run, by name.
+#[derive(Default)]
+pub struct LayerCache {
+    built: tokio::sync::Mutex<HashMap<String, (LayerDigests, PathBuf)>>,
+}
+
+impl LayerCache {
+    /// Build (once) the compat layer `name` of `lib`.
+    pub async fn get(
+        &self,
+        lib: &Library,
+        name: &str,
+        opts: &RefreshOptions,
+    ) -> Result<(LayerDigests, PathBuf)> {
+        let mut built = self.built.lock().await;
+        if let Some(b) = built.get(name) {
+            return Ok(b.clone());
+        }
+        let spec = lib.compat(name)?.spec(opts.created);
+        let path = opts.work_dir.join(format!("{name}.tar.gz"));
+        let p = path.clone();
+        let digests =
+            tokio::task::spawn_blocking(move || build_to_file(&spec, Compression::Gzip, &p))
+                .await
+                .map_err(|e| Error::Unsupported(format!("layer build task failed: {e}")))?
+                .map_err(|e| e.context(format!("building compat layer {name:?}")))?;
+        built.insert(name.to_string(), (digests.clone(), path.clone()));
+        Ok((digests, path))
+    }
+}
+
+/// The runtime settings a compat layer chain sets.
+fn runtime_of(lib: &Library, name: &str) -> Result<RuntimeConfig> {
+    let c = lib.compat(name)?.config;
+    Ok(RuntimeConfig {
+        env: c.env.clone(),
+        labels: c.labels.clone(),
+        entrypoint: c.entrypoint.clone(),
+        cmd: c.cmd.clone(),
+        user: c.user.clone(),
+        workdir: c.workdir.clone(),
+        exposed_ports: c.exposed_ports.iter().cloned().collect(),
+    })
+}
+
+/// The science version for breadcrumbs: the reference's tag, else the config's
+/// `org.opencontainers.image.version` label, else `unknown`.
+fn science_version(science: &ImageRef, labels: &BTreeMap<String, String>) -> String {
+    let tag = match science {
+        ImageRef::Docker(d) => d.tag.clone(),
+        ImageRef::Layout(l) | ImageRef::Archive(l) => l.tag.clone(),
+    };
+    tag.or_else(|| labels.get("org.opencontainers.image.version").cloned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn config_created(config: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+    v.get("created")?.as_str().map(str::to_string)
+}
+
+/// One manifest, assembled and ready to write.
+pub struct Prepared {
+    /// What will be (or was) written.
+    pub result: RefreshResult,
+    assembled: crate::image::append::Assembled,
+    references: Vec<crate::library::Located>,
+}
+
+/// Read the science image, build the compat layer and assemble the new image of `m`: reads
+/// only, writes nothing, so bad input stops a run before anything is pushed.
+pub async fn prepare(
+    lib: &Library,
+    m: &Manifest,
+    opts: &RefreshOptions,
+    ep: &Endpoint,
+    layers: &LayerCache,
+) -> Result<Prepared> {
+    let what = || format!("refreshing {} ({})", m.name, m.rel);
+    let science_ref = m.science.image.image.clone();
+    let base: Arc<dyn Source> = Arc::from(
+        open_source(&pinned(&science_ref, m), ep)
+            .await
+            .map_err(|e| e.context(what()))?,
+    );
+    let science_digest = base.resolve_digest().await.map_err(|e| {
+        e.context(format!(
+            "resolving science image {} of {}",
+            m.science.image.text, m.rel
+        ))
+    })?;
+    if let Some(pin) = &m.science.digest {
+        if *pin != science_digest {
+            return Err(Error::DigestMismatch {
+                what: format!("science image {} pinned in {}", m.science.image.text, m.rel),
+                expected: pin.clone(),
+                found: science_digest,
+            });
+        }
+    }
+    let (layer, path) = layers.get(lib, &m.compat, opts).await?;
+    let compat_desc = Descriptor::new(layer.media_type.clone(), layer.digest.clone(), layer.size);
+    let build = &opts.build;
+    let prefix = lib.settings().label_prefix.clone();
+    let labels = lib.labels(m, build, opts.created)?;
+    let target = m.science.target.clone();
+    let science_for_labels = science_ref.clone();
+    let platform_labels = move |config: &[u8]| -> Result<BTreeMap<String, String>> {
+        let Some(p) = &prefix else {
+            return Ok(BTreeMap::new());
+        };
+        let existing = config_labels(config)?;
+        let version = science_version(&science_for_labels, &existing);
+        Ok(science_labels(
+            p,
+            &target,
+            &version,
+            config_created(config).as_deref(),
+            &existing,
+        ))
+    };
+    let mut annotations = lib.annotations(m);
+    annotations.insert(
+        "org.opencontainers.image.created".into(),
+        opts.created.rfc3339(),
+    );
+    let mut runtime = runtime_of(lib, &m.compat)?;
+    runtime.labels.clear(); // already in `labels`, which the breadcrumbs follow
+    let platforms = if m.platforms.is_empty() {
+        lib.settings().platforms.clone()
+    } else {
+        m.platforms.clone()
+    };
+    let req = AppendRequest {
+        layers: vec![NewLayer {
+            desc: compat_desc.clone(),
+            diff_id: layer.diff_id.clone(),
+            blob: LocalBlob::File(path),
+            created_by: format!(
+                "graft refresh: compat layer {}",
+                lib.chain(&m.compat).join(" + ")
+            ),
+        }],
+        runtime,
+        labels,
+        platform_labels: Some(&platform_labels),
+        annotations,
+        base_name: Some(base_name(&science_ref)),
+        platforms: (!platforms.is_empty()).then_some(platforms),
+        created: opts.created,
+    };
+    let assembled = append(base, &req).await.map_err(|e| e.context(what()))?;
+    let references = lib.references(m, build)?;
+    if references.is_empty() {
+        return Err(Error::Invalid {
+            what: m.rel.clone(),
+            reason: "no tags to write".into(),
+        });
+    }
+    let result = RefreshResult {
+        name: m.name.clone(),
+        version: m.version.clone(),
+        manifest: m.rel.clone(),
+        digest: assembled.root.digest.clone(),
+        references: references.iter().map(|r| r.text.clone()).collect(),
+        science: m.science.image.text.clone(),
+        science_digest,
+        compat: lib.chain(&m.compat),
+        compat_layer: compat_desc,
+        platforms: assembled.platforms.clone(),
+        dropped: assembled.dropped.clone(),
+        transfer: None,
+    };
+    Ok(Prepared {
+        result,
+        assembled,
+        references,
+    })
+}
+
+/// Write a prepared image: blobs, manifests, the index, then every tag.
+pub async fn push(
+    mut prepared: Prepared,
+    opts: &RefreshOptions,
+    ep: &Endpoint,
+    dedupe: &Arc<Dedupe>,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<RefreshResult> {
+    let sink = open_sink(&prepared.references[0].image, ep).await?;
+    let tags: Vec<String> = prepared
+        .references
+        .iter()
+        .flat_map(|r| destination_tags(&r.image))
+        .collect();
+    let copy_opts = CopyOptions {
+        jobs: opts.jobs,
+        tags,
+        dedupe: Some(dedupe.clone()),
+        ..CopyOptions::default()
+    };
+    let report = copy_image(
+        &prepared.assembled.source,
+        sink.as_ref(),
+        &copy_opts,
+        reporter,
+    )
+    .await
+    .map_err(|e| {
+        e.context(format!(
+            "writing {} to {}",
+            prepared.result.name,
+            sink.name()
+        ))
+    })?;
+    prepared.result.transfer = Some(report);
+    Ok(prepared.result)
+}
+
+/// The science reference to read: pinned by digest when the manifest pins one (registries).
+fn pinned(science: &ImageRef, m: &Manifest) -> ImageRef {
+    match (science, &m.science.digest) {
+        (ImageRef::Docker(d), Some(pin)) => ImageRef::Docker(crate::reference::DockerRef {
+            digest: Some(pin.clone()),
+            ..d.clone()
+        }),
+        _ => science.clone(),
+    }
+}

@@ -1,0 +1,457 @@
+//! `graft refresh` of the sample library against the real registry: science layers are
+//! mounted, never downloaded; breadcrumbs and annotations land; reruns upload nothing; an
+//! interrupted run leaves no tag and a rerun finishes; bad input writes nothing.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::graft::{capture, command, Run};
+use crate::support::proxy::Proxy;
+use crate::support::registry::{Registry, RegistryOpts};
+use crate::support::tools::{skopeo, try_skopeo, umoci};
+
+/// The sample library copied to a temp dir, its science images pointed at `science` (a
+/// `docker://HOST/PREFIX`), `sci/jupyter:2.4` and `sci/astro:1.0` below it.
+fn library(dir: &Path, science: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lib = dir.join("library");
+    for sub in ["manifests", "layers", "schema"] {
+        copy_dir(&root.join(sub), &lib.join(sub));
+    }
+    std::fs::copy(root.join("graft.yaml"), lib.join("graft.yaml")).unwrap();
+    for (file, from, to) in [
+        (
+            "manifests/sci-notebook.yaml",
+            "oci:testdata/science/jupyter-sci:2.4",
+            format!("{science}/sci/jupyter:2.4"),
+        ),
+        (
+            "manifests/astro-notebook.yaml",
+            "oci:testdata/science/astro-base:1.0",
+            format!("{science}/sci/astro:1.0"),
+        ),
+    ] {
+        let p = lib.join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} names {from}");
+        std::fs::write(&p, text.replace(from, &to)).unwrap();
+    }
+    lib
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+            std::fs::set_permissions(&t, std::fs::metadata(e.path()).unwrap().permissions())
+                .unwrap();
+        }
+    }
+}
+
+fn refresh(home: &Path, lib: &Path, extra: &[&str]) -> Run {
+    capture(
+        command(home)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "-q",
+                "-o",
+                "json",
+                "--tls-verify=false",
+                "refresh",
+                "--build",
+                "7",
+                "--commit",
+                "abc1234",
+                "--library",
+            ])
+            .arg(lib)
+            .args(extra),
+    )
+}
+
+fn science_layers(reg: &Registry, repo_tag: &str) -> Vec<String> {
+    let repo = repo_tag.split(':').next().unwrap();
+    let index: Value = serde_json::from_slice(&reg.raw(repo_tag)).unwrap();
+    let mut out = Vec::new();
+    for m in index["manifests"].as_array().unwrap() {
+        let man: Value =
+            serde_json::from_slice(&reg.raw(&format!("{repo}@{}", m["digest"].as_str().unwrap())))
+                .unwrap();
+        out.extend(
+            man["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["digest"].as_str().unwrap().to_string()),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn config(reg: &Registry, reference: &str, arch: &str) -> Value {
+    let mut args = vec![
+        "inspect",
+        "--config",
+        "--tls-verify=false",
+        "--override-arch",
+        arch,
+    ];
+    if arch == "arm64" {
+        args.extend(["--override-variant", "v8"]);
+    }
+    let r = reg.docker_ref(reference);
+    args.push(&r);
+    serde_json::from_slice(&skopeo(args).stdout).unwrap()
+}
+
+#[test]
+fn refresh_mounts_science_writes_breadcrumbs_and_reruns_idempotently() {
+    let home = tempfile::tempdir().unwrap();
+    let reg = Registry::start(RegistryOpts::plain());
+    reg.seed("jupyter-sci", "sci/jupyter:2.4");
+    reg.seed("astro-base", "sci/astro:1.0");
+    let proxy = Proxy::start(&reg.base_url());
+    let lib = library(home.path(), &format!("docker://{}", proxy.addr()));
+    let repo = format!("docker://{}/rel", proxy.addr());
+    let first = refresh(home.path(), &lib, &["--repo", &repo]).ok().json();
+    let images = first["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    let mut science = science_layers(&reg, "sci/jupyter:2.4");
+    science.extend(science_layers(&reg, "sci/astro:1.0"));
+    for l in &science {
+        assert_eq!(
+            proxy.count("GET", &format!("/blobs/{l}")),
+            0,
+            "science layer {l} was downloaded"
+        );
+    }
+    let sci = images.iter().find(|i| i["name"] == "sci-notebook").unwrap();
+    let t = &sci["transfer"];
+    assert_eq!(t["mounted"]["count"], 5, "every science layer mounted: {t}");
+    assert_eq!(t["uploaded"]["count"], 3, "compat layer + 2 configs: {t}");
+    assert_eq!(
+        sci["references"],
+        serde_json::json!([
+            format!("{repo}/sci-notebook:2.4"),
+            format!("{repo}/sci-notebook:2.4-7-abc1234")
+        ])
+    );
+
+    // The index: both platforms, base annotations pointing at the science index.
+    let index: Value = serde_json::from_slice(&reg.raw("rel/sci-notebook:2.4")).unwrap();
+    assert_eq!(
+        reg.raw("rel/sci-notebook:2.4"),
+        reg.raw("rel/sci-notebook:2.4-7-abc1234")
+    );
+    let ann = &index["annotations"];
+    let science_index = reg.raw("sci/jupyter:2.4");
+    assert_eq!(
+        ann["org.opencontainers.image.base.digest"],
+        format!(
+            "sha256:{}",
+            crate::support::tools::sha256_hex(&science_index)
+        )
+    );
+    assert_eq!(
+        ann["org.opencontainers.image.base.name"],
+        format!("{}/sci/jupyter:2.4", proxy.addr())
+    );
+    assert_eq!(ann["org.opencontainers.image.version"], "2.4");
+    assert_eq!(
+        ann["org.opencontainers.image.created"],
+        "2023-11-14T22:13:20Z"
+    );
+    assert_eq!(
+        ann["org.opencontainers.image.source"],
+        "https://github.com/example/jupyter-images"
+    );
+    assert_eq!(
+        ann["org.opencontainers.image.revision"],
+        "9a8b7c6d5e4f30211203f4e5d6c7b8a9f0e1d2c3"
+    );
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    let science_idx: Value = serde_json::from_slice(&science_index).unwrap();
+    for (new, old) in index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(science_idx["manifests"].as_array().unwrap())
+    {
+        assert_eq!(new["platform"], old["platform"]);
+        let m: Value = serde_json::from_slice(&reg.raw(&format!(
+            "rel/sci-notebook@{}",
+            new["digest"].as_str().unwrap()
+        )))
+        .unwrap();
+        let o: Value = serde_json::from_slice(
+            &reg.raw(&format!("sci/jupyter@{}", old["digest"].as_str().unwrap())),
+        )
+        .unwrap();
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.base.digest"], old["digest"],
+            "per-platform base digest"
+        );
+        let (nl, ol) = (
+            m["layers"].as_array().unwrap(),
+            o["layers"].as_array().unwrap(),
+        );
+        assert_eq!(nl.len(), ol.len() + 1);
+        assert_eq!(&nl[..ol.len()], &ol[..], "science layers kept as they were");
+    }
+    // Breadcrumbs in each platform config; graft inspect reads them back.
+    for arch in ["amd64", "arm64"] {
+        let c = config(&reg, "rel/sci-notebook:2.4", arch);
+        let labels = &c["config"]["Labels"];
+        assert_eq!(
+            labels["org.graft.compat.version"],
+            "jupyter-compat:2.4-7-abc1234"
+        );
+        assert_eq!(labels["org.graft.compat.buildtime"], "2023-11-14T22:13:20Z");
+        assert_eq!(labels["org.graft.science.jupyter-sci.version"], "2.4");
+        assert_eq!(
+            labels["org.graft.science.jupyter-sci.buildtime"],
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            c["config"]["Entrypoint"],
+            serde_json::json!(["/usr/local/bin/start.sh"])
+        );
+        assert!(c["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GRAFT_PLATFORM=sample-jupyter"));
+    }
+    let crumbs = capture(command(home.path()).args([
+        "-o",
+        "json",
+        "--tls-verify=false",
+        "inspect",
+        "--breadcrumbs",
+        &format!("docker://{}", reg.image_ref("rel/sci-notebook:2.4")),
+    ]))
+    .ok()
+    .json();
+    assert_eq!(
+        crumbs.as_array().unwrap().len(),
+        4,
+        "compat + science for two platforms: {crumbs}"
+    );
+
+    // umoci: the compat files override the science ones and the removed path is gone.
+    let layout = home.path().join("amd64");
+    skopeo([
+        "copy",
+        "--src-tls-verify=false",
+        "--override-arch",
+        "amd64",
+        &reg.docker_ref("rel/sci-notebook:2.4"),
+        &format!("oci:{}:x", layout.display()),
+    ]);
+    let bundle = home.path().join("bundle");
+    umoci([
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:x", layout.display()),
+        bundle.to_str().unwrap(),
+    ]);
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read(rootfs.join("usr/local/bin/start.sh")).unwrap(),
+        std::fs::read(lib.join("layers/jupyter-compat/files/usr/local/bin/start.sh")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(rootfs.join("opt/conda/etc/jupyter/jupyter_server_config.py")).unwrap(),
+        std::fs::read(
+            lib.join("layers/jupyter-compat/files/opt/conda/etc/jupyter/jupyter_server_config.py")
+        )
+        .unwrap()
+    );
+    assert!(
+        rootfs.join("etc/graft/platform.conf").exists(),
+        "included layer's files"
+    );
+    assert!(
+        !rootfs.join("opt/conda/share/obsolete").exists(),
+        "remove: path gone"
+    );
+
+    // Second run: same digests, nothing uploaded, no blob or manifest written.
+    proxy.clear();
+    let second = refresh(home.path(), &lib, &["--repo", &repo]).ok().json();
+    for (a, b) in images.iter().zip(second["images"].as_array().unwrap()) {
+        assert_eq!(a["digest"], b["digest"]);
+        assert_eq!(b["transfer"]["uploaded"]["count"], 0);
+        assert_eq!(b["transfer"]["manifests_written"], 0);
+    }
+    assert_eq!(
+        proxy.count("PUT", "/") + proxy.count("POST", "/") + proxy.count("PATCH", "/"),
+        0,
+        "{:?}",
+        proxy.requests()
+    );
+}
+
+#[test]
+fn interrupted_refresh_leaves_no_tag_and_rerun_completes() {
+    let home = tempfile::tempdir().unwrap();
+    let reg = Registry::start(RegistryOpts::plain());
+    reg.seed("jupyter-sci", "sci/jupyter:2.4");
+    reg.seed("astro-base", "sci/astro:1.0");
+    let proxy = Proxy::start(&reg.base_url());
+    let lib = library(home.path(), &format!("docker://{}", proxy.addr()));
+    let repo = format!("docker://{}/rel", proxy.addr());
+    // 1: interrupted after the blobs, before any manifest.
+    proxy.fail_with("PUT", "/manifests/", 500, 1000);
+    refresh(
+        home.path(),
+        &lib,
+        &["--retries", "0", "--repo", &repo, "sci-notebook"],
+    )
+    .fails(1);
+    proxy.clear_faults();
+    assert!(!try_skopeo([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &reg.docker_ref("rel/sci-notebook:2.4")
+    ])
+    .status
+    .success());
+    // 2: interrupted after the platform manifests, at the first tag.
+    proxy.fail_with("PUT", "/manifests/2.4", 500, 1000);
+    let run = refresh(
+        home.path(),
+        &lib,
+        &["--retries", "0", "--repo", &repo, "sci-notebook"],
+    )
+    .fails(1);
+    assert!(run.stderr.contains("500"), "{}", run.stderr);
+    proxy.clear_faults();
+    for tag in ["2.4", "2.4-7-abc1234"] {
+        assert!(!try_skopeo([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &reg.docker_ref(&format!("rel/sci-notebook:{tag}"))
+        ])
+        .status
+        .success());
+    }
+    // Rerun: finishes, uploads no blob twice, both tags on one digest.
+    proxy.clear();
+    let done = refresh(home.path(), &lib, &["--repo", &repo, "sci-notebook"])
+        .ok()
+        .json();
+    let img = &done["images"][0];
+    assert_eq!(img["transfer"]["uploaded"]["count"], 0, "{img}");
+    assert_eq!(proxy.count("PUT", "/blobs/"), 0);
+    assert_eq!(
+        reg.raw("rel/sci-notebook:2.4"),
+        reg.raw("rel/sci-notebook:2.4-7-abc1234")
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            crate::support::tools::sha256_hex(&reg.raw("rel/sci-notebook:2.4"))
+        ),
+        img["digest"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn bad_input_writes_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let reg = Registry::start(RegistryOpts::plain());
+    reg.seed("jupyter-sci", "sci/jupyter:2.4");
+    reg.seed("astro-base", "sci/astro:1.0");
+    let proxy = Proxy::start(&reg.base_url());
+    let science = format!("docker://{}", proxy.addr());
+    let repo = format!("docker://{}/rel", proxy.addr());
+    let writes = |p: &Proxy| p.count("PUT", "/") + p.count("POST", "/") + p.count("PATCH", "/");
+
+    // A science reference that does not exist (the other manifest is fine: nothing is written).
+    let lib = library(home.path(), &science);
+    let f = lib.join("manifests/astro-notebook.yaml");
+    std::fs::write(
+        &f,
+        std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("sci/astro:1.0", "sci/astro:9.9"),
+    )
+    .unwrap();
+    let run = refresh(home.path(), &lib, &["--repo", &repo]).fails(1);
+    assert!(
+        run.stderr.contains("sci/astro:9.9") && run.stderr.contains("not found"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(writes(&proxy), 0, "{:?}", proxy.requests());
+
+    // A platform the science index lacks.
+    let lib2 = home.path().join("lib2");
+    std::fs::create_dir_all(&lib2).unwrap();
+    let lib2 = library(&lib2, &science);
+    let f = lib2.join("manifests/sci-notebook.yaml");
+    std::fs::write(
+        &f,
+        std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("  - linux/arm64\nlabels", "  - linux/s390x\nlabels"),
+    )
+    .unwrap();
+    let run = refresh(home.path(), &lib2, &["--repo", &repo]).fails(1);
+    assert!(
+        run.stderr.contains("linux/s390x") && run.stderr.contains("linux/amd64"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(writes(&proxy), 0);
+
+    // A compat layer that fails validation: the library's problems, file and line.
+    let lib3 = home.path().join("lib3");
+    std::fs::create_dir_all(&lib3).unwrap();
+    let lib3 = library(&lib3, &science);
+    let f = lib3.join("layers/jupyter-compat/layer.yaml");
+    std::fs::write(
+        &f,
+        std::fs::read_to_string(&f).unwrap().replace(
+            "  - /opt/conda/share/obsolete",
+            "  - opt/conda/share/obsolete",
+        ),
+    )
+    .unwrap();
+    let run = refresh(home.path(), &lib3, &["--repo", &repo]).fails(1);
+    assert!(
+        run.stderr.contains("layers/jupyter-compat/layer.yaml:") && run.stderr.contains("absolute"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(writes(&proxy), 0);
+
+    // A registry that refuses the push: the registry's code and message, nothing tagged.
+    proxy.fail_with("PUT", "/manifests/", 403, 1000);
+    let lib4 = home.path().join("lib4");
+    std::fs::create_dir_all(&lib4).unwrap();
+    let lib4 = library(&lib4, &science);
+    let run = refresh(home.path(), &lib4, &["--repo", &repo]).fails(1);
+    assert!(run.stderr.contains("403"), "{}", run.stderr);
+    assert!(!try_skopeo([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &reg.docker_ref("rel/astro-notebook:1.0")
+    ])
+    .status
+    .success());
+}
