@@ -52,27 +52,82 @@ pub enum PlannedKind {
     Whiteout,
 }
 
-/// A path component inside the layer. Whiteouts rank before every real name of the same
-/// directory, so an extractor deletes the lower file before it writes a new one of that name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Comp {
-    rank: u8,
-    name: String,
-}
+/// A path inside the layer as one string whose bytewise order is the archive order:
+/// components joined by NUL (which no name contains, and which sorts before every other
+/// byte, so a directory's children come right after it, before its next sibling). A whiteout
+/// component is written with an extra NUL in front (`a\0b\0\0c` for `a/b/.wh.c`), so it sorts
+/// before every real name of its directory: an extractor then deletes the lower file before
+/// it writes a new one of that name. One string per entry keeps memory small.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+struct Key(String);
 
-const RANK_WHITEOUT: u8 = 0;
-const RANK_NAME: u8 = 1;
+const SEP: char = '\0';
 
-impl Comp {
-    fn name(name: &str) -> Comp {
-        Comp {
-            rank: RANK_NAME,
-            name: name.to_string(),
+impl Key {
+    fn from_comps(comps: &[String]) -> Key {
+        Key(comps.join("\0"))
+    }
+
+    fn push(&mut self, name: &str) {
+        if !self.0.is_empty() {
+            self.0.push(SEP);
+        }
+        self.0.push_str(name);
+    }
+
+    fn push_whiteout(&mut self, name: &str) {
+        if !self.0.is_empty() {
+            self.0.push(SEP);
+        }
+        self.0.push(SEP);
+        self.0.push_str(name);
+    }
+
+    /// Remove the last component pushed.
+    fn pop(&mut self) {
+        match self.0.rfind(SEP) {
+            // A whiteout's own marker NUL goes with it.
+            Some(i) => self.0.truncate(if i > 0 && self.0.as_bytes()[i - 1] == 0 {
+                i - 1
+            } else {
+                i
+            }),
+            None => self.0.clear(),
         }
     }
-}
 
-type Key = Vec<Comp>;
+    fn depth(&self) -> usize {
+        self.0.split(SEP).filter(|c| !c.is_empty()).count()
+    }
+
+    /// The name in the archive: `a/b/.wh.c`.
+    fn archive_name(&self) -> String {
+        let mut name = String::with_capacity(self.0.len() + 4);
+        let mut whiteout = false;
+        let mut first = true;
+        for c in self.0.split(SEP) {
+            if c.is_empty() {
+                whiteout = true;
+                continue;
+            }
+            if !first {
+                name.push('/');
+            }
+            first = false;
+            if whiteout {
+                name.push_str(WHITEOUT_PREFIX);
+                whiteout = false;
+            }
+            name.push_str(c);
+        }
+        name
+    }
+
+    /// The range of keys strictly below this one (its descendants).
+    fn below(&self) -> std::ops::Range<Key> {
+        Key(format!("{}\0", self.0))..Key(format!("{}\u{1}", self.0))
+    }
+}
 
 #[derive(Debug)]
 enum Node {
@@ -145,7 +200,7 @@ pub fn plan(spec: &LayerSpec) -> Result<Vec<PlannedEntry>> {
                 reason: format!("mode {mode:o} is not between 0 and 7777 (octal)"),
             });
         }
-        let key: Key = comps.iter().map(|c| Comp::name(c)).collect();
+        let key = Key::from_comps(&comps);
         if !nodes.contains_key(&key) {
             return Err(Error::LayerSpec {
                 field: "modes".into(),
@@ -159,7 +214,7 @@ pub fn plan(spec: &LayerSpec) -> Result<Vec<PlannedEntry>> {
     let mut first_path: HashMap<(u64, u64), String> = HashMap::new();
     let mut entries = Vec::with_capacity(nodes.len());
     for (key, node) in nodes {
-        let mut name = archive_name(&key);
+        let mut name = key.archive_name();
         let (kind, default_mode) = match node {
             Node::Dir => {
                 name.push('/');
@@ -190,20 +245,6 @@ pub fn plan(spec: &LayerSpec) -> Result<Vec<PlannedEntry>> {
     Ok(entries)
 }
 
-fn archive_name(key: &Key) -> String {
-    let mut name = String::new();
-    for (i, c) in key.iter().enumerate() {
-        if i > 0 {
-            name.push('/');
-        }
-        if c.rank == RANK_WHITEOUT {
-            name.push_str(WHITEOUT_PREFIX);
-        }
-        name.push_str(&c.name);
-    }
-    name
-}
-
 fn layer_error(path: &Path, reason: impl Into<String>) -> Error {
     Error::Layer {
         path: path.to_path_buf(),
@@ -216,7 +257,7 @@ fn add_tree(root: &Path, nodes: &mut BTreeMap<Key, Node>) -> Result<()> {
     if !meta.is_dir() {
         return Err(layer_error(root, "a layer tree must be a directory"));
     }
-    let mut key = Vec::new();
+    let mut key = Key::default();
     add_dir(root, &mut key, nodes)
 }
 
@@ -239,7 +280,7 @@ fn add_dir(dir: &Path, key: &mut Key, nodes: &mut BTreeMap<Key, Node>) -> Result
         }
         let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
         let ft = meta.file_type();
-        key.push(Comp::name(&name));
+        key.push(&name);
         let node = if ft.is_dir() {
             Node::Dir
         } else if ft.is_file() {
@@ -256,7 +297,7 @@ fn add_dir(dir: &Path, key: &mut Key, nodes: &mut BTreeMap<Key, Node>) -> Result
                 .into_os_string()
                 .into_string()
                 .map_err(|_| layer_error(&path, "the symlink target is not valid UTF-8"))?;
-            check_link_target(&path, key.len() - 1, &target)?;
+            check_link_target(&path, key.depth() - 1, &target)?;
             Node::Symlink { target }
         } else {
             let what = if ft.is_block_device() {
@@ -292,12 +333,7 @@ fn insert(nodes: &mut BTreeMap<Key, Node>, key: Key, node: Node) {
         return;
     }
     if matches!(nodes.get(&key), Some(Node::Dir)) {
-        let below: Vec<Key> = nodes
-            .range(key.clone()..)
-            .skip(1)
-            .take_while(|(k, _)| k.starts_with(&key))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let below: Vec<Key> = nodes.range(key.below()).map(|(k, _)| k.clone()).collect();
         for k in below {
             nodes.remove(&k);
         }
@@ -332,9 +368,9 @@ fn check_link_target(path: &Path, depth: usize, target: &str) -> Result<()> {
 }
 
 fn add_whiteout(entry: &str, comps: &[String], nodes: &mut BTreeMap<Key, Node>) -> Result<()> {
-    let mut key: Key = Vec::new();
+    let mut key = Key::default();
     for parent in &comps[..comps.len() - 1] {
-        key.push(Comp::name(parent));
+        key.push(parent);
         match nodes.get(&key) {
             None => {
                 nodes.insert(key.clone(), Node::Dir);
@@ -344,21 +380,58 @@ fn add_whiteout(entry: &str, comps: &[String], nodes: &mut BTreeMap<Key, Node>) 
                 return Err(Error::LayerSpec {
                     field: "remove".into(),
                     entry: entry.to_string(),
-                    reason: format!(
-                        "/{} is not a directory in the layer",
-                        key.iter()
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join("/")
-                    ),
+                    reason: format!("/{} is not a directory in the layer", key.archive_name()),
                 })
             }
         }
     }
-    key.push(Comp {
-        rank: RANK_WHITEOUT,
-        name: comps[comps.len() - 1].clone(),
-    });
+    key.push_whiteout(&comps[comps.len() - 1]);
     nodes.insert(key, Node::Whiteout);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_in_archive_order_and_name_whiteouts() {
+        let key = |comps: &[&str], whiteout: Option<&str>| {
+            let mut k = Key::default();
+            for c in comps {
+                k.push(c);
+            }
+            if let Some(w) = whiteout {
+                k.push_whiteout(w);
+            }
+            k
+        };
+        let mut keys = vec![
+            key(&["a.txt"], None),
+            key(&["a", "z"], None),
+            key(&["a"], None),
+            key(&["a"], Some("-x")),
+            key(&[], Some("top")),
+            key(&["a", "-x"], None),
+            key(&["A"], None),
+        ];
+        keys.sort();
+        let names: Vec<String> = keys.iter().map(Key::archive_name).collect();
+        assert_eq!(
+            names,
+            [".wh.top", "A", "a", "a/.wh.-x", "a/-x", "a/z", "a.txt"]
+        );
+        let mut k = key(&["a", "b"], Some("c"));
+        assert_eq!(k.depth(), 3);
+        k.pop();
+        assert_eq!(k, key(&["a", "b"], None));
+        k.pop();
+        k.pop();
+        assert_eq!(k, Key::default());
+        let below = key(&["a"], None).below();
+        assert!(below.contains(&key(&["a", "-x"], None)));
+        assert!(below.contains(&key(&["a"], Some("w"))));
+        assert!(!below.contains(&key(&["a.txt"], None)));
+        assert!(!below.contains(&key(&["a"], None)));
+    }
 }
