@@ -51,34 +51,51 @@ class Registry:
 
 
 def run_measured(argv, env=None):
-    """Run argv; return (seconds, peak RSS in MiB). Fails loudly."""
+    """Run argv; return (seconds, peak RSS in MiB). Fails loudly.
+
+    Peak RSS comes from /usr/bin/time (a small C program), not from this Python process's
+    wait4: Linux counts the pre-exec memory of a forked child, which would charge Python's own
+    size to the measured program."""
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.monotonic() - start
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{err}")
-    return elapsed, usage.ru_maxrss / 1024.0
+    with tempfile.NamedTemporaryFile("r") as rss:
+        proc = subprocess.Popen(["/usr/bin/time", "-o", rss.name, "-f", "%M", *argv],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        _, err = proc.communicate()
+        elapsed = time.monotonic() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(argv)}\n{err.decode(errors='replace')}")
+        kib = int(rss.read().strip().splitlines()[-1])
+    return elapsed, kib / 1024.0
 
 
-def random_blob(layout, size, seed):
-    """Write `size` pseudo-random (incompressible) bytes as a blob; return its descriptor."""
+def random_blob(layout, size, seed, tar=False):
+    """Write `size` random (incompressible) bytes as a blob; return its descriptor. With
+    `tar`, the blob is a real uncompressed tar holding one file of those bytes (for tools that
+    unpack layers, like buildah)."""
+    import tarfile
     h = hashlib.sha256()
     tmp = os.path.join(layout, "blobs", "sha256", f"tmp-{seed}")
+    total = 0
     with open(tmp, "wb") as f:
+        def put(b):
+            nonlocal total
+            f.write(b)
+            h.update(b)
+            total += len(b)
+        if tar:
+            info = tarfile.TarInfo(f"data/{seed}.bin")
+            info.size = size
+            put(info.tobuf(format=tarfile.USTAR_FORMAT))
         left = size
-        n = 0
         while left > 0:
-            chunk = os.urandom(min(left, 1 << 20))
-            f.write(chunk)
-            h.update(chunk)
-            left -= len(chunk)
-            n += 1
+            put(os.urandom(min(left, 1 << 20)))
+            left -= min(left, 1 << 20)
+        if tar:
+            put(b"\0" * ((512 - size % 512) % 512) + b"\0" * 1024)
     digest = h.hexdigest()
     os.rename(tmp, os.path.join(layout, "blobs", "sha256", digest))
-    return {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": f"sha256:{digest}", "size": size}
+    media = "application/vnd.oci.image.layer.v1.tar" if tar else "application/vnd.oci.image.layer.v1.tar+gzip"
+    return {"mediaType": media, "digest": f"sha256:{digest}", "size": total}
 
 
 def put_json(layout, doc):
@@ -89,15 +106,16 @@ def put_json(layout, doc):
     return f"sha256:{digest}", len(data)
 
 
-def make_image(layout, total_bytes, layers_per_platform=4, tag="1.0"):
-    """A two-platform OCI layout of about `total_bytes` of random layers."""
+def make_image(layout, total_bytes, layers_per_platform=4, tag="1.0", tar=False):
+    """A two-platform OCI layout of about `total_bytes` of random layers (real tar layers with
+    `tar`, whose diff_ids then equal their digests)."""
     os.makedirs(os.path.join(layout, "blobs", "sha256"), exist_ok=True)
     with open(os.path.join(layout, "oci-layout"), "w") as f:
         f.write('{"imageLayoutVersion":"1.0.0"}')
     per_layer = total_bytes // (2 * layers_per_platform)
     entries = []
     for i, (arch, variant) in enumerate([("amd64", None), ("arm64", "v8")]):
-        layers = [random_blob(layout, per_layer, f"{arch}-{j}") for j in range(layers_per_platform)]
+        layers = [random_blob(layout, per_layer, f"{arch}-{j}", tar) for j in range(layers_per_platform)]
         config = {
             "architecture": arch,
             "os": "linux",
