@@ -10,6 +10,7 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub mod copy;
-pub mod progress;
-pub mod timestamp;
 pub mod layer;
+pub mod progress;
+pub mod sign;
+pub mod timestamp;

@@ -85,6 +85,9 @@ mod tests {
     #[test]
     fn parses() {
         assert_eq!(Timestamp::parse_epoch(" 42 ").unwrap(), Timestamp(42));
-        assert!(Timestamp::parse_epoch("yesterday").unwrap_err().to_string().contains("SOURCE_DATE_EPOCH"));
+        assert!(Timestamp::parse_epoch("yesterday")
+            .unwrap_err()
+            .to_string()
+            .contains("SOURCE_DATE_EPOCH"));
     }
 }
