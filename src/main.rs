@@ -27,6 +27,12 @@ fn main() -> ExitCode {
             Command::Copy(a) => cli::copy::run(a, &cli.global).await,
             Command::Inspect(a) => cli::inspect::run(a, &cli.global).await,
             Command::Ls(a) => cli::ls::run(a, &cli.global).await,
+            Command::GenerateKeyPair(a) => cli::generate_key_pair::run(a, &cli.global).await,
+            Command::Sign(a) => cli::sign::run(a, &cli.global).await,
+            Command::Verify(a) => cli::verify::run(a, &cli.global).await,
+            Command::Attest(a) => cli::attest::run(a, &cli.global).await,
+            Command::VerifyAttestation(a) => cli::verify_attestation::run(a, &cli.global).await,
+            Command::Provenance(a) => cli::provenance::run(a, &cli.global).await,
         }
     });
     match result {
