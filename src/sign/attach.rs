@@ -459,6 +459,12 @@ fn entries_of(m: &RawManifest, field: &str, tag: &str) -> Result<Vec<Value>> {
     }
 }
 
+/// Whether a manifest PUT failed because the registry did not (yet) know one of its blobs.
+fn blob_unknown(e: &Error) -> bool {
+    matches!(e.root(), Error::Registry { status: 400, errors, .. }
+        if errors.iter().any(|i| i.code == "MANIFEST_BLOB_UNKNOWN" || i.code == "BLOB_UNKNOWN"))
+}
+
 async fn backoff(attempt: u32) {
     let base = 20u64 << attempt.min(5);
     let jitter = u64::from(OsRng.next_u32() % 50);
@@ -475,10 +481,14 @@ async fn merge_into_tag(
     ours: &Value,
     is_ours: &(dyn Fn(&Value) -> bool + Sync),
     build: &(dyn Fn(Vec<Value>) -> Result<Built> + Sync),
+    extra_blobs: &[(Descriptor, Bytes)],
     max_attempts: u32,
 ) -> Result<Written> {
     let mut lost = 0;
     for attempt in 1..=max_attempts.max(1) {
+        for (desc, bytes) in extra_blobs {
+            repo.put_blob(desc, bytes.clone()).await?;
+        }
         let current = repo.tagged(tag).await?;
         let entries = match &current {
             Some(m) => entries_of(m, field, tag)?,
@@ -506,16 +516,26 @@ async fn merge_into_tag(
             backoff(attempt).await;
             continue;
         }
-        repo.put_tag(&manifest, tag).await?;
+        match repo.put_tag(&manifest, tag).await {
+            Ok(()) => {}
+            // Concurrent uploads of the same blob (every signer of an image uploads the same
+            // payload) can leave it briefly unknown to distribution 2.8: upload and try again.
+            Err(e) if blob_unknown(&e) && attempt < max_attempts => {
+                tracing::debug!("{tag}: {e}; retrying");
+                backoff(attempt).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         let confirmed = repo.tagged(tag).await?;
         let present = match &confirmed {
             Some(m) => entries_of(m, field, tag)?.iter().any(is_ours),
             None => false,
         };
         let contended = confirmed.as_ref().map(|m| &m.digest) != Some(&manifest.digest);
-        let survived = if present && contended {
-            // Someone wrote after us and kept our entry: writers are active, look once more
-            // after they settle.
+        let survived = if present && (contended || attempt > 1) {
+            // Writers are active (someone wrote after us, or the tag moved under an earlier
+            // attempt): look once more after they settle.
             tokio::time::sleep(Duration::from_millis(
                 100 + u64::from(OsRng.next_u32() % 100),
             ))
@@ -568,7 +588,6 @@ async fn append_layer(
 ) -> Result<Written> {
     let desc = Descriptor::new(media_type, Digest::sha256(&blob), blob.len() as u64);
     let layer = descriptor_value(media_type, &blob, Some(&annotations));
-    repo.put_blob(&desc, blob).await?;
     merge_into_tag(
         repo,
         tag,
@@ -576,6 +595,7 @@ async fn append_layer(
         &layer,
         is_ours,
         &cosign_manifest,
+        &[(desc, blob)],
         max_attempts,
     )
     .await
@@ -691,6 +711,7 @@ async fn push_bundle(
         &entry,
         &is_ours,
         &build,
+        &[],
         max_attempts,
     )
     .await

@@ -5,4 +5,5 @@ mod copy;
 mod graft;
 mod harness;
 mod layout;
+mod sign;
 mod support;
