@@ -471,19 +471,30 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
 }
 
+/// One shared-tag update: the document at `tag` lists entries in `field`; ours is `ours`
+/// (equivalent ones are recognised by `is_ours`); `build` makes the document for a list, after
+/// `extra_blobs` are stored.
+struct Merge<'a> {
+    tag: &'a str,
+    field: &'a str,
+    ours: &'a Value,
+    is_ours: &'a (dyn Fn(&Value) -> bool + Sync),
+    build: &'a (dyn Fn(Vec<Value>) -> Result<Built> + Sync),
+    extra_blobs: &'a [(Descriptor, Bytes)],
+}
+
 /// Read-merge-write-confirm of the document at `tag`: keep its entries (`field`) verbatim, add
 /// `ours` unless `is_ours` finds an equivalent entry, write what `build` makes of the list,
 /// then read the tag back until our entry is confirmed there.
-async fn merge_into_tag(
-    repo: &Repo,
-    tag: &str,
-    field: &str,
-    ours: &Value,
-    is_ours: &(dyn Fn(&Value) -> bool + Sync),
-    build: &(dyn Fn(Vec<Value>) -> Result<Built> + Sync),
-    extra_blobs: &[(Descriptor, Bytes)],
-    max_attempts: u32,
-) -> Result<Written> {
+async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<Written> {
+    let Merge {
+        tag,
+        field,
+        ours,
+        is_ours,
+        build,
+        extra_blobs,
+    } = m;
     let mut lost = 0;
     for attempt in 1..=max_attempts.max(1) {
         for (desc, bytes) in extra_blobs {
@@ -588,17 +599,16 @@ async fn append_layer(
 ) -> Result<Written> {
     let desc = Descriptor::new(media_type, Digest::sha256(&blob), blob.len() as u64);
     let layer = descriptor_value(media_type, &blob, Some(&annotations));
-    merge_into_tag(
-        repo,
+    let blobs = [(desc, blob)];
+    let merge = Merge {
         tag,
-        "layers",
-        &layer,
+        field: "layers",
+        ours: &layer,
         is_ours,
-        &cosign_manifest,
-        &[(desc, blob)],
-        max_attempts,
-    )
-    .await
+        build: &cosign_manifest,
+        extra_blobs: &blobs,
+    };
+    merge_into_tag(repo, merge, max_attempts).await
 }
 
 /// Push a DSSE bundle of `statement` as a referrer of `subject`, and list it in the fallback
@@ -704,18 +714,18 @@ async fn push_bundle(
         });
         Ok((manifest_from_value(&index, mt::OCI_INDEX)?, Vec::new()))
     };
-    let index = merge_into_tag(
-        repo,
-        &referrers_tag(&subject.digest),
-        "manifests",
-        &entry,
-        &is_ours,
-        &build,
-        &[],
-        max_attempts,
-    )
-    .await
-    .map_err(|e| e.context(ctx()))?;
+    let tag = referrers_tag(&subject.digest);
+    let merge = Merge {
+        tag: &tag,
+        field: "manifests",
+        ours: &entry,
+        is_ours: &is_ours,
+        build: &build,
+        extra_blobs: &[],
+    };
+    let index = merge_into_tag(repo, merge, max_attempts)
+        .await
+        .map_err(|e| e.context(ctx()))?;
     Ok((referrer, Some(index)))
 }
 
