@@ -10,12 +10,25 @@ command -v skopeo >/dev/null || need_pkgs+=(skopeo)
 command -v umoci >/dev/null || need_pkgs+=(umoci)
 command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+# Independent checks of signing: Python cryptography + PyNaCl decrypt the keys graft writes.
+if ! python3 -c 'import nacl, cryptography' 2>/dev/null && ! /usr/bin/python3 -c 'import nacl, cryptography' 2>/dev/null; then
+  need_pkgs+=(python3-cryptography python3-nacl)
+fi
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# The in-toto-attestation package (PyPI) validates graft's SLSA provenance statements.
+if ! target/py-intoto/bin/python -c 'import in_toto_attestation' 2>/dev/null; then
+  echo "installing in-toto-attestation into target/py-intoto" >&2
+  rm -rf target/py-intoto
+  python3 -m venv target/py-intoto
+  target/py-intoto/bin/pip install -q --disable-pip-version-check in-toto-attestation==0.9.3
 fi
 
 cargo fmt --all -- --check

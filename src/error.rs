@@ -169,6 +169,27 @@ pub enum Error {
     /// Writing a layer to its output failed.
     #[error("writing the layer failed")]
     LayerWrite(#[source] std::io::Error),
+    /// A signing or verification key could not be read, decrypted or used. Never carries the
+    /// key material or the password.
+    #[error("key {what}: {reason}")]
+    Key {
+        /// Where the key came from (a path or `env://VAR`).
+        what: String,
+        /// What is wrong (wrong password, unsupported type, bad PEM).
+        reason: String,
+    },
+    /// A signature or attestation did not verify (see [`crate::sign::VerifyFailure`]).
+    #[error("{0}")]
+    Verify(Box<crate::sign::VerifyFailure>),
+    /// A read-modify-write of a shared tag (a `.sig`/`.att` manifest, a referrers index) kept
+    /// losing to concurrent writers.
+    #[error("{what}: concurrent writers replaced it {attempts} times; giving up")]
+    Conflict {
+        /// The tag being updated.
+        what: String,
+        /// How many times graft merged and wrote.
+        attempts: u32,
+    },
     /// An error with added context about what was being done.
     #[error("{context}")]
     Context {
@@ -240,6 +261,7 @@ impl Error {
                 | Error::Unsupported(_)
                 | Error::Layer { .. }
                 | Error::LayerSpec { .. }
+                | Error::Key { .. }
         )
     }
 

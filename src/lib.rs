@@ -13,6 +13,7 @@ pub mod oci;
 pub mod progress;
 pub mod reference;
 pub mod refresh;
+pub mod sign;
 pub mod store;
 pub mod timestamp;
 

@@ -33,6 +33,12 @@ fn main() -> ExitCode {
             Command::Validate(a) => cli::validate::run(a, &cli.global).await,
             Command::Plan(a) => cli::plan::run(a, &cli.global).await,
             Command::Layer(a) => cli::layer::run(a, &cli.global).await,
+            Command::GenerateKeyPair(a) => cli::generate_key_pair::run(a, &cli.global).await,
+            Command::Sign(a) => cli::sign::run(a, &cli.global).await,
+            Command::Verify(a) => cli::verify::run(a, &cli.global).await,
+            Command::Attest(a) => cli::attest::run(a, &cli.global).await,
+            Command::VerifyAttestation(a) => cli::verify_attestation::run(a, &cli.global).await,
+            Command::Provenance(a) => cli::provenance::run(a, &cli.global).await,
         }
     });
     match result {

@@ -1,15 +1,21 @@
 //! Command-line interface: argument types and one module per command.
 
 pub mod append;
+pub mod attest;
 pub mod copy;
+pub mod generate_key_pair;
 pub mod inspect;
 pub mod layer;
 pub mod ls;
 pub mod mirror;
 pub mod plan;
 pub mod progress;
+pub mod provenance;
 pub mod refresh;
+pub mod sign;
 pub mod validate;
+pub mod verify;
+pub mod verify_attestation;
 
 use std::path::PathBuf;
 
@@ -137,6 +143,18 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Build deterministic layer tarballs.
     Layer(layer::LayerArgs),
+    /// Write a cosign-compatible key pair (PREFIX.key encrypted with COSIGN_PASSWORD, PREFIX.pub).
+    GenerateKeyPair(generate_key_pair::GenerateKeyPairArgs),
+    /// Sign images (cosign `.sig` tag scheme, or a sigstore bundle referrer).
+    Sign(sign::SignArgs),
+    /// Verify that images carry a valid signature from a key.
+    Verify(verify::VerifyArgs),
+    /// Attach a signed in-toto attestation (DSSE) to images.
+    Attest(attest::AttestArgs),
+    /// Verify the attestations attached to an image.
+    VerifyAttestation(verify_attestation::VerifyAttestationArgs),
+    /// Print the SLSA provenance attached to an image.
+    Provenance(provenance::ProvenanceArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

@@ -10,4 +10,5 @@ mod layout;
 mod library;
 mod mirror;
 mod refresh;
+mod sign;
 mod support;

@@ -373,6 +373,45 @@ impl Registry {
         Ok(())
     }
 
+    /// The referrers of `digest` from the OCI 1.1 referrers API
+    /// (`GET /v2/<repo>/referrers/<digest>`): the descriptors of the index it answers, or
+    /// `Ok(None)` when the registry does not implement the API (404, as distribution 2.8
+    /// answers), in which case clients use the `sha256-<hex>` tag-schema fallback.
+    pub async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
+        let url = self.url(&format!("v2/{repo}/referrers/{digest}")).await?;
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_static(media_types::OCI_INDEX));
+        let resp = self
+            .send(
+                Method::GET,
+                url.clone(),
+                &[Scope::pull(repo)],
+                h,
+                Body::Empty,
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.error(&Method::GET, &url, resp).await);
+        }
+        let body = resp.bytes().await.map_err(|e| Error::Http {
+            context: format!("reading referrers of {repo}@{digest}"),
+            source: e,
+        })?;
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<Descriptor>,
+        }
+        let index: Index = serde_json::from_slice(&body).map_err(|e| Error::Json {
+            what: format!("referrers index of {}/{repo}@{digest}", self.host()),
+            source: e,
+        })?;
+        Ok(Some(index.manifests))
+    }
+
     /// All tags of `repo`, following `Link` pagination.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         #[derive(serde::Deserialize)]

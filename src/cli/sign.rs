@@ -1,0 +1,214 @@
+//! `graft sign --key KEY [--recursive] [-a k=v…] [--format simple|bundle|both] REF…`, and
+//! what the other signing commands share (passwords, resolving references to digests).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use clap::{Args, ValueEnum};
+use futures::{StreamExt, TryStreamExt};
+
+use graft::oci::Descriptor;
+use graft::reference::ImageRef;
+use graft::sign::{attach, Format, Repo, SignOptions, SigningKey};
+use graft::store::open::Endpoint;
+
+use super::{print_json, GlobalArgs, Output};
+
+/// Storage form of signatures and attestations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum FormatArg {
+    /// cosign's tag scheme: `sha256-<hex>.sig` / `.att` (read by every cosign and by
+    /// containers/image).
+    #[default]
+    Simple,
+    /// A sigstore bundle v0.3 stored as an OCI 1.1 referrer (as cosign v3 does).
+    Bundle,
+    /// Both.
+    Both,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Simple => Format::Simple,
+            FormatArg::Bundle => Format::Bundle,
+            FormatArg::Both => Format::Both,
+        }
+    }
+}
+
+/// Arguments of `graft sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Private key: a cosign key file, or env://VAR holding its PEM. Its password comes from
+    /// COSIGN_PASSWORD, else the terminal.
+    #[arg(long)]
+    pub key: String,
+    /// Also sign every manifest listed by an index.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// Annotation KEY=VALUE recorded in the signed payload (repeatable).
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Storage form.
+    #[arg(long, value_enum, default_value_t = FormatArg::Simple)]
+    pub format: FormatArg,
+    /// The docker-reference to sign (default: the image's registry/repository; for oci:
+    /// layouts, the directory name).
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
+    /// Digests signed concurrently.
+    #[arg(long, short = 'j', default_value_t = 8)]
+    pub jobs: usize,
+    /// Images: docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG].
+    #[arg(required = true)]
+    pub references: Vec<String>,
+}
+
+/// What the password is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordUse {
+    /// Encrypting a new key (asked twice).
+    New,
+    /// Decrypting the key named.
+    Existing,
+}
+
+/// The key password: `COSIGN_PASSWORD` (even empty), else asked on the terminal, else an
+/// error. Never printed.
+pub fn password(purpose: PasswordUse) -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("COSIGN_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(graft::Error::Unsupported(
+            "no password: set COSIGN_PASSWORD (it may be empty) or run graft on a terminal".into(),
+        )
+        .into());
+    }
+    match purpose {
+        PasswordUse::Existing => Ok(rpassword::prompt_password(
+            "Enter password for private key: ",
+        )?),
+        PasswordUse::New => {
+            let a = rpassword::prompt_password("Enter password for private key: ")?;
+            let b = rpassword::prompt_password("Enter password for private key again: ")?;
+            if a != b {
+                return Err(graft::Error::Unsupported("the passwords do not match".into()).into());
+            }
+            Ok(a)
+        }
+    }
+}
+
+/// Load the private key named by `--key`.
+pub fn load_signing_key(spec: &str) -> anyhow::Result<SigningKey> {
+    let pw = password(PasswordUse::Existing)?;
+    Ok(SigningKey::load(spec, pw.as_bytes())?)
+}
+
+/// Open the repository of `reference` and list the digests to act on: the manifest or index
+/// it names, and with `recursive` every manifest an index lists.
+pub async fn targets(
+    reference: &str,
+    ep: &Endpoint,
+    recursive: bool,
+) -> anyhow::Result<(Repo, Vec<Descriptor>)> {
+    let r: ImageRef = reference.parse()?;
+    let repo = Repo::open(&r, ep).await?;
+    let root = repo.resolve().await?;
+    let mut subjects = vec![root.descriptor()];
+    if recursive && root.is_index() {
+        for d in &root.view().manifests {
+            let mut d = d.clone();
+            d.annotations = None;
+            d.platform = None;
+            subjects.push(d);
+        }
+    }
+    Ok((repo, subjects))
+}
+
+fn parse_annotations(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in list {
+        let (k, v) = a.split_once('=').ok_or_else(|| {
+            graft::Error::Unsupported(format!("annotation {a:?} is not KEY=VALUE"))
+        })?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Run `graft sign`.
+pub async fn run(args: SignArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let opts = SignOptions {
+        format: args.format.into(),
+        annotations: parse_annotations(&args.annotations)?,
+        identity: args.identity.clone(),
+        ..SignOptions::default()
+    };
+    let ep = global.registry.endpoint(None)?;
+    let mut work = Vec::new();
+    for r in &args.references {
+        let (repo, subjects) = targets(r, &ep, args.recursive).await?;
+        work.push((repo, subjects));
+    }
+    let key = load_signing_key(&args.key)?;
+    let jobs: Vec<(&Repo, &Descriptor)> = work
+        .iter()
+        .flat_map(|(repo, subjects)| subjects.iter().map(move |s| (repo, s)))
+        .collect();
+    let reports: Vec<(String, attach::AttachReport)> = futures::stream::iter(jobs)
+        .map(|(repo, subject)| {
+            let (key, opts) = (&key, &opts);
+            async move {
+                let report = attach::sign(repo, subject, key, opts).await?;
+                Ok::<_, graft::Error>((repo.describe(&subject.digest), report))
+            }
+        })
+        .buffered(args.jobs.max(1))
+        .try_collect()
+        .await?;
+    report(&reports, "Signed", global)
+}
+
+/// Print what was written: one line per digest on stdout, a summary on stderr (text), or the
+/// reports (JSON).
+pub fn report(
+    reports: &[(String, attach::AttachReport)],
+    verb: &str,
+    global: &GlobalArgs,
+) -> anyhow::Result<()> {
+    let added = reports.iter().filter(|(_, r)| r.added()).count();
+    let races: u32 = reports.iter().map(|(_, r)| r.lost_races()).sum();
+    match global.output {
+        Output::Json => print_json(&serde_json::json!({
+            "results": reports.iter().map(|(name, r)| serde_json::json!({
+                "reference": name,
+                "report": r,
+            })).collect::<Vec<_>>(),
+            "added": added,
+            "lost_races": races,
+        }))?,
+        Output::Text => {
+            for (name, r) in reports {
+                let state = if r.added() { "" } else { " (already present)" };
+                println!("{name}{state}");
+            }
+            if !global.quiet {
+                eprintln!(
+                    "{verb} {} digest(s): {added} new, {} already present{}",
+                    reports.len(),
+                    reports.len() - added,
+                    if races > 0 {
+                        format!("; {races} concurrent overwrite(s) detected and repaired")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}

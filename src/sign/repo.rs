@@ -1,0 +1,180 @@
+//! Where an image's signatures live: the image's own repository (a registry repository or an
+//! OCI layout directory), read and written through the store layer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::oci::{Descriptor, Digest, RawManifest};
+use crate::reference::{DockerRef, ImageRef, LayoutRef, DOCKER_HUB_HOST};
+use crate::store::open::{open_sink, open_source, Endpoint};
+use crate::store::registry::Registry;
+use crate::store::{read_blob, BlobStream, Sink, Source};
+
+/// The largest signature payload, envelope or bundle graft reads into memory.
+pub const ATTACHMENT_LIMIT: u64 = 16 << 20;
+
+/// A repository that holds images and their signatures, attestations and referrers.
+pub struct Repo {
+    image: ImageRef,
+    endpoint: Endpoint,
+    source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    registry: Option<(Arc<Registry>, DockerRef)>,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repo({})", self.image)
+    }
+}
+
+impl Repo {
+    /// The repository of `image` (`docker://` or `oci:`; archives cannot be signed in place).
+    pub async fn open(image: &ImageRef, endpoint: &Endpoint) -> Result<Repo> {
+        let registry = match image {
+            ImageRef::Docker(d) => Some((
+                endpoint
+                    .pool
+                    .get(&endpoint.key, &d.registry, &endpoint.config)?,
+                d.clone(),
+            )),
+            ImageRef::Layout(_) => None,
+            ImageRef::Archive(_) => {
+                return Err(Error::Unsupported(format!(
+                    "{image}: signatures cannot be added to an oci-archive in place; \
+                     copy it to oci:DIR or a registry first"
+                )))
+            }
+        };
+        let source = open_source(image, endpoint).await?;
+        let sink = open_sink(image, endpoint).await?;
+        Ok(Repo {
+            image: image.clone(),
+            endpoint: endpoint.clone(),
+            source,
+            sink,
+            registry,
+        })
+    }
+
+    /// The reference the repository was opened with.
+    pub fn image(&self) -> &ImageRef {
+        &self.image
+    }
+
+    /// The `docker-reference` a signature names by default: `registry/repository` as cosign
+    /// writes it (`index.docker.io/…` for Docker Hub), or the layout directory's name.
+    pub fn identity(&self) -> String {
+        match &self.image {
+            ImageRef::Docker(d) if d.registry == DOCKER_HUB_HOST => {
+                format!("index.docker.io/{}", d.repository)
+            }
+            ImageRef::Docker(d) => d.name(),
+            ImageRef::Layout(l) | ImageRef::Archive(l) => l
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| l.path.display().to_string()),
+        }
+    }
+
+    /// `registry/repo@digest` or `oci:DIR@digest`, for messages.
+    pub fn describe(&self, digest: &Digest) -> String {
+        match &self.image {
+            ImageRef::Docker(d) => format!("{}@{digest}", d.name()),
+            ImageRef::Layout(l) | ImageRef::Archive(l) => {
+                format!("oci:{}@{digest}", l.path.display())
+            }
+        }
+    }
+
+    /// `docker://registry/repo` or `oci:DIR`, for messages.
+    pub fn describe_repo(&self) -> String {
+        match &self.image {
+            ImageRef::Docker(d) => format!("docker://{}", d.name()),
+            ImageRef::Layout(l) | ImageRef::Archive(l) => format!("oci:{}", l.path.display()),
+        }
+    }
+
+    /// The manifest or index the opening reference points at.
+    pub async fn resolve(&self) -> Result<RawManifest> {
+        self.source.resolve().await
+    }
+
+    /// A manifest by digest (verified).
+    pub async fn manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
+        self.source.manifest(desc).await
+    }
+
+    fn tag_ref(&self, tag: &str) -> ImageRef {
+        match &self.image {
+            ImageRef::Docker(d) => ImageRef::Docker(d.with_tag(tag)),
+            ImageRef::Layout(l) => ImageRef::Layout(LayoutRef {
+                path: l.path.clone(),
+                tag: Some(tag.to_string()),
+            }),
+            ImageRef::Archive(l) => ImageRef::Archive(LayoutRef {
+                path: l.path.clone(),
+                tag: Some(tag.to_string()),
+            }),
+        }
+    }
+
+    /// The manifest `tag` points at, or `None` when the tag does not exist.
+    pub async fn tagged(&self, tag: &str) -> Result<Option<RawManifest>> {
+        let src = open_source(&self.tag_ref(tag), &self.endpoint).await?;
+        match src.resolve().await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if matches!(e.root(), Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The digest `tag` points at (a HEAD on registries).
+    pub async fn tag_digest(&self, tag: &str) -> Result<Option<Digest>> {
+        match self.sink.tag_digest(tag).await {
+            Ok(d) => Ok(d),
+            Err(e) if matches!(e.root(), Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A small blob, verified, in memory.
+    pub async fn blob(&self, desc: &Descriptor) -> Result<Bytes> {
+        read_blob(self.source.as_ref(), desc, ATTACHMENT_LIMIT).await
+    }
+
+    /// Store `bytes` as a blob unless it is present.
+    pub async fn put_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<()> {
+        if self.sink.has_blob(desc).await? {
+            return Ok(());
+        }
+        let stream: BlobStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+        self.sink.put_blob(desc, stream).await
+    }
+
+    /// Store a manifest by digest (untagged); `Ok(false)` when it was already there.
+    pub async fn put_manifest(&self, m: &RawManifest) -> Result<bool> {
+        if self.sink.has_manifest(&m.descriptor()).await? {
+            return Ok(false);
+        }
+        self.sink.put_manifest(m).await?;
+        Ok(true)
+    }
+
+    /// Store a manifest and point `tag` at it.
+    pub async fn put_tag(&self, m: &RawManifest, tag: &str) -> Result<()> {
+        self.sink.put_tag(m, tag).await
+    }
+
+    /// Referrers of `digest` from the registry's referrers API; `None` when there is no such
+    /// API (registries that lack it, and OCI layouts).
+    pub async fn referrers_api(&self, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
+        match &self.registry {
+            Some((client, d)) => client.referrers(&d.repository, digest).await,
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! Verifying signatures and attestations in both storage forms (cosign's `.sig`/`.att` tags
+//! and sigstore bundle referrers, found through the referrers API or its fallback tag).
+//!
+//! A digest passes when at least one signature (attestation) verifies with the given key and
+//! names that digest. Otherwise the failure says why, most telling reason first: a valid
+//! signature over another digest, a tampered payload (content that no longer matches its
+//! digest, or a signature that names this key but does not match its payload), a signature
+//! by another key, a malformed signature, or no signature at all.
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::oci::{Descriptor, Digest, RawManifest};
+use crate::sign::attach::{
+    attestation_tag, referrers_tag, signature_tag, COSIGN_SIGN_PREDICATE, DSSE_MEDIA_TYPE,
+    KEY_HINT_ANNOTATION, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE,
+};
+use crate::sign::bundle::{Bundle, BundleContent};
+use crate::sign::dsse::{Envelope, Statement, IN_TOTO_PAYLOAD_TYPE};
+use crate::sign::keys::PublicKey;
+use crate::sign::payload::SimpleSigning;
+use crate::sign::repo::Repo;
+
+/// Why verification failed, in increasing order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// Nothing that could be a signature (attestation) was found.
+    NoSignature,
+    /// Something was found but is not a well-formed signature.
+    Malformed,
+    /// Signatures exist but were made with other keys.
+    WrongKey,
+    /// Content was altered after signing.
+    Tampered,
+    /// A valid signature by this key, but over another digest.
+    OtherDigest,
+}
+
+/// One candidate that did not verify, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The reason.
+    pub kind: FailureKind,
+    /// Where and what, for the message.
+    pub detail: String,
+}
+
+impl Problem {
+    fn new(kind: FailureKind, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    fn at(mut self, location: &str) -> Problem {
+        self.detail = format!("{location}: {}", self.detail);
+        self
+    }
+}
+
+/// Verification of one digest failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyFailure {
+    /// `registry/repo@digest`.
+    pub subject: String,
+    /// `signature` or `attestation`.
+    pub what: &'static str,
+    /// The most telling reason.
+    pub kind: FailureKind,
+    /// Every candidate's problem.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let details: Vec<&str> = self.problems.iter().map(|p| p.detail.as_str()).collect();
+        let details = details.join("; ");
+        let (w, s) = (self.what, &self.subject);
+        match self.kind {
+            FailureKind::NoSignature if details.is_empty() => write!(f, "no {w}s found for {s}"),
+            FailureKind::NoSignature => write!(f, "no {w}s found for {s} ({details})"),
+            FailureKind::Malformed => write!(f, "the {w}s of {s} are malformed: {details}"),
+            FailureKind::WrongKey => {
+                write!(f, "no {w} of {s} verifies with the given key: {details}")
+            }
+            FailureKind::Tampered => write!(f, "a {w} of {s} was tampered with: {details}"),
+            FailureKind::OtherDigest => {
+                write!(
+                    f,
+                    "the {w}s found for {s} are valid but sign another image: {details}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for VerifyFailure {}
+
+fn failure(subject: String, what: &'static str, problems: Vec<Problem>) -> Error {
+    let kind = problems
+        .iter()
+        .map(|p| p.kind)
+        .max()
+        .unwrap_or(FailureKind::NoSignature);
+    Error::Verify(Box::new(VerifyFailure {
+        subject,
+        what,
+        kind,
+        problems,
+    }))
+}
+
+/// A signature that verified.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedSignature {
+    /// The signed digest.
+    pub digest: Digest,
+    /// `simple` (`.sig` tag) or `bundle` (referrer).
+    pub form: &'static str,
+    /// Where it was found.
+    pub location: String,
+    /// The `docker-reference` the signer named.
+    pub docker_reference: String,
+    /// The verified payload, in cosign's `verify` output shape.
+    pub payload: Value,
+}
+
+/// An attestation that verified (or, from [`read_attestations`], was merely found).
+#[derive(Debug, Clone, Serialize)]
+pub struct FoundAttestation {
+    /// The subject digest asked about.
+    pub digest: Digest,
+    /// `simple` (`.att` tag) or `bundle` (referrer).
+    pub form: &'static str,
+    /// Where it was found.
+    pub location: String,
+    /// The statement's `predicateType`.
+    pub predicate_type: String,
+    /// The statement.
+    pub statement: Value,
+    #[serde(skip)]
+    envelope: Envelope,
+    #[serde(skip)]
+    hint: Option<String>,
+}
+
+/// Classify a signature that does not verify, using the (unsigned) key hint.
+fn bad_signature(hint: Option<&str>, key: &PublicKey) -> Problem {
+    match hint {
+        Some(h) if h == key.hint() => Problem::new(
+            FailureKind::Tampered,
+            "the signature names this key but does not match the signed content: it was \
+             altered after signing",
+        ),
+        Some(h) => Problem::new(
+            FailureKind::WrongKey,
+            format!("signed by another key (key hint {h})"),
+        ),
+        None => Problem::new(
+            FailureKind::WrongKey,
+            "the signature does not verify with this key (made with another key, or altered \
+             after signing)",
+        ),
+    }
+}
+
+/// The verification core for one simple-signing signature: `payload` bytes, the base64
+/// `signature` annotation, an optional key hint, checked against `key` and `expected`.
+pub fn check_simple_signing(
+    payload: &[u8],
+    signature_b64: &str,
+    hint: Option<&str>,
+    key: &PublicKey,
+    expected: &Digest,
+) -> std::result::Result<SimpleSigning, Problem> {
+    let sig = B64.decode(signature_b64).map_err(|e| {
+        Problem::new(
+            FailureKind::Malformed,
+            format!("the signature annotation is not base64: {e}"),
+        )
+    })?;
+    if !key.verify(payload, &sig) {
+        return Err(bad_signature(hint, key));
+    }
+    let parsed = SimpleSigning::parse(payload).map_err(|e| {
+        Problem::new(
+            FailureKind::Malformed,
+            format!("the signature verifies but its payload is not a cosign simple-signing payload: {e}"),
+        )
+    })?;
+    if parsed.digest != *expected {
+        return Err(Problem::new(
+            FailureKind::OtherDigest,
+            format!(
+                "the signature verifies but signs {}, not {expected}",
+                parsed.digest
+            ),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// cosign's `verify` output for a payload.
+fn payload_json(reference: &str, digest: &Digest, kind: &str, optional: Value) -> Value {
+    json!({
+        "critical": {
+            "identity": {"docker-reference": reference},
+            "image": {"docker-manifest-digest": digest.to_string()},
+            "type": kind,
+        },
+        "optional": optional,
+    })
+}
+
+/// Read a blob; a digest mismatch is a tampering problem, a missing blob a malformed one.
+async fn fetch(
+    repo: &Repo,
+    desc: &Descriptor,
+    what: &str,
+) -> Result<std::result::Result<bytes::Bytes, Problem>> {
+    match repo.blob(desc).await {
+        Ok(b) => Ok(Ok(b)),
+        Err(e) => match e.root() {
+            Error::DigestMismatch { found, .. } => Ok(Err(Problem::new(
+                FailureKind::Tampered,
+                format!(
+                    "the {what} {} was altered in storage (its content hashes to {found})",
+                    desc.digest
+                ),
+            ))),
+            Error::SizeMismatch { found, .. } => Ok(Err(Problem::new(
+                FailureKind::Tampered,
+                format!(
+                    "the {what} {} was altered in storage ({found} bytes)",
+                    desc.digest
+                ),
+            ))),
+            Error::NotFound { .. } => Ok(Err(Problem::new(
+                FailureKind::Malformed,
+                format!("the {what} {} is missing", desc.digest),
+            ))),
+            _ => Err(e),
+        },
+    }
+}
+
+/// A manifest fetched by digest; a mismatch is tampering.
+async fn fetch_manifest(
+    repo: &Repo,
+    desc: &Descriptor,
+) -> Result<std::result::Result<RawManifest, Problem>> {
+    match repo.manifest(desc).await {
+        Ok(m) => Ok(Ok(m)),
+        Err(e) => match e.root() {
+            Error::DigestMismatch { .. } => Ok(Err(Problem::new(
+                FailureKind::Tampered,
+                format!(
+                    "the referrer manifest {} was altered in storage",
+                    desc.digest
+                ),
+            ))),
+            Error::NotFound { .. } => Ok(Err(Problem::new(
+                FailureKind::Malformed,
+                format!(
+                    "the referrer manifest {} is listed but missing",
+                    desc.digest
+                ),
+            ))),
+            _ => Err(e),
+        },
+    }
+}
+
+/// Descriptors of the bundle referrers of `digest`: referrers API, else the fallback tag.
+pub async fn bundle_referrers(repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>> {
+    let all = match repo.referrers_api(digest).await? {
+        Some(list) => list,
+        None => match repo.tagged(&referrers_tag(digest)).await? {
+            Some(m) if m.is_index() => m.view().manifests.clone(),
+            _ => Vec::new(),
+        },
+    };
+    Ok(all
+        .into_iter()
+        .filter(|d| {
+            d.artifact_type
+                .as_deref()
+                .is_some_and(|t| t.starts_with("application/vnd.dev.sigstore.bundle"))
+        })
+        .collect())
+}
+
+/// A bundle found as a referrer of `digest`, with its location.
+struct FoundBundle {
+    location: String,
+    bundle: Bundle,
+}
+
+async fn collect_bundles(
+    repo: &Repo,
+    digest: &Digest,
+    problems: &mut Vec<Problem>,
+) -> Result<Vec<FoundBundle>> {
+    let mut out = Vec::new();
+    for desc in bundle_referrers(repo, digest).await? {
+        let location = format!("referrer {}", desc.digest);
+        let m = match fetch_manifest(repo, &desc).await? {
+            Ok(m) => m,
+            Err(p) => {
+                problems.push(p.at(&location));
+                continue;
+            }
+        };
+        match &m.view().subject {
+            Some(s) if s.digest == *digest => {}
+            Some(s) => {
+                problems.push(Problem::new(
+                    FailureKind::OtherDigest,
+                    format!("{location}: its subject is {}, not {digest}", s.digest),
+                ));
+                continue;
+            }
+            None => {
+                problems.push(Problem::new(
+                    FailureKind::Malformed,
+                    format!("{location}: no subject"),
+                ));
+                continue;
+            }
+        }
+        let Some(layer) = m.view().layers.iter().find(|l| {
+            l.media_type
+                .starts_with("application/vnd.dev.sigstore.bundle")
+        }) else {
+            problems.push(Problem::new(
+                FailureKind::Malformed,
+                format!("{location}: no bundle layer"),
+            ));
+            continue;
+        };
+        let bytes = match fetch(repo, layer, "bundle").await? {
+            Ok(b) => b,
+            Err(p) => {
+                problems.push(p.at(&location));
+                continue;
+            }
+        };
+        match Bundle::parse(&bytes) {
+            Ok(bundle) => out.push(FoundBundle { location, bundle }),
+            Err(e) => problems.push(Problem::new(
+                FailureKind::Malformed,
+                format!("{location}: {e}"),
+            )),
+        }
+    }
+    Ok(out)
+}
+
+/// The layers of the cosign manifest at `tag`, if the tag exists.
+async fn tag_layers(repo: &Repo, tag: &str) -> Result<Option<Vec<Descriptor>>> {
+    Ok(repo.tagged(tag).await?.map(|m| m.view().layers.clone()))
+}
+
+/// Verify that `digest` carries at least one signature by `key`, in either storage form.
+/// Returns every signature that verified; fails with [`Error::Verify`] otherwise.
+pub async fn verify_signatures(
+    repo: &Repo,
+    digest: &Digest,
+    key: &PublicKey,
+) -> Result<Vec<VerifiedSignature>> {
+    let mut verified = Vec::new();
+    let mut problems = Vec::new();
+    let tag = signature_tag(digest);
+    if let Some(layers) = tag_layers(repo, &tag).await? {
+        for (i, layer) in layers.iter().enumerate() {
+            let location = format!("tag {tag} layer {i}");
+            if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE {
+                problems.push(Problem::new(
+                    FailureKind::NoSignature,
+                    format!("{location} is not a signature ({})", layer.media_type),
+                ));
+                continue;
+            }
+            let Some(sig) = layer.annotation(SIGNATURE_ANNOTATION) else {
+                problems.push(Problem::new(
+                    FailureKind::Malformed,
+                    format!("{location} has no {SIGNATURE_ANNOTATION} annotation"),
+                ));
+                continue;
+            };
+            let payload = match fetch(repo, layer, "signature payload").await? {
+                Ok(p) => p,
+                Err(p) => {
+                    problems.push(p.at(&location));
+                    continue;
+                }
+            };
+            match check_simple_signing(
+                &payload,
+                sig,
+                layer.annotation(KEY_HINT_ANNOTATION),
+                key,
+                digest,
+            ) {
+                Ok(p) => verified.push(VerifiedSignature {
+                    digest: digest.clone(),
+                    form: "simple",
+                    location,
+                    docker_reference: p.docker_reference,
+                    payload: serde_json::from_slice(&payload).unwrap_or(Value::Null),
+                }),
+                Err(p) => problems.push(p.at(&location)),
+            }
+        }
+    }
+    for found in collect_bundles(repo, digest, &mut problems).await? {
+        let location = found.location;
+        let hint = found.bundle.hint.as_deref();
+        match &found.bundle.content {
+            BundleContent::Dsse(env) => {
+                let statement = match env.payload_bytes().and_then(|b| Statement::parse(&b)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        problems.push(Problem::new(
+                            FailureKind::Malformed,
+                            format!("{location}: {e}"),
+                        ));
+                        continue;
+                    }
+                };
+                if statement.predicate_type() != COSIGN_SIGN_PREDICATE {
+                    continue; // an attestation, not a signature
+                }
+                match env.verify(key) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        problems.push(bad_signature(hint, key).at(&location));
+                        continue;
+                    }
+                    Err(e) => {
+                        problems.push(Problem::new(
+                            FailureKind::Malformed,
+                            format!("{location}: {e}"),
+                        ));
+                        continue;
+                    }
+                }
+                if !statement.has_subject(digest) {
+                    problems.push(Problem::new(
+                        FailureKind::OtherDigest,
+                        format!(
+                            "{location}: the signature verifies but its statement is about {:?}, not {digest}",
+                            statement.subject_digests()
+                        ),
+                    ));
+                    continue;
+                }
+                let subject = &statement.value["subject"][0];
+                let reference = subject["name"].as_str().unwrap_or("").to_string();
+                let optional = subject.get("annotations").cloned().unwrap_or(json!({}));
+                verified.push(VerifiedSignature {
+                    digest: digest.clone(),
+                    form: "bundle",
+                    location,
+                    payload: payload_json(&reference, digest, COSIGN_SIGN_PREDICATE, optional),
+                    docker_reference: reference,
+                });
+            }
+            BundleContent::MessageSignature {
+                digest: signed,
+                signature,
+            } => {
+                let valid = key.verify_prehash(signed, signature);
+                if !valid {
+                    problems.push(bad_signature(hint, key).at(&location));
+                    continue;
+                }
+                if hex::encode(signed) != digest.hex() {
+                    problems.push(Problem::new(
+                        FailureKind::OtherDigest,
+                        format!(
+                            "{location}: the signature verifies but signs sha256:{}, not {digest}",
+                            hex::encode(signed)
+                        ),
+                    ));
+                    continue;
+                }
+                verified.push(VerifiedSignature {
+                    digest: digest.clone(),
+                    form: "bundle",
+                    location,
+                    docker_reference: String::new(),
+                    payload: payload_json("", digest, "message-signature", Value::Null),
+                });
+            }
+        }
+    }
+    if verified.is_empty() {
+        return Err(failure(repo.describe(digest), "signature", problems));
+    }
+    Ok(verified)
+}
+
+/// Every attestation attached to `digest` (`.att` layers and DSSE bundle referrers other than
+/// cosign v3 signatures), unverified, plus the problems met while reading them.
+pub async fn read_attestations(
+    repo: &Repo,
+    digest: &Digest,
+) -> Result<(Vec<FoundAttestation>, Vec<Problem>)> {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    let tag = attestation_tag(digest);
+    if let Some(layers) = tag_layers(repo, &tag).await? {
+        for (i, layer) in layers.iter().enumerate() {
+            let location = format!("tag {tag} layer {i}");
+            if layer.media_type != DSSE_MEDIA_TYPE {
+                problems.push(Problem::new(
+                    FailureKind::NoSignature,
+                    format!("{location} is not a DSSE envelope ({})", layer.media_type),
+                ));
+                continue;
+            }
+            let bytes = match fetch(repo, layer, "attestation envelope").await? {
+                Ok(b) => b,
+                Err(p) => {
+                    problems.push(p.at(&location));
+                    continue;
+                }
+            };
+            let envelope: Envelope = match serde_json::from_slice(&bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.push(Problem::new(
+                        FailureKind::Malformed,
+                        format!("{location}: not a DSSE envelope: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let hint = layer.annotation(KEY_HINT_ANNOTATION).map(str::to_string);
+            push_found(
+                &mut found,
+                &mut problems,
+                digest,
+                "simple",
+                location,
+                envelope,
+                hint,
+            );
+        }
+    }
+    for b in collect_bundles(repo, digest, &mut problems).await? {
+        if let BundleContent::Dsse(env) = b.bundle.content {
+            push_found(
+                &mut found,
+                &mut problems,
+                digest,
+                "bundle",
+                b.location,
+                env,
+                b.bundle.hint,
+            );
+        }
+    }
+    Ok((found, problems))
+}
+
+fn push_found(
+    found: &mut Vec<FoundAttestation>,
+    problems: &mut Vec<Problem>,
+    digest: &Digest,
+    form: &'static str,
+    location: String,
+    envelope: Envelope,
+    hint: Option<String>,
+) {
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+        problems.push(Problem::new(
+            FailureKind::Malformed,
+            format!(
+                "{location}: payloadType {:?} is not an in-toto statement",
+                envelope.payload_type
+            ),
+        ));
+        return;
+    }
+    match envelope.payload_bytes().and_then(|b| Statement::parse(&b)) {
+        Ok(st) if st.predicate_type() == COSIGN_SIGN_PREDICATE => {}
+        Ok(st) => found.push(FoundAttestation {
+            digest: digest.clone(),
+            form,
+            location,
+            predicate_type: st.predicate_type().to_string(),
+            statement: st.value,
+            envelope,
+            hint,
+        }),
+        Err(e) => problems.push(Problem::new(
+            FailureKind::Malformed,
+            format!("{location}: {e}"),
+        )),
+    }
+}
+
+/// Verify that `digest` carries at least one attestation by `key` (of `predicate_type`, when
+/// given) whose statement names `digest`. Returns the ones that verified.
+pub async fn verify_attestations(
+    repo: &Repo,
+    digest: &Digest,
+    key: &PublicKey,
+    predicate_type: Option<&str>,
+) -> Result<Vec<FoundAttestation>> {
+    let (found, mut problems) = read_attestations(repo, digest).await?;
+    let mut verified = Vec::new();
+    let mut other_types = Vec::new();
+    for a in found {
+        if predicate_type.is_some_and(|t| t != a.predicate_type) {
+            other_types.push(a.predicate_type.clone());
+            continue;
+        }
+        match a.envelope.verify(key) {
+            Ok(true) => {}
+            Ok(false) => {
+                problems.push(bad_signature(a.hint.as_deref(), key).at(&a.location));
+                continue;
+            }
+            Err(e) => {
+                problems.push(Problem::new(
+                    FailureKind::Malformed,
+                    format!("{}: {e}", a.location),
+                ));
+                continue;
+            }
+        }
+        let st = Statement {
+            bytes: Vec::new(),
+            value: a.statement.clone(),
+        };
+        if !st.has_subject(digest) {
+            problems.push(Problem::new(
+                FailureKind::OtherDigest,
+                format!(
+                    "{}: the attestation verifies but its subject is {:?}, not {digest}",
+                    a.location,
+                    st.subject_digests()
+                ),
+            ));
+            continue;
+        }
+        verified.push(a);
+    }
+    if verified.is_empty() {
+        if let (Some(t), false) = (predicate_type, other_types.is_empty()) {
+            other_types.sort();
+            other_types.dedup();
+            problems.push(Problem::new(
+                FailureKind::NoSignature,
+                format!("none of type {t} (found {})", other_types.join(", ")),
+            ));
+        }
+        return Err(failure(repo.describe(digest), "attestation", problems));
+    }
+    Ok(verified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::keys::SigningKey;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn core_distinguishes_failures() {
+        let k = SigningKey::generate();
+        let pk = k.public_key();
+        let d = Digest::sha256(b"image");
+        let payload = SimpleSigning::new("r", &d, &BTreeMap::new()).to_bytes();
+        let sig = B64.encode(k.sign(&payload));
+        assert!(check_simple_signing(&payload, &sig, None, &pk, &d).is_ok());
+        let other = Digest::sha256(b"other");
+        assert_eq!(
+            check_simple_signing(&payload, &sig, None, &pk, &other)
+                .unwrap_err()
+                .kind,
+            FailureKind::OtherDigest
+        );
+        let tampered = SimpleSigning::new("r", &other, &BTreeMap::new()).to_bytes();
+        assert_eq!(
+            check_simple_signing(&tampered, &sig, Some(&pk.hint()), &pk, &d)
+                .unwrap_err()
+                .kind,
+            FailureKind::Tampered
+        );
+        let stranger = SigningKey::generate().public_key();
+        assert_eq!(
+            check_simple_signing(&payload, &sig, Some(&pk.hint()), &stranger, &d)
+                .unwrap_err()
+                .kind,
+            FailureKind::WrongKey
+        );
+        assert_eq!(
+            check_simple_signing(&payload, "%%%", None, &pk, &d)
+                .unwrap_err()
+                .kind,
+            FailureKind::Malformed
+        );
+    }
+}
