@@ -67,6 +67,11 @@ pub struct RefreshResult {
     pub dropped: Vec<Dropped>,
     /// What moved (absent in a dry run).
     pub transfer: Option<CopyReport>,
+    /// What signing added (with `--sign-key`).
+    pub signing: Option<Signed>,
+    /// The references written, resolved (relative layout paths made absolute).
+    #[serde(skip)]
+    pub targets: Vec<ImageRef>,
 }
 
 /// Compat layers built during one run, by name.
@@ -241,6 +246,8 @@ pub async fn prepare(
         platforms: assembled.platforms.clone(),
         dropped: assembled.dropped.clone(),
         transfer: None,
+        signing: None,
+        targets: references.iter().map(|r| r.image.clone()).collect(),
     };
     Ok(Prepared {
         result,
@@ -296,4 +303,132 @@ fn pinned(science: &ImageRef, m: &Manifest) -> ImageRef {
         }),
         _ => science.clone(),
     }
+}
+
+/// Signing and provenance for a refresh (`--sign-key`, `--provenance`).
+pub struct Signing {
+    /// The cosign key.
+    pub key: crate::sign::SigningKey,
+    /// Attach SLSA v1 provenance too.
+    pub provenance: Option<ProvenanceContext>,
+}
+
+/// What provenance records beyond the image itself; gathered by the binary at the edge.
+#[derive(Debug, Clone)]
+pub struct ProvenanceContext {
+    /// Who runs the refresh (CI variables or flags).
+    pub builder: crate::sign::BuilderInfo,
+    /// The library's git remote URL, if any.
+    pub library_repo: Option<String>,
+    /// The library's git commit, if any.
+    pub library_commit: Option<String>,
+    /// The refresh options as given.
+    pub options: serde_json::Value,
+    /// When the refresh started.
+    pub started_on: Timestamp,
+    /// When it finished.
+    pub finished_on: Timestamp,
+}
+
+/// What signing added for one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signed {
+    /// Digests signed (the index first, then each platform manifest).
+    pub signed: Vec<Digest>,
+    /// Digests that got a provenance attestation.
+    pub attested: Vec<Digest>,
+}
+
+/// Sign the index and every platform manifest a refresh wrote, and attach provenance to each.
+pub async fn sign_result(
+    m: &Manifest,
+    result: &RefreshResult,
+    signing: &Signing,
+    ep: &Endpoint,
+) -> Result<Signed> {
+    use crate::sign::{attest, sign, AttestOptions, RefreshProvenance, Repo, SignOptions};
+    let reference = result.targets.first().ok_or_else(|| Error::Invalid {
+        what: m.rel.clone(),
+        reason: "no reference to sign".into(),
+    })?;
+    let repo = Repo::open(reference, ep).await?;
+    let root = repo.resolve().await?;
+    if root.digest != result.digest {
+        return Err(Error::DigestMismatch {
+            what: format!("{reference} just before signing (another writer moved the tag)"),
+            expected: result.digest.clone(),
+            found: root.digest,
+        });
+    }
+    let mut subjects = vec![root.descriptor()];
+    if root.is_index() {
+        for e in &root.view().manifests {
+            if result.platforms.iter().any(|p| p.digest == e.digest) {
+                let mut d = e.clone();
+                d.annotations = None;
+                d.platform = None;
+                subjects.push(d);
+            }
+        }
+    }
+    let mut out = Signed {
+        signed: Vec::new(),
+        attested: Vec::new(),
+    };
+    for s in &subjects {
+        sign(&repo, s, &signing.key, &SignOptions::default())
+            .await
+            .map_err(|e| e.context(format!("signing {}", s.digest)))?;
+        out.signed.push(s.digest.clone());
+    }
+    if let Some(ctx) = &signing.provenance {
+        let file = std::fs::read(&m.file).map_err(|e| Error::io("reading", &m.file, e))?;
+        let science_index = root.is_index().then(|| {
+            (
+                base_name(&m.science.image.image),
+                result.science_digest.clone(),
+            )
+        });
+        let science_platforms: Vec<(String, Digest)> = result
+            .platforms
+            .iter()
+            .map(|p| {
+                (
+                    p.platform.clone().unwrap_or_else(|| "image".into()),
+                    p.base.clone(),
+                )
+            })
+            .collect();
+        let statement_for = |digest: &Digest| {
+            RefreshProvenance {
+                manifest_path: m.rel.clone(),
+                manifest_digest: Digest::sha256(&file),
+                library_repo: ctx.library_repo.clone(),
+                library_commit: ctx.library_commit.clone(),
+                options: ctx.options.clone(),
+                science_index: science_index.clone(),
+                science_platforms: science_platforms.clone(),
+                compat_layer: Some(result.compat_layer.digest.clone()),
+                builder: ctx.builder.clone(),
+                graft_version: env!("CARGO_PKG_VERSION").to_string(),
+                started_on: ctx.started_on,
+                finished_on: ctx.finished_on,
+            }
+            .provenance()
+            .statement(&repo.identity(), digest)
+        };
+        for s in &subjects {
+            attest(
+                &repo,
+                s,
+                &signing.key,
+                &statement_for(&s.digest),
+                &AttestOptions::default(),
+            )
+            .await
+            .map_err(|e| e.context(format!("attaching provenance to {}", s.digest)))?;
+            out.attested.push(s.digest.clone());
+        }
+    }
+    Ok(out)
 }

@@ -221,7 +221,7 @@ pub fn library_time(library: &std::path::Path) -> anyhow::Result<graft::timestam
 }
 
 /// One line of `git` output in `dir`, if git is there and the command succeeds.
-fn git(dir: &std::path::Path, args: &[&str]) -> Option<String> {
+pub fn git(dir: &std::path::Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)

@@ -8,7 +8,12 @@ use serde_json::json;
 
 use graft::copy::Dedupe;
 use graft::library::Library;
-use graft::refresh::{prepare, push, LayerCache, RefreshOptions, RefreshResult};
+use graft::refresh::{
+    prepare, push, sign_result, LayerCache, ProvenanceContext, RefreshOptions, RefreshResult,
+    Signing,
+};
+use graft::sign::BuilderInfo;
+use graft::timestamp::Timestamp;
 
 use super::progress::Bars;
 use super::{print_json, BuildArgs, GlobalArgs, Output};
@@ -33,11 +38,32 @@ pub struct RefreshArgs {
     /// Concurrent blob transfers.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
+    /// Sign the index and every platform manifest written with this cosign key (a path or
+    /// env://VAR; its password from COSIGN_PASSWORD).
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<String>,
+    /// Attach a signed SLSA v1 provenance statement to the index and every platform manifest
+    /// (needs --sign-key).
+    #[arg(long, requires = "sign_key")]
+    pub provenance: bool,
+    /// `runDetails.builder.id` (default: from GitHub Actions, GitLab CI or Jenkins variables,
+    /// else graft's local builder id).
+    #[arg(long, value_name = "URI")]
+    pub builder_id: Option<String>,
+    /// `runDetails.metadata.invocationId` (default: from the CI variables).
+    #[arg(long, value_name = "ID")]
+    pub invocation_id: Option<String>,
 }
 
 /// Run `graft refresh`: assemble every selected image first (reads only: bad input stops
 /// the run before anything is written), then write them one by one.
 pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let started = now_or_epoch()?;
+    // Load the key first: a wrong password must stop the run before anything is pushed.
+    let key = match &args.sign_key {
+        Some(k) => Some(super::sign::load_signing_key(k)?),
+        None => None,
+    };
     let mut lib = Library::open(&args.library)?;
     if let Some(repo) = &args.repo {
         lib = lib.with_repo(repo);
@@ -95,6 +121,24 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         for p in prepared {
             results.push(push(p, &opts, &ep, &dedupe, &reporter).await?);
         }
+        if let Some(key) = key {
+            let ctx = if args.provenance {
+                Some(provenance_context(&args, &opts, started)?)
+            } else {
+                None
+            };
+            let signing = Signing {
+                key,
+                provenance: ctx,
+            };
+            for r in &mut results {
+                let m = manifests
+                    .iter()
+                    .find(|m| m.rel == r.manifest)
+                    .expect("every result comes from a selected manifest");
+                r.signing = Some(sign_result(m, r, &signing, &ep).await?);
+            }
+        }
     }
     match global.output {
         Output::Json => print_json(&json!({"dry_run": args.dry_run, "images": results}))?,
@@ -124,6 +168,13 @@ fn print_text(results: &[RefreshResult], dry_run: bool) {
         for reference in &r.references {
             println!("  {verb} {reference}");
         }
+        if let Some(s) = &r.signing {
+            println!(
+                "  signed   {} manifest(s); provenance on {}",
+                s.signed.len(),
+                s.attested.len()
+            );
+        }
         if let Some(t) = &r.transfer {
             println!(
                 "  moved    {} uploaded ({} bytes); {} mounted ({} bytes); {} already present ({} bytes)",
@@ -131,4 +182,39 @@ fn print_text(results: &[RefreshResult], dry_run: bool) {
             );
         }
     }
+}
+
+/// `SOURCE_DATE_EPOCH` when set (reproducible statements), else the clock: the binary's edge.
+fn now_or_epoch() -> anyhow::Result<Timestamp> {
+    super::created_time()
+}
+
+fn provenance_context(
+    args: &RefreshArgs,
+    opts: &RefreshOptions,
+    started: Timestamp,
+) -> anyhow::Result<ProvenanceContext> {
+    let ci = BuilderInfo::from_ci_env(&|k| std::env::var(k).ok());
+    let mut builder = ci.unwrap_or_else(BuilderInfo::local);
+    if let Some(id) = &args.builder_id {
+        builder.id = id.clone();
+    }
+    if let Some(i) = &args.invocation_id {
+        builder.invocation_id = Some(i.clone());
+    }
+    Ok(ProvenanceContext {
+        builder,
+        library_repo: super::git(&args.library, &["remote", "get-url", "origin"]),
+        library_commit: super::git(&args.library, &["rev-parse", "HEAD"]),
+        options: json!({
+            "names": args.names,
+            "repo": args.repo,
+            "build": opts.build.build,
+            "commit": opts.build.commit,
+            "branch": opts.build.branch,
+            "created": opts.created.rfc3339(),
+        }),
+        started_on: started,
+        finished_on: now_or_epoch()?,
+    })
 }

@@ -455,3 +455,151 @@ fn bad_input_writes_nothing() {
     .status
     .success());
 }
+
+#[test]
+fn refresh_signs_and_attaches_provenance_that_verifies() {
+    use crate::sign::{g, intoto_python, keypair, VALIDATE_PY};
+    let home = tempfile::tempdir().unwrap();
+    let reg = Registry::start(RegistryOpts::plain());
+    reg.seed("jupyter-sci", "sci/jupyter:2.4");
+    reg.seed("astro-base", "sci/astro:1.0");
+    let lib = library(home.path(), &format!("docker://{}", reg.addr()));
+    let repo = format!("docker://{}/rel", reg.addr());
+    let (key, public) = keypair(home.path(), home.path(), "ci");
+    // A wrong password stops the run before anything is written.
+    let run = capture(
+        command(home.path())
+            .env("COSIGN_PASSWORD", "not the password")
+            .args(["-q", "--tls-verify=false", "refresh", "--library"])
+            .arg(&lib)
+            .args(["--repo", &repo, "--sign-key", key.to_str().unwrap()]),
+    )
+    .fails(2);
+    assert!(run.stderr.contains("wrong password"), "{}", run.stderr);
+    assert!(!run.stderr.contains("not the password"));
+    assert!(!try_skopeo([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &reg.docker_ref("rel/sci-notebook:2.4")
+    ])
+    .status
+    .success());
+
+    let lib_s = lib.to_str().unwrap().to_string();
+    let out = capture(
+        command(home.path())
+            .env("COSIGN_PASSWORD", crate::sign::PW)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "-q",
+                "-o",
+                "json",
+                "--tls-verify=false",
+                "refresh",
+                "--library",
+                &lib_s,
+                "--repo",
+                &repo,
+                "--build",
+                "7",
+                "--commit",
+                "abc1234",
+                "--sign-key",
+                key.to_str().unwrap(),
+                "--provenance",
+                "--builder-id",
+                "https://ci.example/runner/1",
+                "--invocation-id",
+                "run-42",
+                "sci-notebook",
+            ]),
+    )
+    .ok()
+    .json();
+    let img = &out["images"][0];
+    assert_eq!(
+        img["signing"]["signed"].as_array().unwrap().len(),
+        3,
+        "index + 2 platforms: {img}"
+    );
+    assert_eq!(img["signing"]["attested"].as_array().unwrap().len(), 3);
+    let reference = format!("docker://{}", reg.image_ref("rel/sci-notebook:2.4"));
+    let pub_s = public.to_str().unwrap();
+    g(
+        home.path(),
+        &[
+            "--tls-verify=false",
+            "verify",
+            "--key",
+            pub_s,
+            "--recursive",
+            &reference,
+        ],
+    )
+    .ok();
+    g(
+        home.path(),
+        &[
+            "--tls-verify=false",
+            "verify-attestation",
+            "--key",
+            pub_s,
+            "--type",
+            "slsaprovenance1",
+            &reference,
+        ],
+    )
+    .ok();
+    let prov = g(
+        home.path(),
+        &["-o", "json", "--tls-verify=false", "provenance", &reference],
+    )
+    .ok();
+    let statement = prov.json()["provenance"][0]["statement"].clone();
+    let p = &statement["predicate"];
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        img["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    );
+    assert_eq!(
+        p["runDetails"]["builder"]["id"],
+        "https://ci.example/runner/1"
+    );
+    assert_eq!(p["runDetails"]["metadata"]["invocationId"], "run-42");
+    assert_eq!(
+        p["buildDefinition"]["externalParameters"]["manifest"]["path"],
+        "manifests/sci-notebook.yaml"
+    );
+    let deps = p["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = deps.iter().filter_map(|d| d["name"].as_str()).collect();
+    assert!(
+        names.contains(&"science-index") && names.contains(&"compat-layer"),
+        "{names:?}"
+    );
+    let science = deps.iter().find(|d| d["name"] == "science-index").unwrap();
+    assert_eq!(
+        format!("sha256:{}", science["digest"]["sha256"].as_str().unwrap()),
+        img["science_digest"].as_str().unwrap()
+    );
+    assert_eq!(
+        p["runDetails"]["metadata"]["startedOn"], "2023-11-14T22:13:20Z",
+        "SOURCE_DATE_EPOCH makes it reproducible"
+    );
+    // The in-toto-attestation package validates the statement.
+    let file = home.path().join("statement.json");
+    std::fs::write(&file, serde_json::to_vec(&statement).unwrap()).unwrap();
+    let script = home.path().join("validate.py");
+    std::fs::write(&script, VALIDATE_PY).unwrap();
+    let v = std::process::Command::new(intoto_python())
+        .arg(&script)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}

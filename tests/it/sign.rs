@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use crate::graft::{capture, command, Run};
 use crate::support::block_on;
 use crate::support::registry::Registry;
-use crate::support::tools::{run, science_layout, science_oci_ref, sha256_digest, skopeo};
+use crate::support::tools::{run, science_layout, sha256_digest, skopeo};
 
-const PW: &str = "correct horse battery staple";
+pub(crate) const PW: &str = "correct horse battery staple";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const SIMPLE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -34,7 +34,7 @@ fn interop() -> PathBuf {
 }
 
 /// graft with `COSIGN_PASSWORD` = [`PW`].
-fn g<S: AsRef<std::ffi::OsStr>>(home: &Path, args: &[S]) -> Run {
+pub(crate) fn g<S: AsRef<std::ffi::OsStr>>(home: &Path, args: &[S]) -> Run {
     capture(command(home).env("COSIGN_PASSWORD", PW).args(args))
 }
 
@@ -43,7 +43,7 @@ fn gs(home: &Path, args: &[&str]) -> Run {
 }
 
 /// `PREFIX.key` / `PREFIX.pub` made by `graft generate-key-pair`.
-fn keypair(home: &Path, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn keypair(home: &Path, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let prefix = dir.join(name);
     gs(
         home,
@@ -55,18 +55,6 @@ fn keypair(home: &Path, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
     .ok();
     (prefix.with_extension("key"), prefix.with_extension("pub"))
-}
-
-fn seed(reg: &Registry, name: &str, repo_tag: &str) {
-    let mut args = vec![
-        "copy".to_string(),
-        "--all".into(),
-        "--preserve-digests".into(),
-    ];
-    args.extend(reg.skopeo_args(true));
-    args.push(science_oci_ref(name));
-    args.push(reg.docker_ref(repo_tag));
-    skopeo(&args);
 }
 
 /// GET `/v2/<path>`; `None` on 404.
@@ -220,7 +208,7 @@ fn python_with(modules: &str) -> String {
 fn simple_signatures_verify_with_openssl_and_have_exactly_the_containers_image_fields() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::plain();
-    seed(&reg, "jupyter-sci", "sci/jupyter:2.4");
+    reg.seed("jupyter-sci", "sci/jupyter:2.4");
     let (key, pubk) = keypair(home.path(), home.path(), "ci");
     let (other_key, other_pub) = keypair(home.path(), home.path(), "other");
     let image = format!("docker://{}", reg.image_ref("sci/jupyter:2.4"));
@@ -369,7 +357,7 @@ fn simple_signatures_verify_with_openssl_and_have_exactly_the_containers_image_f
 fn bundle_signatures_are_referrers_listed_in_the_fallback_index_and_verify_with_openssl() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::plain();
-    seed(&reg, "astro-base", "sci/astro:1.0");
+    reg.seed("astro-base", "sci/astro:1.0");
     let (key, pubk) = keypair(home.path(), home.path(), "k");
     let image = format!("docker://{}", reg.image_ref("sci/astro:1.0"));
     // distribution 2.8 has no referrers API: graft must use the tag schema.
@@ -525,7 +513,7 @@ fn bundle_signatures_are_referrers_listed_in_the_fallback_index_and_verify_with_
 fn two_signers_both_verify_signing_twice_adds_nothing_and_others_layers_survive() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::plain();
-    seed(&reg, "astro-base", "sci/astro:1.0");
+    reg.seed("astro-base", "sci/astro:1.0");
     let (index, _) = digests(&reg, "sci/astro", "1.0");
     let sig_tag = format!("sha256-{}.sig", hex_of(&index));
     // Someone else's signature is already there: a real cosign layer (containers/image
@@ -647,7 +635,7 @@ fn verify_failures_have_distinct_messages_and_exit_1() {
     let (a_key, a_pub) = keypair(home.path(), home.path(), "a");
     let (_, b_pub) = keypair(home.path(), home.path(), "b");
     for (name, tag) in [("astro-base", "x"), ("jupyter-sci", "y")] {
-        seed(&reg, name, &format!("sci/img:{tag}"));
+        reg.seed(name, &format!("sci/img:{tag}"));
     }
     let x = format!("docker://{}", reg.image_ref("sci/img:x"));
     let y = format!("docker://{}", reg.image_ref("sci/img:y"));
@@ -767,7 +755,7 @@ fn verify_failures_have_distinct_messages_and_exit_1() {
 
 /// Validates a statement JSON file with the `in-toto-attestation` package (protobuf schemas
 /// of Statement v1 and SLSA Provenance v1; unknown fields rejected).
-const VALIDATE_PY: &str = r#"
+pub(crate) const VALIDATE_PY: &str = r#"
 import json, sys
 from google.protobuf import json_format
 from in_toto_attestation.v1 import statement_pb2
@@ -787,7 +775,7 @@ for dep in prov.build_definition.resolved_dependencies:
 print("valid")
 "#;
 
-fn intoto_python() -> PathBuf {
+pub(crate) fn intoto_python() -> PathBuf {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-intoto/bin/python");
     assert!(
         py.exists(),
@@ -805,7 +793,7 @@ fn slsa_provenance_attestations_validate_and_their_dsse_signature_verifies_with_
 
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::plain();
-    seed(&reg, "jupyter-sci", "rel/jupyter:2.4");
+    reg.seed("jupyter-sci", "rel/jupyter:2.4");
     let (key, pubk) = keypair(home.path(), home.path(), "ci");
     let (index, kids) = digests(&reg, "rel/jupyter", "2.4");
     let gh = |k: &str| {
@@ -1418,7 +1406,7 @@ fn oci_layout_images_are_signed_attested_and_verified_in_place() {
 fn secrets_never_reach_output() {
     let home = tempfile::tempdir().unwrap();
     let reg = Registry::plain();
-    seed(&reg, "astro-base", "sci/astro:1.0");
+    reg.seed("astro-base", "sci/astro:1.0");
     let secret_pw = "s3cr3t-Pa55-phrase";
     let prefix = home.path().join("k");
     let out = capture(
@@ -1512,7 +1500,7 @@ fn ten_concurrent_signers_merge_and_confirm() {
     let mut report = Vec::new();
     for round in 0..rounds {
         let repo = format!("race/img{round}");
-        seed(&reg, "astro-base", &format!("{repo}:1.0"));
+        reg.seed("astro-base", &format!("{repo}:1.0"));
         let image = format!("docker://{}", reg.image_ref(&format!("{repo}:1.0")));
         let children: Vec<_> = keys
             .iter()
