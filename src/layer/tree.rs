@@ -406,7 +406,7 @@ mod tests {
             }
             k
         };
-        let mut keys = vec![
+        let mut keys = [
             key(&["a.txt"], None),
             key(&["a", "z"], None),
             key(&["a"], None),
