@@ -10,6 +10,7 @@ command -v skopeo >/dev/null || need_pkgs+=(skopeo)
 command -v umoci >/dev/null || need_pkgs+=(umoci)
 command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v zstd >/dev/null || need_pkgs+=(zstd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}" >&2
   SUDO=""
