@@ -16,7 +16,9 @@ import statistics
 import subprocess
 import sys
 
-from lib_bench import cleanup, ensure_graft, run_measured, workdir
+import time
+
+from lib_bench import cleanup, ensure_graft, workdir
 
 WORDS = (
     "star galaxy flux spectrum redshift pixel catalog survey noise calibration telescope "
@@ -93,6 +95,20 @@ def make_tree(root, size_mb, seed=42):
     return total
 
 
+def run_measured(argv, env=None):
+    """Run argv; return (wall seconds, peak RSS in MiB, CPU seconds of it and its children).
+    CPU time is the fairer number on a shared machine: wall time depends on the load."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{err}")
+    return elapsed, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
+
+
 def make_tree_in_child(root, size_mb, seed):
     """make_tree in a child process: ru_maxrss survives fork+exec, so the benchmark's own
     process must stay small or graft's peak RSS would be reported as Python's."""
@@ -122,26 +138,29 @@ def main():
         tar_cmd = ["sh", "-c",
                    "tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner "
                    f"-C '{tree}' -c . | gzip -n > '{out_t}'"]
-        g_times, t_times, g_rss = [], [], []
+        g_times, t_times, g_rss, g_cpu, t_cpu = [], [], [], [], []
         for r in range(a.rounds):
             order = ["tar", "graft"] if r % 2 == 0 else ["graft", "tar"]
             for who in order:
                 if who == "graft":
-                    t, rss = run_measured(graft_cmd, env=env)
+                    t, rss, cpu = run_measured(graft_cmd, env=env)
                     g_times.append(t)
                     g_rss.append(rss)
+                    g_cpu.append(cpu)
                 else:
-                    t, _ = run_measured(tar_cmd)
+                    t, _, cpu = run_measured(tar_cmd)
                     t_times.append(t)
-                print(f"round {r}: {who:5} {t:7.2f} s", flush=True)
+                    t_cpu.append(cpu)
+                print(f"round {r}: {who:5} {t:7.2f} s wall, {cpu:7.2f} s CPU", flush=True)
         subprocess.run(["gzip", "-t", out_g], check=True)
-        z_time, _ = run_measured([graft, "layer", "build", tree, "--compression", "zstd",
+        z_time, _, _ = run_measured([graft, "layer", "build", tree, "--compression", "zstd",
                                   "-f", os.path.join(wd, "graft.tar.zst")], env=env)
         g, t = statistics.median(g_times), statistics.median(t_times)
         print(f"tree: {size / 1e6:.0f} MB; {a.rounds} rounds, medians; {os.cpu_count()} CPUs")
-        print(f"tar | gzip -n       : {t:7.2f} s  -> {os.path.getsize(out_t) / 1e6:7.1f} MB")
-        print(f"graft layer build   : {g:7.2f} s  -> {os.path.getsize(out_g) / 1e6:7.1f} MB")
-        print(f"ratio tar/graft     : {t / g:7.2f}x  (>= 1 means graft is at least as fast)")
+        tc, gc = statistics.median(t_cpu), statistics.median(g_cpu)
+        print(f"tar | gzip -n       : {t:7.2f} s wall, {tc:7.2f} s CPU -> {os.path.getsize(out_t) / 1e6:7.1f} MB")
+        print(f"graft layer build   : {g:7.2f} s wall, {gc:7.2f} s CPU -> {os.path.getsize(out_g) / 1e6:7.1f} MB")
+        print(f"ratio tar/graft     : {t / g:7.2f}x wall, {tc / gc:5.2f}x CPU (>= 1: graft at least as fast)")
         print(f"graft --compression zstd: {z_time:7.2f} s")
         print(f"graft peak RSS      : {max(g_rss):7.1f} MiB")
         cleanup(tree)
@@ -149,7 +168,7 @@ def main():
         os.remove(out_t)
         big = os.path.join(wd, "tree2")
         size2 = make_tree_in_child(big, 2 * a.size_mb, 43)
-        t2, rss2 = run_measured([graft, "layer", "build", big, "-f", out_g], env=env)
+        t2, rss2, _ = run_measured([graft, "layer", "build", big, "-f", out_g], env=env)
         print(f"graft, 2x tree ({size2 / 1e6:.0f} MB): {t2:7.2f} s, peak RSS {rss2:7.1f} MiB "
               "(flat memory: about the same RSS)")
     finally:

@@ -15,6 +15,7 @@ if ! python3 -c 'import nacl, cryptography' 2>/dev/null && ! /usr/bin/python3 -c
   need_pkgs+=(python3-cryptography python3-nacl)
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+command -v zstd >/dev/null || need_pkgs+=(zstd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}" >&2
   SUDO=""
