@@ -459,6 +459,14 @@ fn entries_of(m: &RawManifest, field: &str, tag: &str) -> Result<Vec<Value>> {
     }
 }
 
+async fn store_blob(repo: &Repo, desc: &Descriptor, bytes: Bytes, attempt: u32) -> Result<()> {
+    if attempt == 1 {
+        repo.upload_blob(desc, bytes).await
+    } else {
+        repo.put_blob(desc, bytes).await
+    }
+}
+
 /// Whether a manifest PUT failed because the registry did not (yet) know one of its blobs.
 fn blob_unknown(e: &Error) -> bool {
     matches!(e.root(), Error::Registry { status: 400, errors, .. }
@@ -497,9 +505,6 @@ async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<
     } = m;
     let mut lost = 0;
     for attempt in 1..=max_attempts.max(1) {
-        for (desc, bytes) in extra_blobs {
-            repo.put_blob(desc, bytes.clone()).await?;
-        }
         let current = repo.tagged(tag).await?;
         let entries = match &current {
             Some(m) => entries_of(m, field, tag)?,
@@ -515,11 +520,24 @@ async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<
                 lost_races: lost,
             });
         }
-        let mut merged = entries;
+        // Blobs: those the document already lists exist; on a first attempt the others are
+        // new (our payload, a config for a layer list nobody wrote before) and are uploaded
+        // without asking (a HEAD costs the registry as much as a third of an upload); retries
+        // ask first.
+        let listed: std::collections::HashSet<&str> = entries
+            .iter()
+            .filter_map(|e| e.get("digest").and_then(Value::as_str))
+            .collect();
+        for (desc, bytes) in extra_blobs {
+            if !listed.contains(desc.digest.to_string().as_str()) {
+                store_blob(repo, desc, bytes.clone(), attempt).await?;
+            }
+        }
+        let mut merged = entries.clone();
         merged.push(ours.clone());
         let (manifest, blobs) = build(merged)?;
         for (desc, bytes) in blobs {
-            repo.put_blob(&desc, bytes).await?;
+            store_blob(repo, &desc, bytes, attempt).await?;
         }
         // Last look before writing: merge again if the tag moved since we read it.
         if repo.tag_digest(tag).await? != current_digest {
@@ -544,6 +562,7 @@ async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<
             None => false,
         };
         let contended = confirmed.as_ref().map(|m| &m.digest) != Some(&manifest.digest);
+        let mut seen = confirmed.map(|m| m.digest);
         let survived = if present && (contended || attempt > 1) {
             // Writers are active (someone wrote after us, or the tag moved under an earlier
             // attempt): look once more after they settle.
@@ -552,24 +571,20 @@ async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<
             ))
             .await;
             match repo.tagged(tag).await? {
-                Some(m) => entries_of(&m, field, tag)?.iter().any(is_ours),
+                Some(m) => {
+                    let ok = entries_of(&m, field, tag)?.iter().any(is_ours);
+                    seen = Some(m.digest);
+                    ok
+                }
                 None => false,
             }
         } else {
             present
         };
         if survived {
-            let now = repo
-                .tag_digest(tag)
-                .await?
-                .unwrap_or(manifest.digest.clone());
             return Ok(Written {
                 location: tag.to_string(),
-                manifest: if contended {
-                    now
-                } else {
-                    manifest.digest.clone()
-                },
+                manifest: seen.unwrap_or(manifest.digest),
                 added: true,
                 attempts: attempt,
                 lost_races: lost,
@@ -634,19 +649,6 @@ async fn push_bundle(
         Digest::sha256(EMPTY_JSON),
         EMPTY_JSON.len() as u64,
     );
-    repo.put_blob(&empty, Bytes::from_static(EMPTY_JSON))
-        .await
-        .map_err(|e| e.context(ctx()))?;
-    repo.put_blob(
-        &Descriptor::new(
-            BUNDLE_V03_MEDIA_TYPE,
-            bundle_digest.clone(),
-            bundle.len() as u64,
-        ),
-        bundle.clone(),
-    )
-    .await
-    .map_err(|e| e.context(ctx()))?;
     let mut layer_annotations = BTreeMap::new();
     layer_annotations.insert(
         TITLE_ANNOTATION.to_string(),
@@ -677,10 +679,27 @@ async fn push_bundle(
         }),
         mt::OCI_MANIFEST,
     )?;
-    let added = repo
-        .put_manifest(&manifest)
+    // Signing twice makes the same manifest (deterministic ECDSA): nothing to upload then.
+    let added = !repo
+        .has_manifest(&manifest.descriptor())
         .await
         .map_err(|e| e.context(ctx()))?;
+    if added {
+        repo.put_blob(&empty, Bytes::from_static(EMPTY_JSON))
+            .await
+            .map_err(|e| e.context(ctx()))?;
+        let bundle_desc = Descriptor::new(
+            BUNDLE_V03_MEDIA_TYPE,
+            bundle_digest.clone(),
+            bundle.len() as u64,
+        );
+        repo.upload_blob(&bundle_desc, bundle.clone())
+            .await
+            .map_err(|e| e.context(ctx()))?;
+        repo.put_manifest(&manifest)
+            .await
+            .map_err(|e| e.context(ctx()))?;
+    }
     let referrer = Written {
         location: "referrer".into(),
         manifest: manifest.digest.clone(),
@@ -689,10 +708,9 @@ async fn push_bundle(
         lost_races: 0,
     };
     if repo
-        .referrers_api(&subject.digest)
+        .has_referrers_api(&subject.digest)
         .await
         .map_err(|e| e.context(ctx()))?
-        .is_some()
     {
         // The registry indexes the subject itself.
         return Ok((referrer, None));

@@ -22,6 +22,7 @@ pub struct Repo {
     source: Box<dyn Source>,
     sink: Box<dyn Sink>,
     registry: Option<(Arc<Registry>, DockerRef)>,
+    referrers_api: tokio::sync::OnceCell<bool>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -56,6 +57,7 @@ impl Repo {
             source,
             sink,
             registry,
+            referrers_api: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -155,6 +157,17 @@ impl Repo {
         self.sink.put_blob(desc, stream).await
     }
 
+    /// Upload a blob without checking whether it is there (for blobs known to be new).
+    pub async fn upload_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<()> {
+        let stream: BlobStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+        self.sink.put_blob(desc, stream).await
+    }
+
+    /// Whether a manifest is present (by digest).
+    pub async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
+        self.sink.has_manifest(desc).await
+    }
+
     /// Store a manifest by digest (untagged); `Ok(false)` when it was already there.
     pub async fn put_manifest(&self, m: &RawManifest) -> Result<bool> {
         if self.sink.has_manifest(&m.descriptor()).await? {
@@ -167,6 +180,15 @@ impl Repo {
     /// Store a manifest and point `tag` at it.
     pub async fn put_tag(&self, m: &RawManifest, tag: &str) -> Result<()> {
         self.sink.put_tag(m, tag).await
+    }
+
+    /// Whether the registry implements the referrers API (asked once, about `digest`, then
+    /// remembered for this repository).
+    pub async fn has_referrers_api(&self, digest: &Digest) -> Result<bool> {
+        self.referrers_api
+            .get_or_try_init(|| async { Ok(self.referrers_api(digest).await?.is_some()) })
+            .await
+            .copied()
     }
 
     /// Referrers of `digest` from the registry's referrers API; `None` when there is no such
