@@ -26,19 +26,44 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let key = PublicKey::load(&args.key)?;
     let ep = global.registry.endpoint(None)?;
     let (repo, subjects) = targets(&args.reference, &ep, args.recursive).await?;
+    let mut outcomes = Vec::new();
+    for s in &subjects {
+        outcomes.push(verify_signatures(&repo, &s.digest, &key).await);
+    }
+    report(
+        &args.reference,
+        &args.key,
+        "signatures",
+        outcomes,
+        global,
+        |v| &v.payload,
+    )
+}
+
+/// Print what a verification found (JSON, or the verified documents on stdout and a summary on
+/// stderr) and fail with the first failure, listing the others. Shared by `verify` and
+/// `verify-attestation`; `what` names the verified items (`signatures`, `attestations`).
+pub fn report<T: serde::Serialize>(
+    reference: &str,
+    key: &str,
+    what: &str,
+    outcomes: Vec<graft::Result<Vec<T>>>,
+    global: &GlobalArgs,
+    document: impl Fn(&T) -> &serde_json::Value,
+) -> anyhow::Result<()> {
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    for s in &subjects {
-        match verify_signatures(&repo, &s.digest, &key).await {
+    for o in outcomes {
+        match o {
             Ok(v) => results.push(v),
             Err(e) => failures.push(e),
         }
     }
     match global.output {
         Output::Json => print_json(&serde_json::json!({
-            "reference": args.reference,
+            "reference": reference,
             "verified": failures.is_empty(),
-            "signatures": results.iter().flatten().collect::<Vec<_>>(),
+            what: results.iter().flatten().collect::<Vec<_>>(),
             "failures": failures.iter().map(|e| match e {
                 graft::Error::Verify(f) => serde_json::to_value(f).unwrap_or_default(),
                 e => serde_json::json!({"error": e.to_string()}),
@@ -46,14 +71,12 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }))?,
         Output::Text => {
             for v in results.iter().flatten() {
-                println!("{}", serde_json::to_string(&v.payload)?);
+                println!("{}", serde_json::to_string(document(v))?);
             }
             if !global.quiet && failures.is_empty() {
                 eprintln!(
-                    "Verified {} digest(s) of {} with key {}: {} valid signature(s)",
+                    "Verified {} digest(s) of {reference} with key {key}: {} valid {what}",
                     results.len(),
-                    args.reference,
-                    args.key,
                     results.iter().map(Vec::len).sum::<usize>()
                 );
             }

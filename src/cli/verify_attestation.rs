@@ -5,7 +5,7 @@ use clap::Args;
 use graft::sign::{predicate_type_uri, verify_attestations, PublicKey};
 
 use super::sign::targets;
-use super::{print_json, GlobalArgs, Output};
+use super::GlobalArgs;
 
 /// Arguments of `graft verify-attestation`.
 #[derive(Debug, Args)]
@@ -33,47 +33,16 @@ pub async fn run(args: VerifyAttestationArgs, global: &GlobalArgs) -> anyhow::Re
         .transpose()?;
     let ep = global.registry.endpoint(None)?;
     let (repo, subjects) = targets(&args.reference, &ep, args.recursive).await?;
-    let mut results = Vec::new();
-    let mut failures = Vec::new();
+    let mut outcomes = Vec::new();
     for s in &subjects {
-        match verify_attestations(&repo, &s.digest, &key, wanted.as_deref()).await {
-            Ok(v) => results.push(v),
-            Err(e) => failures.push(e),
-        }
+        outcomes.push(verify_attestations(&repo, &s.digest, &key, wanted.as_deref()).await);
     }
-    match global.output {
-        Output::Json => print_json(&serde_json::json!({
-            "reference": args.reference,
-            "verified": failures.is_empty(),
-            "attestations": results.iter().flatten().collect::<Vec<_>>(),
-            "failures": failures.iter().map(|e| match e {
-                graft::Error::Verify(f) => serde_json::to_value(f).unwrap_or_default(),
-                e => serde_json::json!({"error": e.to_string()}),
-            }).collect::<Vec<_>>(),
-        }))?,
-        Output::Text => {
-            for a in results.iter().flatten() {
-                println!("{}", serde_json::to_string(&a.statement)?);
-            }
-            if !global.quiet && failures.is_empty() {
-                eprintln!(
-                    "Verified {} digest(s) of {} with key {}: {} attestation(s)",
-                    results.len(),
-                    args.reference,
-                    args.key,
-                    results.iter().map(Vec::len).sum::<usize>()
-                );
-            }
-        }
-    }
-    let mut failures = failures.into_iter();
-    match failures.next() {
-        None => Ok(()),
-        Some(first) => {
-            for more in failures {
-                eprintln!("error: {more}");
-            }
-            Err(first.into())
-        }
-    }
+    super::verify::report(
+        &args.reference,
+        &args.key,
+        "attestations",
+        outcomes,
+        global,
+        |a| &a.statement,
+    )
 }
