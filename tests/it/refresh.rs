@@ -603,3 +603,92 @@ fn refresh_signs_and_attaches_provenance_that_verifies() {
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 }
+
+#[test]
+fn refresh_killed_mid_upload_then_rerun_completes_with_consistent_tags() {
+    let home = tempfile::tempdir().unwrap();
+    let reg = Registry::start(RegistryOpts::plain());
+    reg.seed("jupyter-sci", "sci/jupyter:2.4");
+    reg.seed("astro-base", "sci/astro:1.0");
+    let proxy = Proxy::start(&reg.base_url());
+    let lib = library(home.path(), &format!("docker://{}", proxy.addr()));
+    // A compat layer big enough that its upload is still running when the process is killed.
+    let big = lib.join("layers/jupyter-compat/files/opt/platform");
+    std::fs::create_dir_all(&big).unwrap();
+    let mut noise = vec![0u8; 48 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(big.join("assets.bin"), &noise).unwrap();
+    let repo = format!("docker://{}/rel", proxy.addr());
+    let mut child = command(home.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "-q",
+            "--tls-verify=false",
+            "refresh",
+            "--build",
+            "7",
+            "--commit",
+            "abc1234",
+            "--library",
+        ])
+        .arg(&lib)
+        .args(["--repo", &repo, "sci-notebook"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = crate::support::poll_until(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(2),
+        || {
+            proxy
+                .request_log()
+                .iter()
+                .any(|r| {
+                    r.method == "PUT"
+                        && r.path_and_query.contains("/blobs/uploads/")
+                        && r.status.is_none()
+                })
+                .then_some(())
+        },
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        started.is_some(),
+        "the upload was seen in flight: {:?}",
+        proxy.requests()
+    );
+    for tag in ["2.4", "2.4-7-abc1234"] {
+        assert!(
+            !try_skopeo([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &reg.docker_ref(&format!("rel/sci-notebook:{tag}"))
+            ])
+            .status
+            .success(),
+            "no tag after a kill mid-upload"
+        );
+    }
+    let done = refresh(home.path(), &lib, &["--repo", &repo, "sci-notebook"])
+        .ok()
+        .json();
+    let digest = done["images"][0]["digest"].as_str().unwrap().to_string();
+    for tag in ["2.4", "2.4-7-abc1234"] {
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                crate::support::tools::sha256_hex(&reg.raw(&format!("rel/sci-notebook:{tag}")))
+            ),
+            digest
+        );
+    }
+}
