@@ -729,6 +729,36 @@ async fn push_bundle(
     Ok((referrer, Some(index)))
 }
 
+/// List `entry` (a descriptor value, kept verbatim) in the referrers fallback index of
+/// `subject` in `repo`: read, merge (others' entries kept exactly), write, confirm. Used by
+/// `graft copy --with-attachments` when the destination already has its own fallback index.
+pub async fn merge_referrer_entry(repo: &Repo, subject: &Digest, entry: &Value) -> Result<Written> {
+    let mine = entry
+        .get("digest")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let is_ours = |e: &Value| e.get("digest").and_then(Value::as_str) == Some(mine.as_str());
+    let build = |manifests: Vec<Value>| -> Result<Built> {
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": mt::OCI_INDEX,
+            "manifests": manifests,
+        });
+        Ok((manifest_from_value(&index, mt::OCI_INDEX)?, Vec::new()))
+    };
+    let tag = referrers_tag(subject);
+    let merge = Merge {
+        tag: &tag,
+        field: "manifests",
+        ours: entry,
+        is_ours: &is_ours,
+        build: &build,
+        extra_blobs: &[],
+    };
+    merge_into_tag(repo, merge, 5).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
