@@ -8,7 +8,9 @@
 //!   tag-schema fallback index (the only form in `oci:` layouts and `oci-archive:` files).
 //!
 //! Every attachment found is explored the same way, so a signature of an attestation comes too.
-//! Requests: 4 manifest lookups per digest (3 tags + referrers), plus one GET per referrer.
+//! Requests: 4 manifest lookups per digest (3 tags + the fallback tag, or the referrers API),
+//! plus one GET per referrer; a registry whose referrers API answers 404 once is not asked
+//! again in that discovery.
 //!
 //! **Copy** ([`copy_attachments`]) goes through the one copy engine ([`copy_graph`]), after the
 //! subject: tag-scheme attachments keep their tag; a fallback index is copied verbatim when the
@@ -110,6 +112,8 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
     let mut out = Vec::new();
     let mut queue: VecDeque<RawManifest> = VecDeque::from([root.clone()]);
     let mut seen: HashSet<Digest> = HashSet::new();
+    // A registry without the referrers API answers 404 once: use the fallback tag after that.
+    let mut has_api = true;
     while let Some(m) = queue.pop_front() {
         if !seen.insert(m.digest.clone()) {
             continue;
@@ -133,10 +137,14 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
                     queue.push_back(a);
                 }
             }
-            let api = repo
-                .referrers_api(&d)
-                .await
-                .map_err(|e| e.context(format!("listing referrers of {}", repo.describe(&d))))?;
+            let api = if has_api {
+                repo.referrers_api(&d)
+                    .await
+                    .map_err(|e| e.context(format!("listing referrers of {}", repo.describe(&d))))?
+            } else {
+                None
+            };
+            has_api = api.is_some();
             let listed = match api {
                 Some(list) => list,
                 None => {

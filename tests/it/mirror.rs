@@ -398,6 +398,13 @@ fn air_gap_keeps_signatures_attestations_and_referrers() {
     assert_eq!(proxy.count("GET", "/blobs/"), 0);
     let second_run_requests = proxy.count("*", "/manifests/");
     assert_eq!(second_run_requests, 27, "{:?}", proxy.requests());
+    // distribution 2.8 has no referrers API: asked once, then the fallback tag is used.
+    assert_eq!(
+        proxy.count("GET", "/referrers/"),
+        1,
+        "{:?}",
+        proxy.requests()
+    );
 
     // A wrong key refuses the import, names the image, and tags nothing.
     let (_, wrong) = keypair(home.path(), home.path(), "stranger");
