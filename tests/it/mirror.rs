@@ -485,6 +485,57 @@ fn air_gap_keeps_signatures_attestations_and_referrers() {
         ],
     )
     .ok();
+
+    // A tampered blob in the archive: the import is refused and nothing is tagged.
+    let index: serde_json::Value = serde_json::from_slice(&a.raw("sci/jupyter:2.4")).unwrap();
+    let child = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m: serde_json::Value =
+        serde_json::from_slice(&a.raw(&format!("sci/jupyter@{child}"))).unwrap();
+    let layer = m["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .replace("sha256:", "");
+    let tampered = home.path().join("tampered.tar");
+    std::fs::copy(&archive, &tampered).unwrap();
+    let flip = format!(
+        "import tarfile\nt = tarfile.open({:?})\nm = t.getmember('blobs/sha256/{layer}')\n\
+         f = open({:?}, 'r+b'); f.seek(m.offset_data + m.size // 2); b = f.read(1)\n\
+         f.seek(m.offset_data + m.size // 2); f.write(bytes([b[0] ^ 0xff])); f.close()\n",
+        tampered.to_str().unwrap(),
+        tampered.to_str().unwrap()
+    );
+    let py = std::process::Command::new("python3")
+        .args(["-c", &flip])
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{py:?}");
+    std::fs::write(
+        &import,
+        format!(
+            "destination: docker://{}/tampered\nwith_attachments: true\nsources:\n  - repository: oci-archive:{}\n",
+            b.addr(),
+            tampered.display()
+        ),
+    )
+    .unwrap();
+    let out = mirror(home.path(), &import, &[]).fails(1).json();
+    let err = out["images"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&layer[..12]) || err.contains("digest"),
+        "{out}"
+    );
+    let listed = std::process::Command::new("skopeo")
+        .args([
+            "list-tags",
+            "--tls-verify=false",
+            &b.docker_ref("tampered/sci/jupyter"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!listed.status.success(), "{listed:?}");
 }
 
 #[test]
