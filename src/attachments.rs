@@ -15,7 +15,9 @@
 //! **Copy** ([`copy_attachments`]) goes through the one copy engine ([`copy_graph`]), after the
 //! subject: tag-scheme attachments keep their tag; a fallback index is copied verbatim when the
 //! destination has none (so its digest is kept), and otherwise merged (existing entries kept
-//! exactly, missing ones added, [`crate::sign::attach::merge_referrer_entry`]); referrers found
+//! exactly, missing ones added, [`crate::sign::attach::merge_referrer_entry`]); a cosign tag
+//! that exists at a registry destination with another manifest gets our layers added to its
+//! own (cosign's append, [`crate::sign::attach::merge_cosign_layer`]); referrers found
 //! through the API are written by digest and listed in the destination's fallback index.
 //! An attachment whose tag already points at the same digest costs one HEAD and is skipped.
 //!
@@ -36,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::oci::{media_types as mt, Digest, RawManifest};
 use crate::progress::Reporter;
 use crate::reference::{ImageRef, LayoutRef};
-use crate::sign::attach::{merge_referrer_entry, referrers_tag};
+use crate::sign::attach::{merge_cosign_layer, merge_referrer_entry, referrers_tag};
 use crate::sign::repo::Repo;
 use crate::store::Sink;
 
@@ -266,6 +268,12 @@ pub async fn copy_attachments(
                     report.merged += merge_entries(src, dst, repo, a, opts, reporter).await?;
                     continue;
                 }
+                if let (Some(repo), Some(_), false) = (merge_repo, &there, a.manifest.is_index()) {
+                    // The destination has its own cosign manifest at this tag: add our layers
+                    // to it (blobs first), keeping its own.
+                    report.merged += merge_layers(src, dst, repo, a, &dtag, opts, reporter).await?;
+                    continue;
+                }
                 let graph = Graph::walk(src.source(), a.manifest.clone(), opts.jobs).await?;
                 let o = CopyOptions {
                     tags: vec![dtag],
@@ -349,6 +357,42 @@ async fn merge_entries(
             copy_graph(src.source(), dst, &graph, &o, reporter).await?;
         }
         if merge_referrer_entry(repo, &a.subject, entry).await?.added {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Copy the blobs of the cosign manifest `a` and add each of its layers to the destination's
+/// own manifest at `tag`.
+async fn merge_layers(
+    src: &Repo,
+    dst: &dyn Sink,
+    repo: &Repo,
+    a: &Attachment,
+    tag: &str,
+    opts: &CopyOptions,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<usize> {
+    let graph = Graph::walk(src.source(), a.manifest.clone(), opts.jobs).await?;
+    let o = CopyOptions {
+        tags: Vec::new(),
+        commit: false,
+        ..opts.clone()
+    };
+    copy_graph(src.source(), dst, &graph, &o, reporter).await?;
+    let v: Value = serde_json::from_slice(&a.manifest.bytes).map_err(|e| Error::Json {
+        what: format!("{tag} ({})", a.manifest.digest),
+        source: e,
+    })?;
+    let mut n = 0;
+    for layer in v
+        .get("layers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if merge_cosign_layer(repo, tag, layer).await?.added {
             n += 1;
         }
     }

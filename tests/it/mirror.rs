@@ -622,6 +622,22 @@ fn copy_with_attachments_between_registries_merges_the_fallback_index() {
     );
     let before: serde_json::Value =
         serde_json::from_slice(&b.raw(&format!("sci/jupyter:sha256-{hex}"))).unwrap();
+    // ... and its own signature, by another key: kept too.
+    let other = home.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (their_key, their_pub) = keypair(home.path(), &other, "site");
+    let dst_image = format!("docker://{}", b.image_ref("sci/jupyter:2.4"));
+    g(
+        home.path(),
+        &[
+            "--tls-verify=false",
+            "sign",
+            "--key",
+            their_key.to_str().unwrap(),
+            &dst_image,
+        ],
+    )
+    .ok();
     let src = format!("docker://{}", a.image_ref("sci/jupyter:2.4"));
     let dst = format!("docker://{}", b.image_ref("sci/jupyter:2.4"));
     let out = capture(
@@ -639,7 +655,10 @@ fn copy_with_attachments_between_registries_merges_the_fallback_index() {
     .ok()
     .json();
     assert!(out["attachments"]["found"].as_u64().unwrap() >= 4, "{out}");
-    for t in [format!("sha256-{hex}.sig"), format!("sha256-{hex}.att")] {
+    let sig: serde_json::Value =
+        serde_json::from_slice(&b.raw(&format!("sci/jupyter:sha256-{hex}.sig"))).unwrap();
+    assert_eq!(sig["layers"].as_array().unwrap().len(), 2, "{sig}");
+    for t in [format!("sha256-{hex}.att")] {
         assert_eq!(
             b.raw(&format!("sci/jupyter:{t}")),
             a.raw(&format!("sci/jupyter:{t}")),
@@ -656,15 +675,17 @@ fn copy_with_attachments_between_registries_merges_the_fallback_index() {
         .collect();
     assert!(listed.contains(&referrer.as_str()), "{after}");
     assert_eq!(after["manifests"][0], entry_kept(&before), "{after}");
-    g(
-        home.path(),
-        &[
-            "--tls-verify=false",
-            "verify",
-            "--key",
-            public.to_str().unwrap(),
-            &dst,
-        ],
-    )
-    .ok();
+    for k in [&public, &their_pub] {
+        g(
+            home.path(),
+            &[
+                "--tls-verify=false",
+                "verify",
+                "--key",
+                k.to_str().unwrap(),
+                &dst,
+            ],
+        )
+        .ok();
+    }
 }
