@@ -42,7 +42,8 @@ def main():
         subprocess.run([graft, "generate-key-pair", "--output-key-prefix", f"{wd}/ci"], env=env,
                        check=True, capture_output=True)
         subprocess.run([graft, "-q", "--tls-verify=false", "sign", "--key", f"{wd}/ci.key",
-                        f"docker://{src.addr}/bench/science:1.0"], env=env, check=True)
+                        f"docker://{src.addr}/bench/science:1.0"], env=env, check=True,
+                       capture_output=True)
 
         # Registry to registry: skopeo copy --all (drops the signature) vs graft mirror.
         dst_s = Registry(wd, "dst-skopeo")
