@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::attachments::{copy_attachments, discover};
+use crate::attachments::{copy_attachments, discover, AttachmentsReport};
 use crate::copy::{copy_image, CopyOptions, Dedupe};
 use crate::error::{Error, Result};
 use crate::oci::{Digest, Platform};
@@ -198,6 +198,9 @@ pub struct Outcome {
     pub bytes_uploaded: u64,
     /// The error, for failures.
     pub error: Option<String>,
+    /// What was found and copied of its attachments (with `with_attachments`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<AttachmentsReport>,
 }
 
 fn repo_path(d: &DockerRef) -> String {
@@ -305,6 +308,7 @@ fn failure(source: &str, destination: &str, platform: Option<String>, e: &Error)
         digest: None,
         bytes_uploaded: 0,
         error: Some(error_chain(e)),
+        attachments: None,
     }
 }
 
@@ -444,6 +448,7 @@ pub async fn run(
                         digest: None,
                         bytes_uploaded: 0,
                         error: Some(error_chain(&e)),
+                        attachments: None,
                     },
                 }
             }
@@ -527,6 +532,7 @@ async fn mirror_one(
             (report.digest, report.uploaded.bytes, "copied")
         }
     };
+    let mut attachments = None;
     if item.with_attachments {
         let repo = repo.as_ref().expect("opened for attachments");
         let root = crate::copy::resolve_root(src.as_ref(), opts.platform.as_ref()).await?;
@@ -546,6 +552,7 @@ async fn mirror_one(
         if r.copied > 0 || r.merged > 0 {
             status = "copied";
         }
+        attachments = Some(r);
     }
     if commit {
         dst.commit().await?;
@@ -556,6 +563,7 @@ async fn mirror_one(
         digest: Some(digest),
         bytes_uploaded: bytes,
         error: None,
+        attachments,
     })
 }
 

@@ -362,6 +362,8 @@ fn air_gap_keeps_signatures_attestations_and_referrers() {
     .unwrap();
     let out = mirror(home.path(), &export, &[]).ok().json();
     assert_eq!(out["copied"], 1, "{out}");
+    // .sig, .att, the fallback index and the referrer.
+    assert_eq!(out["images"][0]["attachments"]["found"], 4, "{out}");
     // Nothing downloaded twice.
     let mut gets: Vec<String> = proxy
         .requests()
