@@ -14,11 +14,15 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::attachments::{copy_attachments, discover, AttachmentsReport};
 use crate::copy::{copy_image, CopyOptions, Dedupe};
 use crate::error::{Error, Result};
 use crate::oci::{Digest, Platform};
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef, LayoutRef};
+use crate::sign::repo::Repo;
+use crate::sign::verify::verify_signatures;
+use crate::sign::PublicKey;
 use crate::store::layout::{Layout, REF_NAME};
 use crate::store::open::{open_sink, open_source, Endpoint};
 use crate::store::Sink;
@@ -32,6 +36,10 @@ pub struct MirrorConfig {
     /// Images copied at once (default 4).
     #[serde(default)]
     pub jobs: Option<usize>,
+    /// Copy signatures, attestations, SBOMs and referrers with every image (default false;
+    /// a source's own `with_attachments` overrides it).
+    #[serde(default)]
+    pub with_attachments: Option<bool>,
     /// What to mirror.
     pub sources: Vec<SourceSpec>,
 }
@@ -59,6 +67,9 @@ pub struct SourceSpec {
     /// Destination repository path (default: the source repository path).
     #[serde(default)]
     pub to: Option<String>,
+    /// Copy this source's attachments (overrides the top-level `with_attachments`).
+    #[serde(default)]
+    pub with_attachments: Option<bool>,
 }
 
 /// Read and check a sync file.
@@ -114,8 +125,15 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
         .then_with(|| a.cmp(b))
 }
 
-/// Apply a source's filters to the tags that exist.
+/// Apply a source's filters to the tags that exist. Attachment tags (`sha256-<hex>[.sig|.att|
+/// .sbom]`) are never images of their own: they travel with their subjects.
 pub fn select_tags(available: &[String], spec: &SourceSpec) -> Result<Vec<String>> {
+    let available: Vec<String> = available
+        .iter()
+        .filter(|t| !crate::attachments::is_attachment_tag(t))
+        .cloned()
+        .collect();
+    let available = available.as_slice();
     let mut selected: Vec<String> = if spec.tags.is_empty() && spec.allow_tags.is_none() {
         available.to_vec()
     } else {
@@ -161,6 +179,9 @@ pub struct Item {
     pub destination: String,
     /// Platform filter.
     pub platform: Option<String>,
+    /// Copy its attachments too.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub with_attachments: bool,
 }
 
 /// What happened to one image.
@@ -177,6 +198,9 @@ pub struct Outcome {
     pub bytes_uploaded: u64,
     /// The error, for failures.
     pub error: Option<String>,
+    /// What was found and copied of its attachments (with `with_attachments`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<AttachmentsReport>,
 }
 
 fn repo_path(d: &DockerRef) -> String {
@@ -251,7 +275,15 @@ pub async fn plan(cfg: &MirrorConfig, ep: &Endpoint) -> (Vec<Item>, Vec<Outcome>
         }
     };
     for spec in &cfg.sources {
+        let with = spec
+            .with_attachments
+            .or(cfg.with_attachments)
+            .unwrap_or(false);
         match plan_source(spec, &dest, ep).await {
+            Ok(mut v) if with => {
+                v.iter_mut().for_each(|i| i.with_attachments = true);
+                items.append(&mut v)
+            }
             Ok(mut v) => items.append(&mut v),
             Err(e) => failures.push(failure(
                 &spec.repository,
@@ -270,11 +302,13 @@ fn failure(source: &str, destination: &str, platform: Option<String>, e: &Error)
             source: source.to_string(),
             destination: destination.to_string(),
             platform,
+            with_attachments: false,
         },
         status: "failed",
         digest: None,
         bytes_uploaded: 0,
         error: Some(error_chain(e)),
+        attachments: None,
     }
 }
 
@@ -303,6 +337,7 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
                     source: ImageRef::Docker(original.clone()).to_string(),
                     destination: destination_for(dest, &original, spec.to.as_deref())?.to_string(),
                     platform: spec.platform.clone(),
+                    with_attachments: false,
                 });
             }
         }
@@ -322,6 +357,10 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
             };
             let mut by_repo: Vec<(DockerRef, String)> = Vec::new();
             for n in names {
+                let tag = n.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+                if crate::attachments::is_attachment_tag(tag) {
+                    continue;
+                }
                 let original = DockerRef::parse(&n).map_err(|e| Error::Invalid {
                     what: format!("{src}"),
                     reason: format!(
@@ -349,6 +388,7 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
                     source: source.to_string(),
                     destination: destination_for(dest, &original, spec.to.as_deref())?.to_string(),
                     platform: spec.platform.clone(),
+                    with_attachments: false,
                 });
             }
         }
@@ -358,10 +398,14 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
 
 /// Mirror every item, `jobs` images at a time; failures do not stop the others. Items bound
 /// for one layout or archive share one sink, committed once at the end.
+///
+/// With `verify_key`, an image whose signature does not verify with it is refused (failed,
+/// naming the image and the reason) before anything of it is written.
 pub async fn run(
     items: Vec<Item>,
     ep: &Endpoint,
     jobs: usize,
+    verify_key: Option<&PublicKey>,
     reporter: &Arc<dyn Reporter>,
 ) -> Vec<Outcome> {
     let dedupe = Arc::new(Dedupe::default());
@@ -396,7 +440,7 @@ pub async fn run(
             let dedupe = dedupe.clone();
             let shared_sink = shared_sink.clone();
             async move {
-                match mirror_one(&item, ep, jobs, dedupe, shared_sink, reporter).await {
+                match mirror_one(&item, ep, jobs, dedupe, shared_sink, verify_key, reporter).await {
                     Ok(o) => o,
                     Err(e) => Outcome {
                         item,
@@ -404,6 +448,7 @@ pub async fn run(
                         digest: None,
                         bytes_uploaded: 0,
                         error: Some(error_chain(&e)),
+                        attachments: None,
                     },
                 }
             }
@@ -429,6 +474,7 @@ async fn mirror_one(
     jobs: usize,
     dedupe: Arc<Dedupe>,
     shared_sink: Option<Arc<dyn Sink>>,
+    verify_key: Option<&PublicKey>,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<Outcome> {
     let src_ref: ImageRef = item.source.parse()?;
@@ -445,36 +491,79 @@ async fn mirror_one(
         None => Arc::from(open_sink(&dst_ref, ep).await?),
     };
     let tags = crate::store::open::destination_tags(&dst_ref);
-    if platform.is_none() {
-        // Incremental: one request to each side when nothing changed.
+    let repo = if item.with_attachments || verify_key.is_some() {
+        Some(Repo::open_read(&src_ref, ep).await?)
+    } else {
+        None
+    };
+    if let (Some(key), Some(repo)) = (verify_key, &repo) {
         let digest = src.resolve_digest().await?;
-        if let Some(tag) = tags.first() {
-            if dst.tag_digest(tag).await?.as_ref() == Some(&digest) {
-                return Ok(Outcome {
-                    item: item.clone(),
-                    status: "skipped",
-                    digest: Some(digest),
-                    bytes_uploaded: 0,
-                    error: None,
-                });
-            }
-        }
+        verify_signatures(repo, &digest, key)
+            .await
+            .map_err(|e| e.context(format!("refusing to import {}", item.source)))?;
     }
     let opts = CopyOptions {
         platform,
         jobs,
         tags,
         dedupe: Some(dedupe),
-        commit,
+        commit: false,
         ..CopyOptions::default()
     };
-    let report = copy_image(src.as_ref(), dst.as_ref(), &opts, reporter).await?;
+    let merge_repo = match (&dst_ref, item.with_attachments) {
+        (ImageRef::Docker(_), true) => Some(Repo::open(&dst_ref, ep).await?),
+        _ => None,
+    };
+    let mut skip = None;
+    if opts.platform.is_none() {
+        // Incremental: one request to each side when nothing changed (plus, with attachments,
+        // the discovery at the source and one HEAD per attachment at the destination).
+        let digest = src.resolve_digest().await?;
+        if let Some(tag) = opts.tags.first() {
+            if dst.tag_digest(tag).await?.as_ref() == Some(&digest) {
+                skip = Some(digest);
+            }
+        }
+    }
+    let (digest, mut bytes, mut status) = match &skip {
+        Some(d) => (d.clone(), 0, "skipped"),
+        None => {
+            let report = copy_image(src.as_ref(), dst.as_ref(), &opts, reporter).await?;
+            (report.digest, report.uploaded.bytes, "copied")
+        }
+    };
+    let mut attachments = None;
+    if item.with_attachments {
+        let repo = repo.as_ref().expect("opened for attachments");
+        let root = crate::copy::resolve_root(src.as_ref(), opts.platform.as_ref()).await?;
+        let found = discover(repo, &root).await?;
+        let r = copy_attachments(
+            repo,
+            dst.as_ref(),
+            &dst_ref,
+            &found,
+            merge_repo.as_ref(),
+            &opts,
+            reporter,
+        )
+        .await
+        .map_err(|e| e.context(format!("copying the attachments of {}", item.source)))?;
+        bytes += r.bytes_uploaded;
+        if r.copied > 0 || r.merged > 0 {
+            status = "copied";
+        }
+        attachments = Some(r);
+    }
+    if commit {
+        dst.commit().await?;
+    }
     Ok(Outcome {
         item: item.clone(),
-        status: "copied",
-        digest: Some(report.digest),
-        bytes_uploaded: report.uploaded.bytes,
+        status,
+        digest: Some(digest),
+        bytes_uploaded: bytes,
         error: None,
+        attachments,
     })
 }
 
@@ -490,6 +579,7 @@ mod tests {
             latest: None,
             platform: None,
             to: None,
+            with_attachments: None,
         }
     }
 

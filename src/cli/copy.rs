@@ -2,9 +2,11 @@
 
 use clap::Args;
 
-use graft::copy::{copy_image, CopyOptions, CopyReport};
+use graft::attachments::{copy_attachments, discover};
+use graft::copy::{copy_image, resolve_root, CopyOptions, CopyReport};
 use graft::oci::Platform;
 use graft::reference::ImageRef;
+use graft::sign::Repo;
 use graft::store::open::{destination_tags, open_sink, open_source, Endpoint};
 
 use super::progress::Bars;
@@ -30,6 +32,10 @@ pub struct CopyArgs {
     /// Credentials USER:PASSWORD for the destination registry (overrides --creds).
     #[arg(long, value_name = "USER:PASSWORD")]
     pub dest_creds: Option<String>,
+    /// Also copy everything attached to the image and to each of its children: cosign
+    /// `.sig`/`.att`/`.sbom` tags and OCI referrers, recursively.
+    #[arg(long)]
+    pub with_attachments: bool,
 }
 
 /// Run `graft copy`.
@@ -53,10 +59,35 @@ pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         platform: args.platform.clone(),
         jobs: args.jobs.max(1),
         tags: destination_tags(&dst_ref),
+        commit: false,
         ..CopyOptions::default()
     };
     let reporter = Bars::reporter(global.quiet);
     let report = copy_image(src.as_ref(), dst.as_ref(), &opts, &reporter).await?;
+    let attachments = if args.with_attachments {
+        let repo = Repo::open_read(&src_ref, &src_ep).await?;
+        let root = resolve_root(src.as_ref(), opts.platform.as_ref()).await?;
+        let found = discover(&repo, &root).await?;
+        let merge_repo = match &dst_ref {
+            ImageRef::Docker(_) => Some(Repo::open(&dst_ref, &dst_ep).await?),
+            _ => None,
+        };
+        Some(
+            copy_attachments(
+                &repo,
+                dst.as_ref(),
+                &dst_ref,
+                &found,
+                merge_repo.as_ref(),
+                &opts,
+                &reporter,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    dst.commit().await?;
     if let graft::reference::ImageRef::Docker(d) = &dst_ref {
         if let Some(want) = &d.digest {
             anyhow::ensure!(
@@ -71,10 +102,17 @@ pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             "source": src.name(),
             "destination": dst.name(),
             "report": report,
+            "attachments": attachments,
         }))?,
         Output::Text => {
             if !global.quiet {
                 eprintln!("{}", summary(&report, &src.name(), &dst.name()));
+                if let Some(a) = &attachments {
+                    eprintln!(
+                        "Attachments: {} found, {} copied, {} already present, {} merged into fallback indexes",
+                        a.found, a.copied, a.present, a.merged
+                    );
+                }
             }
             println!("{}", report.digest);
         }

@@ -22,11 +22,20 @@ pub struct MirrorArgs {
     /// Images copied at once (overrides the file's `jobs`).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
+    /// Refuse (fail) every image whose signature does not verify with this cosign public
+    /// key; nothing of a refused image is written.
+    #[arg(long, value_name = "PUB")]
+    pub verify_key: Option<String>,
 }
 
 /// Run `graft mirror`. Exit code 1 when any image failed (the others are still copied).
 pub async fn run_mirror(args: MirrorArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let cfg = load_config(&args.config)?;
+    let key = args
+        .verify_key
+        .as_deref()
+        .map(graft::sign::PublicKey::load)
+        .transpose()?;
     let ep = global.registry.endpoint(None)?;
     let jobs = args.jobs.or(cfg.jobs).unwrap_or(4).max(1);
     let (items, mut outcomes) = plan(&cfg, &ep).await;
@@ -50,7 +59,7 @@ pub async fn run_mirror(args: MirrorArgs, global: &GlobalArgs) -> anyhow::Result
         return Ok(());
     }
     let reporter = Bars::reporter(global.quiet);
-    outcomes.extend(run(items, &ep, jobs, &reporter).await);
+    outcomes.extend(run(items, &ep, jobs, key.as_ref(), &reporter).await);
     outcomes.sort_by(|a, b| a.item.source.cmp(&b.item.source));
     let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
     let (copied, skipped, failed) = (count("copied"), count("skipped"), count("failed"));

@@ -747,6 +747,57 @@ async fn push_bundle(
     Ok((referrer, Some(index)))
 }
 
+/// Add `layer` (a descriptor value from another cosign signature or attestation manifest, kept
+/// verbatim; its blob already stored) to the cosign manifest at `tag` in `repo`, keeping every
+/// layer there: how `graft copy --with-attachments` joins a destination's own `.sig`/`.att`.
+pub async fn merge_cosign_layer(repo: &Repo, tag: &str, layer: &Value) -> Result<Written> {
+    let mine = layer
+        .get("digest")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let is_ours = |e: &Value| e.get("digest").and_then(Value::as_str) == Some(mine.as_str());
+    let merge = Merge {
+        tag,
+        field: "layers",
+        ours: layer,
+        is_ours: &is_ours,
+        build: &cosign_manifest,
+        extra_blobs: &[],
+    };
+    merge_into_tag(repo, merge, 5).await
+}
+
+/// List `entry` (a descriptor value, kept verbatim) in the referrers fallback index of
+/// `subject` in `repo`: read, merge (others' entries kept exactly), write, confirm. Used by
+/// `graft copy --with-attachments` when the destination already has its own fallback index.
+pub async fn merge_referrer_entry(repo: &Repo, subject: &Digest, entry: &Value) -> Result<Written> {
+    let mine = entry
+        .get("digest")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let is_ours = |e: &Value| e.get("digest").and_then(Value::as_str) == Some(mine.as_str());
+    let build = |manifests: Vec<Value>| -> Result<Built> {
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": mt::OCI_INDEX,
+            "manifests": manifests,
+        });
+        Ok((manifest_from_value(&index, mt::OCI_INDEX)?, Vec::new()))
+    };
+    let tag = referrers_tag(subject);
+    let merge = Merge {
+        tag: &tag,
+        field: "manifests",
+        ours: entry,
+        is_ours: &is_ours,
+        build: &build,
+        extra_blobs: &[],
+    };
+    merge_into_tag(repo, merge, 5).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::oci::{Descriptor, Digest, RawManifest};
-use crate::reference::{DockerRef, ImageRef, LayoutRef, DOCKER_HUB_HOST};
+use crate::reference::{DockerRef, ImageRef, DOCKER_HUB_HOST};
 use crate::store::open::{open_sink, open_source, Endpoint};
 use crate::store::registry::Registry;
 use crate::store::{read_blob, BlobStream, Sink, Source};
@@ -20,7 +20,8 @@ pub struct Repo {
     image: ImageRef,
     endpoint: Endpoint,
     source: Box<dyn Source>,
-    sink: Box<dyn Sink>,
+    /// `None` for a repository opened read-only ([`Repo::open_read`]).
+    sink: Option<Box<dyn Sink>>,
     registry: Option<(Arc<Registry>, DockerRef)>,
     referrers_api: tokio::sync::OnceCell<bool>,
 }
@@ -50,7 +51,7 @@ impl Repo {
             }
         };
         let source = open_source(image, endpoint).await?;
-        let sink = open_sink(image, endpoint).await?;
+        let sink = Some(open_sink(image, endpoint).await?);
         Ok(Repo {
             image: image.clone(),
             endpoint: endpoint.clone(),
@@ -59,6 +60,38 @@ impl Repo {
             registry,
             referrers_api: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The repository of `image`, for reading only (any transport, `oci-archive:` too).
+    pub async fn open_read(image: &ImageRef, endpoint: &Endpoint) -> Result<Repo> {
+        let registry = match image {
+            ImageRef::Docker(d) => Some((
+                endpoint
+                    .pool
+                    .get(&endpoint.key, &d.registry, &endpoint.config)?,
+                d.clone(),
+            )),
+            _ => None,
+        };
+        Ok(Repo {
+            image: image.clone(),
+            endpoint: endpoint.clone(),
+            source: open_source(image, endpoint).await?,
+            sink: None,
+            registry,
+            referrers_api: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The source the repository was opened with (reads manifests and blobs by digest).
+    pub fn source(&self) -> &dyn Source {
+        self.source.as_ref()
+    }
+
+    fn sink(&self) -> Result<&dyn Sink> {
+        self.sink
+            .as_deref()
+            .ok_or_else(|| Error::Unsupported(format!("{}: opened for reading only", self.image)))
     }
 
     /// The reference the repository was opened with.
@@ -110,18 +143,10 @@ impl Repo {
         self.source.manifest(desc).await
     }
 
-    fn tag_ref(&self, tag: &str) -> ImageRef {
-        match &self.image {
-            ImageRef::Docker(d) => ImageRef::Docker(d.with_tag(tag)),
-            ImageRef::Layout(l) => ImageRef::Layout(LayoutRef {
-                path: l.path.clone(),
-                tag: Some(tag.to_string()),
-            }),
-            ImageRef::Archive(l) => ImageRef::Archive(LayoutRef {
-                path: l.path.clone(),
-                tag: Some(tag.to_string()),
-            }),
-        }
+    /// Another tag of the same repository (in a multi-image layout named by mirror, the tag
+    /// of the same original repository: see [`crate::attachments::sibling`]).
+    pub fn tag_ref(&self, tag: &str) -> ImageRef {
+        crate::attachments::sibling(&self.image, tag)
     }
 
     /// The manifest `tag` points at, or `None` when the tag does not exist.
@@ -136,7 +161,14 @@ impl Repo {
 
     /// The digest `tag` points at (a HEAD on registries).
     pub async fn tag_digest(&self, tag: &str) -> Result<Option<Digest>> {
-        match self.sink.tag_digest(tag).await {
+        let found = match &self.sink {
+            Some(sink) => sink.tag_digest(tag).await,
+            None => match open_source(&self.tag_ref(tag), &self.endpoint).await {
+                Ok(src) => src.resolve_digest().await.map(Some),
+                Err(e) => Err(e),
+            },
+        };
+        match found {
             Ok(d) => Ok(d),
             Err(e) if matches!(e.root(), Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -150,36 +182,36 @@ impl Repo {
 
     /// Store `bytes` as a blob unless it is present.
     pub async fn put_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<()> {
-        if self.sink.has_blob(desc).await? {
+        if self.sink()?.has_blob(desc).await? {
             return Ok(());
         }
         let stream: BlobStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
-        self.sink.put_blob(desc, stream).await
+        self.sink()?.put_blob(desc, stream).await
     }
 
     /// Upload a blob without checking whether it is there (for blobs known to be new).
     pub async fn upload_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<()> {
         let stream: BlobStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
-        self.sink.put_blob(desc, stream).await
+        self.sink()?.put_blob(desc, stream).await
     }
 
     /// Whether a manifest is present (by digest).
     pub async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
-        self.sink.has_manifest(desc).await
+        self.sink()?.has_manifest(desc).await
     }
 
     /// Store a manifest by digest (untagged); `Ok(false)` when it was already there.
     pub async fn put_manifest(&self, m: &RawManifest) -> Result<bool> {
-        if self.sink.has_manifest(&m.descriptor()).await? {
+        if self.sink()?.has_manifest(&m.descriptor()).await? {
             return Ok(false);
         }
-        self.sink.put_manifest(m).await?;
+        self.sink()?.put_manifest(m).await?;
         Ok(true)
     }
 
     /// Store a manifest and point `tag` at it.
     pub async fn put_tag(&self, m: &RawManifest, tag: &str) -> Result<()> {
-        self.sink.put_tag(m, tag).await
+        self.sink()?.put_tag(m, tag).await
     }
 
     /// Whether the registry implements the referrers API (asked once, about `digest`, then

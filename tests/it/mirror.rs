@@ -161,3 +161,528 @@ fn mirror_failures_do_not_stop_the_others() {
         run.stderr
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Attachments: signatures, attestations and referrers travel with their images.
+
+use crate::sign::{g, keypair};
+use crate::support::block_on;
+use crate::support::tools::sha256_hex;
+
+const ARTIFACT: &str = "application/vnd.example.sbom.v1+json";
+
+/// Sign (`.sig`) and attest (`.att`) `image` with graft, and push an OCI artifact referrer of
+/// its index with a plain HTTP client, listing it in the fallback index as an independent
+/// client would. Returns (public key, referrer digest, subject digest).
+fn attach_everything(
+    home: &std::path::Path,
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+) -> (std::path::PathBuf, String, String) {
+    let (key, public) = keypair(home, home, "signer");
+    let image = format!("docker://{}", reg.image_ref(&format!("{repo}:{tag}")));
+    g(
+        home,
+        &[
+            "--tls-verify=false",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            &image,
+        ],
+    )
+    .ok();
+    let predicate = home.join("predicate.json");
+    std::fs::write(&predicate, br#"{"note":"built at the observatory"}"#).unwrap();
+    g(
+        home,
+        &[
+            "--tls-verify=false",
+            "attest",
+            "--key",
+            key.to_str().unwrap(),
+            "--type",
+            "custom",
+            "--predicate",
+            predicate.to_str().unwrap(),
+            &image,
+        ],
+    )
+    .ok();
+    let index = reg.raw(&format!("{repo}:{tag}"));
+    let subject = format!("sha256:{}", sha256_hex(&index));
+    let client = reg.http_client();
+    let base = reg.base_url();
+    let put_blob = |bytes: Vec<u8>| {
+        let client = client.clone();
+        let base = base.clone();
+        let repo = repo.to_string();
+        block_on(async move {
+            let digest = format!("sha256:{}", sha256_hex(&bytes));
+            let resp = client
+                .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 202);
+            let loc = resp.headers()["location"].to_str().unwrap().to_string();
+            let loc = if loc.starts_with("http") {
+                loc
+            } else {
+                format!("{base}{loc}")
+            };
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            let resp = client
+                .put(format!("{loc}{sep}digest={digest}"))
+                .body(bytes.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+            (digest, bytes.len())
+        })
+    };
+    let put_manifest = |reference: &str, media_type: &str, bytes: Vec<u8>| {
+        put_manifest(reg, repo, reference, media_type, bytes)
+    };
+    let (empty, _) = put_blob(b"{}".to_vec());
+    let (sbom, sbom_size) = put_blob(br#"{"packages":["numpy","astropy"]}"#.to_vec());
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": ARTIFACT,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": ARTIFACT, "digest": sbom, "size": sbom_size}],
+        "subject": {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": subject,
+            "size": index.len(),
+        },
+    }))
+    .unwrap();
+    let referrer = format!("sha256:{}", sha256_hex(&manifest));
+    put_manifest(
+        &referrer,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.clone(),
+    );
+    let fallback = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": referrer,
+            "size": manifest.len(),
+            "artifactType": ARTIFACT,
+        }],
+    }))
+    .unwrap();
+    put_manifest(
+        &subject.replace(':', "-"),
+        "application/vnd.oci.image.index.v1+json",
+        fallback,
+    );
+    (public, referrer, subject)
+}
+
+/// PUT a manifest with a plain HTTP client.
+fn put_manifest(reg: &Registry, repo: &str, reference: &str, media_type: &str, bytes: Vec<u8>) {
+    let client = reg.http_client();
+    let url = format!("{}/v2/{repo}/manifests/{reference}", reg.base_url());
+    let media_type = media_type.to_string();
+    block_on(async move {
+        let resp = client
+            .put(url)
+            .header("Content-Type", media_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    })
+}
+
+fn entry_kept(index: &serde_json::Value) -> serde_json::Value {
+    index["manifests"][0].clone()
+}
+
+fn tags(reg: &Registry, repo: &str) -> Vec<String> {
+    let out = skopeo(["list-tags", "--tls-verify=false", &reg.docker_ref(repo)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut t: Vec<String> = v["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    t.sort();
+    t
+}
+
+fn mirror(home: &std::path::Path, cfg: &std::path::Path, extra: &[&str]) -> crate::graft::Run {
+    capture(
+        command(home)
+            .args(["-q", "-o", "json", "--tls-verify=false", "--retries", "0"])
+            .arg("mirror")
+            .args(extra)
+            .arg("--config")
+            .arg(cfg),
+    )
+}
+
+#[test]
+fn air_gap_keeps_signatures_attestations_and_referrers() {
+    let home = tempfile::tempdir().unwrap();
+    let a = Registry::start(RegistryOpts::plain());
+    let b = Registry::start(RegistryOpts::plain());
+    a.seed("jupyter-sci", "sci/jupyter:2.4");
+    let (public, referrer, subject) = attach_everything(home.path(), &a, "sci/jupyter", "2.4");
+    let a_tags = tags(&a, "sci/jupyter");
+    let hex = subject.trim_start_matches("sha256:");
+    for t in [
+        "2.4",
+        &format!("sha256-{hex}"),
+        &format!("sha256-{hex}.sig"),
+        &format!("sha256-{hex}.att"),
+    ] {
+        assert!(a_tags.contains(&t.to_string()), "{a_tags:?}");
+    }
+    let proxy = Proxy::start(&a.base_url());
+    let archive = home.path().join("export.tar");
+    let export = home.path().join("export.yaml");
+    std::fs::write(
+        &export,
+        format!(
+            "destination: oci-archive:{}\nwith_attachments: true\nsources:\n  - repository: docker://{}\n    tags: ['2.4']\n",
+            archive.display(),
+            proxy.image_ref("sci/jupyter"),
+        ),
+    )
+    .unwrap();
+    let out = mirror(home.path(), &export, &[]).ok().json();
+    assert_eq!(out["copied"], 1, "{out}");
+    // .sig, .att, the fallback index and the referrer.
+    assert_eq!(out["images"][0]["attachments"]["found"], 4, "{out}");
+    // Nothing downloaded twice.
+    let mut gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/blobs/"))
+        .map(|(_, p)| p)
+        .collect();
+    let n = gets.len();
+    gets.sort();
+    gets.dedup();
+    assert_eq!(gets.len(), n, "{:?}", proxy.requests());
+    let mut manifests: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/manifests/sha256:"))
+        .map(|(_, p)| p)
+        .collect();
+    let n = manifests.len();
+    manifests.sort();
+    manifests.dedup();
+    assert!(n <= manifests.len() + 4, "{:?}", proxy.requests());
+
+    // Second run: nothing new; nothing copied, no blob fetched. Manifest requests to the
+    // source: the image's HEAD (1) and GET (1), then discovery: 4 lookups (.sig, .att, .sbom,
+    // fallback tag) for the index and each of its 2 children (12), and for each attachment
+    // found, the .sig, the .att and the referrer (12), plus the referrer's GET (1) = 27.
+    proxy.clear();
+    let out = mirror(home.path(), &export, &[]).ok().json();
+    assert_eq!(
+        (out["copied"].as_u64(), out["skipped"].as_u64()),
+        (Some(0), Some(1)),
+        "{out}"
+    );
+    assert_eq!(proxy.count("GET", "/blobs/"), 0);
+    let second_run_requests = proxy.count("*", "/manifests/");
+    assert_eq!(second_run_requests, 27, "{:?}", proxy.requests());
+    // distribution 2.8 has no referrers API: asked once, then the fallback tag is used.
+    assert_eq!(
+        proxy.count("GET", "/referrers/"),
+        1,
+        "{:?}",
+        proxy.requests()
+    );
+
+    // A wrong key refuses the import, names the image, and tags nothing.
+    let (_, wrong) = keypair(home.path(), home.path(), "stranger");
+    let import = home.path().join("import.yaml");
+    std::fs::write(
+        &import,
+        format!(
+            "destination: docker://{}\nwith_attachments: true\nsources:\n  - repository: oci-archive:{}\n",
+            b.addr(),
+            archive.display()
+        ),
+    )
+    .unwrap();
+    let run = mirror(
+        home.path(),
+        &import,
+        &["--verify-key", wrong.to_str().unwrap()],
+    )
+    .fails(1);
+    let out = run.json();
+    let err = out["images"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("refusing to import")
+            && err.contains("sci/jupyter:2.4")
+            && err.contains("key"),
+        "{out}"
+    );
+    // Nothing of the refused image at B: the repository does not even exist.
+    let listed = std::process::Command::new("skopeo")
+        .args([
+            "list-tags",
+            "--tls-verify=false",
+            &b.docker_ref("sci/jupyter"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!listed.status.success(), "{listed:?}");
+    assert!(
+        String::from_utf8_lossy(&listed.stderr).contains("404"),
+        "{listed:?}"
+    );
+
+    // The right key: imported with every digest and tag intact.
+    let out = mirror(
+        home.path(),
+        &import,
+        &["--verify-key", public.to_str().unwrap()],
+    )
+    .ok()
+    .json();
+    assert_eq!(out["copied"], 1, "{out}");
+    assert_eq!(tags(&b, "sci/jupyter"), a_tags);
+    for t in &a_tags {
+        assert_eq!(
+            b.raw(&format!("sci/jupyter:{t}")),
+            a.raw(&format!("sci/jupyter:{t}")),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        b.raw(&format!("sci/jupyter@{referrer}")),
+        a.raw(&format!("sci/jupyter@{referrer}"))
+    );
+    let fallback: serde_json::Value =
+        serde_json::from_slice(&b.raw(&format!("sci/jupyter:sha256-{hex}"))).unwrap();
+    assert_eq!(fallback["manifests"][0]["digest"], referrer.as_str());
+    g(
+        home.path(),
+        &[
+            "--tls-verify=false",
+            "verify",
+            "--key",
+            public.to_str().unwrap(),
+            &format!("docker://{}", b.image_ref("sci/jupyter:2.4")),
+        ],
+    )
+    .ok();
+
+    // A tampered blob in the archive: the import is refused and nothing is tagged.
+    let index: serde_json::Value = serde_json::from_slice(&a.raw("sci/jupyter:2.4")).unwrap();
+    let child = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m: serde_json::Value =
+        serde_json::from_slice(&a.raw(&format!("sci/jupyter@{child}"))).unwrap();
+    let layer = m["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .replace("sha256:", "");
+    let tampered = home.path().join("tampered.tar");
+    std::fs::copy(&archive, &tampered).unwrap();
+    let flip = format!(
+        "import tarfile\nt = tarfile.open({:?})\nm = t.getmember('blobs/sha256/{layer}')\n\
+         f = open({:?}, 'r+b'); f.seek(m.offset_data + m.size // 2); b = f.read(1)\n\
+         f.seek(m.offset_data + m.size // 2); f.write(bytes([b[0] ^ 0xff])); f.close()\n",
+        tampered.to_str().unwrap(),
+        tampered.to_str().unwrap()
+    );
+    let py = std::process::Command::new("python3")
+        .args(["-c", &flip])
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{py:?}");
+    std::fs::write(
+        &import,
+        format!(
+            "destination: docker://{}/tampered\nwith_attachments: true\nsources:\n  - repository: oci-archive:{}\n",
+            b.addr(),
+            tampered.display()
+        ),
+    )
+    .unwrap();
+    let out = mirror(home.path(), &import, &[]).fails(1).json();
+    let err = out["images"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&layer[..12]) || err.contains("digest"),
+        "{out}"
+    );
+    let listed = std::process::Command::new("skopeo")
+        .args([
+            "list-tags",
+            "--tls-verify=false",
+            &b.docker_ref("tampered/sci/jupyter"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!listed.status.success(), "{listed:?}");
+}
+
+#[test]
+fn interrupted_export_resumes_without_refetching_finished_blobs() {
+    let home = tempfile::tempdir().unwrap();
+    let a = Registry::start(RegistryOpts::plain());
+    a.seed("jupyter-sci", "sci/jupyter:2.4");
+    attach_everything(home.path(), &a, "sci/jupyter", "2.4");
+    let proxy = Proxy::start(&a.base_url());
+    let archive = home.path().join("export.tar");
+    let export = home.path().join("export.yaml");
+    std::fs::write(
+        &export,
+        format!(
+            "destination: oci-archive:{}\nwith_attachments: true\njobs: 1\nsources:\n  - repository: docker://{}\n    tags: ['2.4']\n",
+            archive.display(),
+            proxy.image_ref("sci/jupyter"),
+        ),
+    )
+    .unwrap();
+    // The export dies on a config blob, after the layers have been fetched.
+    let index: serde_json::Value = serde_json::from_slice(&a.raw("sci/jupyter:2.4")).unwrap();
+    let child = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m: serde_json::Value =
+        serde_json::from_slice(&a.raw(&format!("sci/jupyter@{child}"))).unwrap();
+    let config = m["config"]["digest"].as_str().unwrap().to_string();
+    proxy.fail_with("GET", &format!("/blobs/{config}"), 500, 100);
+    mirror(home.path(), &export, &["-j", "1"]).fails(1);
+    let finished: Vec<String> = proxy
+        .request_log()
+        .into_iter()
+        .filter(|r| {
+            r.method == "GET" && r.path_and_query.contains("/blobs/") && r.status == Some(200)
+        })
+        .map(|r| r.path_and_query)
+        .collect();
+    assert!(!finished.is_empty(), "{:?}", proxy.requests());
+    proxy.clear_faults();
+    proxy.clear();
+    let out = mirror(home.path(), &export, &[]).ok().json();
+    assert_eq!(out["copied"], 1, "{out}");
+    let again: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/blobs/"))
+        .map(|(_, p)| p)
+        .collect();
+    assert!(again.iter().any(|p| p.contains(&config)), "{again:?}");
+    for f in &finished {
+        assert!(!again.contains(f), "{f} fetched again: {again:?}");
+    }
+}
+
+#[test]
+fn copy_with_attachments_between_registries_merges_the_fallback_index() {
+    let home = tempfile::tempdir().unwrap();
+    let a = Registry::start(RegistryOpts::plain());
+    let b = Registry::start(RegistryOpts::plain());
+    a.seed("jupyter-sci", "sci/jupyter:2.4");
+    let (public, referrer, subject) = attach_everything(home.path(), &a, "sci/jupyter", "2.4");
+    let hex = subject.trim_start_matches("sha256:");
+    // B already has the image and a fallback index of its own listing another artifact (its
+    // arm64 manifest, as a stand-in): that entry must survive the copy.
+    b.seed("jupyter-sci", "sci/jupyter:2.4");
+    let index: serde_json::Value = serde_json::from_slice(&b.raw("sci/jupyter:2.4")).unwrap();
+    let theirs = index["manifests"][1].clone();
+    let mut entry = theirs.clone();
+    entry.as_object_mut().unwrap().remove("platform");
+    entry["artifactType"] = "application/vnd.example.other".into();
+    put_manifest(
+        &b,
+        "sci/jupyter",
+        &format!("sha256-{hex}"),
+        "application/vnd.oci.image.index.v1+json",
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [entry],
+        }))
+        .unwrap(),
+    );
+    let before: serde_json::Value =
+        serde_json::from_slice(&b.raw(&format!("sci/jupyter:sha256-{hex}"))).unwrap();
+    // ... and its own signature, by another key: kept too.
+    let other = home.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (their_key, their_pub) = keypair(home.path(), &other, "site");
+    let dst_image = format!("docker://{}", b.image_ref("sci/jupyter:2.4"));
+    g(
+        home.path(),
+        &[
+            "--tls-verify=false",
+            "sign",
+            "--key",
+            their_key.to_str().unwrap(),
+            &dst_image,
+        ],
+    )
+    .ok();
+    let src = format!("docker://{}", a.image_ref("sci/jupyter:2.4"));
+    let dst = format!("docker://{}", b.image_ref("sci/jupyter:2.4"));
+    let out = capture(
+        command(home.path())
+            .args([
+                "-q",
+                "-o",
+                "json",
+                "--tls-verify=false",
+                "copy",
+                "--with-attachments",
+            ])
+            .args([&src, &dst]),
+    )
+    .ok()
+    .json();
+    assert!(out["attachments"]["found"].as_u64().unwrap() >= 4, "{out}");
+    let sig: serde_json::Value =
+        serde_json::from_slice(&b.raw(&format!("sci/jupyter:sha256-{hex}.sig"))).unwrap();
+    assert_eq!(sig["layers"].as_array().unwrap().len(), 2, "{sig}");
+    let att = format!("sci/jupyter:sha256-{hex}.att");
+    assert_eq!(b.raw(&att), a.raw(&att));
+    let after: serde_json::Value =
+        serde_json::from_slice(&b.raw(&format!("sci/jupyter:sha256-{hex}"))).unwrap();
+    let listed: Vec<&str> = after["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&referrer.as_str()), "{after}");
+    assert_eq!(after["manifests"][0], entry_kept(&before), "{after}");
+    for k in [&public, &their_pub] {
+        g(
+            home.path(),
+            &[
+                "--tls-verify=false",
+                "verify",
+                "--key",
+                k.to_str().unwrap(),
+                &dst,
+            ],
+        )
+        .ok();
+    }
+}

@@ -1,0 +1,454 @@
+//! Everything attached to an image, found and copied with it (`graft copy --with-attachments`,
+//! `graft mirror` with `with_attachments`).
+//!
+//! **Discovery** ([`discover`]) starts at the root digest and at each child of an index, and for
+//! every digest looks up, in the source repository:
+//! - cosign's tags `sha256-<hex>.sig`, `.att` and `.sbom`;
+//! - OCI 1.1 referrers: the referrers API where the registry has it, else the `sha256-<hex>`
+//!   tag-schema fallback index (the only form in `oci:` layouts and `oci-archive:` files).
+//!
+//! Every attachment found is explored the same way, so a signature of an attestation comes too.
+//! Requests: 4 manifest lookups per digest (3 tags + the fallback tag, or the referrers API),
+//! plus one GET per referrer; a registry whose referrers API answers 404 once is not asked
+//! again in that discovery.
+//!
+//! **Copy** ([`copy_attachments`]) goes through the one copy engine ([`copy_graph`]), after the
+//! subject: tag-scheme attachments keep their tag; a fallback index is copied verbatim when the
+//! destination has none (so its digest is kept), and otherwise merged (existing entries kept
+//! exactly, missing ones added, [`crate::sign::attach::merge_referrer_entry`]); a cosign tag
+//! that exists at a registry destination with another manifest gets our layers added to its
+//! own (cosign's append, [`crate::sign::attach::merge_cosign_layer`]); referrers found
+//! through the API are written by digest and listed in the destination's fallback index.
+//! An attachment whose tag already points at the same digest costs one HEAD and is skipped.
+//!
+//! **Naming in multi-image layouts**: `graft mirror` names images `host/repo:tag`
+//! (`org.opencontainers.image.ref.name`); an attachment of that image is named
+//! `host/repo:sha256-<hex>.sig` (and `.att`, `.sbom`, `sha256-<hex>`) so attachments of
+//! different repositories never collide ([`sibling`]), and an import maps them back to plain
+//! tags of `host/repo`.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::copy::{copy_graph, CopyOptions, Graph};
+use crate::error::{Error, Result};
+use crate::oci::{media_types as mt, Digest, RawManifest};
+use crate::progress::Reporter;
+use crate::reference::{ImageRef, LayoutRef};
+use crate::sign::attach::{merge_cosign_layer, merge_referrer_entry, referrers_tag};
+use crate::sign::repo::Repo;
+use crate::store::Sink;
+
+/// The cosign tag suffixes graft copies.
+pub const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+
+/// Whether `tag` is an attachment tag (`sha256-<hex>`, optionally `.sig`/`.att`/`.sbom`):
+/// such tags travel with their subject and are not images of their own.
+pub fn is_attachment_tag(tag: &str) -> bool {
+    let base = COSIGN_SUFFIXES
+        .iter()
+        .find_map(|s| tag.strip_suffix(s))
+        .unwrap_or(tag);
+    base.strip_prefix("sha256-")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `tag` in the same repository as `image`. In an `oci:`/`oci-archive:` whose entry is named
+/// `host/repo:tag` (as `graft mirror` names them; a plain tag never contains `:`), the sibling
+/// is `host/repo:<tag>`; otherwise it is the plain tag.
+pub fn sibling(image: &ImageRef, tag: &str) -> ImageRef {
+    match image {
+        ImageRef::Docker(d) => ImageRef::Docker(d.with_tag(tag)),
+        ImageRef::Layout(l) => ImageRef::Layout(LayoutRef {
+            path: l.path.clone(),
+            tag: Some(sibling_tag(image, tag)),
+        }),
+        ImageRef::Archive(l) => ImageRef::Archive(LayoutRef {
+            path: l.path.clone(),
+            tag: Some(sibling_tag(image, tag)),
+        }),
+    }
+}
+
+/// The tag to write in a sink opened for `image` for the attachment tag `tag` (see
+/// [`sibling`]).
+pub fn sibling_tag(image: &ImageRef, tag: &str) -> String {
+    match image {
+        ImageRef::Layout(l) | ImageRef::Archive(l) => match l.tag.as_deref() {
+            Some(name) => match name.rsplit_once(':') {
+                Some((repo, _)) if !repo.is_empty() => format!("{repo}:{tag}"),
+                _ => tag.to_string(),
+            },
+            None => tag.to_string(),
+        },
+        ImageRef::Docker(_) => tag.to_string(),
+    }
+}
+
+/// One attachment found in the source.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// The digest it is attached to.
+    pub subject: Digest,
+    /// The plain tag it is stored under (`sha256-<hex>.sig`, … or the fallback index
+    /// `sha256-<hex>`); `None` for a referrer stored by digest only.
+    pub tag: Option<String>,
+    /// The attachment's manifest (or the fallback index), exact bytes.
+    pub manifest: RawManifest,
+}
+
+impl Attachment {
+    /// Whether this is a referrers fallback index.
+    pub fn is_fallback_index(&self) -> bool {
+        self.tag.as_deref() == Some(referrers_tag(&self.subject).as_str())
+    }
+}
+
+/// Find everything attached to `root` (and to each child of an index), recursively, in the
+/// repository `repo` (opened with [`Repo::open_read`] on the image reference). Subjects come
+/// before their attachments.
+pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>> {
+    let mut out = Vec::new();
+    let mut queue: VecDeque<RawManifest> = VecDeque::from([root.clone()]);
+    let mut seen: HashSet<Digest> = HashSet::new();
+    // A registry without the referrers API answers 404 once: use the fallback tag after that.
+    let mut has_api = true;
+    while let Some(m) = queue.pop_front() {
+        if !seen.insert(m.digest.clone()) {
+            continue;
+        }
+        let mut subjects = vec![m.digest.clone()];
+        if m.is_index() && !is_fallback(&m, &out) {
+            subjects.extend(m.view().manifests.iter().map(|d| d.digest.clone()));
+        }
+        for d in subjects {
+            if d != m.digest && !seen.insert(d.clone()) {
+                continue;
+            }
+            for suffix in COSIGN_SUFFIXES {
+                let tag = format!("{}{suffix}", d.tag_form());
+                if let Some(a) = repo.tagged(&tag).await.map_err(|e| ctx(e, repo, &tag))? {
+                    out.push(Attachment {
+                        subject: d.clone(),
+                        tag: Some(tag),
+                        manifest: a.clone(),
+                    });
+                    queue.push_back(a);
+                }
+            }
+            let api = if has_api {
+                repo.referrers_api(&d)
+                    .await
+                    .map_err(|e| e.context(format!("listing referrers of {}", repo.describe(&d))))?
+            } else {
+                None
+            };
+            has_api = api.is_some();
+            let listed = match api {
+                Some(list) => list,
+                None => {
+                    let tag = referrers_tag(&d);
+                    match repo.tagged(&tag).await.map_err(|e| ctx(e, repo, &tag))? {
+                        Some(index) if index.is_index() => {
+                            let list = index.view().manifests.clone();
+                            out.push(Attachment {
+                                subject: d.clone(),
+                                tag: Some(tag),
+                                manifest: index,
+                            });
+                            list
+                        }
+                        _ => Vec::new(),
+                    }
+                }
+            };
+            for desc in listed {
+                let r = repo.manifest(&desc).await.map_err(|e| {
+                    e.context(format!(
+                        "reading referrer {} of {}",
+                        desc.digest,
+                        repo.describe(&d)
+                    ))
+                })?;
+                // Referrers go before the fallback index that lists them.
+                let at = out.iter().rposition(|a| a.tag.is_some() && a.subject == d);
+                let item = Attachment {
+                    subject: d.clone(),
+                    tag: None,
+                    manifest: r.clone(),
+                };
+                match at {
+                    Some(i) if out[i].is_fallback_index() => out.insert(i, item),
+                    _ => out.push(item),
+                }
+                queue.push_back(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_fallback(m: &RawManifest, found: &[Attachment]) -> bool {
+    found
+        .iter()
+        .any(|a| a.is_fallback_index() && a.manifest.digest == m.digest)
+}
+
+fn ctx(e: Error, repo: &Repo, tag: &str) -> Error {
+    e.context(format!("looking up {tag} in {}", repo.describe_repo()))
+}
+
+/// What copying the attachments did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AttachmentsReport {
+    /// Attachments found at the source.
+    pub found: usize,
+    /// Attachments written (manifests or tags).
+    pub copied: usize,
+    /// Attachments already at the destination.
+    pub present: usize,
+    /// Entries added to an existing destination fallback index.
+    pub merged: usize,
+    /// Bytes of blobs uploaded.
+    pub bytes_uploaded: u64,
+}
+
+/// Copy `attachments` (from [`discover`]; their subjects already at the destination) from
+/// `src` into `dst`, a sink opened for `dst_ref`. `merge_repo` is the destination repository
+/// (read-write) used to merge into an existing fallback index there; without it a differing
+/// fallback index at the destination is an error rather than an overwrite.
+pub async fn copy_attachments(
+    src: &Repo,
+    dst: &dyn Sink,
+    dst_ref: &ImageRef,
+    attachments: &[Attachment],
+    merge_repo: Option<&Repo>,
+    opts: &CopyOptions,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<AttachmentsReport> {
+    let mut report = AttachmentsReport {
+        found: attachments.len(),
+        ..AttachmentsReport::default()
+    };
+    // Referrers listed in a fallback index that is copied verbatim travel inside it.
+    let mut via_index: HashSet<Digest> = HashSet::new();
+    let mut plans = Vec::new();
+    for a in attachments {
+        if let Some(tag) = &a.tag {
+            let dtag = sibling_tag(dst_ref, tag);
+            let there = dst.tag_digest(&dtag).await?;
+            plans.push((a, Some((dtag, there))));
+        } else {
+            plans.push((a, None));
+        }
+    }
+    for (a, t) in &plans {
+        if let Some((_, there)) = t {
+            if a.is_fallback_index() && there.is_none() {
+                via_index.extend(a.manifest.view().manifests.iter().map(|d| d.digest.clone()));
+            }
+        }
+    }
+    let mut api_referrers: Vec<&Attachment> = Vec::new();
+    for (a, t) in plans {
+        match t {
+            Some((_, Some(there))) if there == a.manifest.digest => report.present += 1,
+            Some((dtag, there)) => {
+                if a.is_fallback_index() && there.is_some() {
+                    // Someone else's index: merge ours in, never overwrite.
+                    let repo = merge_repo.ok_or_else(|| {
+                        Error::Unsupported(format!(
+                            "{dst_ref}: {dtag} exists with other referrers and cannot be merged \
+                             in this destination"
+                        ))
+                    })?;
+                    report.merged += merge_entries(src, dst, repo, a, opts, reporter).await?;
+                    continue;
+                }
+                if let (Some(repo), Some(_), false) = (merge_repo, &there, a.manifest.is_index()) {
+                    // The destination has its own cosign manifest at this tag: add our layers
+                    // to it (blobs first), keeping its own.
+                    report.merged += merge_layers(src, dst, repo, a, &dtag, opts, reporter).await?;
+                    continue;
+                }
+                let graph = Graph::walk(src.source(), a.manifest.clone(), opts.jobs).await?;
+                let o = CopyOptions {
+                    tags: vec![dtag],
+                    commit: false,
+                    ..opts.clone()
+                };
+                let r = copy_graph(src.source(), dst, &graph, &o, reporter).await?;
+                report.bytes_uploaded += r.uploaded.bytes;
+                report.copied += 1;
+            }
+            None if via_index.contains(&a.manifest.digest) => {}
+            None => {
+                let desc = a.manifest.descriptor();
+                if dst.has_manifest(&desc).await? {
+                    report.present += 1;
+                } else {
+                    let graph = Graph::walk(src.source(), a.manifest.clone(), opts.jobs).await?;
+                    let o = CopyOptions {
+                        tags: Vec::new(),
+                        commit: false,
+                        ..opts.clone()
+                    };
+                    let r = copy_graph(src.source(), dst, &graph, &o, reporter).await?;
+                    report.bytes_uploaded += r.uploaded.bytes;
+                    report.copied += 1;
+                }
+                api_referrers.push(a);
+            }
+        }
+    }
+    // Referrers the source listed through its API (no fallback index to copy): list them in
+    // the destination's fallback index.
+    let has_index = |d: &Digest| {
+        attachments
+            .iter()
+            .any(|a| a.is_fallback_index() && &a.subject == d)
+    };
+    for a in api_referrers {
+        if has_index(&a.subject) {
+            continue;
+        }
+        if let Some(repo) = merge_repo {
+            if repo.referrers_api(&a.subject).await?.is_none() {
+                merge_referrer_entry(repo, &a.subject, &entry_for(&a.manifest)).await?;
+                report.merged += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Copy each referrer of the source's fallback index `a` missing from the destination's, and
+/// list it there.
+async fn merge_entries(
+    src: &Repo,
+    dst: &dyn Sink,
+    repo: &Repo,
+    a: &Attachment,
+    opts: &CopyOptions,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<usize> {
+    let v: Value = serde_json::from_slice(&a.manifest.bytes).map_err(|e| Error::Json {
+        what: format!("referrers index {}", a.manifest.digest),
+        source: e,
+    })?;
+    let entries = v
+        .get("manifests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut n = 0;
+    for (entry, desc) in entries.iter().zip(a.manifest.view().manifests.iter()) {
+        if !dst.has_manifest(desc).await? {
+            let m = src.manifest(desc).await?;
+            let graph = Graph::walk(src.source(), m, opts.jobs).await?;
+            let o = CopyOptions {
+                tags: Vec::new(),
+                commit: false,
+                ..opts.clone()
+            };
+            copy_graph(src.source(), dst, &graph, &o, reporter).await?;
+        }
+        if merge_referrer_entry(repo, &a.subject, entry).await?.added {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Copy the blobs of the cosign manifest `a` and add each of its layers to the destination's
+/// own manifest at `tag`.
+async fn merge_layers(
+    src: &Repo,
+    dst: &dyn Sink,
+    repo: &Repo,
+    a: &Attachment,
+    tag: &str,
+    opts: &CopyOptions,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<usize> {
+    let graph = Graph::walk(src.source(), a.manifest.clone(), opts.jobs).await?;
+    let o = CopyOptions {
+        tags: Vec::new(),
+        commit: false,
+        ..opts.clone()
+    };
+    copy_graph(src.source(), dst, &graph, &o, reporter).await?;
+    let v: Value = serde_json::from_slice(&a.manifest.bytes).map_err(|e| Error::Json {
+        what: format!("{tag} ({})", a.manifest.digest),
+        source: e,
+    })?;
+    let mut n = 0;
+    for layer in v
+        .get("layers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if merge_cosign_layer(repo, tag, layer).await?.added {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A fallback-index entry for a referrer manifest: media type, digest, size, artifact type
+/// and annotations, as the distribution spec lists them.
+fn entry_for(m: &RawManifest) -> Value {
+    let v: Value = serde_json::from_slice(&m.bytes).unwrap_or(Value::Null);
+    let mut e = Map::new();
+    e.insert("mediaType".into(), json!(m.media_type));
+    e.insert("digest".into(), json!(m.digest.to_string()));
+    e.insert("size".into(), json!(m.bytes.len()));
+    let artifact = v
+        .get("artifactType")
+        .cloned()
+        .or_else(|| v.pointer("/config/mediaType").cloned())
+        .filter(|t| t.as_str() != Some(mt::OCI_EMPTY));
+    if let Some(t) = artifact {
+        e.insert("artifactType".into(), t);
+    }
+    if let Some(a) = v.get("annotations").filter(|a| a.is_object()) {
+        e.insert("annotations".into(), a.clone());
+    }
+    Value::Object(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_tags() {
+        let hex = "a".repeat(64);
+        assert!(is_attachment_tag(&format!("sha256-{hex}.sig")));
+        assert!(is_attachment_tag(&format!("sha256-{hex}")));
+        assert!(!is_attachment_tag("sha256-abc.sig"));
+        assert!(!is_attachment_tag("2.4"));
+    }
+
+    #[test]
+    fn siblings() {
+        let r: ImageRef = "oci-archive:/tmp/a.tar:ghcr.io/org/app:1.0"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            sibling(&r, "sha256-x.sig").to_string(),
+            "oci-archive:/tmp/a.tar:ghcr.io/org/app:sha256-x.sig"
+        );
+        let r: ImageRef = "oci:/tmp/l:1.0".parse().unwrap();
+        assert_eq!(sibling_tag(&r, "sha256-x.sig"), "sha256-x.sig");
+        let r: ImageRef = "docker://127.0.0.1:5000/a/b:1.0".parse().unwrap();
+        assert_eq!(
+            sibling(&r, "sha256-x.att").to_string(),
+            "docker://127.0.0.1:5000/a/b:sha256-x.att"
+        );
+    }
+}
