@@ -221,6 +221,7 @@ pub async fn prepare(
         labels,
         platform_labels: Some(&platform_labels),
         annotations,
+        inherit_annotations: false,
         base_name: Some(base_name(&science_ref)),
         platforms: (!platforms.is_empty()).then_some(platforms),
         created: opts.created,

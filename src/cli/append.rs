@@ -85,6 +85,7 @@ pub async fn run(args: AppendArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         platform_labels: None,
         annotations: args.annotations.iter().cloned().collect(),
+        inherit_annotations: true,
         base_name: Some(graft::image::append::base_name(&base_ref)),
         platforms: (!args.platforms.is_empty()).then(|| args.platforms.clone()),
         created,

@@ -62,6 +62,10 @@ pub struct AppendRequest<'a> {
     pub platform_labels: Option<LabelFn<'a>>,
     /// Annotations set on the index and on every new manifest.
     pub annotations: BTreeMap<String, String>,
+    /// Keep the base documents' own annotations under `annotations` (`graft append`, like
+    /// `crane mutate`); refresh drops them, since the science image's title, version or
+    /// description do not describe the final image (its base is named by the base annotations).
+    pub inherit_annotations: bool,
     /// `org.opencontainers.image.base.name` (a tag reference to the base), if known.
     pub base_name: Option<String>,
     /// Append only to these platforms (the others are left out of the result).
@@ -308,7 +312,13 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
         manifests.insert(m.digest.clone(), m);
     }
     let drop: HashSet<usize> = dropped.iter().map(|d| d.position).collect();
-    let index = rebuild_index(&root, &replace, &drop, &annotations(req, &root.digest))?;
+    let index = rebuild_index(
+        &root,
+        &replace,
+        &drop,
+        &annotations(req, &root.digest),
+        req.inherit_annotations,
+    )?;
     let desc = index.descriptor();
     Ok(Assembled {
         source: AssembledSource {
@@ -407,6 +417,7 @@ async fn append_one(
         &cfg_desc,
         &layers,
         &annotations(req, &manifest.digest),
+        req.inherit_annotations,
     )?;
     let result = PlatformResult {
         platform: platform.map(|p| p.to_string()),

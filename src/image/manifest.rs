@@ -24,7 +24,11 @@ fn descriptor_value(d: &Descriptor) -> Result<Value> {
 fn set_annotations(
     obj: &mut Map<String, Value>,
     annotations: &BTreeMap<String, String>,
+    keep_existing: bool,
 ) -> Result<()> {
+    if !keep_existing {
+        obj.shift_remove("annotations");
+    }
     if annotations.is_empty() {
         return Ok(());
     }
@@ -64,12 +68,13 @@ pub fn layer_media_type_for(manifest_type: &str, layer_type: &str) -> Result<Str
 }
 
 /// A new image manifest: `base` with its config replaced, `layers` appended and `annotations`
-/// set.
+/// set (over the base's own annotations when `keep_existing`, else instead of them).
 pub fn append_layers(
     base: &RawManifest,
     config: &Descriptor,
     layers: &[Descriptor],
     annotations: &BTreeMap<String, String>,
+    keep_existing: bool,
 ) -> Result<RawManifest> {
     if base.is_index() {
         return Err(Error::Invalid {
@@ -105,7 +110,7 @@ pub fn append_layers(
     for l in layers {
         list.push(descriptor_value(l)?);
     }
-    set_annotations(obj, annotations)?;
+    set_annotations(obj, annotations, keep_existing)?;
     finish(&doc, &base.media_type)
 }
 
@@ -117,6 +122,7 @@ pub fn rebuild_index(
     replace: &HashMap<Digest, Descriptor>,
     drop: &HashSet<usize>,
     annotations: &BTreeMap<String, String>,
+    keep_existing: bool,
 ) -> Result<RawManifest> {
     let mut doc: Value = serde_json::from_slice(&base.bytes).map_err(json_err("base index"))?;
     let obj = doc.as_object_mut().ok_or_else(|| Error::Invalid {
@@ -157,7 +163,7 @@ pub fn rebuild_index(
         kept.push(e);
     }
     *entries = kept;
-    set_annotations(obj, annotations)?;
+    set_annotations(obj, annotations, keep_existing)?;
     finish(&doc, &base.media_type)
 }
 
@@ -179,13 +185,13 @@ mod tests {
         let base = RawManifest::from_bytes(Bytes::from(base), None).unwrap();
         let new_cfg = Descriptor::new(mt::OCI_CONFIG, Digest::sha256(b"c2"), 2);
         let ann = BTreeMap::from([("k".to_string(), "v".to_string())]);
-        let m = append_layers(&base, &new_cfg, &[d("l", 3)], &ann).unwrap();
+        let m = append_layers(&base, &new_cfg, &[d("l", 3)], &ann, true).unwrap();
         let text = std::str::from_utf8(&m.bytes).unwrap();
         assert!(text.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config""#), "{text}");
         assert!(text.contains(r#""x-keep":true"#));
         assert_eq!(m.view().layers.len(), 1);
         assert_eq!(m.view().config.as_ref().unwrap().digest, new_cfg.digest);
-        let again = append_layers(&base, &new_cfg, &[d("l", 3)], &ann).unwrap();
+        let again = append_layers(&base, &new_cfg, &[d("l", 3)], &ann, true).unwrap();
         assert_eq!(again.digest, m.digest, "deterministic");
     }
 
@@ -219,6 +225,7 @@ mod tests {
             &HashMap::from([(a, new.clone())]),
             &HashSet::from([1]),
             &BTreeMap::new(),
+            true,
         )
         .unwrap();
         let entries = &idx.view().manifests;

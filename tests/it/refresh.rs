@@ -167,6 +167,15 @@ fn refresh_mounts_science_writes_breadcrumbs_and_reruns_idempotently() {
     );
     assert_eq!(ann["org.opencontainers.image.version"], "2.4");
     assert_eq!(
+        ann["org.opencontainers.image.title"],
+        Value::Null,
+        "the science index's own annotations are not inherited: {ann}"
+    );
+    assert_eq!(
+        ann["org.opencontainers.image.description"],
+        "Jupyter science stack for the sample platform"
+    );
+    assert_eq!(
         ann["org.opencontainers.image.created"],
         "2023-11-14T22:13:20Z"
     );
