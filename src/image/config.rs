@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::oci::Digest;
 use crate::timestamp::Timestamp;
 
-/// Runtime settings a compat layer may set (Dockerfile semantics).
+/// Runtime settings a compat layer chain sets, applied to a science config with Dockerfile
+/// semantics by [`edit_config`] (chains are merged by [`crate::library::ImageConfig::merge`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
     /// Environment variables, merged by name (later wins).
@@ -26,44 +27,6 @@ pub struct RuntimeConfig {
     pub workdir: Option<String>,
     /// Ports added to `ExposedPorts` (`8888/tcp`; a bare number means tcp).
     pub exposed_ports: Vec<String>,
-}
-
-impl RuntimeConfig {
-    /// Merge `later` over `self` (env by name, labels by key, scalars replaced when set).
-    pub fn merge(&mut self, later: &RuntimeConfig) {
-        for (k, v) in &later.env {
-            set_env(&mut self.env, k, v);
-        }
-        self.labels
-            .extend(later.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if later.entrypoint.is_some() {
-            self.entrypoint = later.entrypoint.clone();
-            if later.cmd.is_none() {
-                self.cmd = None;
-            }
-        }
-        if later.cmd.is_some() {
-            self.cmd = later.cmd.clone();
-        }
-        if later.user.is_some() {
-            self.user = later.user.clone();
-        }
-        if later.workdir.is_some() {
-            self.workdir = later.workdir.clone();
-        }
-        for p in &later.exposed_ports {
-            if !self.exposed_ports.contains(p) {
-                self.exposed_ports.push(p.clone());
-            }
-        }
-    }
-}
-
-fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {
-    match env.iter_mut().find(|(k, _)| k == key) {
-        Some(slot) => slot.1 = value.to_string(),
-        None => env.push((key.to_string(), value.to_string())),
-    }
 }
 
 /// One appended layer, as the config records it.
@@ -275,21 +238,6 @@ mod tests {
             edit_config(BASE.as_bytes(), &edit()).unwrap(),
             edit_config(BASE.as_bytes(), &edit()).unwrap()
         );
-        let mut a = RuntimeConfig {
-            env: vec![("A".into(), "1".into())],
-            cmd: Some(vec!["x".into()]),
-            ..Default::default()
-        };
-        a.merge(&RuntimeConfig {
-            env: vec![("A".into(), "2".into()), ("B".into(), "3".into())],
-            entrypoint: Some(vec!["e".into()]),
-            ..Default::default()
-        });
-        assert_eq!(
-            a.env,
-            vec![("A".into(), "2".into()), ("B".into(), "3".into())]
-        );
-        assert_eq!(a.cmd, None, "ENTRYPOINT resets an inherited CMD");
     }
 
     #[test]
