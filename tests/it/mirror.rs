@@ -166,7 +166,6 @@ fn mirror_failures_do_not_stop_the_others() {
 // Attachments: signatures, attestations and referrers travel with their images.
 
 use crate::sign::{g, keypair};
-use crate::support::block_on;
 use crate::support::tools::sha256_hex;
 
 const ARTIFACT: &str = "application/vnd.example.sbom.v1+json";
@@ -212,39 +211,9 @@ fn attach_everything(
     .ok();
     let index = reg.raw(&format!("{repo}:{tag}"));
     let subject = format!("sha256:{}", sha256_hex(&index));
-    let client = reg.http_client();
-    let base = reg.base_url();
-    let put_blob = |bytes: Vec<u8>| {
-        let client = client.clone();
-        let base = base.clone();
-        let repo = repo.to_string();
-        block_on(async move {
-            let digest = format!("sha256:{}", sha256_hex(&bytes));
-            let resp = client
-                .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 202);
-            let loc = resp.headers()["location"].to_str().unwrap().to_string();
-            let loc = if loc.starts_with("http") {
-                loc
-            } else {
-                format!("{base}{loc}")
-            };
-            let sep = if loc.contains('?') { '&' } else { '?' };
-            let resp = client
-                .put(format!("{loc}{sep}digest={digest}"))
-                .body(bytes.clone())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-            (digest, bytes.len())
-        })
-    };
+    let put_blob = |bytes: Vec<u8>| (reg.push_blob(repo, &bytes), bytes.len());
     let put_manifest = |reference: &str, media_type: &str, bytes: Vec<u8>| {
-        put_manifest(reg, repo, reference, media_type, bytes)
+        reg.push_manifest(repo, reference, media_type, &bytes)
     };
     let (empty, _) = put_blob(b"{}".to_vec());
     let (sbom, sbom_size) = put_blob(br#"{"packages":["numpy","astropy"]}"#.to_vec());
@@ -284,23 +253,6 @@ fn attach_everything(
         fallback,
     );
     (public, referrer, subject)
-}
-
-/// PUT a manifest with a plain HTTP client.
-fn put_manifest(reg: &Registry, repo: &str, reference: &str, media_type: &str, bytes: Vec<u8>) {
-    let client = reg.http_client();
-    let url = format!("{}/v2/{repo}/manifests/{reference}", reg.base_url());
-    let media_type = media_type.to_string();
-    block_on(async move {
-        let resp = client
-            .put(url)
-            .header("Content-Type", media_type)
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    })
 }
 
 fn entry_kept(index: &serde_json::Value) -> serde_json::Value {
@@ -610,12 +562,11 @@ fn copy_with_attachments_between_registries_merges_the_fallback_index() {
     let mut entry = theirs.clone();
     entry.as_object_mut().unwrap().remove("platform");
     entry["artifactType"] = "application/vnd.example.other".into();
-    put_manifest(
-        &b,
+    b.push_manifest(
         "sci/jupyter",
         &format!("sha256-{hex}"),
         "application/vnd.oci.image.index.v1+json",
-        serde_json::to_vec(&serde_json::json!({
+        &serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
             "manifests": [entry],

@@ -89,53 +89,6 @@ fn blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
     b
 }
 
-fn put_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
-    let client = reg.http_client();
-    let base = reg.base_url();
-    let digest = sha256_digest(bytes);
-    let (repo, bytes, d) = (repo.to_string(), bytes.to_vec(), digest.clone());
-    block_on(async move {
-        let resp = client
-            .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        let loc = resp.headers()["location"].to_str().unwrap().to_string();
-        let loc = if loc.starts_with("http") {
-            loc
-        } else {
-            format!("{base}{loc}")
-        };
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let resp = client
-            .put(format!("{loc}{sep}digest={d}"))
-            .header("Content-Type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201);
-    });
-    digest
-}
-
-fn put_manifest(reg: &Registry, repo: &str, reference: &str, bytes: &[u8], media_type: &str) {
-    let client = reg.http_client();
-    let url = format!("{}/v2/{repo}/manifests/{reference}", reg.base_url());
-    let (bytes, mt) = (bytes.to_vec(), media_type.to_string());
-    block_on(async move {
-        let resp = client
-            .put(&url)
-            .header("Content-Type", mt)
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "PUT {url}: {}", resp.status());
-    });
-}
-
 /// `openssl dgst -sha256 -verify PUB -signature SIG DATA`.
 fn openssl_verifies(pubkey: &Path, sig_der: &[u8], data: &[u8]) -> bool {
     let dir = tempfile::tempdir().unwrap();
@@ -524,11 +477,11 @@ fn two_signers_both_verify_signing_twice_adds_nothing_and_others_layers_survive(
     .unwrap();
     let doc: Value = serde_json::from_slice(&fixture[b"\x00sigstore-json\n".len()..]).unwrap();
     let foreign_payload = B64.decode(doc["payload"].as_str().unwrap()).unwrap();
-    let pd = put_blob(&reg, "sci/astro", &foreign_payload);
+    let pd = reg.push_blob("sci/astro", &foreign_payload);
     let config = format!(
         r#"{{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{{"created":"0001-01-01T00:00:00Z"}}],"os":"","rootfs":{{"type":"layers","diff_ids":["{pd}"]}},"config":{{}}}}"#
     );
-    let cd = put_blob(&reg, "sci/astro", config.as_bytes());
+    let cd = reg.push_blob("sci/astro", config.as_bytes());
     let foreign_layer = format!(
         r#"{{"mediaType":"{SIMPLE}","size":{},"digest":"{pd}","annotations":{{"dev.cosignproject.cosign/signature":"{}","z-unknown":"kept"}},"x-extra":[1,2]}}"#,
         foreign_payload.len(),
@@ -540,12 +493,11 @@ fn two_signers_both_verify_signing_twice_adds_nothing_and_others_layers_survive(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":{},"digest":"{cd}"}},"layers":[{foreign_layer}]}}"#,
         config.len()
     );
-    put_manifest(
-        &reg,
+    reg.push_manifest(
         "sci/astro",
         &sig_tag,
-        foreign_manifest.as_bytes(),
         OCI_MANIFEST,
+        foreign_manifest.as_bytes(),
     );
 
     let image = format!("docker://{}", reg.image_ref("sci/astro:1.0"));
@@ -678,12 +630,11 @@ fn verify_failures_have_distinct_messages_and_exit_1() {
     let (yd, _) = digests(&reg, "sci/img", "y");
     let (xsig_bytes, xsig) =
         manifest(&reg, "sci/img", &format!("sha256-{}.sig", hex_of(&xd))).unwrap();
-    put_manifest(
-        &reg,
+    reg.push_manifest(
         "sci/img",
         &format!("sha256-{}.sig", hex_of(&yd)),
-        &xsig_bytes,
         OCI_MANIFEST,
+        &xsig_bytes,
     );
     let other = verify(&a_pub, &y);
     assert!(
@@ -700,16 +651,15 @@ fn verify_failures_have_distinct_messages_and_exit_1() {
     let edited = String::from_utf8(payload)
         .unwrap()
         .replace(&reg.image_ref("sci/img"), "evil.example/img");
-    let ed = put_blob(&reg, "sci/img", edited.as_bytes());
+    let ed = reg.push_blob("sci/img", edited.as_bytes());
     let mut tampered = xsig.clone();
     tampered["layers"][0]["digest"] = json!(ed);
     tampered["layers"][0]["size"] = json!(edited.len());
-    put_manifest(
-        &reg,
+    reg.push_manifest(
         "sci/img",
         &format!("sha256-{}.sig", hex_of(&xd)),
-        &serde_json::to_vec(&tampered).unwrap(),
         OCI_MANIFEST,
+        &serde_json::to_vec(&tampered).unwrap(),
     );
     let t = verify(&a_pub, &x);
     assert!(

@@ -441,6 +441,66 @@ impl Registry {
         v
     }
 
+    /// Upload `bytes` as a blob of `repo` with a plain HTTP client (an independent client:
+    /// POST, then PUT to the returned Location); returns its digest.
+    pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let client = self.http_client();
+        let base = self.base_url();
+        let digest = super::tools::sha256_digest(bytes);
+        let (repo, bytes, d) = (repo.to_string(), bytes.to_vec(), digest.clone());
+        super::block_on(async move {
+            let resp = client
+                .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 202);
+            let loc = resp.headers()["location"].to_str().unwrap().to_string();
+            let loc = if loc.starts_with("http") {
+                loc
+            } else {
+                format!("{base}{loc}")
+            };
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            let resp = client
+                .put(format!("{loc}{sep}digest={d}"))
+                .header("Content-Type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                201,
+                "{}",
+                resp.text().await.unwrap_or_default()
+            );
+        });
+        digest
+    }
+
+    /// PUT a manifest's bytes at `repo:reference` with a plain HTTP client.
+    pub fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+        let client = self.http_client();
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base_url());
+        let (bytes, mt) = (bytes.to_vec(), media_type.to_string());
+        super::block_on(async move {
+            let resp = client
+                .put(&url)
+                .header("Content-Type", mt)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                201,
+                "PUT {url}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        });
+    }
+
     /// The registry's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
