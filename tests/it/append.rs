@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::graft::graft;
 use crate::support::proxy::Proxy;
 use crate::support::registry::{Registry, RegistryOpts};
-use crate::support::tools::{run_ok, science_oci_ref, skopeo, skopeo_inspect_raw, umoci};
+use crate::support::tools::{run_ok, science_oci_ref, skopeo, skopeo_inspect_raw};
 
 /// A gzip compat layer made with GNU tar: overrides start.sh and deletes
 /// /opt/conda/share/obsolete with a whiteout.
@@ -191,32 +191,16 @@ fn append_mounts_science_layers_and_is_idempotent() {
     );
 
     // umoci unpacks the amd64 image: compat file overrides the science one, whiteout applied.
-    let layout = home.path().join("amd64");
-    skopeo([
-        "copy",
-        "--src-tls-verify=false",
-        "--override-arch",
-        "amd64",
-        &reg.docker_ref("rel/jupyter:2.4"),
-        &format!("oci:{}:x", layout.display()),
-    ]);
-    let bundle = home.path().join("bundle");
-    umoci([
-        "unpack",
-        "--rootless",
-        "--image",
-        &format!("{}:x", layout.display()),
-        bundle.to_str().unwrap(),
-    ]);
-    let start = std::fs::read_to_string(bundle.join("rootfs/usr/local/bin/start.sh")).unwrap();
+    let rootfs = reg.unpack_amd64("rel/jupyter:2.4", home.path());
+    let start = std::fs::read_to_string(rootfs.join("usr/local/bin/start.sh")).unwrap();
     assert_eq!(start, "#!/bin/sh\necho compat start\n");
     assert!(
-        !bundle.join("rootfs/opt/conda/share/obsolete").exists(),
+        !rootfs.join("opt/conda/share/obsolete").exists(),
         "whiteout applied"
     );
     assert!(
-        bundle
-            .join("rootfs/opt/conda/etc/jupyter/jupyter_server_config.py")
+        rootfs
+            .join("opt/conda/etc/jupyter/jupyter_server_config.py")
             .exists(),
         "science files kept"
     );

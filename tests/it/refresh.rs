@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::graft::{capture, command, Run};
 use crate::support::proxy::Proxy;
 use crate::support::registry::{Registry, RegistryOpts};
-use crate::support::tools::{skopeo, try_skopeo, umoci};
+use crate::support::tools::{skopeo, try_skopeo};
 
 /// The sample library copied to a temp dir, its science images pointed at `science` (a
 /// `docker://HOST/PREFIX`), `sci/jupyter:2.4` and `sci/astro:1.0` below it.
@@ -257,24 +257,7 @@ fn refresh_mounts_science_writes_breadcrumbs_and_reruns_idempotently() {
     );
 
     // umoci: the compat files override the science ones and the removed path is gone.
-    let layout = home.path().join("amd64");
-    skopeo([
-        "copy",
-        "--src-tls-verify=false",
-        "--override-arch",
-        "amd64",
-        &reg.docker_ref("rel/sci-notebook:2.4"),
-        &format!("oci:{}:x", layout.display()),
-    ]);
-    let bundle = home.path().join("bundle");
-    umoci([
-        "unpack",
-        "--rootless",
-        "--image",
-        &format!("{}:x", layout.display()),
-        bundle.to_str().unwrap(),
-    ]);
-    let rootfs = bundle.join("rootfs");
+    let rootfs = reg.unpack_amd64("rel/sci-notebook:2.4", home.path());
     assert_eq!(
         std::fs::read(rootfs.join("usr/local/bin/start.sh")).unwrap(),
         std::fs::read(lib.join("layers/jupyter-compat/files/usr/local/bin/start.sh")).unwrap()

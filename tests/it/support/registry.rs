@@ -441,6 +441,29 @@ impl Registry {
         v
     }
 
+    /// Unpack the amd64 image at `repo_ref` with umoci (after a skopeo copy of that platform
+    /// into a layout under `dir`); returns the rootfs.
+    pub fn unpack_amd64(&self, repo_ref: &str, dir: &Path) -> PathBuf {
+        let layout = dir.join("amd64");
+        super::tools::skopeo([
+            "copy",
+            "--src-tls-verify=false",
+            "--override-arch",
+            "amd64",
+            &self.docker_ref(repo_ref),
+            &format!("oci:{}:x", layout.display()),
+        ]);
+        let bundle = dir.join("bundle");
+        super::tools::umoci([
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:x", layout.display()),
+            bundle.to_str().unwrap(),
+        ]);
+        bundle.join("rootfs")
+    }
+
     /// Upload `bytes` as a blob of `repo` with a plain HTTP client (an independent client:
     /// POST, then PUT to the returned Location); returns its digest.
     pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
