@@ -32,7 +32,7 @@ class Registry:
         with open(cfg, "w") as f:
             f.write(
                 "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-                f"storage:\n  filesystem:\n    rootdirectory: {self.dir}/data\n  delete:\n    enabled: true\n"
+                f"storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {self.dir}/data\n  delete:\n    enabled: true\n"
                 f"http:\n  addr: {self.addr}\n  secret: bench\n"
             )
         self.log = open(os.path.join(self.dir, "log"), "w")

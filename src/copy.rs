@@ -229,6 +229,34 @@ pub async fn copy_image(
     copy_graph(src, dst, &graph, opts, reporter).await
 }
 
+/// Whether `m` lists a blob or manifest this copy added (so `m` itself is new there).
+fn lists_fresh(m: &RawManifest, fresh: &HashSet<Digest>) -> bool {
+    let v = m.view();
+    v.config
+        .iter()
+        .chain(&v.layers)
+        .chain(&v.manifests)
+        .any(|d| fresh.contains(&d.digest))
+}
+
+/// Write a child manifest unless present (not asked when it is `new`); whether it was written.
+async fn write_child(
+    dst: &dyn Sink,
+    m: &RawManifest,
+    new: bool,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<bool> {
+    let desc = m.descriptor();
+    let write = new || !dst.has_manifest(&desc).await?;
+    if write {
+        dst.put_manifest(m)
+            .await
+            .map_err(|e| e.context(format!("writing manifest {} to {}", m.digest, dst.name())))?;
+    }
+    reporter.manifest_done(&desc, write);
+    Ok(write)
+}
+
 /// Copy an already-walked graph: blobs, then child manifests, then the root and its tags.
 pub async fn copy_graph(
     src: &dyn Source,
@@ -250,8 +278,15 @@ pub async fn copy_graph(
         manifests_written: 0,
         manifests_present: 0,
     };
-    for phase in [&graph.layers, &graph.configs] {
-        let outcomes: Vec<(u64, BlobOutcome)> = futures::stream::iter(phase.iter())
+    // What this copy added (blobs uploaded, manifests written): a manifest that lists one of
+    // them cannot be at the destination yet, so it is written without asking first (one round
+    // trip less per manifest and tag; asking wrongly costs only an idempotent PUT).
+    let mut fresh: HashSet<Digest> = HashSet::new();
+    // Layers and configs in one pass: registries do not care about their order, only that
+    // every blob is in place before the manifests that list it.
+    {
+        let blobs = graph.layers.iter().chain(&graph.configs);
+        let outcomes: Vec<(&Descriptor, BlobOutcome)> = futures::stream::iter(blobs)
             .map(|d| async move {
                 let outcome = match &opts.dedupe {
                     None => transfer_blob(src, dst, d, opts.retries, reporter).await,
@@ -267,12 +302,16 @@ pub async fn copy_graph(
                 }
                 .map_err(|e| e.context(format!("copying blob {} to {}", d.digest, dst.name())))?;
                 reporter.blob_done(d, outcome);
-                Ok::<_, Error>((d.size, outcome))
+                Ok::<_, Error>((d, outcome))
             })
             .buffer_unordered(opts.jobs.max(1))
             .try_collect()
             .await?;
-        for (size, outcome) in outcomes {
+        for (d, outcome) in outcomes {
+            if outcome == BlobOutcome::Uploaded {
+                fresh.insert(d.digest.clone());
+            }
+            let size = d.size;
             match outcome {
                 BlobOutcome::Present => report.present.add(size),
                 BlobOutcome::Mounted => report.mounted.add(size),
@@ -282,19 +321,33 @@ pub async fn copy_graph(
         }
     }
     let (children, _) = graph.manifests.split_at(graph.manifests.len() - 1);
-    for m in children {
-        let desc = m.descriptor();
-        if dst.has_manifest(&desc).await? {
-            report.manifests_present += 1;
-            reporter.manifest_done(&desc, false);
-        } else {
-            dst.put_manifest(m).await.map_err(|e| {
-                e.context(format!("writing manifest {} to {}", m.digest, dst.name()))
-            })?;
-            report.manifests_written += 1;
-            reporter.manifest_done(&desc, true);
+    // Image manifests list only blobs, so they go together; indexes (nested ones are rare)
+    // follow one by one, in walk order, each after the manifests it lists.
+    let (images, indexes): (Vec<&RawManifest>, Vec<&RawManifest>) =
+        children.iter().partition(|m| !m.is_index());
+    let fresh_ref = &fresh;
+    let written: Vec<(Digest, bool)> = futures::stream::iter(images)
+        .map(|m| async move {
+            let new = lists_fresh(m, fresh_ref);
+            Ok::<_, Error>((m.digest.clone(), write_child(dst, m, new, reporter).await?))
+        })
+        .buffered(opts.jobs.max(1))
+        .try_collect()
+        .await?;
+    fresh.extend(written.iter().filter(|w| w.1).map(|w| w.0.clone()));
+    for m in indexes {
+        if write_child(dst, m, lists_fresh(m, &fresh), reporter).await? {
+            fresh.insert(m.digest.clone());
         }
     }
+    for m in children {
+        if fresh.contains(&m.digest) {
+            report.manifests_written += 1;
+        } else {
+            report.manifests_present += 1;
+        }
+    }
+    let root_is_new = lists_fresh(root, &fresh);
     let desc = root.descriptor();
     if opts.tags.is_empty() {
         let written = dst.put_root(root).await.map_err(|e| {
@@ -312,7 +365,7 @@ pub async fn copy_graph(
         reporter.manifest_done(&desc, written);
     }
     for tag in &opts.tags {
-        if dst.tag_digest(tag).await?.as_ref() == Some(&root.digest) {
+        if !root_is_new && dst.tag_digest(tag).await?.as_ref() == Some(&root.digest) {
             report.manifests_present += 1;
         } else {
             dst.put_tag(root, tag).await.map_err(|e| {

@@ -21,6 +21,7 @@ use crate::library::{BuildInfo, Library, Manifest};
 use crate::oci::{Descriptor, Digest};
 use crate::progress::Reporter;
 use crate::reference::ImageRef;
+use crate::store::memo::Memo;
 use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
 use crate::store::Source;
 use crate::timestamp::Timestamp;
@@ -154,12 +155,18 @@ pub async fn prepare(
 ) -> Result<Prepared> {
     let what = || format!("refreshing {} ({})", m.name, m.rel);
     let science_ref = m.science.image.image.clone();
-    let base: Arc<dyn Source> = Arc::from(
+    let base = Arc::new(Memo::new(Arc::from(
         open_source(&pinned(&science_ref, m), ep)
             .await
             .map_err(|e| e.context(what()))?,
-    );
-    let science_digest = base.resolve_digest().await.map_err(|e| {
+    )));
+    // Read the science image while the compat layer is built.
+    let science = async {
+        base.warm(opts.jobs).await?;
+        base.resolve_digest().await
+    };
+    let (science_digest, built) = tokio::join!(science, layers.get(lib, &m.compat, opts));
+    let science_digest = science_digest.map_err(|e| {
         e.context(format!(
             "resolving science image {} of {}",
             m.science.image.text, m.rel
@@ -174,7 +181,7 @@ pub async fn prepare(
             });
         }
     }
-    let (layer, path) = layers.get(lib, &m.compat, opts).await?;
+    let (layer, path) = built?;
     let compat_desc = Descriptor::new(layer.media_type.clone(), layer.digest.clone(), layer.size);
     let build = &opts.build;
     let prefix = lib.settings().label_prefix.clone();

@@ -22,7 +22,8 @@ pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 /// See [`BASE_NAME`].
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
-const CONFIG_LIMIT: u64 = 64 << 20;
+/// The largest config graft reads into memory.
+pub(crate) const CONFIG_LIMIT: u64 = 64 << 20;
 
 /// Where the bytes of a blob graft made live until the copy engine moves them.
 #[derive(Debug, Clone)]
@@ -182,7 +183,7 @@ pub fn base_name(r: &crate::reference::ImageRef) -> String {
 }
 
 /// Why an index entry is not a runnable image, if it is not.
-fn not_runnable(d: &Descriptor) -> Option<String> {
+pub(crate) fn not_runnable(d: &Descriptor) -> Option<String> {
     if d.annotation("vnd.docker.reference.type") == Some("attestation-manifest") {
         return Some("a buildx attestation manifest (it describes the old image)".into());
     }

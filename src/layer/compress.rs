@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::Scope;
+use std::thread::{Scope, ScopedJoinHandle};
 
 use flate2::{Compress, Compression as Level, Crc, FlushCompress};
 
@@ -87,25 +87,38 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// Where full blocks of the tar stream go.
 pub trait BlockSink {
-    /// Take one block (exactly [`CHUNK`] bytes, except the last).
-    fn block(&mut self, data: Vec<u8>) -> Result<()>;
+    /// Take one block (exactly [`CHUNK`] bytes, except the last), shared with the diff_id
+    /// hasher.
+    fn block(&mut self, data: Arc<Vec<u8>>) -> Result<()>;
     /// The stream has ended: write what is left.
     fn finish(&mut self) -> Result<()>;
 }
 
-/// Tar bytes in, fixed-size blocks out, hashing the whole stream for the diff_id.
+/// Tar bytes in, fixed-size blocks out, hashing the whole stream for the diff_id on a thread
+/// of its own (so hashing overlaps reading the files and writing the output).
 pub struct Blocks<'a> {
     buf: Vec<u8>,
-    diff_id: Digester,
+    hash: Option<mpsc::SyncSender<Arc<Vec<u8>>>>,
+    hasher: Option<ScopedJoinHandle<'a, (Digest, u64)>>,
     sink: Box<dyn BlockSink + 'a>,
 }
 
 impl<'a> Blocks<'a> {
-    /// Blocks for `sink`.
-    pub fn new(sink: Box<dyn BlockSink + 'a>) -> Self {
+    /// Blocks for `sink`, the diff_id hashed on a thread of `scope`.
+    pub fn new<'env>(scope: &'a Scope<'a, 'env>, sink: Box<dyn BlockSink + 'a>) -> Self {
+        let (hash, blocks) = mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+        let hasher = scope.spawn(move || {
+            let mut diff_id = Digester::new(Algorithm::Sha256);
+            for block in blocks {
+                diff_id.update(&block);
+            }
+            let len = diff_id.len();
+            (diff_id.finish(), len)
+        });
         Blocks {
             buf: Vec::with_capacity(CHUNK),
-            diff_id: Digester::new(Algorithm::Sha256),
+            hash: Some(hash),
+            hasher: Some(hasher),
             sink,
         }
     }
@@ -171,8 +184,11 @@ impl<'a> Blocks<'a> {
     }
 
     fn push(&mut self) -> Result<()> {
-        self.diff_id.update(&self.buf);
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let full = Arc::new(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        let hash = self.hash.as_ref().expect("push after finish");
+        if hash.send(Arc::clone(&full)).is_err() {
+            return Err(worker_gone());
+        }
         self.sink.block(full)
     }
 
@@ -182,8 +198,9 @@ impl<'a> Blocks<'a> {
             self.push()?;
         }
         self.sink.finish()?;
-        let len = self.diff_id.len();
-        Ok((self.diff_id.finish(), len))
+        self.hash = None;
+        let hasher = self.hasher.take().expect("finish once");
+        hasher.join().map_err(|_| worker_gone())
     }
 }
 
@@ -191,7 +208,7 @@ impl<'a> Blocks<'a> {
 pub struct PlainSink<'o, W: Write>(pub &'o mut HashingWriter<W>);
 
 impl<W: Write> BlockSink for PlainSink<'_, W> {
-    fn block(&mut self, data: Vec<u8>) -> Result<()> {
+    fn block(&mut self, data: Arc<Vec<u8>>) -> Result<()> {
         self.0.put(&data)
     }
 
@@ -220,7 +237,7 @@ impl<'o, W: Write> ZstdSink<'o, W> {
 }
 
 impl<W: Write> BlockSink for ZstdSink<'_, W> {
-    fn block(&mut self, data: Vec<u8>) -> Result<()> {
+    fn block(&mut self, data: Arc<Vec<u8>>) -> Result<()> {
         let encoder = self.encoder.as_mut().expect("block after finish");
         encoder.write_all(&data).map_err(Error::LayerWrite)
     }
@@ -233,30 +250,32 @@ impl<W: Write> BlockSink for ZstdSink<'_, W> {
     }
 }
 
-type Job = (u64, Vec<u8>);
-type Done = (u64, io::Result<Vec<u8>>);
+type Job = (u64, Arc<Vec<u8>>);
+type Done = (u64, io::Result<(Vec<u8>, Crc)>);
 
 /// gzip in the manner of `pigz -i`: every block is deflated on its own (a fresh stream, ended
-/// with a sync flush so it stops on a byte boundary) by a pool of threads; the pieces are
-/// written in order between a fixed header and the CRC/size trailer. The bytes do not depend
-/// on the number of threads.
-pub struct ParallelGzip<'o, W: Write> {
-    out: &'o mut HashingWriter<W>,
+/// with a sync flush so it stops on a byte boundary) by a pool of threads, or stored as is when
+/// sampling shows it does not compress; the pieces are written in order between a fixed header
+/// and the CRC/size trailer by a writer thread (which also hashes them). The bytes do not
+/// depend on the number of threads.
+pub struct ParallelGzip<'scope> {
     jobs: Option<mpsc::Sender<Job>>,
     done: mpsc::Receiver<Done>,
-    ready: BTreeMap<u64, Vec<u8>>,
+    ready: BTreeMap<u64, (Vec<u8>, Crc)>,
     submitted: u64,
     written: u64,
     max_in_flight: u64,
     crc: Crc,
     started: bool,
+    out: Option<mpsc::SyncSender<Vec<u8>>>,
+    writer: Option<ScopedJoinHandle<'scope, Result<()>>>,
 }
 
-impl<'o, W: Write> ParallelGzip<'o, W> {
-    /// Start `threads` workers in `scope`, writing to `out`.
-    pub fn start<'scope>(
-        scope: &'scope Scope<'scope, '_>,
-        out: &'o mut HashingWriter<W>,
+impl<'scope> ParallelGzip<'scope> {
+    /// Start `threads` compression workers and a writer in `scope`, writing to `out`.
+    pub fn start<'env, W: Write + Send>(
+        scope: &'scope Scope<'scope, 'env>,
+        out: &'scope mut HashingWriter<W>,
         threads: usize,
     ) -> Self {
         let threads = threads.max(1);
@@ -271,15 +290,27 @@ impl<'o, W: Write> ParallelGzip<'o, W> {
                 loop {
                     let job = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok((index, data)) = job else { break };
-                    let result = deflate_block(&mut compress, &data);
-                    if done_tx.send((index, result)).is_err() {
+                    let mut crc = Crc::new();
+                    crc.update(&data);
+                    let result = match incompressible(&mut compress, &data) {
+                        Ok(true) => Ok(stored_blocks(&data)),
+                        Ok(false) => deflate_block(&mut compress, &data),
+                        Err(e) => Err(e),
+                    };
+                    if done_tx.send((index, result.map(|b| (b, crc)))).is_err() {
                         break;
                     }
                 }
             });
         }
+        let (out_tx, pieces) = mpsc::sync_channel::<Vec<u8>>(2 * threads);
+        let writer = scope.spawn(move || -> Result<()> {
+            for piece in pieces {
+                out.put(&piece)?;
+            }
+            Ok(())
+        });
         ParallelGzip {
-            out,
             jobs: Some(jobs),
             done,
             ready: BTreeMap::new(),
@@ -288,6 +319,28 @@ impl<'o, W: Write> ParallelGzip<'o, W> {
             max_in_flight: 2 * threads as u64,
             crc: Crc::new(),
             started: false,
+            out: Some(out_tx),
+            writer: Some(writer),
+        }
+    }
+
+    /// Hand bytes to the writer thread.
+    fn emit(&mut self, bytes: Vec<u8>) -> Result<()> {
+        let out = self.out.as_ref().expect("emit after finish");
+        if out.send(bytes).is_err() {
+            // The writer stopped: its error says why.
+            return Err(self.stop_writer().err().unwrap_or_else(worker_gone));
+        }
+        Ok(())
+    }
+
+    /// Close the writer's queue and wait for it.
+    fn stop_writer(&mut self) -> Result<()> {
+        self.out = None;
+        match self.writer.take().map(ScopedJoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(worker_gone()),
+            None => Ok(()),
         }
     }
 
@@ -309,8 +362,9 @@ impl<'o, W: Write> ParallelGzip<'o, W> {
             };
             wait = false;
             self.ready.insert(index, result.map_err(Error::LayerWrite)?);
-            while let Some(bytes) = self.ready.remove(&self.written) {
-                self.out.put(&bytes)?;
+            while let Some((bytes, crc)) = self.ready.remove(&self.written) {
+                self.crc.combine(&crc);
+                self.emit(bytes)?;
                 self.written += 1;
             }
         }
@@ -318,7 +372,7 @@ impl<'o, W: Write> ParallelGzip<'o, W> {
 
     fn header(&mut self) -> Result<()> {
         if !self.started {
-            self.out.put(&GZIP_HEADER)?;
+            self.emit(GZIP_HEADER.to_vec())?;
             self.started = true;
         }
         Ok(())
@@ -329,10 +383,9 @@ fn worker_gone() -> Error {
     Error::LayerWrite(io::Error::other("a compression thread stopped"))
 }
 
-impl<W: Write> BlockSink for ParallelGzip<'_, W> {
-    fn block(&mut self, data: Vec<u8>) -> Result<()> {
+impl BlockSink for ParallelGzip<'_> {
+    fn block(&mut self, data: Arc<Vec<u8>>) -> Result<()> {
         self.header()?;
-        self.crc.update(&data);
         let jobs = self.jobs.as_ref().expect("block after finish");
         jobs.send((self.submitted, data))
             .map_err(|_| worker_gone())?;
@@ -350,11 +403,60 @@ impl<W: Write> BlockSink for ParallelGzip<'_, W> {
         while self.written < self.submitted {
             self.drain(true)?;
         }
-        self.out.put(&DEFLATE_END)?;
-        self.out.put(&self.crc.sum().to_le_bytes())?;
-        self.out.put(&self.crc.amount().to_le_bytes())?;
-        Ok(())
+        let mut trailer = DEFLATE_END.to_vec();
+        trailer.extend_from_slice(&self.crc.sum().to_le_bytes());
+        trailer.extend_from_slice(&self.crc.amount().to_le_bytes());
+        self.emit(trailer)?;
+        self.stop_writer()
     }
+}
+
+/// How many windows of a block are test-compressed to decide whether to store it.
+const SAMPLE_WINDOWS: usize = 8;
+
+/// The length of each test window: 8 × 8 KiB is 1/16 of a block.
+const SAMPLE_LEN: usize = 8 * 1024;
+
+/// A block is stored rather than deflated when its sampled windows together deflate to at
+/// least this many hundredths of their size (already-compressed data: wheels, archives,
+/// media). A tar header inside a window saves a few hundred bytes, not enough to matter.
+const STORE_PERCENT: usize = 97;
+
+/// The most a stored deflate block can hold.
+const STORED_MAX: usize = 0xffff;
+
+/// Whether `data` looks incompressible: [`SAMPLE_WINDOWS`] evenly spaced windows of
+/// [`SAMPLE_LEN`] bytes are deflated at [`GZIP_LEVEL`] and together they do not shrink below
+/// [`STORE_PERCENT`]%. A pure function of the bytes (and the pinned zlib-rs), so the choice,
+/// like the rest of the output, is the same on every machine. Blocks too short to sample are
+/// always deflated.
+fn incompressible(compress: &mut Compress, data: &[u8]) -> io::Result<bool> {
+    if data.len() < 2 * SAMPLE_WINDOWS * SAMPLE_LEN {
+        return Ok(false);
+    }
+    let step = data.len() / SAMPLE_WINDOWS;
+    let mut deflated = 0;
+    for i in 0..SAMPLE_WINDOWS {
+        let window = &data[i * step..i * step + SAMPLE_LEN];
+        deflated += deflate_block(compress, window)?.len();
+    }
+    Ok(deflated * 100 >= SAMPLE_WINDOWS * SAMPLE_LEN * STORE_PERCENT)
+}
+
+/// `data` as stored (uncompressed) deflate blocks, not final, each at most [`STORED_MAX`]
+/// bytes: a zero header byte (BFINAL 0, BTYPE 00, padding: blocks start byte-aligned), LEN
+/// and its complement NLEN (little-endian), then the bytes. Ends byte-aligned, like the sync
+/// flush of a deflated block.
+fn stored_blocks(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 5 * data.len().div_ceil(STORED_MAX));
+    for piece in data.chunks(STORED_MAX) {
+        let len = piece.len() as u16;
+        out.push(0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
+    out
 }
 
 /// Deflate one block from a fresh state, ending with a sync flush (byte-aligned, not final).

@@ -163,12 +163,16 @@ pub fn plan(spec: &LayerSpec) -> Result<Vec<PlannedEntry>> {
 /// Build the layer described by `spec` and stream it to `out`. All checks of the trees and of
 /// `remove`/`modes` run before anything is written. Memory stays bounded by a few
 /// [`CHUNK`]-sized blocks per thread whatever the layer's size.
-pub fn build<W: Write>(spec: &LayerSpec, compression: Compression, out: W) -> Result<LayerDigests> {
+pub fn build<W: Write + Send>(
+    spec: &LayerSpec,
+    compression: Compression,
+    out: W,
+) -> Result<LayerDigests> {
     build_with_threads(spec, compression, out, threads())
 }
 
 /// [`build`] with `threads` gzip compression threads (the bytes are the same for any number).
-pub(crate) fn build_with_threads<W: Write>(
+pub(crate) fn build_with_threads<W: Write + Send>(
     spec: &LayerSpec,
     compression: Compression,
     out: W,
@@ -182,7 +186,7 @@ pub(crate) fn build_with_threads<W: Write>(
             Compression::Zstd => Box::new(ZstdSink::new(&mut sink)?),
             Compression::None => Box::new(PlainSink(&mut sink)),
         };
-        let mut stream = Blocks::new(blocks);
+        let mut stream = Blocks::new(scope, blocks);
         write_entries(&entries, spec, &mut stream)?;
         stream.finish()
     })?;

@@ -580,27 +580,28 @@ fn trees_must_be_directories() {
 
 #[test]
 fn files_that_change_while_read_are_errors() {
-    let sink: Box<dyn compress::BlockSink> = Box::new(compress::PlainSink(Box::leak(Box::new(
-        compress::HashingWriter::new(std::io::sink(), true),
-    ))));
-    let mut blocks = compress::Blocks::new(sink);
-    let p = Path::new("/src/f");
-    let e = blocks
-        .copy_exact(&mut &b"abc"[..], 4, p)
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        e,
-        "/src/f: the file shrank while the layer was built (expected 4 bytes)"
-    );
-    let e = blocks
-        .copy_exact(&mut &b"abcde"[..], 4, p)
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        e,
-        "/src/f: the file grew while the layer was built (expected 4 bytes)"
-    );
+    let mut out = compress::HashingWriter::new(std::io::sink(), true);
+    std::thread::scope(|scope| {
+        let sink: Box<dyn compress::BlockSink> = Box::new(compress::PlainSink(&mut out));
+        let mut blocks = compress::Blocks::new(scope, sink);
+        let p = Path::new("/src/f");
+        let e = blocks
+            .copy_exact(&mut &b"abc"[..], 4, p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/src/f: the file shrank while the layer was built (expected 4 bytes)"
+        );
+        let e = blocks
+            .copy_exact(&mut &b"abcde"[..], 4, p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/src/f: the file grew while the layer was built (expected 4 bytes)"
+        );
+    });
 }
 
 // ---- streams, compression, files ----
@@ -748,6 +749,100 @@ fn gzip_bytes_do_not_depend_on_the_thread_count() {
             assert!(a.2 == b.2, "{} differs with {threads} threads", a.0);
         }
     }
+}
+
+/// Bytes that do not compress (like a wheel or a tarball inside a layer): a fixed
+/// pseudo-random sequence.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A tree whose tar has blocks of every kind: all noise (stored), all text (deflated), and
+/// one where noise is followed by text (deflated: a sampled window compresses).
+fn mixed_tree() -> (Tree, LayerSpec) {
+    let t = Tree::new();
+    t.file("opt/wheels/a.whl", &noise(2 * CHUNK + 1000, 11), 0o644)
+        .file("opt/share/notes.txt", &text(CHUNK + CHUNK / 2, 3), 0o644)
+        .file("opt/wheels/b.whl", &noise(CHUNK / 3, 12), 0o644);
+    let spec = t.spec();
+    (t, spec)
+}
+
+/// GOLDEN: the stored-block path (see docs/decisions.md §7): incompressible blocks are
+/// written as stored deflate blocks, the others deflated. Pins the bytes of both kinds.
+#[test]
+fn golden_digests_with_incompressible_blocks() {
+    let (_t, spec) = mixed_tree();
+    let all = build_all(&spec, 2);
+    let (_, gz, bytes) = &all[0];
+    assert_eq!(
+        (gz.digest.to_string(), gz.diff_id.to_string(), gz.size),
+        (
+            "sha256:ace1a61bec4ad388dcf3aaf7111dd5b39e30a8a3088ed002b0ec91ee5245a94f".to_string(),
+            "sha256:2fb36e26615132bbf7e8ca6a44f2926c183bd221a1fbbd8616717770ab0ec5bd".to_string(),
+            2_642_141u64,
+        )
+    );
+    let tar = &all[2].2;
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert!(&plain == tar, "gzip does not decompress to the tar");
+    // The noise costs 5 bytes per 64 KiB stored block; the text is compressed.
+    let noise_len = 2 * CHUNK + 1000 + CHUNK / 3;
+    assert!(bytes.len() > noise_len, "noise cannot shrink");
+    assert!(
+        bytes.len() < tar.len() - CHUNK / 2,
+        "the text blocks are deflated"
+    );
+}
+
+#[test]
+fn stored_blocks_do_not_depend_on_the_thread_count() {
+    let (_t, spec) = mixed_tree();
+    let one = build_all(&spec, 1);
+    for threads in [2, 3] {
+        let other = build_all(&spec, threads);
+        assert!(
+            one[0].2 == other[0].2,
+            "gzip differs with {threads} threads"
+        );
+    }
+}
+
+/// Whole blocks of noise come out as stored deflate blocks: each 1 MiB block is 17 blocks of
+/// at most 65535 bytes, each behind a 5-byte header (00, LEN, NLEN), holding the tar bytes.
+#[test]
+fn blocks_of_noise_are_stored() {
+    let t = Tree::new();
+    t.file("n", &noise(4 * CHUNK, 5), 0o644);
+    let spec = t.spec();
+    let all = build_all(&spec, 2);
+    let (gz, tar) = (&all[0].2, &all[2].2);
+    let mut at = 10; // after the gzip header
+    for chunk in tar.chunks(CHUNK).take(4) {
+        assert_eq!(chunk.len(), CHUNK);
+        for piece in chunk.chunks(0xffff) {
+            let len = piece.len() as u16;
+            assert_eq!(gz[at], 0, "a stored block header at {at}");
+            assert_eq!(&gz[at + 1..at + 3], &len.to_le_bytes());
+            assert_eq!(&gz[at + 3..at + 5], &(!len).to_le_bytes());
+            assert!(&gz[at + 5..at + 5 + piece.len()] == piece);
+            at += 5 + piece.len();
+        }
+    }
+    // The short tail (the end of the noise and the tar trailer) is deflated.
+    assert!(gz.len() - at < tar.len() - 4 * CHUNK);
 }
 
 /// The same logical tree made twice: different creation order, permission bits that

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod layout;
+pub mod memo;
 pub mod open;
 pub mod registry;
 mod verify;
