@@ -45,6 +45,12 @@ class Registry:
                 time.sleep(0.05)
         raise SystemExit(f"registry {name} did not start")
 
+    def cpu_seconds(self):
+        """User + system CPU time the registry process has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait()
