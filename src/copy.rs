@@ -31,26 +31,46 @@ pub struct CopyOptions {
     pub commit: bool,
 }
 
-/// Blob transfers in flight or done, by sink and digest: concurrent copies that share a blob
-/// wait for the one transfer instead of starting their own.
+/// Blob transfers and manifest writes in flight or done, by sink scope and digest: concurrent
+/// copies that share one wait for the one write instead of starting their own.
 #[derive(Debug, Default)]
 pub struct Dedupe {
-    cells: std::sync::Mutex<HashMap<(String, Digest), Transfer>>,
+    blobs: Cells<BlobOutcome>,
+    manifests: Cells<bool>,
 }
+
+/// Shared outcomes by (sink scope, digest).
+type Cells<T> = std::sync::Mutex<HashMap<(String, Digest), Arc<tokio::sync::OnceCell<T>>>>;
 
 /// The outcome of one blob transfer, shared by every copy that needs it.
 type Transfer = Arc<tokio::sync::OnceCell<BlobOutcome>>;
 
+/// Whether one manifest write stored it (`false`: it was there), shared likewise.
+type Written = Arc<tokio::sync::OnceCell<bool>>;
+
+/// The cell for `key` in `cells`, and whether this caller created it.
+fn cell_in<T>(
+    cells: &Cells<T>,
+    scope: &str,
+    digest: &Digest,
+) -> (Arc<tokio::sync::OnceCell<T>>, bool) {
+    let mut cells = cells.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (scope.to_string(), digest.clone());
+    if let Some(c) = cells.get(&key) {
+        return (c.clone(), false);
+    }
+    let c = Arc::new(tokio::sync::OnceCell::new());
+    cells.insert(key, c.clone());
+    (c, true)
+}
+
 impl Dedupe {
-    fn cell(&self, sink: &str, digest: &Digest) -> (Transfer, bool) {
-        let mut cells = self.cells.lock().expect("dedupe lock");
-        let key = (sink.to_string(), digest.clone());
-        if let Some(c) = cells.get(&key) {
-            return (c.clone(), false);
-        }
-        let c = Arc::new(tokio::sync::OnceCell::new());
-        cells.insert(key, c.clone());
-        (c, true)
+    fn cell(&self, scope: &str, digest: &Digest) -> (Transfer, bool) {
+        cell_in(&self.blobs, scope, digest)
+    }
+
+    fn manifest_cell(&self, scope: &str, digest: &Digest) -> (Written, bool) {
+        cell_in(&self.manifests, scope, digest)
     }
 }
 
@@ -240,21 +260,36 @@ fn lists_fresh(m: &RawManifest, fresh: &HashSet<Digest>) -> bool {
 }
 
 /// Write a child manifest unless present (not asked when it is `new`); whether it was written.
+/// With `dedupe`, copies running at the same time write each manifest once (registries do not
+/// like the same manifest written twice at once: distribution truncates and rewrites its
+/// files, and a concurrent index PUT can find a child missing).
 async fn write_child(
     dst: &dyn Sink,
     m: &RawManifest,
     new: bool,
+    dedupe: Option<&Dedupe>,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<bool> {
     let desc = m.descriptor();
-    let write = new || !dst.has_manifest(&desc).await?;
-    if write {
-        dst.put_manifest(m)
-            .await
-            .map_err(|e| e.context(format!("writing manifest {} to {}", m.digest, dst.name())))?;
-    }
-    reporter.manifest_done(&desc, write);
-    Ok(write)
+    let write = || async {
+        let write = new || !dst.has_manifest(&desc).await?;
+        if write {
+            dst.put_manifest(m).await.map_err(|e| {
+                e.context(format!("writing manifest {} to {}", m.digest, dst.name()))
+            })?;
+        }
+        Ok::<_, Error>(write)
+    };
+    let written = match dedupe {
+        None => write().await?,
+        Some(dedupe) => {
+            let (cell, first) = dedupe.manifest_cell(&dst.scope(), &m.digest);
+            let written = *cell.get_or_try_init(write).await?;
+            written && first
+        }
+    };
+    reporter.manifest_done(&desc, written);
+    Ok(written)
 }
 
 /// Copy an already-walked graph: blobs, then child manifests, then the root and its tags.
@@ -291,7 +326,7 @@ pub async fn copy_graph(
                 let outcome = match &opts.dedupe {
                     None => transfer_blob(src, dst, d, opts.retries, reporter).await,
                     Some(dedupe) => {
-                        let (cell, first) = dedupe.cell(&dst.name(), &d.digest);
+                        let (cell, first) = dedupe.cell(&dst.scope(), &d.digest);
                         let outcome = cell
                             .get_or_try_init(|| transfer_blob(src, dst, d, opts.retries, reporter))
                             .await
@@ -326,17 +361,21 @@ pub async fn copy_graph(
     let (images, indexes): (Vec<&RawManifest>, Vec<&RawManifest>) =
         children.iter().partition(|m| !m.is_index());
     let fresh_ref = &fresh;
+    let dedupe = opts.dedupe.as_deref();
     let written: Vec<(Digest, bool)> = futures::stream::iter(images)
         .map(|m| async move {
             let new = lists_fresh(m, fresh_ref);
-            Ok::<_, Error>((m.digest.clone(), write_child(dst, m, new, reporter).await?))
+            Ok::<_, Error>((
+                m.digest.clone(),
+                write_child(dst, m, new, dedupe, reporter).await?,
+            ))
         })
         .buffered(opts.jobs.max(1))
         .try_collect()
         .await?;
     fresh.extend(written.iter().filter(|w| w.1).map(|w| w.0.clone()));
     for m in indexes {
-        if write_child(dst, m, lists_fresh(m, &fresh), reporter).await? {
+        if write_child(dst, m, lists_fresh(m, &fresh), dedupe, reporter).await? {
             fresh.insert(m.digest.clone());
         }
     }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
 use crate::copy::{copy_image, CopyOptions, CopyReport, Dedupe};
 use crate::error::{Error, Result};
@@ -75,11 +76,15 @@ pub struct RefreshResult {
     pub targets: Vec<ImageRef>,
 }
 
-/// Compat layers built during one run, by name.
+/// Compat layers built during one run, by name: each built once, however many manifests use
+/// it and however many are prepared at once.
 #[derive(Default)]
 pub struct LayerCache {
-    built: tokio::sync::Mutex<HashMap<String, (LayerDigests, PathBuf)>>,
+    built: std::sync::Mutex<HashMap<String, Arc<OnceCell<BuiltLayer>>>>,
 }
+
+/// A built compat layer: its digests and the file holding it.
+type BuiltLayer = (LayerDigests, PathBuf);
 
 impl LayerCache {
     /// Build (once) the compat layer `name` of `lib`.
@@ -89,20 +94,28 @@ impl LayerCache {
         name: &str,
         opts: &RefreshOptions,
     ) -> Result<(LayerDigests, PathBuf)> {
-        let mut built = self.built.lock().await;
-        if let Some(b) = built.get(name) {
-            return Ok(b.clone());
-        }
-        let spec = lib.compat(name)?.spec(opts.created);
-        let path = opts.work_dir.join(format!("{name}.tar.gz"));
-        let p = path.clone();
-        let digests =
-            tokio::task::spawn_blocking(move || build_to_file(&spec, Compression::Gzip, &p))
+        let cell = self
+            .built
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let built = cell
+            .get_or_try_init(|| async {
+                let spec = lib.compat(name)?.spec(opts.created);
+                let path = opts.work_dir.join(format!("{name}.tar.gz"));
+                let p = path.clone();
+                let digests = tokio::task::spawn_blocking(move || {
+                    build_to_file(&spec, Compression::Gzip, &p)
+                })
                 .await
                 .map_err(|e| Error::Unsupported(format!("layer build task failed: {e}")))?
                 .map_err(|e| e.context(format!("building compat layer {name:?}")))?;
-        built.insert(name.to_string(), (digests.clone(), path.clone()));
-        Ok((digests, path))
+                Ok::<_, Error>((digests, path))
+            })
+            .await?;
+        Ok(built.clone())
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 use graft::copy::Dedupe;
@@ -17,6 +18,9 @@ use graft::timestamp::Timestamp;
 
 use super::progress::Bars;
 use super::{print_json, BuildArgs, GlobalArgs, Output};
+
+/// Images of a library prepared, and then written, at the same time.
+const IMAGES_AT_ONCE: usize = 4;
 
 /// Arguments of `graft refresh`.
 #[derive(Debug, Args)]
@@ -98,10 +102,13 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     };
     let ep = global.registry.endpoint(None)?;
     let layers = LayerCache::default();
-    let mut prepared = Vec::new();
-    for m in &manifests {
-        prepared.push(prepare(&lib, m, &opts, &ep, &layers).await?);
-    }
+    // Images are read and assembled a few at a time (all of them before anything is written),
+    // then written a few at a time; results keep the library's order.
+    let prepared: Vec<_> = futures::stream::iter(&manifests)
+        .map(|m| prepare(&lib, m, &opts, &ep, &layers))
+        .buffered(IMAGES_AT_ONCE)
+        .try_collect()
+        .await?;
     for p in &prepared {
         for d in &p.result.dropped {
             if !global.quiet {
@@ -112,15 +119,17 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let mut results: Vec<RefreshResult> = Vec::new();
+    let mut results: Vec<RefreshResult>;
     if args.dry_run {
         results = prepared.into_iter().map(|p| p.result).collect();
     } else {
         let dedupe = Arc::new(Dedupe::default());
         let reporter = Bars::reporter(global.quiet);
-        for p in prepared {
-            results.push(push(p, &opts, &ep, &dedupe, &reporter).await?);
-        }
+        results = futures::stream::iter(prepared)
+            .map(|p| push(p, &opts, &ep, &dedupe, &reporter))
+            .buffered(IMAGES_AT_ONCE)
+            .try_collect()
+            .await?;
         if let Some(key) = key {
             let ctx = if args.provenance {
                 Some(provenance_context(&args, &opts, started)?)

@@ -520,6 +520,10 @@ impl Sink for LayoutSink {
         display_ref("oci", self.layout.path(), self.tag.as_deref())
     }
 
+    fn scope(&self) -> String {
+        display_ref("oci", self.layout.path(), None)
+    }
+
     async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
         self.layout.has_blob(desc)
     }

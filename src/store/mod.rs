@@ -66,6 +66,13 @@ pub trait Sink: Send + Sync {
     /// A human-readable name for messages.
     fn name(&self) -> String;
 
+    /// Where this sink's blobs and manifests live (a registry repository, a layout), without
+    /// the tag: two sinks with the same scope share them. Used to do each write once when
+    /// several copies run at the same time.
+    fn scope(&self) -> String {
+        self.name()
+    }
+
     /// Whether the blob is already present.
     async fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
 

@@ -144,6 +144,13 @@ impl Sink for RegistrySink {
         format!("docker://{}", self.reference)
     }
 
+    fn scope(&self) -> String {
+        format!(
+            "docker://{}/{}",
+            self.reference.registry, self.reference.repository
+        )
+    }
+
     async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
         self.client.has_blob(self.repo(), desc).await
     }
