@@ -233,7 +233,7 @@ async fn graft_archive_is_read_by_skopeo() {
     let sink = ArchiveSink::open(lref(&file, Some("b"))).unwrap();
     put_sample(&sink, &b, Some("b")).await;
     sink.commit().await.unwrap();
-    assert!(!ArchiveSink::staging_dir(&file).unwrap().exists());
+    assert!(!ArchiveSink::partial_path(&file).unwrap().exists());
 
     for (tag, s) in [("a", &a), ("b", &b)] {
         let inspect: Value =
