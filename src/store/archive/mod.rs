@@ -101,12 +101,10 @@ impl ArchiveSource {
     /// Open the archive at `r.path`: scan its headers once and read its `oci-layout` and
     /// `index.json`. [`Source::resolve`] picks the entry tagged `r.tag`, or the only entry.
     pub fn open(r: LayoutRef) -> Result<ArchiveSource> {
-        if let Some(shared) = Shared::find(&r.path) {
-            if let Some(view) = shared.view(r.tag.clone())? {
-                return Ok(view);
-            }
+        match Shared::find(&r.path) {
+            Some(shared) => shared.view(r.tag),
+            None => ArchiveSource::open_file(r.path, r.tag),
         }
-        ArchiveSource::open_file(r.path, r.tag)
     }
 
     /// Open the archive file itself (never a writer's state).
@@ -540,15 +538,9 @@ impl Shared {
         }
     }
 
-    /// A source reading this writer's state; `None` when the archive file itself is current
-    /// (nothing being written).
-    fn view(&self, tag: Option<String>) -> Result<Option<ArchiveSource>> {
-        let s = match self.current() {
-            Some(s) => s,
-            None if self.path.exists() => return Ok(None),
-            None => self.session_blocking()?,
-        };
-        s.view(&self.path, tag).map(Some)
+    /// A source reading this writer's state (the session is started if need be).
+    fn view(&self, tag: Option<String>) -> Result<ArchiveSource> {
+        self.session_blocking()?.view(&self.path, tag)
     }
 }
 
