@@ -5,8 +5,10 @@
 //! reserved at the tail (its size is known from the descriptor) and its header written there,
 //! under a short lock, so the file is always a walkable tar; the bytes are then written into
 //! the slot at their own offsets while they stream in, so concurrent transfers proceed side by
-//! side and every byte is written once. The slot is marked done only when every byte arrived
-//! and the size and digest match.
+//! side and every byte is written once. The slot is marked done only when the stream ended
+//! without error (a verified stream fails before its last chunk when the digest does not
+//! match) and the size matches. Writeback to disk is started every 64 MiB, so the fsync at
+//! the end is short.
 //!
 //! A slot whose transfer fails is freed: at the tail it is cut off (the file is truncated);
 //! in the middle it is kept for the next transfer of the same blob (a retry, or the rerun
