@@ -16,9 +16,12 @@
 //! subject: tag-scheme attachments keep their tag; a fallback index is copied verbatim when the
 //! destination has none (so its digest is kept), and otherwise merged (existing entries kept
 //! exactly, missing ones added, [`crate::sign::attach::merge_referrer_entry`]); a cosign tag
-//! that exists at a registry destination with another manifest gets our layers added to its
-//! own (cosign's append, [`crate::sign::attach::merge_cosign_layer`]); referrers found
-//! through the API are written by digest and listed in the destination's fallback index.
+//! that exists at the destination with another manifest gets our layers added to its own
+//! (cosign's append, [`crate::sign::attach::merge_cosign_layer`]); referrers found through
+//! the API are written by digest and listed in the destination's fallback index. Registries,
+//! `oci:` layouts and `oci-archive:` files merge alike: the destination is opened with
+//! [`Repo::open_destination`] (an archive's merges go into the uncommitted state its sinks
+//! share).
 //! An attachment whose tag already points at the same digest costs one HEAD and is skipped.
 //!
 //! **Naming in multi-image layouts**: `graft mirror` names images `host/repo:tag`
@@ -218,8 +221,9 @@ pub struct AttachmentsReport {
 
 /// Copy `attachments` (from [`discover`]; their subjects already at the destination) from
 /// `src` into `dst`, a sink opened for `dst_ref`. `merge_repo` is the destination repository
-/// (read-write) used to merge into an existing fallback index there; without it a differing
-/// fallback index at the destination is an error rather than an overwrite.
+/// ([`Repo::open_destination`] on `dst_ref`) used to merge into an existing `.sig`/`.att`
+/// manifest or fallback index there; without it an existing `.sig`/`.att` is replaced and a
+/// differing fallback index is an error rather than an overwrite.
 pub async fn copy_attachments(
     src: &Repo,
     dst: &dyn Sink,
@@ -270,8 +274,10 @@ pub async fn copy_attachments(
                 }
                 if let (Some(repo), Some(_), false) = (merge_repo, &there, a.manifest.is_index()) {
                     // The destination has its own cosign manifest at this tag: add our layers
-                    // to it (blobs first), keeping its own.
-                    report.merged += merge_layers(src, dst, repo, a, &dtag, opts, reporter).await?;
+                    // to it (blobs first), keeping its own. (The repository names the tag the
+                    // way its image is named: the plain tag goes in.)
+                    let tag = a.tag.as_deref().expect("a tag attachment");
+                    report.merged += merge_layers(src, dst, repo, a, tag, opts, reporter).await?;
                     continue;
                 }
                 let graph = Graph::walk(src.source(), a.manifest.clone(), opts.jobs).await?;
@@ -364,7 +370,7 @@ async fn merge_entries(
 }
 
 /// Copy the blobs of the cosign manifest `a` and add each of its layers to the destination's
-/// own manifest at `tag`.
+/// own manifest at `tag` (a plain tag: `repo` maps it to its naming).
 async fn merge_layers(
     src: &Repo,
     dst: &dyn Sink,

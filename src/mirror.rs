@@ -510,9 +510,10 @@ async fn mirror_one(
         commit: false,
         ..CopyOptions::default()
     };
-    let merge_repo = match (&dst_ref, item.with_attachments) {
-        (ImageRef::Docker(_), true) => Some(Repo::open(&dst_ref, ep).await?),
-        _ => None,
+    // The destination, for merging into its own signatures and referrers indexes.
+    let merge_repo = match item.with_attachments {
+        true => Some(Repo::open_destination(&dst_ref, ep).await?),
+        false => None,
     };
     let mut skip = None;
     if opts.platform.is_none() {

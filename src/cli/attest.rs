@@ -56,7 +56,7 @@ pub async fn run(args: AttestArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let ep = global.registry.endpoint(None)?;
     let mut work = Vec::new();
     for r in &args.references {
-        work.push(targets(r, &ep, args.recursive).await?);
+        work.push(targets(r, &ep, args.recursive, true).await?);
     }
     let key = load_signing_key(&args.key)?;
     let opts = AttestOptions {

@@ -68,17 +68,15 @@ pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         let repo = Repo::open_read(&src_ref, &src_ep).await?;
         let root = resolve_root(src.as_ref(), opts.platform.as_ref()).await?;
         let found = discover(&repo, &root).await?;
-        let merge_repo = match &dst_ref {
-            ImageRef::Docker(_) => Some(Repo::open(&dst_ref, &dst_ep).await?),
-            _ => None,
-        };
+        // The destination, for merging into its own signatures and referrers indexes.
+        let merge_repo = Repo::open_destination(&dst_ref, &dst_ep).await?;
         Some(
             copy_attachments(
                 &repo,
                 dst.as_ref(),
                 &dst_ref,
                 &found,
-                merge_repo.as_ref(),
+                Some(&merge_repo),
                 &opts,
                 &reporter,
             )

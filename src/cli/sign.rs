@@ -107,15 +107,21 @@ pub fn load_signing_key(spec: &str) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::load(spec, pw.as_bytes())?)
 }
 
-/// Open the repository of `reference` and list the digests to act on: the manifest or index
-/// it names, and with `recursive` every manifest an index lists.
+/// Open the repository of `reference` (read-write to sign, else read-only, which also reads
+/// `oci-archive:` files) and list the digests to act on: the manifest or index it names, and
+/// with `recursive` every manifest an index lists.
 pub async fn targets(
     reference: &str,
     ep: &Endpoint,
     recursive: bool,
+    writable: bool,
 ) -> anyhow::Result<(Repo, Vec<Descriptor>)> {
     let r: ImageRef = reference.parse()?;
-    let repo = Repo::open(&r, ep).await?;
+    let repo = if writable {
+        Repo::open(&r, ep).await?
+    } else {
+        Repo::open_read(&r, ep).await?
+    };
     let root = repo.resolve().await?;
     let mut subjects = vec![root.descriptor()];
     if recursive && root.is_index() {
@@ -151,7 +157,7 @@ pub async fn run(args: SignArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let ep = global.registry.endpoint(None)?;
     let mut work = Vec::new();
     for r in &args.references {
-        let (repo, subjects) = targets(r, &ep, args.recursive).await?;
+        let (repo, subjects) = targets(r, &ep, args.recursive, true).await?;
         work.push((repo, subjects));
     }
     let key = load_signing_key(&args.key)?;

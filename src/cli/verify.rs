@@ -16,7 +16,7 @@ pub struct VerifyArgs {
     /// Also verify every manifest listed by an index (each must be signed).
     #[arg(long, short = 'r')]
     pub recursive: bool,
-    /// Image: docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG].
+    /// Image: docker://HOST/REPO[:TAG|@DIGEST], oci:DIR[:TAG] or oci-archive:FILE[:TAG].
     pub reference: String,
 }
 
@@ -25,7 +25,7 @@ pub struct VerifyArgs {
 pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let key = PublicKey::load(&args.key)?;
     let ep = global.registry.endpoint(None)?;
-    let (repo, subjects) = targets(&args.reference, &ep, args.recursive).await?;
+    let (repo, subjects) = targets(&args.reference, &ep, args.recursive, false).await?;
     let mut outcomes = Vec::new();
     for s in &subjects {
         outcomes.push(verify_signatures(&repo, &s.digest, &key).await);

@@ -19,7 +19,7 @@ pub struct VerifyAttestationArgs {
     /// Also verify every manifest listed by an index (each must be attested).
     #[arg(long, short = 'r')]
     pub recursive: bool,
-    /// Image: docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG].
+    /// Image: docker://HOST/REPO[:TAG|@DIGEST], oci:DIR[:TAG] or oci-archive:FILE[:TAG].
     pub reference: String,
 }
 
@@ -32,7 +32,7 @@ pub async fn run(args: VerifyAttestationArgs, global: &GlobalArgs) -> anyhow::Re
         .map(predicate_type_uri)
         .transpose()?;
     let ep = global.registry.endpoint(None)?;
-    let (repo, subjects) = targets(&args.reference, &ep, args.recursive).await?;
+    let (repo, subjects) = targets(&args.reference, &ep, args.recursive, false).await?;
     let mut outcomes = Vec::new();
     for s in &subjects {
         outcomes.push(verify_attestations(&repo, &s.digest, &key, wanted.as_deref()).await);

@@ -62,6 +62,25 @@ impl Repo {
         })
     }
 
+    /// The repository of `image` as a copy destination (any transport): like [`Repo::open`],
+    /// and `oci-archive:` too, whose writes go into the state the archive's sinks of this
+    /// process share, and become visible in the file when the sink the copy writes through
+    /// is committed. Used to merge attachments into a destination's own (`graft copy
+    /// --with-attachments`, `graft mirror`).
+    pub async fn open_destination(image: &ImageRef, endpoint: &Endpoint) -> Result<Repo> {
+        match image {
+            ImageRef::Archive(_) => Ok(Repo {
+                image: image.clone(),
+                endpoint: endpoint.clone(),
+                source: open_source(image, endpoint).await?,
+                sink: Some(open_sink(image, endpoint).await?),
+                registry: None,
+                referrers_api: tokio::sync::OnceCell::new(),
+            }),
+            _ => Repo::open(image, endpoint).await,
+        }
+    }
+
     /// The repository of `image`, for reading only (any transport, `oci-archive:` too).
     pub async fn open_read(image: &ImageRef, endpoint: &Endpoint) -> Result<Repo> {
         let registry = match image {
@@ -159,10 +178,14 @@ impl Repo {
         }
     }
 
-    /// The digest `tag` points at (a HEAD on registries).
+    /// The digest `tag` points at (a HEAD on registries); `tag` is a plain tag, named as
+    /// [`Repo::tag_ref`] says.
     pub async fn tag_digest(&self, tag: &str) -> Result<Option<Digest>> {
         let found = match &self.sink {
-            Some(sink) => sink.tag_digest(tag).await,
+            Some(sink) => {
+                sink.tag_digest(&crate::attachments::sibling_tag(&self.image, tag))
+                    .await
+            }
             None => match open_source(&self.tag_ref(tag), &self.endpoint).await {
                 Ok(src) => src.resolve_digest().await.map(Some),
                 Err(e) => Err(e),
@@ -209,9 +232,11 @@ impl Repo {
         Ok(true)
     }
 
-    /// Store a manifest and point `tag` at it.
+    /// Store a manifest and point `tag` at it (a plain tag, named as [`Repo::tag_ref`] says).
     pub async fn put_tag(&self, m: &RawManifest, tag: &str) -> Result<()> {
-        self.sink()?.put_tag(m, tag).await
+        self.sink()?
+            .put_tag(m, &crate::attachments::sibling_tag(&self.image, tag))
+            .await
     }
 
     /// Whether the registry implements the referrers API (asked once, about `digest`, then

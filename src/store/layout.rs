@@ -299,88 +299,9 @@ impl Layout {
     /// their order and unknown top-level fields are kept; the file is replaced atomically under
     /// a process-wide lock for this layout.
     pub fn set_tag(&self, desc: &Descriptor, tag: Option<&str>) -> Result<()> {
-        let mut entry = desc.clone();
-        let mut annotations = entry.annotations.take().unwrap_or_default();
-        annotations.remove(REF_NAME);
-        if let Some(t) = tag {
-            annotations.insert(REF_NAME.to_string(), t.to_string());
-        }
-        entry.annotations = (!annotations.is_empty()).then_some(annotations);
-        let value = serde_json::to_value(&entry).map_err(|e| Error::Json {
-            what: format!("index entry for {}", desc.digest),
-            source: e,
-        })?;
+        let value = index_entry(desc, tag)?;
         self.edit_index(|manifests| {
-            match tag {
-                Some(t) => {
-                    let holders: Vec<usize> = manifests
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, v)| entry_ref_name(v) == Some(t))
-                        .map(|(i, _)| i)
-                        .collect();
-                    match holders.split_first() {
-                        None => manifests.push(value),
-                        Some((&first, rest)) => {
-                            manifests[first] = value;
-                            for &i in rest.iter().rev() {
-                                manifests.remove(i);
-                            }
-                        }
-                    }
-                }
-                None => {
-                    let digest = desc.digest.to_string();
-                    if !manifests.iter().any(|v| entry_digest(v) == Some(&digest)) {
-                        manifests.push(value);
-                    }
-                }
-            }
-            Ok(())
-        })
-    }
-
-    /// Merge the entries of another layout's index document into this one (used when an
-    /// archive's existing content is imported): an entry is appended when its tag is not
-    /// already present (tagged entries) or its digest is not listed (untagged entries).
-    /// Top-level fields missing here are copied. Idempotent.
-    pub(crate) fn merge_index(&self, other: &Value) -> Result<()> {
-        let what = || format!("index.json imported into {}", layout_what(&self.root));
-        let other = other.as_object().ok_or_else(|| Error::Invalid {
-            what: what(),
-            reason: "not a JSON object".into(),
-        })?;
-        let incoming: Vec<Value> = match other.get("manifests") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a.clone(),
-            Some(_) => {
-                return Err(Error::Invalid {
-                    what: what(),
-                    reason: "\"manifests\" is not an array".into(),
-                })
-            }
-        };
-        self.edit_index_doc(|doc| {
-            for (k, v) in other {
-                if k != "manifests" && !doc.contains_key(k) {
-                    doc.insert(k.clone(), v.clone());
-                }
-            }
-            let manifests = manifests_mut(doc, &self.index_path())?;
-            for v in incoming {
-                let present = match entry_ref_name(&v) {
-                    Some(t) => manifests.iter().any(|m| entry_ref_name(m) == Some(t)),
-                    None => {
-                        let d = entry_digest(&v);
-                        manifests
-                            .iter()
-                            .any(|m| entry_ref_name(m).is_none() && entry_digest(m) == d)
-                    }
-                };
-                if !present {
-                    manifests.push(v);
-                }
-            }
+            set_index_entry(manifests, value, &desc.digest, tag);
             Ok(())
         })
     }
@@ -762,6 +683,59 @@ fn exists(path: &Path) -> Result<bool> {
     }
 }
 
+/// The `index.json` entry for `desc` named `tag`: `desc` with its `ref.name` annotation set to
+/// `tag` (or removed).
+pub(crate) fn index_entry(desc: &Descriptor, tag: Option<&str>) -> Result<Value> {
+    let mut entry = desc.clone();
+    let mut annotations = entry.annotations.take().unwrap_or_default();
+    annotations.remove(REF_NAME);
+    if let Some(t) = tag {
+        annotations.insert(REF_NAME.to_string(), t.to_string());
+    }
+    entry.annotations = (!annotations.is_empty()).then_some(annotations);
+    serde_json::to_value(&entry).map_err(|e| Error::Json {
+        what: format!("index entry for {}", desc.digest),
+        source: e,
+    })
+}
+
+/// Record `entry` (from [`index_entry`]) in the `manifests` of an index document, as
+/// [`Layout::set_tag`] describes: with a tag, the entry holding it is replaced in place (any
+/// other holder removed) or the entry appended; without one, it is appended unless an entry
+/// with `digest` is already listed.
+pub(crate) fn set_index_entry(
+    manifests: &mut Vec<Value>,
+    entry: Value,
+    digest: &Digest,
+    tag: Option<&str>,
+) {
+    match tag {
+        Some(t) => {
+            let holders: Vec<usize> = manifests
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| entry_ref_name(v) == Some(t))
+                .map(|(i, _)| i)
+                .collect();
+            match holders.split_first() {
+                None => manifests.push(entry),
+                Some((&first, rest)) => {
+                    manifests[first] = entry;
+                    for &i in rest.iter().rev() {
+                        manifests.remove(i);
+                    }
+                }
+            }
+        }
+        None => {
+            let digest = digest.to_string();
+            if !manifests.iter().any(|v| entry_digest(v) == Some(&digest)) {
+                manifests.push(entry);
+            }
+        }
+    }
+}
+
 fn read_index_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -775,7 +749,7 @@ fn read_index_file(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-fn empty_index_bytes() -> Vec<u8> {
+pub(crate) fn empty_index_bytes() -> Vec<u8> {
     let doc = with_index_header(Map::new());
     serde_json::to_vec(&Value::Object(doc)).expect("serialising a JSON value cannot fail")
 }
@@ -783,7 +757,7 @@ fn empty_index_bytes() -> Vec<u8> {
 /// Make sure the document has `schemaVersion`, `mediaType` and `manifests`. If one is
 /// missing, it is added, with `schemaVersion` and `mediaType` moved to the front; the other
 /// keys keep their order.
-fn with_index_header(doc: Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn with_index_header(doc: Map<String, Value>) -> Map<String, Value> {
     if doc.contains_key("schemaVersion")
         && doc.contains_key("mediaType")
         && doc.contains_key("manifests")
@@ -804,7 +778,10 @@ fn with_index_header(doc: Map<String, Value>) -> Map<String, Value> {
     out
 }
 
-fn manifests_mut<'a>(doc: &'a mut Map<String, Value>, path: &Path) -> Result<&'a mut Vec<Value>> {
+pub(crate) fn manifests_mut<'a>(
+    doc: &'a mut Map<String, Value>,
+    path: &Path,
+) -> Result<&'a mut Vec<Value>> {
     let v = doc
         .entry("manifests")
         .or_insert_with(|| Value::Array(Vec::new()));
@@ -817,11 +794,11 @@ fn manifests_mut<'a>(doc: &'a mut Map<String, Value>, path: &Path) -> Result<&'a
     })
 }
 
-fn entry_ref_name(v: &Value) -> Option<&str> {
+pub(crate) fn entry_ref_name(v: &Value) -> Option<&str> {
     v.get("annotations")?.get(REF_NAME)?.as_str()
 }
 
-fn entry_digest(v: &Value) -> Option<&str> {
+pub(crate) fn entry_digest(v: &Value) -> Option<&str> {
     v.get("digest")?.as_str()
 }
 

@@ -5,6 +5,7 @@ use crate::graft::{capture, command};
 use crate::support::proxy::Proxy;
 use crate::support::registry::{Registry, RegistryOpts};
 use crate::support::tools::{skopeo, skopeo_inspect_raw};
+use graft::store::archive::ArchiveSink;
 
 #[test]
 fn mirror_through_an_archive_keeps_every_digest_and_reruns_incrementally() {
@@ -659,5 +660,418 @@ fn copy_with_attachments_between_registries_merges_the_fallback_index() {
             ],
         )
         .ok();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layouts and archives merge attachments like registries; `.sbom` tags travel; a killed export
+// resumes.
+
+/// `skopeo inspect --raw` of a tag in a layout or archive (`oci:DIR` / `oci-archive:FILE`).
+fn local_raw(transport_path: &str, tag: &str) -> Vec<u8> {
+    skopeo_inspect_raw(&format!("{transport_path}:{tag}"), &[] as &[&str])
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+fn listed_digests(index: &serde_json::Value) -> Vec<String> {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn verify(home: &std::path::Path, key: &std::path::Path, image: &str) {
+    g(home, &["verify", "--key", key.to_str().unwrap(), image]).ok();
+}
+
+/// Member names of a tar, as GNU tar lists them (checks that plain `tar` reads it).
+fn tar_list(file: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn copy_with_attachments_into_a_layout_merges_its_own_signatures_and_referrers() {
+    let home = tempfile::tempdir().unwrap();
+    let a = Registry::start(RegistryOpts::plain());
+    a.seed("jupyter-sci", "sci/jupyter:2.4");
+    let (public, referrer, subject) = attach_everything(home.path(), &a, "sci/jupyter", "2.4");
+    let hex = subject.trim_start_matches("sha256:");
+    let src = format!("docker://{}", a.image_ref("sci/jupyter:2.4"));
+    // The site's layout holds the image, signed by the site's own key (a .sig layer, and a
+    // bundle referrer listed in a fallback index of its own).
+    let layout = home.path().join("site");
+    let at = format!("oci:{}", layout.display());
+    let dst = format!("{at}:2.4");
+    g(home.path(), &["--tls-verify=false", "copy", &src, &dst]).ok();
+    let site = home.path().join("site-keys");
+    std::fs::create_dir(&site).unwrap();
+    let (site_key, site_pub) = keypair(home.path(), &site, "site");
+    g(
+        home.path(),
+        &[
+            "sign",
+            "--key",
+            site_key.to_str().unwrap(),
+            "--format",
+            "both",
+            &dst,
+        ],
+    )
+    .ok();
+    let own_sig = json(&local_raw(&at, &format!("sha256-{hex}.sig")));
+    let own_index = json(&local_raw(&at, &format!("sha256-{hex}")));
+    assert_eq!(own_sig["layers"].as_array().unwrap().len(), 1);
+    let own_referrer = listed_digests(&own_index)[0].clone();
+
+    let copy = |extra: &[&str]| {
+        capture(
+            command(home.path())
+                .args(["-q", "-o", "json", "--tls-verify=false", "copy"])
+                .args(extra)
+                .args([&src, &dst]),
+        )
+        .ok()
+        .json()
+    };
+    let out = copy(&["--with-attachments"]);
+    assert!(out["attachments"]["merged"].as_u64().unwrap() >= 2, "{out}");
+    // Both signatures: the site's layer kept verbatim, the source's appended.
+    let sig = json(&local_raw(&at, &format!("sha256-{hex}.sig")));
+    let layers = sig["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{sig}");
+    assert_eq!(layers[0], own_sig["layers"][0]);
+    let theirs = json(&a.raw(&format!("sci/jupyter:sha256-{hex}.sig")));
+    assert_eq!(layers[1], theirs["layers"][0]);
+    // The fallback index lists the site's bundle and the source's referrer; the attestation
+    // (absent here before) and the referrer keep their digests.
+    let index = json(&local_raw(&at, &format!("sha256-{hex}")));
+    assert_eq!(index["manifests"][0], own_index["manifests"][0]);
+    let listed = listed_digests(&index);
+    assert!(
+        listed.contains(&own_referrer) && listed.contains(&referrer),
+        "{index}"
+    );
+    let att = format!("sha256-{hex}.att");
+    assert_eq!(local_raw(&at, &att), a.raw(&format!("sci/jupyter:{att}")));
+    let referrer_blob = layout
+        .join("blobs/sha256")
+        .join(referrer.trim_start_matches("sha256:"));
+    assert_eq!(
+        std::fs::read(referrer_blob).unwrap(),
+        a.raw(&format!("sci/jupyter@{referrer}"))
+    );
+    for key in [&public, &site_pub] {
+        verify(home.path(), key, &dst);
+    }
+    // Again: nothing to merge, nothing rewritten.
+    let index_json = std::fs::read(layout.join("index.json")).unwrap();
+    let out = copy(&["--with-attachments"]);
+    assert_eq!(out["attachments"]["merged"], 0, "{out}");
+    assert_eq!(
+        std::fs::read(layout.join("index.json")).unwrap(),
+        index_json
+    );
+}
+
+#[test]
+fn mirror_into_an_archive_merges_its_own_signatures() {
+    let home = tempfile::tempdir().unwrap();
+    let a = Registry::start(RegistryOpts::plain());
+    a.seed("jupyter-sci", "sci/jupyter:2.4");
+    let (public, referrer, subject) = attach_everything(home.path(), &a, "sci/jupyter", "2.4");
+    let hex = subject.trim_start_matches("sha256:");
+    let src = format!("docker://{}", a.image_ref("sci/jupyter:2.4"));
+    // The site's archive already holds the image under the name graft mirror gives it, with
+    // the site's own signature (signed in a layout, copied into the archive).
+    let layout = home.path().join("site");
+    let site_image = format!("oci:{}:2.4", layout.display());
+    g(
+        home.path(),
+        &["--tls-verify=false", "copy", &src, &site_image],
+    )
+    .ok();
+    let site = home.path().join("site-keys");
+    std::fs::create_dir(&site).unwrap();
+    let (site_key, site_pub) = keypair(home.path(), &site, "site");
+    g(
+        home.path(),
+        &["sign", "--key", site_key.to_str().unwrap(), &site_image],
+    )
+    .ok();
+    let archive = home.path().join("export.tar");
+    let at = format!("oci-archive:{}", archive.display());
+    let name = a.image_ref("sci/jupyter");
+    let image = format!("{at}:{name}:2.4");
+    g(
+        home.path(),
+        &["copy", "--with-attachments", &site_image, &image],
+    )
+    .ok();
+    let sig_tag = format!("{name}:sha256-{hex}.sig");
+    let own_sig = json(&local_raw(&at, &sig_tag));
+    assert_eq!(own_sig["layers"].as_array().unwrap().len(), 1);
+
+    let export = home.path().join("export.yaml");
+    std::fs::write(
+        &export,
+        format!(
+            "destination: {at}\nwith_attachments: true\nsources:\n  - repository: docker://{}\n    tags: ['2.4']\n",
+            a.image_ref("sci/jupyter"),
+        ),
+    )
+    .unwrap();
+    let out = mirror(home.path(), &export, &[]).ok().json();
+    assert_eq!(out["copied"], 1, "{out}");
+    let sig = json(&local_raw(&at, &sig_tag));
+    let layers = sig["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{sig}");
+    assert_eq!(layers[0], own_sig["layers"][0]);
+    for key in [&public, &site_pub] {
+        verify(home.path(), key, &image);
+    }
+    // Everything else arrived with its digest; the archive has each member once.
+    let att = format!("sha256-{hex}.att");
+    assert_eq!(
+        local_raw(&at, &format!("{name}:{att}")),
+        a.raw(&format!("sci/jupyter:{att}"))
+    );
+    let index = json(&local_raw(&at, &format!("{name}:sha256-{hex}")));
+    assert!(listed_digests(&index).contains(&referrer), "{index}");
+    let members = tar_list(&archive);
+    let mut unique = members.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), members.len(), "{members:?}");
+    assert!(!ArchiveSink::partial_path(&archive).unwrap().exists());
+    // A rerun merges nothing and leaves the archive as it is.
+    let before = std::fs::read(&archive).unwrap();
+    let out = mirror(home.path(), &export, &[]).ok().json();
+    assert_eq!(out["skipped"], 1, "{out}");
+    assert!(std::fs::read(&archive).unwrap() == before);
+}
+
+#[test]
+fn sbom_attachments_travel_with_their_image() {
+    let home = tempfile::tempdir().unwrap();
+    let a = Registry::start(RegistryOpts::plain());
+    let b = Registry::start(RegistryOpts::plain());
+    a.seed("astro-base", "sci/astro:1.0");
+    let subject = sha256_hex(&a.raw("sci/astro:1.0"));
+    // A cosign-style SBOM (`cosign attach sbom`): an OCI manifest at sha256-<hex>.sbom with
+    // one SPDX layer, pushed by an independent client.
+    let spdx = br#"{"spdxVersion":"SPDX-2.3","name":"astro","packages":[{"name":"astropy","versionInfo":"6.0"}]}"#;
+    let layer = a.push_blob("sci/astro", spdx);
+    let config = format!(
+        r#"{{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{{"created":"0001-01-01T00:00:00Z"}}],"os":"","rootfs":{{"type":"layers","diff_ids":["{layer}"]}},"config":{{}}}}"#
+    );
+    let config_digest = a.push_blob("sci/astro", config.as_bytes());
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "size": config.len(),
+            "digest": config_digest,
+        },
+        "layers": [{"mediaType": "text/spdx+json", "size": spdx.len(), "digest": layer}],
+    }))
+    .unwrap();
+    let tag = format!("sha256-{subject}.sbom");
+    a.push_manifest(
+        "sci/astro",
+        &tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    );
+    assert_eq!(a.raw(&format!("sci/astro:{tag}")), manifest);
+
+    // graft copy --with-attachments.
+    let src = format!("docker://{}", a.image_ref("sci/astro:1.0"));
+    let dst = format!("docker://{}", b.image_ref("sci/astro:1.0"));
+    let out = capture(
+        command(home.path())
+            .args(["-q", "-o", "json", "--tls-verify=false", "copy"])
+            .args(["--with-attachments", &src, &dst]),
+    )
+    .ok()
+    .json();
+    assert_eq!(out["attachments"]["found"], 1, "{out}");
+    assert_eq!(b.raw(&format!("sci/astro:{tag}")), manifest);
+
+    // graft mirror, registry to registry and through an archive.
+    let cfg = home.path().join("m.yaml");
+    let archive = home.path().join("sbom.tar");
+    for (destination, source, repo) in [
+        (
+            format!("docker://{}/mirrored", b.addr()),
+            format!("docker://{}", a.image_ref("sci/astro")),
+            "mirrored/sci/astro",
+        ),
+        (
+            format!("oci-archive:{}", archive.display()),
+            format!("docker://{}", a.image_ref("sci/astro")),
+            "",
+        ),
+        (
+            format!("docker://{}/airgap", b.addr()),
+            format!("oci-archive:{}", archive.display()),
+            "airgap/sci/astro",
+        ),
+    ] {
+        std::fs::write(
+            &cfg,
+            format!(
+                "destination: {destination}\nwith_attachments: true\nsources:\n  - repository: {source}\n"
+            ),
+        )
+        .unwrap();
+        let out = mirror(home.path(), &cfg, &[]).ok().json();
+        assert_eq!(out["copied"], 1, "{out}");
+        assert_eq!(out["images"][0]["attachments"]["found"], 1, "{out}");
+        if repo.is_empty() {
+            let name = a.image_ref("sci/astro");
+            assert_eq!(local_raw(&destination, &format!("{name}:{tag}")), manifest);
+        } else {
+            assert_eq!(b.raw(&format!("{repo}:{tag}")), manifest, "{repo}");
+            assert_eq!(b.raw(&format!("{repo}:1.0")), a.raw("sci/astro:1.0"));
+        }
+    }
+}
+
+#[test]
+fn killed_export_resumes_from_its_partial_archive() {
+    let home = tempfile::tempdir().unwrap();
+    let a = Registry::start(RegistryOpts::plain());
+    a.seed("jupyter-sci", "sci/jupyter:2.4");
+    let proxy = Proxy::start(&a.base_url());
+    let archive = home.path().join("export.tar");
+    let partial = ArchiveSink::partial_path(&archive).unwrap();
+    let export = home.path().join("export.yaml");
+    std::fs::write(
+        &export,
+        format!(
+            "destination: oci-archive:{}\nsources:\n  - repository: docker://{}\n    tags: ['2.4']\n",
+            archive.display(),
+            proxy.image_ref("sci/jupyter"),
+        ),
+    )
+    .unwrap();
+    // Configs are fetched after every layer: hold one, then kill the export there.
+    let index = json(&a.raw("sci/jupyter:2.4"));
+    let child = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = json(&a.raw(&format!("sci/jupyter@{child}")));
+    let config = m["config"]["digest"].as_str().unwrap().to_string();
+    proxy.hang("GET", &format!("/blobs/{config}"), 1);
+    let mut run = command(home.path())
+        .args(["-q", "--tls-verify=false", "mirror", "--config"])
+        .arg(&export)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = crate::support::poll_until(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(20),
+        || {
+            proxy
+                .count("GET", &format!("/blobs/{config}"))
+                .gt(&0)
+                .then_some(())
+        },
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(held.is_some(), "{:?}", proxy.requests());
+    assert!(partial.exists() && !archive.exists());
+    // Every layer was finished before the configs were asked for.
+    let mut layers: Vec<String> = Vec::new();
+    for entry in index["manifests"].as_array().unwrap() {
+        let m = json(&a.raw(&format!(
+            "sci/jupyter@{}",
+            entry["digest"].as_str().unwrap()
+        )));
+        for l in m["layers"].as_array().unwrap() {
+            layers.push(l["digest"].as_str().unwrap().to_string());
+        }
+    }
+    let finished: Vec<String> = proxy
+        .request_log()
+        .into_iter()
+        .filter(|r| {
+            r.method == "GET" && r.path_and_query.contains("/blobs/") && r.status == Some(200)
+        })
+        .map(|r| r.path_and_query)
+        .filter(|p| layers.iter().any(|l| p.ends_with(l.as_str())))
+        .collect();
+    layers.sort();
+    layers.dedup();
+    assert_eq!(finished.len(), layers.len(), "{finished:?}");
+
+    proxy.clear_faults();
+    proxy.clear();
+    let out = mirror(home.path(), &export, &[]).ok().json();
+    assert_eq!(out["copied"], 1, "{out}");
+    let again: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/blobs/"))
+        .map(|(_, p)| p)
+        .collect();
+    for f in &finished {
+        assert!(!again.contains(f), "{f} fetched again: {again:?}");
+    }
+    assert!(!partial.exists());
+    let name = format!(
+        "oci-archive:{}:{}",
+        archive.display(),
+        proxy.image_ref("sci/jupyter")
+    );
+    assert_eq!(
+        skopeo_inspect_raw(&format!("{name}:2.4"), &[] as &[&str]),
+        a.raw("sci/jupyter:2.4")
+    );
+    // Plain tar reads it: every blob once, then index.json and oci-layout.
+    let members = tar_list(&archive);
+    let mut unique = members.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), members.len(), "{members:?}");
+    assert_eq!(&members[members.len() - 2..], ["index.json", "oci-layout"]);
+    let out = tempfile::tempdir().unwrap();
+    let x = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{x:?}");
+    for e in std::fs::read_dir(out.path().join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        assert_eq!(sha256_hex(&std::fs::read(e.path()).unwrap()), name);
     }
 }

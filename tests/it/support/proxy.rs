@@ -61,6 +61,7 @@ enum Fault {
     Fail { status: u16 },
     DropAfter { bytes: u64 },
     TooMany { seconds: u64 },
+    Hang,
 }
 
 #[derive(Debug)]
@@ -214,6 +215,13 @@ impl Proxy {
         self.add_rule(method, path_substring, Fault::TooMany { seconds }, times);
     }
 
+    /// The next `times` matching requests are recorded and then never answered (the
+    /// connection stays open until the client goes away or the proxy stops): a transfer that
+    /// is in progress when its process is killed.
+    pub fn hang(&self, method: &str, path_substring: &str, times: usize) {
+        self.add_rule(method, path_substring, Fault::Hang, times);
+    }
+
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
         self.state.rules.lock().unwrap().clear();
@@ -354,6 +362,10 @@ async fn handle(
             resp.headers_mut()
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
             return Ok(resp);
+        }
+        Some(Fault::Hang) => {
+            let never = futures::future::pending::<Infallible>().await;
+            match never {}
         }
         Some(Fault::DropAfter { bytes }) => {
             drop_after(req, &state, &pq, bytes, &kill).await;
