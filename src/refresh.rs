@@ -17,7 +17,7 @@ use crate::image::append::{
 };
 use crate::image::breadcrumbs::science_labels;
 use crate::image::config::{config_labels, RuntimeConfig};
-use crate::layer::{build_to_file, Compression, LayerDigests};
+use crate::layer::{build_spilling, Built, Compression, LayerDigests};
 use crate::library::{BuildInfo, Library, Manifest};
 use crate::oci::{Descriptor, Digest};
 use crate::progress::Reporter;
@@ -83,8 +83,11 @@ pub struct LayerCache {
     built: std::sync::Mutex<HashMap<String, Arc<OnceCell<BuiltLayer>>>>,
 }
 
-/// A built compat layer: its digests and the file holding it.
-type BuiltLayer = (LayerDigests, PathBuf);
+/// A built compat layer: its digests and where its bytes are.
+type BuiltLayer = (LayerDigests, Built);
+
+/// Compat layers up to this size are kept in memory, larger ones in the work directory.
+const IN_MEMORY_LAYER: usize = 64 << 20;
 
 impl LayerCache {
     /// Build (once) the compat layer `name` of `lib`.
@@ -93,7 +96,7 @@ impl LayerCache {
         lib: &Library,
         name: &str,
         opts: &RefreshOptions,
-    ) -> Result<(LayerDigests, PathBuf)> {
+    ) -> Result<BuiltLayer> {
         let cell = self
             .built
             .lock()
@@ -105,14 +108,12 @@ impl LayerCache {
             .get_or_try_init(|| async {
                 let spec = lib.compat(name)?.spec(opts.created);
                 let path = opts.work_dir.join(format!("{name}.tar.gz"));
-                let p = path.clone();
-                let digests = tokio::task::spawn_blocking(move || {
-                    build_to_file(&spec, Compression::Gzip, &p)
+                tokio::task::spawn_blocking(move || {
+                    build_spilling(&spec, Compression::Gzip, &path, IN_MEMORY_LAYER)
                 })
                 .await
                 .map_err(|e| Error::Unsupported(format!("layer build task failed: {e}")))?
-                .map_err(|e| e.context(format!("building compat layer {name:?}")))?;
-                Ok::<_, Error>((digests, path))
+                .map_err(|e| e.context(format!("building compat layer {name:?}")))
             })
             .await?;
         Ok(built.clone())
@@ -194,7 +195,7 @@ pub async fn prepare(
             });
         }
     }
-    let (layer, path) = built?;
+    let (layer, built) = built?;
     let compat_desc = Descriptor::new(layer.media_type.clone(), layer.digest.clone(), layer.size);
     let build = &opts.build;
     let prefix = lib.settings().label_prefix.clone();
@@ -231,7 +232,10 @@ pub async fn prepare(
         layers: vec![NewLayer {
             desc: compat_desc.clone(),
             diff_id: layer.diff_id.clone(),
-            blob: LocalBlob::File(path),
+            blob: match built {
+                Built::Memory(bytes) => LocalBlob::Bytes(bytes),
+                Built::File(path) => LocalBlob::File(path),
+            },
             created_by: format!(
                 "graft refresh: compat layer {}",
                 lib.chain(&m.compat).join(" + ")

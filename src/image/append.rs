@@ -22,6 +22,9 @@ pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 /// See [`BASE_NAME`].
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
+/// Local blobs are streamed in pieces of this size.
+const LOCAL_PIECE: usize = 256 << 10;
+
 /// The largest config graft reads into memory.
 pub(crate) const CONFIG_LIMIT: u64 = 64 << 20;
 
@@ -144,7 +147,12 @@ impl Source for AssembledSource {
         let what = format!("blob {}", desc.digest);
         match self.blobs.get(&desc.digest) {
             Some(LocalBlob::Bytes(b)) => {
-                let s = futures::stream::iter([Ok::<_, Error>(b.clone())]);
+                // In pieces (no copies), so hashing and sending overlap.
+                let b = b.clone();
+                let pieces = (0..b.len().div_ceil(LOCAL_PIECE)).map(move |i| {
+                    Ok::<_, Error>(b.slice(i * LOCAL_PIECE..b.len().min((i + 1) * LOCAL_PIECE)))
+                });
+                let s = futures::stream::iter(pieces.collect::<Vec<_>>());
                 Ok(verify_stream(Box::pin(s), desc, what))
             }
             Some(LocalBlob::File(path)) => {
@@ -152,7 +160,7 @@ impl Source for AssembledSource {
                     .await
                     .map_err(|e| Error::io("opening layer", path, e))?;
                 let p = path.clone();
-                let s = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10)
+                let s = tokio_util::io::ReaderStream::with_capacity(file, LOCAL_PIECE)
                     .map(move |r| r.map_err(|e| Error::io("reading layer", &p, e)));
                 Ok(verify_stream(Box::pin(s), desc, what))
             }

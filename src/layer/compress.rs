@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use flate2::{Compress, Compression as Level, Crc, FlushCompress};
+use crc32fast::Hasher as Crc;
+use flate2::{Compress, Compression as Level, FlushCompress};
 
 use crate::error::{Error, Result};
 use crate::oci::digest::{Algorithm, Digest, Digester};
@@ -266,6 +267,8 @@ pub struct ParallelGzip<'scope> {
     written: u64,
     max_in_flight: u64,
     crc: Crc,
+    /// Uncompressed bytes so far (the trailer keeps them modulo 2^32).
+    size: u64,
     started: bool,
     out: Option<mpsc::SyncSender<Vec<u8>>>,
     writer: Option<ScopedJoinHandle<'scope, Result<()>>>,
@@ -287,12 +290,13 @@ impl<'scope> ParallelGzip<'scope> {
             let done_tx = done_tx.clone();
             scope.spawn(move || {
                 let mut compress = Compress::new(Level::new(GZIP_LEVEL), false);
+                let mut sampler = Compress::new(Level::new(SAMPLE_LEVEL), false);
                 loop {
                     let job = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok((index, data)) = job else { break };
                     let mut crc = Crc::new();
                     crc.update(&data);
-                    let result = match incompressible(&mut compress, &data) {
+                    let result = match incompressible(&mut sampler, &data) {
                         Ok(true) => Ok(stored_blocks(&data)),
                         Ok(false) => deflate_block(&mut compress, &data),
                         Err(e) => Err(e),
@@ -318,6 +322,7 @@ impl<'scope> ParallelGzip<'scope> {
             written: 0,
             max_in_flight: 2 * threads as u64,
             crc: Crc::new(),
+            size: 0,
             started: false,
             out: Some(out_tx),
             writer: Some(writer),
@@ -386,6 +391,7 @@ fn worker_gone() -> Error {
 impl BlockSink for ParallelGzip<'_> {
     fn block(&mut self, data: Arc<Vec<u8>>) -> Result<()> {
         self.header()?;
+        self.size += data.len() as u64;
         let jobs = self.jobs.as_ref().expect("block after finish");
         jobs.send((self.submitted, data))
             .map_err(|_| worker_gone())?;
@@ -404,8 +410,8 @@ impl BlockSink for ParallelGzip<'_> {
             self.drain(true)?;
         }
         let mut trailer = DEFLATE_END.to_vec();
-        trailer.extend_from_slice(&self.crc.sum().to_le_bytes());
-        trailer.extend_from_slice(&self.crc.amount().to_le_bytes());
+        trailer.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        trailer.extend_from_slice(&(self.size as u32).to_le_bytes());
         self.emit(trailer)?;
         self.stop_writer()
     }
@@ -417,6 +423,9 @@ const SAMPLE_WINDOWS: usize = 8;
 /// The length of each test window: 8 × 8 KiB is 1/16 of a block.
 const SAMPLE_LEN: usize = 8 * 1024;
 
+/// The level the windows are test-compressed at: the fastest, as only the ratio is wanted.
+const SAMPLE_LEVEL: u32 = 1;
+
 /// A block is stored rather than deflated when its sampled windows together deflate to at
 /// least this many hundredths of their size (already-compressed data: wheels, archives,
 /// media). A tar header inside a window saves a few hundred bytes, not enough to matter.
@@ -426,7 +435,7 @@ const STORE_PERCENT: usize = 97;
 const STORED_MAX: usize = 0xffff;
 
 /// Whether `data` looks incompressible: [`SAMPLE_WINDOWS`] evenly spaced windows of
-/// [`SAMPLE_LEN`] bytes are deflated at [`GZIP_LEVEL`] and together they do not shrink below
+/// [`SAMPLE_LEN`] bytes are deflated at [`SAMPLE_LEVEL`] and together they do not shrink below
 /// [`STORE_PERCENT`]%. A pure function of the bytes (and the pinned zlib-rs), so the choice,
 /// like the rest of the output, is the same on every machine. Blocks too short to sample are
 /// always deflated.

@@ -225,6 +225,85 @@ pub fn build_to_file(
     Ok(digests)
 }
 
+/// Where [`build_spilling`] left a layer.
+#[derive(Debug, Clone)]
+pub enum Built {
+    /// Small enough to keep in memory.
+    Memory(bytes::Bytes),
+    /// Written to this file.
+    File(PathBuf),
+}
+
+/// [`build`] into memory while the layer stays within `limit` bytes, else into the file at
+/// `path` (a temp file renamed into place when complete, like [`build_to_file`]). Small compat
+/// layers never touch the disk: writing and reading back 16 MiB costs more than building it.
+pub fn build_spilling(
+    spec: &LayerSpec,
+    compression: Compression,
+    path: &Path,
+    limit: usize,
+) -> Result<(LayerDigests, Built)> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut out = Spill {
+        buf: Vec::new(),
+        limit,
+        dir,
+        file: None,
+    };
+    let digests = build(spec, compression, &mut out).map_err(|e| match e {
+        Error::LayerWrite(source) => Error::io("writing layer to", path, source),
+        e => e,
+    })?;
+    let built = match out.file {
+        None => Built::Memory(out.buf.into()),
+        Some(tmp) => {
+            tmp.persist(path)
+                .map_err(|e| Error::io("renaming a temp file to", path, e.error))?;
+            Built::File(path.to_path_buf())
+        }
+    };
+    Ok((digests, built))
+}
+
+/// Bytes in memory up to a limit, then in a temp file in `dir`.
+struct Spill<'d> {
+    buf: Vec<u8>,
+    limit: usize,
+    dir: &'d Path,
+    file: Option<tempfile::NamedTempFile>,
+}
+
+impl Write for Spill<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() && self.buf.len() + data.len() > self.limit {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".graft-layer-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .tempfile_in(self.dir)?;
+            tmp.write_all(&self.buf)?;
+            self.buf = Vec::new();
+            self.file = Some(tmp);
+        }
+        match &mut self.file {
+            Some(f) => f.write(data),
+            None => {
+                self.buf.extend_from_slice(data);
+                Ok(data.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Compression threads: the machine's parallelism, at most 8. The bytes do not depend on it.
 fn threads() -> usize {
     std::thread::available_parallelism()
