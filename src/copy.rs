@@ -318,9 +318,12 @@ pub async fn copy_graph(
     // trip less per manifest and tag; asking wrongly costs only an idempotent PUT).
     let mut fresh: HashSet<Digest> = HashSet::new();
     // Layers and configs in one pass: registries do not care about their order, only that
-    // every blob is in place before the manifests that list it.
+    // every blob is in place before the manifests that list it. Blobs that cannot be mounted
+    // (new ones: a refresh's compat layer and configs) go first, so their uploads do not wait
+    // behind the quick checks of blobs the destination already has.
     {
-        let blobs = graph.layers.iter().chain(&graph.configs);
+        let mut blobs: Vec<&Descriptor> = graph.layers.iter().chain(&graph.configs).collect();
+        blobs.sort_by_key(|d| src.mount_origin(d).is_some());
         let outcomes: Vec<(&Descriptor, BlobOutcome)> = futures::stream::iter(blobs)
             .map(|d| async move {
                 let outcome = match &opts.dedupe {

@@ -31,7 +31,8 @@ pub(crate) const CONFIG_LIMIT: u64 = 64 << 20;
 /// Where the bytes of a blob graft made live until the copy engine moves them.
 #[derive(Debug, Clone)]
 pub enum LocalBlob {
-    /// In memory (configs, manifests).
+    /// In memory (configs, small layers): bytes whose descriptor graft computed from these
+    /// very bytes, so they are served without hashing them again (sizes are checked).
     Bytes(Bytes),
     /// In a file (layers).
     File(PathBuf),
@@ -147,13 +148,21 @@ impl Source for AssembledSource {
         let what = format!("blob {}", desc.digest);
         match self.blobs.get(&desc.digest) {
             Some(LocalBlob::Bytes(b)) => {
-                // In pieces (no copies), so hashing and sending overlap.
+                // Bytes graft made and digested itself a moment ago (a config, a compat layer
+                // built in memory): handed over as they are, in pieces (no copies), not hashed
+                // a third time. Files are verified: they could change on disk.
+                if b.len() as u64 != desc.size {
+                    return Err(Error::SizeMismatch {
+                        what,
+                        expected: desc.size,
+                        found: b.len() as u64,
+                    });
+                }
                 let b = b.clone();
                 let pieces = (0..b.len().div_ceil(LOCAL_PIECE)).map(move |i| {
                     Ok::<_, Error>(b.slice(i * LOCAL_PIECE..b.len().min((i + 1) * LOCAL_PIECE)))
                 });
-                let s = futures::stream::iter(pieces.collect::<Vec<_>>());
-                Ok(verify_stream(Box::pin(s), desc, what))
+                Ok(Box::pin(futures::stream::iter(pieces.collect::<Vec<_>>())))
             }
             Some(LocalBlob::File(path)) => {
                 let file = tokio::fs::File::open(path)
