@@ -134,71 +134,89 @@ impl Registry {
     }
 
     async fn ping(&self) -> Result<(Url, Challenge)> {
-        let schemes: &[&str] = if self.cfg.tls_verify {
-            &["https"]
-        } else {
-            &["https", "http"]
+        if self.cfg.tls_verify {
+            return self.probe("https", false).await;
+        }
+        // HTTPS with a plain-HTTP fallback: both asked at once (an anonymous GET /v2/ carries
+        // nothing secret), HTTPS's answer wins whenever it gets one.
+        let https = self.probe("https", true);
+        let http = self.probe("http", false);
+        tokio::pin!(https, http);
+        let mut plain = None;
+        let secure = loop {
+            tokio::select! {
+                r = &mut https => break r,
+                r = &mut http, if plain.is_none() => plain = Some(r),
+            }
         };
-        let mut last = None;
-        for scheme in schemes {
-            let probing = *scheme == "https" && schemes.len() > 1;
-            let base = Url::parse(&format!("{scheme}://{}/", self.host)).map_err(|e| {
-                Error::InvalidReference {
-                    input: self.host.clone(),
-                    reason: format!("not a valid registry host: {e}"),
+        match secure {
+            Err(Error::Http { .. }) => match plain {
+                Some(r) => r,
+                None => http.await,
+            },
+            answered => answered,
+        }
+    }
+
+    /// GET `/v2/` over `scheme`: the base URL and challenge, a registry error if it answered
+    /// with one, or [`Error::Http`] if it could not be reached (`probing`: without retries,
+    /// as the other scheme is being tried).
+    async fn probe(&self, scheme: &str, probing: bool) -> Result<(Url, Challenge)> {
+        let base = Url::parse(&format!("{scheme}://{}/", self.host)).map_err(|e| {
+            Error::InvalidReference {
+                input: self.host.clone(),
+                reason: format!("not a valid registry host: {e}"),
+            }
+        })?;
+        let url = base.join("v2/").expect("static path");
+        let mut attempt = 0;
+        let resp = loop {
+            let r = self.http.get(url.clone()).send().await;
+            match r {
+                Ok(r) if should_retry_status(r.status()) && attempt < self.cfg.retries => {}
+                Ok(r) => break Ok(r),
+                // While probing HTTPS with a plain-HTTP fallback, a failed connection means
+                // "try HTTP", not "try again".
+                Err(e)
+                    if is_transient(&e)
+                        && !probing
+                        && attempt < self.cfg.retries
+                        && !self.is_tls_or_refused(&e) => {}
+                Err(e) => break Err(e),
+            }
+            tokio::time::sleep(self.backoff(attempt)).await;
+            attempt += 1;
+        };
+        match resp {
+            Ok(r) => {
+                log_response(&Method::GET, &url, r.status());
+                let status = r.status();
+                if status.is_success() {
+                    return Ok((base, Challenge::None));
                 }
-            })?;
-            let url = base.join("v2/").expect("static path");
-            let mut attempt = 0;
-            let resp = loop {
-                let r = self.http.get(url.clone()).send().await;
-                match r {
-                    Ok(r) if should_retry_status(r.status()) && attempt < self.cfg.retries => {}
-                    Ok(r) => break Ok(r),
-                    // While probing HTTPS with a plain-HTTP fallback, a failed connection
-                    // means "try HTTP", not "try again".
-                    Err(e)
-                        if is_transient(&e)
-                            && !probing
-                            && attempt < self.cfg.retries
-                            && !self.is_tls_or_refused(&e) => {}
-                    Err(e) => break Err(e),
+                if status == StatusCode::UNAUTHORIZED {
+                    let challenge = r
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge)
+                        .unwrap_or(Challenge::Basic);
+                    return Ok((base, challenge));
                 }
-                tokio::time::sleep(self.backoff(attempt)).await;
-                attempt += 1;
-            };
-            match resp {
-                Ok(r) => {
-                    log_response(&Method::GET, &url, r.status());
-                    let status = r.status();
-                    if status.is_success() {
-                        return Ok((base, Challenge::None));
-                    }
-                    if status == StatusCode::UNAUTHORIZED {
-                        let challenge = r
-                            .headers()
-                            .get(WWW_AUTHENTICATE)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(parse_challenge)
-                            .unwrap_or(Challenge::Basic);
-                        return Ok((base, challenge));
-                    }
-                    return Err(registry_error(&Method::GET, &url, r).await);
-                }
-                Err(e) => {
-                    tracing::debug!("GET {} failed: {e}", redact_url(&url));
-                    last = Some(Error::Http {
-                        context: format!(
-                            "cannot reach registry {} (GET {})",
-                            self.host,
-                            redact_url(&url)
-                        ),
-                        source: e,
-                    });
-                }
+                Err(registry_error(&Method::GET, &url, r).await)
+            }
+            Err(e) => {
+                tracing::debug!("GET {} failed: {e}", redact_url(&url));
+                Err(Error::Http {
+                    context: format!(
+                        "cannot reach registry {} (GET {})",
+                        self.host,
+                        redact_url(&url)
+                    ),
+                    source: e,
+                })
             }
         }
-        Err(last.expect("at least one scheme tried"))
     }
 
     fn is_tls_or_refused(&self, e: &reqwest::Error) -> bool {
