@@ -24,7 +24,7 @@ use crate::progress::Reporter;
 use crate::reference::ImageRef;
 use crate::store::memo::Memo;
 use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
-use crate::store::Source;
+use crate::store::{Sink, Source};
 use crate::timestamp::Timestamp;
 
 /// How to refresh.
@@ -281,14 +281,16 @@ pub async fn prepare(
     })
 }
 
-/// Write a prepared image: blobs, manifests, the index, then every tag.
+/// Write a prepared image: blobs, manifests, the index, then every tag. The sink is returned
+/// uncommitted: images written at the same time may share it (an `oci-archive:` file), so the
+/// caller commits each sink once, after the last write ([`commit_all`]).
 pub async fn push(
     mut prepared: Prepared,
     opts: &RefreshOptions,
     ep: &Endpoint,
     dedupe: &Arc<Dedupe>,
     reporter: &Arc<dyn Reporter>,
-) -> Result<RefreshResult> {
+) -> Result<(RefreshResult, Box<dyn Sink>)> {
     let sink = open_sink(&prepared.references[0].image, ep).await?;
     let tags: Vec<String> = prepared
         .references
@@ -299,6 +301,7 @@ pub async fn push(
         jobs: opts.jobs,
         tags,
         dedupe: Some(dedupe.clone()),
+        commit: false,
         ..CopyOptions::default()
     };
     let report = copy_image(
@@ -316,7 +319,20 @@ pub async fn push(
         ))
     })?;
     prepared.result.transfer = Some(report);
-    Ok(prepared.result)
+    Ok((prepared.result, sink))
+}
+
+/// Commit every sink once (sinks with the same scope share their writes).
+pub async fn commit_all(sinks: Vec<Box<dyn Sink>>) -> Result<()> {
+    let mut done = std::collections::HashSet::new();
+    for sink in sinks {
+        if done.insert(sink.scope()) {
+            sink.commit()
+                .await
+                .map_err(|e| e.context(format!("finishing {}", sink.name())))?;
+        }
+    }
+    Ok(())
 }
 
 /// The science reference to read: pinned by digest when the manifest pins one (registries).

@@ -10,8 +10,8 @@ use serde_json::json;
 use graft::copy::Dedupe;
 use graft::library::Library;
 use graft::refresh::{
-    prepare, push, sign_result, LayerCache, ProvenanceContext, RefreshOptions, RefreshResult,
-    Signing,
+    commit_all, prepare, push, sign_result, LayerCache, ProvenanceContext, RefreshOptions,
+    RefreshResult, Signing,
 };
 use graft::sign::BuilderInfo;
 use graft::timestamp::Timestamp;
@@ -125,11 +125,14 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     } else {
         let dedupe = Arc::new(Dedupe::default());
         let reporter = Bars::reporter(global.quiet);
-        results = futures::stream::iter(prepared)
+        let pushed: Vec<_> = futures::stream::iter(prepared)
             .map(|p| push(p, &opts, &ep, &dedupe, &reporter))
             .buffered(IMAGES_AT_ONCE)
             .try_collect()
             .await?;
+        let (pushed, sinks): (Vec<_>, Vec<_>) = pushed.into_iter().unzip();
+        results = pushed;
+        commit_all(sinks).await?;
         if let Some(key) = key {
             let ctx = if args.provenance {
                 Some(provenance_context(&args, &opts, started)?)

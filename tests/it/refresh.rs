@@ -684,3 +684,54 @@ fn refresh_killed_mid_upload_then_rerun_completes_with_consistent_tags() {
         );
     }
 }
+
+/// Both sample images (versions 1.0 and 2.4, so their tags differ) written at the same time
+/// into one `oci-archive:` file: the archive is
+/// committed once, after the last write, and holds both images whole (skopeo reads each).
+#[test]
+fn refresh_of_several_images_into_one_archive_commits_once_with_everything() {
+    let home = tempfile::tempdir().unwrap();
+    let reg = Registry::start(RegistryOpts::plain());
+    reg.seed("jupyter-sci", "sci/jupyter:2.4");
+    reg.seed("astro-base", "sci/astro:1.0");
+    let lib = library(home.path(), &format!("docker://{}", reg.addr()));
+    let archive = home.path().join("release.tar");
+    let settings = lib.join("graft.yaml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    let text = text
+        .replace(
+            "repo: oci:out/library",
+            &format!("repo: oci-archive:{}", archive.display()),
+        )
+        .replace("target: \"{repo}/{name}\"", "target: \"{repo}\"");
+    std::fs::write(&settings, text).unwrap();
+    let out = refresh(home.path(), &lib, &[]).ok().json();
+    let images = out["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{out}");
+    assert!(archive.exists());
+    assert!(!graft::store::archive::ArchiveSink::partial_path(&archive)
+        .unwrap()
+        .exists());
+    for image in images {
+        for reference in image["references"].as_array().unwrap() {
+            let reference = reference.as_str().unwrap();
+            let raw = crate::support::tools::skopeo_inspect_raw(reference, &[] as &[&str]);
+            assert_eq!(
+                format!("sha256:{}", crate::support::tools::sha256_hex(&raw)),
+                image["digest"].as_str().unwrap(),
+                "{reference}"
+            );
+            // Every platform image is whole: skopeo copies it out of the archive.
+            let dir = home
+                .path()
+                .join(format!("check-{}", image["name"].as_str().unwrap()));
+            skopeo([
+                "copy",
+                "--all",
+                "--quiet",
+                reference,
+                &format!("oci:{}:x", dir.display()),
+            ]);
+        }
+    }
+}
