@@ -81,6 +81,8 @@ pub struct RefreshResult {
 #[derive(Default)]
 pub struct LayerCache {
     built: std::sync::Mutex<HashMap<String, Arc<OnceCell<BuiltLayer>>>>,
+    /// Bytes of compat layers held in memory (or reserved for builds under way).
+    in_memory: std::sync::atomic::AtomicUsize,
 }
 
 /// A built compat layer: its digests and where its bytes are.
@@ -88,6 +90,9 @@ type BuiltLayer = (LayerDigests, Built);
 
 /// Compat layers up to this size are kept in memory, larger ones in the work directory.
 const IN_MEMORY_LAYER: usize = 64 << 20;
+
+/// At most this much of all compat layers of a run is kept in memory; the rest go to files.
+const IN_MEMORY_TOTAL: usize = 256 << 20;
 
 impl LayerCache {
     /// Build (once) the compat layer `name` of `lib`.
@@ -108,12 +113,26 @@ impl LayerCache {
             .get_or_try_init(|| async {
                 let spec = lib.compat(name)?.spec(opts.created);
                 let path = opts.work_dir.join(format!("{name}.tar.gz"));
-                tokio::task::spawn_blocking(move || {
-                    build_spilling(&spec, Compression::Gzip, &path, IN_MEMORY_LAYER)
+                use std::sync::atomic::Ordering::SeqCst;
+                let limit = self
+                    .in_memory
+                    .fetch_update(SeqCst, SeqCst, |used| {
+                        Some(used + IN_MEMORY_LAYER.min(IN_MEMORY_TOTAL.saturating_sub(used)))
+                    })
+                    .map(|used| IN_MEMORY_LAYER.min(IN_MEMORY_TOTAL.saturating_sub(used)))
+                    .unwrap_or(0);
+                let built = tokio::task::spawn_blocking(move || {
+                    build_spilling(&spec, Compression::Gzip, &path, limit)
                 })
                 .await
-                .map_err(|e| Error::Unsupported(format!("layer build task failed: {e}")))?
-                .map_err(|e| e.context(format!("building compat layer {name:?}")))
+                .map_err(|e| Error::Unsupported(format!("layer build task failed: {e}")));
+                // Give back what the layer does not hold.
+                let kept = match &built {
+                    Ok(Ok((_, Built::Memory(bytes)))) => bytes.len(),
+                    _ => 0,
+                };
+                self.in_memory.fetch_sub(limit - kept, SeqCst);
+                built?.map_err(|e| e.context(format!("building compat layer {name:?}")))
             })
             .await?;
         Ok(built.clone())
@@ -174,9 +193,15 @@ pub async fn prepare(
             .await
             .map_err(|e| e.context(what()))?,
     )));
+    let platforms = if m.platforms.is_empty() {
+        lib.settings().platforms.clone()
+    } else {
+        m.platforms.clone()
+    };
     // Read the science image while the compat layer is built.
     let science = async {
-        base.warm(opts.jobs).await?;
+        base.warm(opts.jobs, (!platforms.is_empty()).then_some(&platforms[..]))
+            .await?;
         base.resolve_digest().await
     };
     let (science_digest, built) = tokio::join!(science, layers.get(lib, &m.compat, opts));
@@ -223,11 +248,6 @@ pub async fn prepare(
     );
     let mut runtime = runtime_of(lib, &m.compat)?;
     runtime.labels.clear(); // already in `labels`, which the breadcrumbs follow
-    let platforms = if m.platforms.is_empty() {
-        lib.settings().platforms.clone()
-    } else {
-        m.platforms.clone()
-    };
     let req = AppendRequest {
         layers: vec![NewLayer {
             desc: compat_desc.clone(),

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::Result;
 use crate::image::append::{not_runnable, CONFIG_LIMIT};
-use crate::oci::{Descriptor, Digest, RawManifest};
+use crate::oci::{Descriptor, Digest, Platform, RawManifest};
 use crate::store::{read_blob, BlobStream, MountOrigin, Source};
 
 /// Wraps a source; see the module documentation.
@@ -36,9 +36,9 @@ impl Memo {
         }
     }
 
-    /// Read the root, the manifest of every runnable platform and every config, `jobs` at a
-    /// time: what appending to the image will ask for.
-    pub async fn warm(&self, jobs: usize) -> Result<()> {
+    /// Read the root, the manifest of every runnable platform (of `platforms`, when given)
+    /// and their configs, `jobs` at a time: what appending to the image will ask for.
+    pub async fn warm(&self, jobs: usize, platforms: Option<&[Platform]>) -> Result<()> {
         let root = self.resolve().await?;
         let images = if root.is_index() {
             let entries: Vec<Descriptor> = root
@@ -46,6 +46,12 @@ impl Memo {
                 .manifests
                 .iter()
                 .filter(|d| not_runnable(d).is_none())
+                .filter(|d| match platforms {
+                    None => true,
+                    Some(ps) => ps
+                        .iter()
+                        .any(|p| d.platform.as_ref().is_some_and(|q| q.matches(p))),
+                })
                 .cloned()
                 .collect();
             futures::stream::iter(entries)

@@ -88,10 +88,13 @@ impl Slots {
     fn push(&mut self, m: &Scanned, state: State) {
         let name = m.name.clone();
         if let (Some(n), State::Done | State::Free) = (&name, state) {
-            // A blob listed twice: the last copy counts (as when extracting).
+            // A blob listed twice: the last copy counts (as when extracting). An earlier good
+            // copy is kept as it is; an earlier bad one stays free, to be covered by filler.
             if let Some(old) = self.by_name.insert(n.clone(), m.start) {
                 if let Some(s) = self.by_start.get_mut(&old) {
-                    s.state = State::Kept;
+                    if matches!(s.state, State::Done) {
+                        s.state = State::Kept;
+                    }
                 }
             }
         }
