@@ -39,21 +39,15 @@ pub struct Dedupe {
     manifests: Cells<bool>,
 }
 
+/// The outcome of one write (a blob transfer, a manifest write: whether it stored it), shared
+/// by every copy that needs it.
+type Shared<T> = Arc<tokio::sync::OnceCell<T>>;
+
 /// Shared outcomes by (sink scope, digest).
-type Cells<T> = std::sync::Mutex<HashMap<(String, Digest), Arc<tokio::sync::OnceCell<T>>>>;
-
-/// The outcome of one blob transfer, shared by every copy that needs it.
-type Transfer = Arc<tokio::sync::OnceCell<BlobOutcome>>;
-
-/// Whether one manifest write stored it (`false`: it was there), shared likewise.
-type Written = Arc<tokio::sync::OnceCell<bool>>;
+type Cells<T> = std::sync::Mutex<HashMap<(String, Digest), Shared<T>>>;
 
 /// The cell for `key` in `cells`, and whether this caller created it.
-fn cell_in<T>(
-    cells: &Cells<T>,
-    scope: &str,
-    digest: &Digest,
-) -> (Arc<tokio::sync::OnceCell<T>>, bool) {
+fn cell_in<T>(cells: &Cells<T>, scope: &str, digest: &Digest) -> (Shared<T>, bool) {
     let mut cells = cells.lock().unwrap_or_else(|p| p.into_inner());
     let key = (scope.to_string(), digest.clone());
     if let Some(c) = cells.get(&key) {
@@ -65,11 +59,11 @@ fn cell_in<T>(
 }
 
 impl Dedupe {
-    fn cell(&self, scope: &str, digest: &Digest) -> (Transfer, bool) {
+    fn cell(&self, scope: &str, digest: &Digest) -> (Shared<BlobOutcome>, bool) {
         cell_in(&self.blobs, scope, digest)
     }
 
-    fn manifest_cell(&self, scope: &str, digest: &Digest) -> (Written, bool) {
+    fn manifest_cell(&self, scope: &str, digest: &Digest) -> (Shared<bool>, bool) {
         cell_in(&self.manifests, scope, digest)
     }
 }

@@ -114,13 +114,12 @@ impl LayerCache {
                 let spec = lib.compat(name)?.spec(opts.created);
                 let path = opts.work_dir.join(format!("{name}.tar.gz"));
                 use std::sync::atomic::Ordering::SeqCst;
+                // Reserve this layer's share of the budget (what is left, at most one layer's).
+                let share = |used: usize| IN_MEMORY_LAYER.min(IN_MEMORY_TOTAL.saturating_sub(used));
                 let limit = self
                     .in_memory
-                    .fetch_update(SeqCst, SeqCst, |used| {
-                        Some(used + IN_MEMORY_LAYER.min(IN_MEMORY_TOTAL.saturating_sub(used)))
-                    })
-                    .map(|used| IN_MEMORY_LAYER.min(IN_MEMORY_TOTAL.saturating_sub(used)))
-                    .unwrap_or(0);
+                    .fetch_update(SeqCst, SeqCst, |used| Some(used + share(used)))
+                    .map_or(0, share);
                 let built = tokio::task::spawn_blocking(move || {
                     build_spilling(&spec, Compression::Gzip, &path, limit)
                 })

@@ -162,7 +162,7 @@ impl Source for AssembledSource {
                 let pieces = (0..b.len().div_ceil(LOCAL_PIECE)).map(move |i| {
                     Ok::<_, Error>(b.slice(i * LOCAL_PIECE..b.len().min((i + 1) * LOCAL_PIECE)))
                 });
-                Ok(Box::pin(futures::stream::iter(pieces.collect::<Vec<_>>())))
+                Ok(Box::pin(futures::stream::iter(pieces)))
             }
             Some(LocalBlob::File(path)) => {
                 let file = tokio::fs::File::open(path)

@@ -207,22 +207,7 @@ pub fn build_to_file(
     compression: Compression,
     path: &Path,
 ) -> Result<LayerDigests> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".graft-layer-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("creating a temp file in", dir, e))?;
-    let digests = build(spec, compression, tmp.as_file_mut()).map_err(|e| match e {
-        Error::LayerWrite(source) => Error::io("writing layer to", path, source),
-        e => e,
-    })?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("renaming a temp file to", path, e.error))?;
-    Ok(digests)
+    build_spilling(spec, compression, path, 0).map(|(digests, _)| digests)
 }
 
 /// Where [`build_spilling`] left a layer.
@@ -235,8 +220,9 @@ pub enum Built {
 }
 
 /// [`build`] into memory while the layer stays within `limit` bytes, else into the file at
-/// `path` (a temp file renamed into place when complete, like [`build_to_file`]). Small compat
-/// layers never touch the disk: writing and reading back 16 MiB costs more than building it.
+/// `path` (a temp file renamed into place when complete, like [`build_to_file`], which is
+/// this with no memory at all). Small compat layers never touch the disk: writing and
+/// reading back 16 MiB costs more than building it.
 pub fn build_spilling(
     spec: &LayerSpec,
     compression: Compression,
@@ -253,6 +239,10 @@ pub fn build_spilling(
         dir,
         file: None,
     };
+    if limit == 0 {
+        out.spill()
+            .map_err(|e| Error::io("creating a temp file in", dir, e))?;
+    }
     let digests = build(spec, compression, &mut out).map_err(|e| match e {
         Error::LayerWrite(source) => Error::io("writing layer to", path, source),
         e => e,
@@ -276,16 +266,24 @@ struct Spill<'d> {
     file: Option<tempfile::NamedTempFile>,
 }
 
+impl Spill<'_> {
+    /// Move to a temp file (mode 0644), with what is in memory so far.
+    fn spill(&mut self) -> std::io::Result<()> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".graft-layer-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(self.dir)?;
+        tmp.write_all(&self.buf)?;
+        self.buf = Vec::new();
+        self.file = Some(tmp);
+        Ok(())
+    }
+}
+
 impl Write for Spill<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         if self.file.is_none() && self.buf.len() + data.len() > self.limit {
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".graft-layer-")
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-                .tempfile_in(self.dir)?;
-            tmp.write_all(&self.buf)?;
-            self.buf = Vec::new();
-            self.file = Some(tmp);
+            self.spill()?;
         }
         match &mut self.file {
             Some(f) => f.write(data),

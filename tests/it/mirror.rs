@@ -690,6 +690,16 @@ fn verify(home: &std::path::Path, key: &std::path::Path, image: &str) {
 }
 
 /// Member names of a tar, as GNU tar lists them (checks that plain `tar` reads it).
+/// The archive's members as `tar -tf` lists them, after checking each is there once.
+fn members_once(archive: &std::path::Path) -> Vec<String> {
+    let members = tar_list(archive);
+    let mut unique = members.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), members.len(), "{members:?}");
+    members
+}
+
 fn tar_list(file: &std::path::Path) -> Vec<String> {
     let out = std::process::Command::new("tar")
         .arg("-tf")
@@ -857,11 +867,7 @@ fn mirror_into_an_archive_merges_its_own_signatures() {
     );
     let index = json(&local_raw(&at, &format!("{name}:sha256-{hex}")));
     assert!(listed_digests(&index).contains(&referrer), "{index}");
-    let members = tar_list(&archive);
-    let mut unique = members.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), members.len(), "{members:?}");
+    members_once(&archive);
     assert!(!ArchiveSink::partial_path(&archive).unwrap().exists());
     // A rerun merges nothing and leaves the archive as it is.
     let before = std::fs::read(&archive).unwrap();
@@ -1043,11 +1049,7 @@ fn killed_export_resumes_from_its_partial_archive() {
         a.raw("sci/jupyter:2.4")
     );
     // Plain tar reads it: every blob once, then index.json and oci-layout.
-    let members = tar_list(&archive);
-    let mut unique = members.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), members.len(), "{members:?}");
+    let members = members_once(&archive);
     assert_eq!(&members[members.len() - 2..], ["index.json", "oci-layout"]);
     let out = tempfile::tempdir().unwrap();
     let x = std::process::Command::new("tar")
