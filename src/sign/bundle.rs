@@ -186,7 +186,7 @@ mod tests {
     fn reads_cosign_made_bundle() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/interop/attestations/cosign/oci-attestation.sigstore.json"
+            "/testdata/interop/attestations/cosign/oci-attestation.sigstore.json"
         );
         let bytes = std::fs::read(path).expect("interop bundle");
         let b = Bundle::parse(&bytes).unwrap();

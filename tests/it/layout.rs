@@ -14,10 +14,13 @@ use graft::store::archive::{ArchiveSink, ArchiveSource};
 use graft::store::layout::{Layout, LayoutSink, LayoutSource, REF_NAME};
 use graft::store::{BlobStream, Sink, Source};
 
-use crate::support::tools::{science_layout, skopeo, skopeo_inspect_raw, umoci};
+use crate::support::tools::{science_layout, skopeo, skopeo_inspect_raw, testdata_dir, umoci};
 
-/// Read-only layouts written by other tools (crane, oras, regclient, cosign, docker).
-const INTEROP_DIR: &str = "/work/shared/interop/oci-layouts";
+/// Read-only layouts written by other tools (crane, oras, regclient, cosign, docker), vendored
+/// under `testdata/interop/` (sources in `testdata/SOURCES.md`).
+fn interop_layouts() -> PathBuf {
+    testdata_dir().join("interop/oci-layouts")
+}
 
 fn lref(path: &Path, tag: Option<&str>) -> LayoutRef {
     LayoutRef {
@@ -543,15 +546,12 @@ fn find_layouts(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[tokio::test]
 async fn interop_layouts_are_read_by_graft() {
-    let root = Path::new(INTEROP_DIR);
-    if !root.is_dir() {
-        eprintln!("skipped: {INTEROP_DIR} is not here");
-        return;
-    }
+    let root = &interop_layouts();
+    assert!(root.is_dir(), "{} is missing", root.display());
     let mut layouts = Vec::new();
     find_layouts(root, &mut layouts);
     layouts.sort();
-    assert!(layouts.len() >= 8, "{layouts:?}");
+    assert_eq!(layouts.len(), 9, "{layouts:?}");
     let tmp = tempfile::tempdir().unwrap();
     // Layouts known to be complete: every reachable blob must be there.
     let complete = [

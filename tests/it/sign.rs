@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::graft::{capture, command, Run};
 use crate::support::block_on;
 use crate::support::registry::Registry;
-use crate::support::tools::{run, science_layout, sha256_digest, skopeo};
+use crate::support::tools::{run, science_layout, sha256_digest, skopeo, testdata_dir};
 
 pub(crate) const PW: &str = "correct horse battery staple";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -23,14 +23,10 @@ const SIMPLE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
 const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 
-/// The interop data set (read-only): `../shared/interop` beside the checkout.
+/// Third-party keys and signatures (read-only), vendored under `testdata/interop/` (sources
+/// in `testdata/SOURCES.md`).
 fn interop() -> PathBuf {
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/interop");
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("/work/shared/interop")
-    }
+    testdata_dir().join("interop")
 }
 
 /// graft with `COSIGN_PASSWORD` = [`PW`].
