@@ -495,3 +495,7 @@ fn watch_stream(
         }
     }))
 }
+
+#[cfg(test)]
+#[path = "copy_tests.rs"]
+mod tests;

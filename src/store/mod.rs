@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod layout;
 pub mod memo;
+pub mod memory;
 pub mod open;
 pub mod registry;
 mod verify;
