@@ -9,7 +9,7 @@ use serde_json::json;
 
 use graft::copy::Dedupe;
 use graft::library::Library;
-use graft::refresh::{
+use graft::ops::refresh::{
     commit_all, prepare, push, sign_result, LayerCache, ProvenanceContext, RefreshOptions,
     RefreshResult, Signing,
 };

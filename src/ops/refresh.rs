@@ -22,7 +22,7 @@ use crate::library::{BuildInfo, Library, Manifest};
 use crate::oci::{Descriptor, Digest};
 use crate::progress::Reporter;
 use crate::reference::ImageRef;
-use crate::store::memo::Memo;
+use crate::ops::memo::Memo;
 use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
 use crate::store::{Sink, Source};
 use crate::timestamp::Timestamp;
