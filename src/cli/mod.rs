@@ -169,11 +169,16 @@ pub fn created_time() -> anyhow::Result<graft::timestamp::Timestamp> {
     if let Some(t) = graft::timestamp::Timestamp::from_env()? {
         return Ok(t);
     }
+    Ok(wall_clock())
+}
+
+/// The wall clock, in whole seconds: the one place graft reads it.
+pub fn wall_clock() -> graft::timestamp::Timestamp {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    Ok(graft::timestamp::Timestamp(now))
+    graft::timestamp::Timestamp(now)
 }
 
 /// `{build}`, `{commit}` and `{branch}` for tags and breadcrumbs.
