@@ -116,14 +116,5 @@ pub async fn copy_attached(
 ) -> Result<AttachmentsReport> {
     let root = resolve_root(src, opts.platform.as_ref()).await?;
     let found = discover(repo, &root).await?;
-    copy_attachments(
-        repo,
-        dst,
-        dst_ref,
-        &found,
-        Some(merge_repo),
-        opts,
-        reporter,
-    )
-    .await
+    copy_attachments(repo, dst, dst_ref, &found, Some(merge_repo), opts, reporter).await
 }

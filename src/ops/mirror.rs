@@ -14,11 +14,11 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::ops::attachments::AttachmentsReport;
-use crate::ops::copy::copy_attached;
 use crate::copy::{copy_image, CopyOptions, Dedupe};
 use crate::error::{Error, Result};
 use crate::oci::{Digest, Platform};
+use crate::ops::attachments::AttachmentsReport;
+use crate::ops::copy::copy_attached;
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef, LayoutRef};
 use crate::sign::repo::Repo;

@@ -21,9 +21,9 @@ use crate::image::config::{config_labels, RuntimeConfig};
 use crate::layer::{build_spilling, Built, Compression, LayerDigests};
 use crate::library::{BuildInfo, Library, Manifest};
 use crate::oci::{Descriptor, Digest};
+use crate::ops::memo::Memo;
 use crate::progress::Reporter;
 use crate::reference::ImageRef;
-use crate::ops::memo::Memo;
 use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
 use crate::store::{Sink, Source};
 use crate::timestamp::Timestamp;
@@ -592,4 +592,3 @@ pub async fn refresh(
         images: results,
     })
 }
-

@@ -32,8 +32,8 @@ use crate::sign::dsse::{Envelope, Statement, IN_TOTO_PAYLOAD_TYPE};
 use crate::sign::keys::{PublicKey, SigningKey};
 use crate::sign::payload::SimpleSigning;
 use crate::sign::repo::Repo;
-use crate::store::update::{update_tag, Built, TagMerge};
 pub use crate::store::update::Written;
+use crate::store::update::{update_tag, Built, TagMerge};
 
 /// Layer media type of a cosign simple-signing signature.
 pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";

@@ -429,7 +429,10 @@ mod tests {
         assert_eq!(layout_namespace("v1"), None);
         assert_eq!(layout_namespace(":v1"), None);
         let image: ImageRef = "oci:/x:reg.io/app:1.0".parse().unwrap();
-        assert_eq!(layout_tag(&image, "sha256-ab.sig"), "reg.io/app:sha256-ab.sig");
+        assert_eq!(
+            layout_tag(&image, "sha256-ab.sig"),
+            "reg.io/app:sha256-ab.sig"
+        );
         let plain: ImageRef = "oci:/x:1.0".parse().unwrap();
         assert_eq!(layout_tag(&plain, "latest"), "latest");
     }
