@@ -17,6 +17,7 @@ use graft::store::open::{destination_tags, open_sink, open_source};
 
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
+use super::output::outln;
 
 /// Arguments of `graft append`.
 #[derive(Debug, Args)]
@@ -124,7 +125,7 @@ pub async fn run(args: AppendArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!("{}", report.digest);
+            outln!("{}", report.digest)?;
         }
     }
     Ok(())

@@ -11,6 +11,7 @@ use graft::store::open::{destination_tags, open_sink, open_source, Endpoint};
 
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
+use super::output::outln;
 
 /// Arguments of `graft copy`.
 #[derive(Debug, Args)]
@@ -112,7 +113,7 @@ pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!("{}", report.digest);
+            outln!("{}", report.digest)?;
         }
     }
     Ok(())

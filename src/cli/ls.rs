@@ -5,6 +5,7 @@ use clap::Args;
 use graft::reference::ImageRef;
 
 use super::{print_json, GlobalArgs, Output};
+use super::output::outln;
 
 /// Arguments of `graft ls`.
 #[derive(Debug, Args)]
@@ -31,7 +32,7 @@ pub async fn run(args: LsArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         Output::Json => print_json(&tags)?,
         Output::Text => {
             for t in tags {
-                println!("{t}");
+                outln!("{t}")?;
             }
         }
     }

@@ -9,6 +9,7 @@ use graft::mirror::{load_config, plan, run};
 
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
+use super::output::outln;
 
 /// Arguments of `graft mirror`.
 #[derive(Debug, Args)]
@@ -44,7 +45,7 @@ pub async fn run_mirror(args: MirrorArgs, global: &GlobalArgs) -> anyhow::Result
             Output::Json => print_json(&json!({"images": items, "failed": outcomes}))?,
             Output::Text => {
                 for i in &items {
-                    println!("{} -> {}", i.source, i.destination);
+                    outln!("{} -> {}", i.source, i.destination)?;
                 }
                 for o in &outcomes {
                     eprintln!(
@@ -75,12 +76,12 @@ pub async fn run_mirror(args: MirrorArgs, global: &GlobalArgs) -> anyhow::Result
                         o.item.source,
                         o.error.as_deref().unwrap_or("")
                     ),
-                    s => println!(
+                    s => outln!(
                         "{s:<7} {} -> {} {}",
                         o.item.source,
                         o.item.destination,
                         o.digest.as_ref().map(|d| d.to_string()).unwrap_or_default()
-                    ),
+                    )?,
                 }
             }
             eprintln!("{copied} copied, {skipped} skipped, {failed} failed");

@@ -13,6 +13,7 @@ use graft::sign::{attach, Format, Repo, SignOptions, SigningKey};
 use graft::store::open::Endpoint;
 
 use super::{print_json, GlobalArgs, Output};
+use super::output::outln;
 
 /// Storage form of signatures and attestations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -200,7 +201,7 @@ pub fn report(
         Output::Text => {
             for (name, r) in reports {
                 let state = if r.added() { "" } else { " (already present)" };
-                println!("{name}{state}");
+                outln!("{name}{state}")?;
             }
             if !global.quiet {
                 eprintln!(
