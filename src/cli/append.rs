@@ -15,9 +15,9 @@ use graft::oci::Platform;
 use graft::reference::ImageRef;
 use graft::store::open::{destination_tags, open_sink, open_source};
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
-use super::output::outln;
 
 /// Arguments of `graft append`.
 #[derive(Debug, Args)]

@@ -9,9 +9,9 @@ use graft::reference::ImageRef;
 use graft::sign::Repo;
 use graft::store::open::{destination_tags, open_sink, open_source, Endpoint};
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
-use super::output::outln;
 
 /// Arguments of `graft copy`.
 #[derive(Debug, Args)]

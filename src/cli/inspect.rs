@@ -1,6 +1,5 @@
 //! `graft inspect REF`: index, manifest or config, as text, JSON or exact bytes.
 
-
 use clap::Args;
 use serde_json::json;
 
@@ -10,8 +9,8 @@ use graft::reference::ImageRef;
 use graft::store::open::open_source;
 use graft::store::{read_blob, Source};
 
-use super::{print_json, GlobalArgs, Output};
 use super::output::{outln, write_raw};
+use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft inspect`.
 #[derive(Debug, Args)]

@@ -8,8 +8,8 @@ use graft::layer::{self, Compression, LayerDigests, LayerSpec};
 use graft::library;
 use graft::timestamp::Timestamp;
 
-use super::{print_json, GlobalArgs, Output};
 use super::output::outln;
+use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft layer`.
 #[derive(Debug, Args)]

@@ -4,8 +4,8 @@ use clap::Args;
 
 use graft::reference::ImageRef;
 
-use super::{print_json, GlobalArgs, Output};
 use super::output::outln;
+use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft ls`.
 #[derive(Debug, Args)]

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use graft::mirror::{load_config, plan, run};
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
-use super::output::outln;
 
 /// Arguments of `graft mirror`.
 #[derive(Debug, Args)]

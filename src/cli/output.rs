@@ -56,8 +56,7 @@ pub fn print_error(e: &anyhow::Error) {
 
 fn render(w: &mut impl Write, e: &anyhow::Error) -> std::io::Result<()> {
     writeln!(w, "error: {e}")?;
-    if let Some(graft::Error::Library(inner)) = e.downcast_ref::<graft::Error>().map(|g| g.root())
-    {
+    if let Some(graft::Error::Library(inner)) = e.downcast_ref::<graft::Error>().map(|g| g.root()) {
         if let Some(lib) = inner.downcast_ref::<InvalidLibrary>() {
             for p in &lib.problems {
                 writeln!(w, "  {}", p.under(&lib.root))?;
@@ -124,16 +123,35 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_library_lists_its_problems_under_the_root() {
+        let problem = graft::library::Problem {
+            file: "layers/c/layer.yaml".into(),
+            line: 1,
+            column: 10,
+            path: "remove[0]".into(),
+            message: "\"x\" is not an absolute path".into(),
+            severity: graft::library::Severity::Error,
+            code: "schema",
+        };
+        let e = graft::Error::Library(Box::new(InvalidLibrary {
+            root: "lib".into(),
+            problems: vec![problem],
+        }));
+        assert_eq!(
+            rendered(e.into()),
+            "error: the library in lib has 1 problem: run graft validate\n  lib/layers/c/layer.yaml:1:10: remove[0]: \"x\" is not an absolute path\n"
+        );
+    }
+
+    #[test]
     fn only_a_broken_pipe_on_stdout_is_quiet() {
         let closed = StdoutError(std::io::ErrorKind::BrokenPipe.into());
-        assert!(stdout_closed(&anyhow::Error::new(closed).context("listing")));
+        assert!(stdout_closed(
+            &anyhow::Error::new(closed).context("listing")
+        ));
         let full = StdoutError(std::io::Error::other("no space left"));
         assert!(!stdout_closed(&full.into()));
-        let elsewhere = graft::Error::io(
-            "writing",
-            "/x",
-            std::io::ErrorKind::BrokenPipe.into(),
-        );
+        let elsewhere = graft::Error::io("writing", "/x", std::io::ErrorKind::BrokenPipe.into());
         assert!(!stdout_closed(&elsewhere.into()));
     }
 

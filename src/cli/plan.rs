@@ -11,8 +11,8 @@ use graft::library::{CompatLayer, Library};
 use graft::store::open::open_source;
 use graft::timestamp::Timestamp;
 
-use super::{print_json, GlobalArgs, Output};
 use super::output::outln;
+use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft plan`.
 #[derive(Debug, Args)]
@@ -84,7 +84,8 @@ fn print_text(plan: &Plan, verbose: bool) -> anyhow::Result<()> {
         };
         outln!(
             "  science    {} [{}]{pin}",
-            img.science.image, img.science.target
+            img.science.image,
+            img.science.target
         )?;
         let digest = img
             .layer_digest

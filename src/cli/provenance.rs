@@ -6,8 +6,8 @@ use graft::oci::Platform;
 use graft::sign::verify::{read_attestations, FoundAttestation};
 use graft::sign::{verify_attestations, PublicKey, Repo};
 
-use super::{print_json, GlobalArgs, Output};
 use super::output::outln;
+use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft provenance`.
 #[derive(Debug, Args)]

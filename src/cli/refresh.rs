@@ -16,9 +16,9 @@ use graft::refresh::{
 use graft::sign::BuilderInfo;
 use graft::timestamp::Timestamp;
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, BuildArgs, GlobalArgs, Output};
-use super::output::outln;
 
 /// Images of a library prepared, and then written, at the same time.
 const IMAGES_AT_ONCE: usize = 4;

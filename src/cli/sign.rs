@@ -12,8 +12,8 @@ use graft::reference::ImageRef;
 use graft::sign::{attach, Format, Repo, SignOptions, SigningKey};
 use graft::store::open::Endpoint;
 
-use super::{print_json, GlobalArgs, Output};
 use super::output::outln;
+use super::{print_json, GlobalArgs, Output};
 
 /// Storage form of signatures and attestations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

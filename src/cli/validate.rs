@@ -7,8 +7,8 @@ use serde_json::json;
 
 use graft::library;
 
-use super::{print_json, GlobalArgs, Output};
 use super::output::outln;
+use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft validate`.
 #[derive(Debug, Args)]

@@ -4,9 +4,9 @@ use clap::Args;
 
 use graft::sign::{verify_signatures, PublicKey, VerifyFailure};
 
+use super::output::{outln, print_error};
 use super::sign::targets;
 use super::{print_json, GlobalArgs, Output};
-use super::output::{outln, print_error};
 
 /// Arguments of `graft verify`.
 #[derive(Debug, Args)]

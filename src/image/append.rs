@@ -500,6 +500,9 @@ mod tests {
             Err(e) => e,
         };
         assert!(e.is_usage(), "{e:?}");
-        assert!(e.to_string().contains("oci:artifact:1 is an artifact"), "{e}");
+        assert!(
+            e.to_string().contains("oci:artifact:1 is an artifact"),
+            "{e}"
+        );
     }
 }
