@@ -7,6 +7,7 @@ use clap::Args;
 use graft::oci::Platform;
 use graft::ops::append::{append_image, AppendImage};
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
 
@@ -76,7 +77,7 @@ pub async fn run(args: AppendArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!("{}", out.digest);
+            outln!("{}", out.digest)?;
         }
     }
     Ok(())

@@ -7,6 +7,7 @@ use graft::oci::Platform;
 use graft::ops::copy::{copy, CopyRequest};
 use graft::store::open::Endpoint;
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
 
@@ -73,7 +74,7 @@ pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!("{}", outcome.report.digest);
+            outln!("{}", outcome.report.digest)?;
         }
     }
     Ok(())

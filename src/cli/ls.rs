@@ -5,6 +5,7 @@ use clap::Args;
 use graft::reference::ImageRef;
 use graft::store::open::open_repository;
 
+use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft ls`.
@@ -23,7 +24,7 @@ pub async fn run(args: LsArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         Output::Json => print_json(&tags)?,
         Output::Text => {
             for t in tags {
-                println!("{t}");
+                outln!("{t}")?;
             }
         }
     }

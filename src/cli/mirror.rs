@@ -7,6 +7,7 @@ use serde_json::json;
 
 use graft::ops::mirror::{load_config, plan, run, Status};
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
 
@@ -44,7 +45,7 @@ pub async fn run_mirror(args: MirrorArgs, global: &GlobalArgs) -> anyhow::Result
             Output::Json => print_json(&json!({"images": items, "failed": outcomes}))?,
             Output::Text => {
                 for i in &items {
-                    println!("{} -> {}", i.source, i.destination);
+                    outln!("{} -> {}", i.source, i.destination)?;
                 }
                 for o in &outcomes {
                     eprintln!(
@@ -79,13 +80,13 @@ pub async fn run_mirror(args: MirrorArgs, global: &GlobalArgs) -> anyhow::Result
                         o.item.source,
                         o.error.as_deref().unwrap_or("")
                     ),
-                    s => println!(
+                    s => outln!(
                         "{:<7} {} -> {} {}",
                         s.as_str(),
                         o.item.source,
                         o.item.destination,
                         o.digest.as_ref().map(|d| d.to_string()).unwrap_or_default()
-                    ),
+                    )?,
                 }
             }
             eprintln!("{copied} copied, {skipped} skipped, {failed} failed");

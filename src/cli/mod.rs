@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod layer;
 pub mod ls;
 pub mod mirror;
+pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod provenance;
@@ -159,7 +160,7 @@ pub enum Command {
 
 /// Print `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    output::outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use graft::ops::refresh::{
 use graft::sign::BuilderInfo;
 use graft::timestamp::Timestamp;
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, BuildArgs, GlobalArgs, Output};
 
@@ -102,46 +103,47 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     match global.output {
         Output::Json => print_json(&report)?,
-        Output::Text => print_text(&report.images, report.dry_run),
+        Output::Text => print_text(&report.images, report.dry_run)?,
     }
     Ok(())
 }
 
-fn print_text(results: &[RefreshResult], dry_run: bool) {
+fn print_text(results: &[RefreshResult], dry_run: bool) -> anyhow::Result<()> {
     for r in results {
-        println!("{} {} {}", r.name, r.version, r.digest);
-        println!("  science  {} @ {}", r.science, r.science_digest);
-        println!(
+        outln!("{} {} {}", r.name, r.version, r.digest)?;
+        outln!("  science  {} @ {}", r.science, r.science_digest)?;
+        outln!(
             "  compat   {} {}",
             r.compat.join(" + "),
             r.compat_layer.digest
-        );
+        )?;
         for p in &r.platforms {
-            println!(
+            outln!(
                 "  {:<16} {} -> {}",
                 p.platform.as_deref().unwrap_or("image"),
                 p.base,
                 p.digest
-            );
+            )?;
         }
         let verb = if dry_run { "would write" } else { "wrote" };
         for reference in &r.references {
-            println!("  {verb} {reference}");
+            outln!("  {verb} {reference}")?;
         }
         if let Some(s) = &r.signing {
-            println!(
+            outln!(
                 "  signed   {} manifest(s); provenance on {}",
                 s.signed.len(),
                 s.attested.len()
-            );
+            )?;
         }
         if let Some(t) = &r.transfer {
-            println!(
+            outln!(
                 "  moved    {} uploaded ({} bytes); {} mounted ({} bytes); {} already present ({} bytes)",
                 t.uploaded.count, t.uploaded.bytes, t.mounted.count, t.mounted.bytes, t.present.count, t.present.bytes
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 /// `SOURCE_DATE_EPOCH` when set (reproducible statements), else the clock: the binary's edge.

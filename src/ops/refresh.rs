@@ -125,7 +125,7 @@ impl LayerCache {
                     build_spilling(&spec, Compression::Gzip, &path, limit)
                 })
                 .await
-                .map_err(|e| Error::Unsupported(format!("layer build task failed: {e}")));
+                .map_err(|e| Error::internal("the layer build task failed", e));
                 // Give back what the layer does not hold.
                 let kept = match &built {
                     Ok(Ok((_, Built::Memory(bytes)))) => bytes.len(),

@@ -9,6 +9,7 @@ mod layer;
 mod layout;
 mod library;
 mod mirror;
+mod pipe;
 mod refresh;
 mod sign;
 mod support;
