@@ -11,5 +11,6 @@ mod library;
 mod mirror;
 mod pipe;
 mod refresh;
+mod repo;
 mod sign;
 mod support;
