@@ -38,9 +38,10 @@ for _n, _names in enumerate([LAYER_1, LAYER_2, LAYER_3, LAYER_4, LAYER_5], start
     for _name in _names:
         LAYERS[_name] = _n
 
-# Modules still outside the directory they belong in: checked as members of its layer, and
-# each reported until it moves (then delete its entry).
-MOVING = {"attachments": "ops", "mirror": "ops", "refresh": "ops"}
+# Modules still outside the directory they belong in, as {"name": "destination"}: checked as
+# members of the destination's layer, and each reported until it moves (then delete its entry).
+# Empty since attachments, mirror and refresh moved into ops/.
+MOVING = {}
 for _name, _dest in MOVING.items():
     LAYERS[_name] = LAYERS[_dest]
 

@@ -139,14 +139,11 @@ pub enum Error {
     /// The operation is not possible with these arguments.
     #[error("{0}")]
     Unsupported(String),
-    /// A library has problems (each with file, line, column and field path).
-    #[error("the library in {} has {} problem{}: run graft validate", root.display(), problems.len(), if problems.len() == 1 { "" } else { "s" })]
-    Library {
-        /// The library directory.
-        root: PathBuf,
-        /// The problems (errors only).
-        problems: Vec<crate::library::Problem>,
-    },
+    /// A library has problems. The library layer's own error type (its root and every
+    /// problem, each with file, line, column and field path), carried opaque so that this
+    /// module depends on nothing above it: shown, and chained, exactly as that error.
+    #[error(transparent)]
+    Library(Box<dyn std::error::Error + Send + Sync>),
     /// A layer source tree holds something that cannot go into a layer (a device, fifo or
     /// socket, a symlink out of the tree, a reserved or non-UTF-8 name).
     #[error("{}: {reason}", path.display())]
@@ -178,9 +175,19 @@ pub enum Error {
         /// What is wrong (wrong password, unsupported type, bad PEM).
         reason: String,
     },
-    /// A signature or attestation did not verify (see [`crate::sign::VerifyFailure`]).
-    #[error("{0}")]
-    Verify(Box<crate::sign::VerifyFailure>),
+    /// A signature or attestation did not verify. The signing layer's own failure type
+    /// (subject, kind, every candidate's problem), carried opaque like [`Error::Library`].
+    #[error(transparent)]
+    Verify(Box<dyn std::error::Error + Send + Sync>),
+    /// Something inside graft failed that no input explains: a task panicked or was cancelled.
+    #[error("{context}")]
+    Internal {
+        /// What was being done.
+        context: String,
+        /// The failure (e.g. the task's join error).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A read-modify-write of a shared tag (a `.sig`/`.att` manifest, a referrers index) kept
     /// losing to concurrent writers.
     #[error("{what}: concurrent writers replaced it {attempts} times; giving up")]
@@ -263,6 +270,17 @@ impl Error {
                 | Error::LayerSpec { .. }
                 | Error::Key { .. }
         )
+    }
+
+    /// Build an internal error: `context` says what was being done.
+    pub fn internal(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Internal {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 
     /// Build an I/O error.

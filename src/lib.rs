@@ -3,17 +3,15 @@
 //! The library is organised around one transfer engine ([`copy`]) that moves images between
 //! [`store::Source`]s and [`store::Sink`]s: registries, OCI layout directories and archives.
 
-pub mod attachments;
 pub mod copy;
 pub mod error;
 pub mod image;
 pub mod layer;
 pub mod library;
-pub mod mirror;
 pub mod oci;
+pub mod ops;
 pub mod progress;
 pub mod reference;
-pub mod refresh;
 pub mod sign;
 pub mod store;
 pub mod timestamp;

@@ -1,6 +1,7 @@
 //! The `graft` binary: parse arguments, run the command, render errors, set the exit code.
 //!
-//! Exit codes: 0 success, 1 the operation failed, 2 bad usage or input.
+//! Exit codes: 0 success (also when stdout's reader stopped early), 1 the operation failed,
+//! 2 bad usage or input.
 
 mod cli;
 
@@ -18,7 +19,9 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            cli::output::print_error(
+                &anyhow::Error::new(e).context("cannot start the async runtime"),
+            );
             return ExitCode::from(1);
         }
     };
@@ -43,41 +46,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if cli::output::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            if let Some(graft::Error::Library { root, problems }) =
-                e.downcast_ref::<graft::Error>().map(|g| g.root())
-            {
-                for p in problems {
-                    eprintln!("  {}", p.under(root));
-                }
-            }
-            let mut source = e.source();
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
-            let usage = e
-                .downcast_ref::<graft::Error>()
-                .is_some_and(|g| g.is_usage());
-            if let Some(h) = hint(&e) {
-                eprintln!("hint: {h}");
-            }
-            ExitCode::from(if usage { 2 } else { 1 })
+            cli::output::print_error(&e);
+            ExitCode::from(cli::output::exit_code(&e))
         }
-    }
-}
-
-fn hint(e: &anyhow::Error) -> Option<&'static str> {
-    let g = e.downcast_ref::<graft::Error>()?;
-    match g.root() {
-        graft::Error::Http { source, .. }
-            if format!("{source:?}").to_ascii_lowercase().contains("certificate") =>
-        {
-            Some("pass --cert-dir DIR with the registry's ca.crt, or --tls-verify=false to skip verification")
-        }
-        graft::Error::Auth { .. } => Some("check --creds, --authfile or your docker login"),
-        _ => None,
     }
 }
 

@@ -1,20 +1,13 @@
 //! `graft append --base SRC --layer L… DST`: append layers to every platform of an image.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
-use serde_json::json;
 
-use graft::copy::{copy_image, CopyOptions};
-use graft::image::append::{append, AppendRequest, LocalBlob, NewLayer};
-use graft::image::config::RuntimeConfig;
-use graft::image::tarball::inspect_tarball;
 use graft::oci::Platform;
-use graft::reference::ImageRef;
-use graft::store::open::{destination_tags, open_sink, open_source};
+use graft::ops::append::{append_image, AppendImage};
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
 
@@ -53,69 +46,29 @@ pub fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 /// Run `graft append`.
 pub async fn run(args: AppendArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let base_ref: ImageRef = args.base.parse()?;
-    let dst_ref: ImageRef = args.dst.parse()?;
-    let created = super::created_time()?;
-    let mut layers = Vec::new();
-    for path in &args.layers {
-        if !path.is_file() {
-            anyhow::bail!(
-                "--layer {}: not a file; give a layer tarball (tar, tar.gz or tar.zst)",
-                path.display()
-            );
-        }
-        let (desc, diff_id) = inspect_tarball(path)?;
-        layers.push(NewLayer {
-            desc,
-            diff_id,
-            blob: LocalBlob::File(path.clone()),
-            created_by: format!(
-                "graft append {}",
-                path.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ),
-        });
-    }
-    let ep = global.registry.endpoint(None)?;
-    let base: Arc<dyn graft::store::Source> = Arc::from(open_source(&base_ref, &ep).await?);
-    let req = AppendRequest {
-        layers,
-        runtime: RuntimeConfig::default(),
-        labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
-        platform_labels: None,
+    let req = AppendImage {
+        base: args.base.parse()?,
+        destination: args.dst.parse()?,
+        layers: args.layers.clone(),
+        labels: args.labels.iter().cloned().collect(),
         annotations: args.annotations.iter().cloned().collect(),
-        inherit_annotations: true,
-        base_name: Some(graft::image::append::base_name(&base_ref)),
-        platforms: (!args.platforms.is_empty()).then(|| args.platforms.clone()),
-        created,
+        platforms: args.platforms.clone(),
+        jobs: args.jobs,
+        created: super::created_time()?,
     };
-    let assembled = append(base, &req).await?;
-    for d in &assembled.dropped {
-        if !global.quiet {
+    let ep = global.registry.endpoint(None)?;
+    let reporter = Bars::reporter(global.quiet);
+    let out = append_image(&req, &ep, &reporter).await?;
+    if !global.quiet {
+        for d in &out.dropped {
             eprintln!("note: left out {}: {}", d.digest, d.reason);
         }
     }
-    let sink = open_sink(&dst_ref, &ep).await?;
-    let opts = CopyOptions {
-        jobs: args.jobs.max(1),
-        tags: destination_tags(&dst_ref),
-        ..CopyOptions::default()
-    };
-    let reporter = Bars::reporter(global.quiet);
-    let report = copy_image(&assembled.source, sink.as_ref(), &opts, &reporter).await?;
     match global.output {
-        Output::Json => print_json(&json!({
-            "destination": sink.name(),
-            "digest": report.digest,
-            "base": assembled.base_root,
-            "platforms": assembled.platforms,
-            "dropped": assembled.dropped,
-            "report": report,
-        }))?,
+        Output::Json => print_json(&out)?,
         Output::Text => {
             if !global.quiet {
-                for p in &assembled.platforms {
+                for p in &out.platforms {
                     eprintln!(
                         "{}: {} -> {}",
                         p.platform.as_deref().unwrap_or("image"),
@@ -124,7 +77,7 @@ pub async fn run(args: AppendArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!("{}", report.digest);
+            outln!("{}", out.digest)?;
         }
     }
     Ok(())

@@ -2,13 +2,12 @@
 
 use clap::Args;
 
-use graft::attachments::{copy_attachments, discover};
-use graft::copy::{copy_image, resolve_root, CopyOptions, CopyReport};
+use graft::copy::CopyReport;
 use graft::oci::Platform;
-use graft::reference::ImageRef;
-use graft::sign::Repo;
-use graft::store::open::{destination_tags, open_sink, open_source, Endpoint};
+use graft::ops::copy::{copy, CopyRequest};
+use graft::store::open::Endpoint;
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
 
@@ -40,8 +39,13 @@ pub struct CopyArgs {
 
 /// Run `graft copy`.
 pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let src_ref: ImageRef = args.src.parse()?;
-    let dst_ref: ImageRef = args.dst.parse()?;
+    let req = CopyRequest {
+        source: args.src.parse()?,
+        destination: args.dst.parse()?,
+        platform: args.platform.clone(),
+        jobs: args.jobs,
+        with_attachments: args.with_attachments,
+    };
     let src_ep = global.registry.endpoint(args.src_creds.as_deref())?;
     let mut dst_ep = global.registry.endpoint(args.dest_creds.as_deref())?;
     if args.src_creds == args.dest_creds {
@@ -53,66 +57,24 @@ pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     } else {
         dst_ep.key = "dest".into();
     }
-    let src = open_source(&src_ref, &src_ep).await?;
-    let dst = open_sink(&dst_ref, &dst_ep).await?;
-    let opts = CopyOptions {
-        platform: args.platform.clone(),
-        jobs: args.jobs.max(1),
-        tags: destination_tags(&dst_ref),
-        commit: false,
-        ..CopyOptions::default()
-    };
     let reporter = Bars::reporter(global.quiet);
-    let report = copy_image(src.as_ref(), dst.as_ref(), &opts, &reporter).await?;
-    let attachments = if args.with_attachments {
-        let repo = Repo::open_read(&src_ref, &src_ep).await?;
-        let root = resolve_root(src.as_ref(), opts.platform.as_ref()).await?;
-        let found = discover(&repo, &root).await?;
-        // The destination, for merging into its own signatures and referrers indexes.
-        let merge_repo = Repo::open_destination(&dst_ref, &dst_ep).await?;
-        Some(
-            copy_attachments(
-                &repo,
-                dst.as_ref(),
-                &dst_ref,
-                &found,
-                Some(&merge_repo),
-                &opts,
-                &reporter,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
-    dst.commit().await?;
-    if let graft::reference::ImageRef::Docker(d) = &dst_ref {
-        if let Some(want) = &d.digest {
-            anyhow::ensure!(
-                *want == report.digest,
-                "the destination names digest {want} but the copied image is {}",
-                report.digest
-            );
-        }
-    }
+    let outcome = copy(&req, &src_ep, &dst_ep, &reporter).await?;
     match global.output {
-        Output::Json => print_json(&serde_json::json!({
-            "source": src.name(),
-            "destination": dst.name(),
-            "report": report,
-            "attachments": attachments,
-        }))?,
+        Output::Json => print_json(&outcome)?,
         Output::Text => {
             if !global.quiet {
-                eprintln!("{}", summary(&report, &src.name(), &dst.name()));
-                if let Some(a) = &attachments {
+                eprintln!(
+                    "{}",
+                    summary(&outcome.report, &outcome.source, &outcome.destination)
+                );
+                if let Some(a) = &outcome.attachments {
                     eprintln!(
                         "Attachments: {} found, {} copied, {} already present, {} merged into fallback indexes",
                         a.found, a.copied, a.present, a.merged
                     );
                 }
             }
-            println!("{}", report.digest);
+            outln!("{}", outcome.report.digest)?;
         }
     }
     Ok(())

@@ -1,7 +1,5 @@
 //! `graft inspect REF`: index, manifest or config, as text, JSON or exact bytes.
 
-use std::io::Write;
-
 use clap::Args;
 use serde_json::json;
 
@@ -11,6 +9,7 @@ use graft::reference::ImageRef;
 use graft::store::open::open_source;
 use graft::store::{read_blob, Source};
 
+use super::output::{outln, write_raw};
 use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft inspect`.
@@ -68,23 +67,23 @@ pub async fn run(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         })?;
         let bytes = read_blob(src.as_ref(), &config, CONFIG_LIMIT).await?;
         if args.raw {
-            std::io::stdout().write_all(&bytes)?;
+            write_raw(&bytes)?;
             return Ok(());
         }
         let value: serde_json::Value = serde_json::from_slice(&bytes)?;
         match global.output {
             Output::Json => print_json(&value)?,
-            Output::Text => println!("{}", serde_json::to_string_pretty(&value)?),
+            Output::Text => outln!("{}", serde_json::to_string_pretty(&value)?)?,
         }
         return Ok(());
     }
     if args.raw {
-        std::io::stdout().write_all(&m.bytes)?;
+        write_raw(&m.bytes)?;
         return Ok(());
     }
     match global.output {
         Output::Json => print_json(&describe(src.as_ref(), &m)?)?,
-        Output::Text => print_text(src.as_ref(), &m),
+        Output::Text => print_text(src.as_ref(), &m)?,
     }
     Ok(())
 }
@@ -100,37 +99,38 @@ fn describe(src: &dyn Source, m: &RawManifest) -> anyhow::Result<serde_json::Val
     }))
 }
 
-fn print_text(src: &dyn Source, m: &RawManifest) {
+fn print_text(src: &dyn Source, m: &RawManifest) -> anyhow::Result<()> {
     let v = m.view();
-    println!("Name:       {}", src.name());
-    println!("Digest:     {}", m.digest);
-    println!("MediaType:  {}", m.media_type);
+    outln!("Name:       {}", src.name())?;
+    outln!("Digest:     {}", m.digest)?;
+    outln!("MediaType:  {}", m.media_type)?;
     if m.is_index() {
-        println!("Manifests:");
+        outln!("Manifests:")?;
         for d in &v.manifests {
             let p = d
                 .platform
                 .as_ref()
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into());
-            println!("  {:<20} {}  {:>8}  {}", p, d.digest, d.size, d.media_type);
+            outln!("  {:<20} {}  {:>8}  {}", p, d.digest, d.size, d.media_type)?;
         }
     } else {
         if let Some(c) = &v.config {
-            println!("Config:     {} ({} bytes)", c.digest, c.size);
+            outln!("Config:     {} ({} bytes)", c.digest, c.size)?;
         }
         let total: u64 = v.layers.iter().map(|l| l.size).sum();
-        println!("Layers:     {} ({} bytes)", v.layers.len(), total);
+        outln!("Layers:     {} ({} bytes)", v.layers.len(), total)?;
         for l in &v.layers {
-            println!("  {}  {:>10}  {}", l.digest, l.size, l.media_type);
+            outln!("  {}  {:>10}  {}", l.digest, l.size, l.media_type)?;
         }
     }
     if let Some(a) = &v.annotations {
-        println!("Annotations:");
+        outln!("Annotations:")?;
         for (k, val) in a {
-            println!("  {k}={val}");
+            outln!("  {k}={val}")?;
         }
     }
+    Ok(())
 }
 
 async fn breadcrumbs(src: &dyn Source, m: &RawManifest, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -167,15 +167,15 @@ async fn breadcrumbs(src: &dyn Source, m: &RawManifest, global: &GlobalArgs) -> 
                 eprintln!("no breadcrumb labels in {}", src.name());
                 return Ok(());
             }
-            println!("{:<16} {:<28} {:<40} BUILDTIME", "PLATFORM", "COMPONENT", "VERSION");
+            outln!("{:<16} {:<28} {:<40} BUILDTIME", "PLATFORM", "COMPONENT", "VERSION")?;
             for (p, c) in rows {
-                println!(
+                outln!(
                     "{:<16} {:<28} {:<40} {}",
                     p,
                     c.component,
                     c.version.as_deref().unwrap_or("-"),
                     c.buildtime.as_deref().unwrap_or("-")
-                );
+                )?;
             }
         }
     }

@@ -8,6 +8,7 @@ use graft::layer::{self, Compression, LayerDigests, LayerSpec};
 use graft::library;
 use graft::timestamp::Timestamp;
 
+use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft layer`.
@@ -114,12 +115,12 @@ pub fn print_digests(d: &LayerDigests, file: Option<&Path>, output: Output) -> a
             print_json(&v)
         }
         Output::Text => {
-            println!("Digest:     {}", d.digest);
-            println!("DiffID:     {}", d.diff_id);
-            println!("Size:       {}", d.size);
-            println!("MediaType:  {}", d.media_type);
+            outln!("Digest:     {}", d.digest)?;
+            outln!("DiffID:     {}", d.diff_id)?;
+            outln!("Size:       {}", d.size)?;
+            outln!("MediaType:  {}", d.media_type)?;
             if let Some(f) = file {
-                println!("File:       {}", f.display());
+                outln!("File:       {}", f.display())?;
             }
             Ok(())
         }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use graft::mirror::{load_config, plan, run};
+use graft::ops::mirror::{load_config, plan, run, Status};
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, GlobalArgs, Output};
 
@@ -44,7 +45,7 @@ pub async fn run_mirror(args: MirrorArgs, global: &GlobalArgs) -> anyhow::Result
             Output::Json => print_json(&json!({"images": items, "failed": outcomes}))?,
             Output::Text => {
                 for i in &items {
-                    println!("{} -> {}", i.source, i.destination);
+                    outln!("{} -> {}", i.source, i.destination)?;
                 }
                 for o in &outcomes {
                     eprintln!(
@@ -61,8 +62,12 @@ pub async fn run_mirror(args: MirrorArgs, global: &GlobalArgs) -> anyhow::Result
     let reporter = Bars::reporter(global.quiet);
     outcomes.extend(run(items, &ep, jobs, key.as_ref(), &reporter).await);
     outcomes.sort_by(|a, b| a.item.source.cmp(&b.item.source));
-    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
-    let (copied, skipped, failed) = (count("copied"), count("skipped"), count("failed"));
+    let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
+    let (copied, skipped, failed) = (
+        count(Status::Copied),
+        count(Status::Skipped),
+        count(Status::Failed),
+    );
     match global.output {
         Output::Json => print_json(&json!({
             "copied": copied, "skipped": skipped, "failed": failed, "images": outcomes,
@@ -70,17 +75,18 @@ pub async fn run_mirror(args: MirrorArgs, global: &GlobalArgs) -> anyhow::Result
         Output::Text => {
             for o in &outcomes {
                 match o.status {
-                    "failed" => eprintln!(
+                    Status::Failed => eprintln!(
                         "FAILED {}: {}",
                         o.item.source,
                         o.error.as_deref().unwrap_or("")
                     ),
-                    s => println!(
-                        "{s:<7} {} -> {} {}",
+                    s => outln!(
+                        "{:<7} {} -> {} {}",
+                        s.as_str(),
                         o.item.source,
                         o.item.destination,
                         o.digest.as_ref().map(|d| d.to_string()).unwrap_or_default()
-                    ),
+                    )?,
                 }
             }
             eprintln!("{copied} copied, {skipped} skipped, {failed} failed");

@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod layer;
 pub mod ls;
 pub mod mirror;
+pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod provenance;
@@ -159,7 +160,7 @@ pub enum Command {
 
 /// Print `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    output::outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 
@@ -169,11 +170,16 @@ pub fn created_time() -> anyhow::Result<graft::timestamp::Timestamp> {
     if let Some(t) = graft::timestamp::Timestamp::from_env()? {
         return Ok(t);
     }
+    Ok(wall_clock())
+}
+
+/// The wall clock, in whole seconds: the one place graft reads it.
+pub fn wall_clock() -> graft::timestamp::Timestamp {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    Ok(graft::timestamp::Timestamp(now))
+    graft::timestamp::Timestamp(now)
 }
 
 /// `{build}`, `{commit}` and `{branch}` for tags and breadcrumbs.

@@ -11,6 +11,7 @@ use graft::library::{CompatLayer, Library};
 use graft::store::open::open_source;
 use graft::timestamp::Timestamp;
 
+use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft plan`.
@@ -49,7 +50,7 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     match global.output {
         Output::Json => print_json(&plan)?,
-        Output::Text => print_text(&plan, global.verbose > 0),
+        Output::Text => print_text(&plan, global.verbose > 0)?,
     }
     for c in &plan.conflicts {
         let level = if c.error { "error" } else { "warning" };
@@ -73,65 +74,67 @@ fn build_layer(
         .map_err(|e| e.context(format!("building compat layer {:?}", compat.name)))
 }
 
-fn print_text(plan: &Plan, verbose: bool) {
+fn print_text(plan: &Plan, verbose: bool) -> anyhow::Result<()> {
     for img in &plan.images {
-        println!("{} {} ({})", img.name, img.version, img.manifest);
+        outln!("{} {} ({})", img.name, img.version, img.manifest)?;
         let pin = match (&img.science.resolved, &img.science.pinned) {
             (Some(d), _) => format!(" @ {d}"),
             (None, Some(p)) => format!(" (pinned {p})"),
             (None, None) => String::new(),
         };
-        println!(
+        outln!(
             "  science    {} [{}]{pin}",
-            img.science.image, img.science.target
-        );
+            img.science.image,
+            img.science.target
+        )?;
         let digest = img
             .layer_digest
             .as_ref()
             .map(|d| format!(" {d}"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "  compat     {} ({}){digest}",
             img.compat,
             img.chain.join(" + ")
-        );
+        )?;
         let platforms = if img.platforms.is_empty() {
             "all of the science image's".to_string()
         } else {
             img.platforms.join(", ")
         };
-        println!("  platforms  {platforms}");
+        outln!("  platforms  {platforms}")?;
         for r in &img.references {
-            println!("  -> {r}");
+            outln!("  -> {r}")?;
         }
     }
     if verbose {
         for l in &plan.layers {
-            println!("layer {} ({})", l.name, l.chain.join(" + "));
+            outln!("layer {} ({})", l.name, l.chain.join(" + "))?;
             if let Some(b) = &l.built {
-                println!("  digest     {}", b.digest);
-                println!("  diff_id    {}", b.diff_id);
-                println!("  size       {} bytes", b.size);
-                println!("  media type {}", b.media_type);
+                outln!("  digest     {}", b.digest)?;
+                outln!("  diff_id    {}", b.diff_id)?;
+                outln!("  size       {} bytes", b.size)?;
+                outln!("  media type {}", b.media_type)?;
             }
-            println!(
+            outln!(
                 "  entries    {} ({} files, {} removed)",
                 l.entries,
                 l.files,
                 l.remove.len()
-            );
+            )?;
             if !l.used_by.is_empty() {
-                println!("  used by    {}", l.used_by.join(", "));
+                outln!("  used by    {}", l.used_by.join(", "))?;
             }
         }
     }
     let refs: usize = plan.images.iter().map(|i| i.references.len()).sum();
     let used = plan.layers.iter().filter(|l| !l.used_by.is_empty()).count();
-    println!(
+    outln!(
         "plan: {} final image{}, {refs} reference{}, {used} compat layer{} to build",
         plan.images.len(),
         if plan.images.len() == 1 { "" } else { "s" },
         if refs == 1 { "" } else { "s" },
         if used == 1 { "" } else { "s" },
-    );
+    )?;
+    Ok(())
 }

@@ -6,6 +6,7 @@ use graft::oci::Platform;
 use graft::sign::verify::{read_attestations, FoundAttestation};
 use graft::sign::{verify_attestations, PublicKey, Repo};
 
+use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft provenance`.
@@ -69,7 +70,7 @@ pub async fn run(args: ProvenanceArgs, global: &GlobalArgs) -> anyhow::Result<()
         }))?,
         Output::Text => {
             for a in &slsa {
-                println!("{}", serde_json::to_string_pretty(&a.statement)?);
+                outln!("{}", serde_json::to_string_pretty(&a.statement)?)?;
             }
             if !global.quiet && !verified {
                 eprintln!(

@@ -1,26 +1,20 @@
 //! `graft refresh`: the compat refresh of a library's images.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
-use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
-use graft::copy::Dedupe;
 use graft::library::Library;
-use graft::refresh::{
-    commit_all, prepare, push, sign_result, LayerCache, ProvenanceContext, RefreshOptions,
-    RefreshResult, Signing,
+use graft::ops::refresh::{
+    refresh, ProvenanceContext, RefreshOptions, RefreshRequest, RefreshResult, Signing,
 };
 use graft::sign::BuilderInfo;
 use graft::timestamp::Timestamp;
 
+use super::output::outln;
 use super::progress::Bars;
 use super::{print_json, BuildArgs, GlobalArgs, Output};
-
-/// Images of a library prepared, and then written, at the same time.
-const IMAGES_AT_ONCE: usize = 4;
 
 /// Arguments of `graft refresh`.
 #[derive(Debug, Args)]
@@ -59,8 +53,7 @@ pub struct RefreshArgs {
     pub invocation_id: Option<String>,
 }
 
-/// Run `graft refresh`: assemble every selected image first (reads only: bad input stops
-/// the run before anything is written), then write them one by one.
+/// Run `graft refresh`: one call to [`refresh`], rendered.
 pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let started = now_or_epoch()?;
     // Load the key first: a wrong password must stop the run before anything is pushed.
@@ -72,128 +65,85 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     if let Some(repo) = &args.repo {
         lib = lib.with_repo(repo);
     }
-    let manifests: Vec<_> = if args.names.is_empty() {
-        lib.manifests().iter().collect()
-    } else {
-        for n in &args.names {
-            anyhow::ensure!(
-                lib.manifests_named(n).next().is_some(),
-                "no manifest in {} names an image {n:?} (known: {})",
-                lib.root().join("manifests").display(),
-                lib.manifests()
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        lib.manifests()
-            .iter()
-            .filter(|m| args.names.contains(&m.name))
-            .collect()
-    };
     let work = tempfile::tempdir()?;
-    let opts = RefreshOptions {
+    let options = RefreshOptions {
         build: args.build.info(&args.library),
         created: super::library_time(&args.library)?,
         dry_run: args.dry_run,
         jobs: args.jobs.max(1),
         work_dir: work.path().to_path_buf(),
     };
+    let signing = match key {
+        Some(key) => Some(Signing {
+            key,
+            provenance: match args.provenance {
+                true => Some(provenance_context(&args, &options, started)),
+                false => None,
+            },
+        }),
+        None => None,
+    };
+    // SOURCE_DATE_EPOCH, when set, was read above: the clock stays at this edge.
+    let epoch = Timestamp::from_env()?;
+    let request = RefreshRequest {
+        names: args.names.clone(),
+        options,
+        signing,
+        clock: Box::new(move || epoch.unwrap_or_else(super::wall_clock)),
+    };
     let ep = global.registry.endpoint(None)?;
-    let layers = LayerCache::default();
-    // Images are read and assembled a few at a time (all of them before anything is written),
-    // then written a few at a time; results keep the library's order.
-    let prepared: Vec<_> = futures::stream::iter(&manifests)
-        .map(|m| prepare(&lib, m, &opts, &ep, &layers))
-        .buffered(IMAGES_AT_ONCE)
-        .try_collect()
-        .await?;
-    for p in &prepared {
-        for d in &p.result.dropped {
-            if !global.quiet {
-                eprintln!(
-                    "note: {}: left out {} ({})",
-                    p.result.name, d.digest, d.reason
-                );
-            }
-        }
-    }
-    let mut results: Vec<RefreshResult>;
-    if args.dry_run {
-        results = prepared.into_iter().map(|p| p.result).collect();
-    } else {
-        let dedupe = Arc::new(Dedupe::default());
-        let reporter = Bars::reporter(global.quiet);
-        let pushed: Vec<_> = futures::stream::iter(prepared)
-            .map(|p| push(p, &opts, &ep, &dedupe, &reporter))
-            .buffered(IMAGES_AT_ONCE)
-            .try_collect()
-            .await?;
-        let (pushed, sinks): (Vec<_>, Vec<_>) = pushed.into_iter().unzip();
-        results = pushed;
-        commit_all(sinks).await?;
-        if let Some(key) = key {
-            let ctx = if args.provenance {
-                Some(provenance_context(&args, &opts, started)?)
-            } else {
-                None
-            };
-            let signing = Signing {
-                key,
-                provenance: ctx,
-            };
-            for r in &mut results {
-                let m = manifests
-                    .iter()
-                    .find(|m| m.rel == r.manifest)
-                    .expect("every result comes from a selected manifest");
-                r.signing = Some(sign_result(m, r, &signing, &ep).await?);
+    let reporter = Bars::reporter(global.quiet);
+    let report = refresh(&lib, request, &ep, &reporter).await?;
+    if !global.quiet {
+        for r in &report.images {
+            for d in &r.dropped {
+                eprintln!("note: {}: left out {} ({})", r.name, d.digest, d.reason);
             }
         }
     }
     match global.output {
-        Output::Json => print_json(&json!({"dry_run": args.dry_run, "images": results}))?,
-        Output::Text => print_text(&results, args.dry_run),
+        Output::Json => print_json(&report)?,
+        Output::Text => print_text(&report.images, report.dry_run)?,
     }
     Ok(())
 }
 
-fn print_text(results: &[RefreshResult], dry_run: bool) {
+fn print_text(results: &[RefreshResult], dry_run: bool) -> anyhow::Result<()> {
     for r in results {
-        println!("{} {} {}", r.name, r.version, r.digest);
-        println!("  science  {} @ {}", r.science, r.science_digest);
-        println!(
+        outln!("{} {} {}", r.name, r.version, r.digest)?;
+        outln!("  science  {} @ {}", r.science, r.science_digest)?;
+        outln!(
             "  compat   {} {}",
             r.compat.join(" + "),
             r.compat_layer.digest
-        );
+        )?;
         for p in &r.platforms {
-            println!(
+            outln!(
                 "  {:<16} {} -> {}",
                 p.platform.as_deref().unwrap_or("image"),
                 p.base,
                 p.digest
-            );
+            )?;
         }
         let verb = if dry_run { "would write" } else { "wrote" };
         for reference in &r.references {
-            println!("  {verb} {reference}");
+            outln!("  {verb} {reference}")?;
         }
         if let Some(s) = &r.signing {
-            println!(
+            outln!(
                 "  signed   {} manifest(s); provenance on {}",
                 s.signed.len(),
                 s.attested.len()
-            );
+            )?;
         }
         if let Some(t) = &r.transfer {
-            println!(
+            outln!(
                 "  moved    {} uploaded ({} bytes); {} mounted ({} bytes); {} already present ({} bytes)",
                 t.uploaded.count, t.uploaded.bytes, t.mounted.count, t.mounted.bytes, t.present.count, t.present.bytes
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 /// `SOURCE_DATE_EPOCH` when set (reproducible statements), else the clock: the binary's edge.
@@ -205,7 +155,7 @@ fn provenance_context(
     args: &RefreshArgs,
     opts: &RefreshOptions,
     started: Timestamp,
-) -> anyhow::Result<ProvenanceContext> {
+) -> ProvenanceContext {
     let ci = BuilderInfo::from_ci_env(&|k| std::env::var(k).ok());
     let mut builder = ci.unwrap_or_else(BuilderInfo::local);
     if let Some(id) = &args.builder_id {
@@ -214,7 +164,7 @@ fn provenance_context(
     if let Some(i) = &args.invocation_id {
         builder.invocation_id = Some(i.clone());
     }
-    Ok(ProvenanceContext {
+    ProvenanceContext {
         builder,
         library_repo: super::git(&args.library, &["remote", "get-url", "origin"]),
         library_commit: super::git(&args.library, &["rev-parse", "HEAD"]),
@@ -227,6 +177,7 @@ fn provenance_context(
             "created": opts.created.rfc3339(),
         }),
         started_on: started,
-        finished_on: now_or_epoch()?,
-    })
+        // Set by the refresh when it has written everything.
+        finished_on: started,
+    }
 }

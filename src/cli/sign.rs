@@ -12,6 +12,7 @@ use graft::reference::ImageRef;
 use graft::sign::{attach, Format, Repo, SignOptions, SigningKey};
 use graft::store::open::Endpoint;
 
+use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
 
 /// Storage form of signatures and attestations.
@@ -200,7 +201,7 @@ pub fn report(
         Output::Text => {
             for (name, r) in reports {
                 let state = if r.added() { "" } else { " (already present)" };
-                println!("{name}{state}");
+                outln!("{name}{state}")?;
             }
             if !global.quiet {
                 eprintln!(

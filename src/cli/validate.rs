@@ -7,6 +7,7 @@ use serde_json::json;
 
 use graft::library;
 
+use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft validate`.
@@ -35,11 +36,11 @@ pub async fn run(args: ValidateArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         }))?,
         Output::Text => {
             for p in &problems {
-                println!("{p}");
+                outln!("{p}")?;
             }
             if errors == 0 {
                 let lib = &v.library;
-                println!(
+                outln!(
                     "OK: {} manifest{}, {} layer{}{}",
                     lib.manifests().len(),
                     plural(lib.manifests().len()),
@@ -50,7 +51,7 @@ pub async fn run(args: ValidateArgs, global: &GlobalArgs) -> anyhow::Result<()> 
                     } else {
                         String::new()
                     }
-                );
+                )?;
             }
         }
     }

@@ -2,8 +2,9 @@
 
 use clap::Args;
 
-use graft::sign::{verify_signatures, PublicKey};
+use graft::sign::{verify_signatures, PublicKey, VerifyFailure};
 
+use super::output::{outln, print_error};
 use super::sign::targets;
 use super::{print_json, GlobalArgs, Output};
 
@@ -64,14 +65,14 @@ pub fn report<T: serde::Serialize>(
             "reference": reference,
             "verified": failures.is_empty(),
             what: results.iter().flatten().collect::<Vec<_>>(),
-            "failures": failures.iter().map(|e| match e {
-                graft::Error::Verify(f) => serde_json::to_value(f).unwrap_or_default(),
-                e => serde_json::json!({"error": e.to_string()}),
+            "failures": failures.iter().map(|e| match verify_failure(e) {
+                Some(f) => serde_json::to_value(f).unwrap_or_default(),
+                None => serde_json::json!({"error": e.to_string()}),
             }).collect::<Vec<_>>(),
         }))?,
         Output::Text => {
             for v in results.iter().flatten() {
-                println!("{}", serde_json::to_string(document(v))?);
+                outln!("{}", serde_json::to_string(document(v))?)?;
             }
             if !global.quiet && failures.is_empty() {
                 eprintln!(
@@ -87,9 +88,17 @@ pub fn report<T: serde::Serialize>(
         None => Ok(()),
         Some(first) => {
             for more in failures {
-                eprintln!("error: {more}");
+                print_error(&more.into());
             }
             Err(first.into())
         }
+    }
+}
+
+/// The verification failure `e` is, if it is one (and not, say, a registry error).
+fn verify_failure(e: &graft::Error) -> Option<&VerifyFailure> {
+    match e {
+        graft::Error::Verify(f) => f.downcast_ref(),
+        _ => None,
     }
 }

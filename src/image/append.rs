@@ -226,11 +226,16 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
     let mut dropped = Vec::new();
     if !root.is_index() {
         if let Some(ps) = &req.platforms {
-            let config = root
-                .view()
-                .config
-                .clone()
-                .expect("image manifests have a config");
+            // A single manifest without a config is an artifact, not an image: it has no
+            // platform to select, and nothing to append to.
+            let config = root.view().config.clone().ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{} is an artifact ({}), not an image: it has no platform to select and \
+                     no config to append layers to",
+                    base.name(),
+                    root.media_type
+                ))
+            })?;
             let bytes = read_blob(base.as_ref(), &config, CONFIG_LIMIT).await?;
             let have = config_platform(&bytes);
             if let Some(p) = ps
@@ -444,4 +449,60 @@ async fn append_one(
         labels: super::config::config_labels(&new_config)?,
     };
     Ok((m, result))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source whose reference is an OCI artifact manifest (no config).
+    struct Artifact(RawManifest);
+
+    #[async_trait]
+    impl Source for Artifact {
+        fn name(&self) -> String {
+            "oci:artifact:1".into()
+        }
+        async fn resolve(&self) -> Result<RawManifest> {
+            Ok(self.0.clone())
+        }
+        async fn manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
+            Err(Error::NotFound {
+                what: desc.digest.to_string(),
+                detail: None,
+            })
+        }
+        async fn blob(&self, desc: &Descriptor) -> Result<BlobStream> {
+            Err(Error::NotFound {
+                what: desc.digest.to_string(),
+                detail: None,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_platform_of_an_artifact_is_bad_input_not_a_panic() {
+        let doc = br#"{"mediaType":"application/vnd.oci.artifact.manifest.v1+json","artifactType":"application/x-test","blobs":[]}"#;
+        let m = RawManifest::from_bytes(Bytes::from_static(doc), None).unwrap();
+        let req = AppendRequest {
+            layers: Vec::new(),
+            runtime: RuntimeConfig::default(),
+            labels: BTreeMap::new(),
+            platform_labels: None,
+            annotations: BTreeMap::new(),
+            inherit_annotations: false,
+            base_name: None,
+            platforms: Some(vec!["linux/amd64".parse().unwrap()]),
+            created: Timestamp::EPOCH,
+        };
+        let e = match append(Arc::new(Artifact(m)), &req).await {
+            Ok(_) => panic!("appending to an artifact succeeded"),
+            Err(e) => e,
+        };
+        assert!(e.is_usage(), "{e:?}");
+        assert!(
+            e.to_string().contains("oci:artifact:1 is an artifact"),
+            "{e}"
+        );
+    }
 }

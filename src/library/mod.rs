@@ -33,7 +33,7 @@ use crate::timestamp::Timestamp;
 pub use model::{
     GitSource, ImageConfig, Layer, Located, Maintainer, Manifest, Metadata, Science, Settings,
 };
-pub use problem::{Problem, Severity};
+pub use problem::{InvalidLibrary, Problem, Severity};
 pub use template::BuildInfo;
 
 /// A loaded library.
@@ -96,7 +96,7 @@ impl CompatLayer {
 
 /// Load the layers in `layers_dir` (every directory with a `layer.yaml`) and resolve `name`
 /// through its includes, without a whole library: what `graft layer build` needs. Problems
-/// in the files of `name`'s chain are errors ([`Error::Library`]); others are ignored.
+/// in the files of `name`'s chain are errors ([`InvalidLibrary`]); others are ignored.
 pub fn compat_from_layers(layers_dir: &Path, name: &str) -> Result<CompatLayer> {
     let layers_dir =
         std::path::absolute(layers_dir).map_err(|e| Error::io("resolving", layers_dir, e))?;
@@ -151,7 +151,7 @@ pub fn compat_from_layers(layers_dir: &Path, name: &str) -> Result<CompatLayer> 
     if !problems.is_empty() {
         problems.sort();
         problems.dedup();
-        return Err(Error::Library { root, problems });
+        return Err(Error::Library(Box::new(InvalidLibrary { root, problems })));
     }
     library.compat(name)
 }
@@ -237,15 +237,15 @@ fn list(dir: &Path, dirs: bool) -> Result<Vec<String>> {
 }
 
 impl Library {
-    /// Load the library in `root`; fails with [`Error::Library`] listing the problems if
+    /// Load the library in `root`; fails with [`InvalidLibrary`] listing the problems if
     /// there is any error (warnings are fine).
     pub fn open(root: &Path) -> Result<Library> {
         let v = validate(root)?;
         if v.has_errors() {
-            return Err(Error::Library {
+            return Err(Error::Library(Box::new(InvalidLibrary {
                 root: root.to_path_buf(),
                 problems: v.problems.into_iter().filter(Problem::is_error).collect(),
-            });
+            })));
         }
         Ok(v.library)
     }

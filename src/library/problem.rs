@@ -2,7 +2,7 @@
 //! is wrong, e.g. `manifests/astro.yaml:7:10: science.image: ...`.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -103,3 +103,27 @@ impl fmt::Display for Problem {
         f.write_str(&self.message)
     }
 }
+
+/// A library that cannot be used: its error problems. Carried inside `Error::Library`; the
+/// binary prints each problem under the root after the summary line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidLibrary {
+    /// The library directory, as the user named it.
+    pub root: PathBuf,
+    /// The problems (errors only).
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for InvalidLibrary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "the library in {} has {n} problem{}: run graft validate",
+            self.root.display(),
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for InvalidLibrary {}

@@ -18,12 +18,10 @@
 //! (docs/decisions.md).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
-use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -34,6 +32,8 @@ use crate::sign::dsse::{Envelope, Statement, IN_TOTO_PAYLOAD_TYPE};
 use crate::sign::keys::{PublicKey, SigningKey};
 use crate::sign::payload::SimpleSigning;
 use crate::sign::repo::Repo;
+pub use crate::store::update::Written;
+use crate::store::update::{update_tag, Built, TagMerge};
 
 /// Layer media type of a cosign simple-signing signature.
 pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -122,21 +122,6 @@ impl Default for SignOptions {
             max_attempts: 10,
         }
     }
-}
-
-/// One read-merge-write of a shared tag, or one referrer push.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Written {
-    /// The tag written (`sha256-….sig`) or `referrer` for a manifest pushed by digest.
-    pub location: String,
-    /// The manifest now at that location.
-    pub manifest: Digest,
-    /// Whether graft added something (false: an equivalent entry was already there).
-    pub added: bool,
-    /// Merge-and-write rounds.
-    pub attempts: u32,
-    /// Times a concurrent writer replaced the tag and dropped graft's entry (then retried).
-    pub lost_races: u32,
 }
 
 /// What [`sign`] or [`attest`] wrote for one digest.
@@ -422,9 +407,6 @@ fn cosign_manifest(layers: Vec<Value>) -> Result<Built> {
     ))
 }
 
-/// A document to write at a shared tag, and the blobs it needs first.
-type Built = (RawManifest, Vec<(Descriptor, Bytes)>);
-
 /// The entries (`layers` or `manifests`) of the document at a shared tag, exactly as stored.
 fn entries_of(m: &RawManifest, field: &str, tag: &str) -> Result<Vec<Value>> {
     let refuse = |reason: String| Error::Invalid {
@@ -459,26 +441,6 @@ fn entries_of(m: &RawManifest, field: &str, tag: &str) -> Result<Vec<Value>> {
     }
 }
 
-async fn store_blob(repo: &Repo, desc: &Descriptor, bytes: Bytes, attempt: u32) -> Result<()> {
-    if attempt == 1 {
-        repo.upload_blob(desc, bytes).await
-    } else {
-        repo.put_blob(desc, bytes).await
-    }
-}
-
-/// Whether a manifest PUT failed because the registry did not (yet) know one of its blobs.
-fn blob_unknown(e: &Error) -> bool {
-    matches!(e.root(), Error::Registry { status: 400, errors, .. }
-        if errors.iter().any(|i| i.code == "MANIFEST_BLOB_UNKNOWN" || i.code == "BLOB_UNKNOWN"))
-}
-
-async fn backoff(attempt: u32) {
-    let base = 20u64 << attempt.min(5);
-    let jitter = u64::from(OsRng.next_u32() % 50);
-    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-}
-
 /// One shared-tag update: the document at `tag` lists entries in `field`; ours is `ours`
 /// (equivalent ones are recognised by `is_ours`); `build` makes the document for a list, after
 /// `extra_blobs` are stored.
@@ -491,115 +453,46 @@ struct Merge<'a> {
     extra_blobs: &'a [(Descriptor, Bytes)],
 }
 
-/// Read-merge-write-confirm of the document at `tag`: keep its entries (`field`) verbatim, add
-/// `ours` unless `is_ours` finds an equivalent entry, write what `build` makes of the list,
-/// then read the tag back until our entry is confirmed there.
-async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<Written> {
-    let Merge {
-        tag,
-        field,
-        ours,
-        is_ours,
-        build,
-        extra_blobs,
-    } = m;
-    let mut lost = 0;
-    for attempt in 1..=max_attempts.max(1) {
-        let current = repo.tagged(tag).await?;
-        let entries = match &current {
-            Some(m) => entries_of(m, field, tag)?,
+impl TagMerge for Merge<'_> {
+    fn contains(&self, doc: &RawManifest) -> Result<bool> {
+        Ok(entries_of(doc, self.field, self.tag)?
+            .iter()
+            .any(self.is_ours))
+    }
+
+    fn blobs(&self, current: Option<&RawManifest>) -> Result<Vec<(Descriptor, Bytes)>> {
+        // Blobs the document already lists exist.
+        let entries = match current {
+            Some(m) => entries_of(m, self.field, self.tag)?,
             None => Vec::new(),
         };
-        let current_digest = current.as_ref().map(|m| m.digest.clone());
-        if entries.iter().any(is_ours) {
-            return Ok(Written {
-                location: tag.to_string(),
-                manifest: current_digest.expect("entries come from a manifest"),
-                added: attempt > 1,
-                attempts: attempt,
-                lost_races: lost,
-            });
-        }
-        // Blobs: those the document already lists exist; on a first attempt the others are
-        // new (our payload, a config for a layer list nobody wrote before) and are uploaded
-        // without asking (a HEAD costs the registry as much as a third of an upload); retries
-        // ask first.
         let listed: std::collections::HashSet<&str> = entries
             .iter()
             .filter_map(|e| e.get("digest").and_then(Value::as_str))
             .collect();
-        for (desc, bytes) in extra_blobs {
-            if !listed.contains(desc.digest.to_string().as_str()) {
-                store_blob(repo, desc, bytes.clone(), attempt).await?;
-            }
-        }
-        let mut merged = entries.clone();
-        merged.push(ours.clone());
-        let (manifest, blobs) = build(merged)?;
-        for (desc, bytes) in blobs {
-            store_blob(repo, &desc, bytes, attempt).await?;
-        }
-        // Last look before writing: merge again if the tag moved since we read it.
-        if repo.tag_digest(tag).await? != current_digest {
-            tracing::debug!("{tag} changed while merging; merging again");
-            backoff(attempt).await;
-            continue;
-        }
-        match repo.put_tag(&manifest, tag).await {
-            Ok(()) => {}
-            // Concurrent uploads of the same blob (every signer of an image uploads the same
-            // payload) can leave it briefly unknown to distribution 2.8: upload and try again.
-            Err(e) if blob_unknown(&e) && attempt < max_attempts => {
-                tracing::debug!("{tag}: {e}; retrying");
-                backoff(attempt).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        }
-        let confirmed = repo.tagged(tag).await?;
-        let present = match &confirmed {
-            Some(m) => entries_of(m, field, tag)?.iter().any(is_ours),
-            None => false,
-        };
-        let contended = confirmed.as_ref().map(|m| &m.digest) != Some(&manifest.digest);
-        let mut seen = confirmed.map(|m| m.digest);
-        let survived = if present && (contended || attempt > 1) {
-            // Writers are active (someone wrote after us, or the tag moved under an earlier
-            // attempt): look once more after they settle.
-            tokio::time::sleep(Duration::from_millis(
-                100 + u64::from(OsRng.next_u32() % 100),
-            ))
-            .await;
-            match repo.tagged(tag).await? {
-                Some(m) => {
-                    let ok = entries_of(&m, field, tag)?.iter().any(is_ours);
-                    seen = Some(m.digest);
-                    ok
-                }
-                None => false,
-            }
-        } else {
-            present
-        };
-        if survived {
-            return Ok(Written {
-                location: tag.to_string(),
-                manifest: seen.unwrap_or(manifest.digest),
-                added: true,
-                attempts: attempt,
-                lost_races: lost,
-            });
-        }
-        lost += 1;
-        tracing::warn!(
-            "{tag}: a concurrent writer replaced the tag and dropped graft's entry; merging again"
-        );
-        backoff(attempt).await;
+        Ok(self
+            .extra_blobs
+            .iter()
+            .filter(|(d, _)| !listed.contains(d.digest.to_string().as_str()))
+            .cloned()
+            .collect())
     }
-    Err(Error::Conflict {
-        what: format!("{} {tag}", repo.describe_repo()),
-        attempts: max_attempts,
-    })
+
+    fn merge(&self, current: Option<&RawManifest>) -> Result<Built> {
+        let mut entries = match current {
+            Some(m) => entries_of(m, self.field, self.tag)?,
+            None => Vec::new(),
+        };
+        entries.push(self.ours.clone());
+        (self.build)(entries)
+    }
+}
+
+/// Read-merge-write-confirm of the document at `m.tag` ([`update_tag`]): keep its entries
+/// (`m.field`) verbatim, add `m.ours` unless `m.is_ours` finds an equivalent entry, write what
+/// `m.build` makes of the list, then read the tag back until our entry is confirmed there.
+async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<Written> {
+    update_tag(repo.store(), m.tag, &m, max_attempts).await
 }
 
 /// Append one layer (blob + descriptor) to the cosign manifest at `tag`.

@@ -1,28 +1,24 @@
 //! Where an image's signatures live: the image's own repository (a registry repository or an
 //! OCI layout directory), read and written through the store layer.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::oci::{Descriptor, Digest, RawManifest};
-use crate::reference::{DockerRef, ImageRef, DOCKER_HUB_HOST};
-use crate::store::open::{open_sink, open_source, Endpoint};
-use crate::store::registry::Registry;
-use crate::store::{read_blob, BlobStream, Sink, Source};
+use crate::reference::{ImageRef, DOCKER_HUB_HOST};
+use crate::store::open::{open_repository, open_source, Endpoint};
+use crate::store::repo::Repository;
+use crate::store::{read_blob, Source};
 
 /// The largest signature payload, envelope or bundle graft reads into memory.
 pub const ATTACHMENT_LIMIT: u64 = 16 << 20;
 
-/// A repository that holds images and their signatures, attestations and referrers.
+/// An image's repository as signing sees it: the store's [`Repository`] handle, and the
+/// image reference it was opened with (which names the signature's `docker-reference`).
 pub struct Repo {
     image: ImageRef,
-    endpoint: Endpoint,
+    store: Box<dyn Repository>,
     source: Box<dyn Source>,
-    /// `None` for a repository opened read-only ([`Repo::open_read`]).
-    sink: Option<Box<dyn Sink>>,
-    registry: Option<(Arc<Registry>, DockerRef)>,
     referrers_api: tokio::sync::OnceCell<bool>,
 }
 
@@ -33,33 +29,24 @@ impl std::fmt::Debug for Repo {
 }
 
 impl Repo {
-    /// The repository of `image` (`docker://` or `oci:`; archives cannot be signed in place).
-    pub async fn open(image: &ImageRef, endpoint: &Endpoint) -> Result<Repo> {
-        let registry = match image {
-            ImageRef::Docker(d) => Some((
-                endpoint
-                    .pool
-                    .get(&endpoint.key, &d.registry, &endpoint.config)?,
-                d.clone(),
-            )),
-            ImageRef::Layout(_) => None,
-            ImageRef::Archive(_) => {
-                return Err(Error::Unsupported(format!(
-                    "{image}: signatures cannot be added to an oci-archive in place; \
-                     copy it to oci:DIR or a registry first"
-                )))
-            }
-        };
-        let source = open_source(image, endpoint).await?;
-        let sink = Some(open_sink(image, endpoint).await?);
+    async fn with(image: &ImageRef, endpoint: &Endpoint, write: bool) -> Result<Repo> {
         Ok(Repo {
             image: image.clone(),
-            endpoint: endpoint.clone(),
-            source,
-            sink,
-            registry,
+            store: open_repository(image, endpoint, write)?,
+            source: open_source(image, endpoint).await?,
             referrers_api: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The repository of `image` (`docker://` or `oci:`; archives cannot be signed in place).
+    pub async fn open(image: &ImageRef, endpoint: &Endpoint) -> Result<Repo> {
+        if let ImageRef::Archive(_) = image {
+            return Err(Error::Unsupported(format!(
+                "{image}: signatures cannot be added to an oci-archive in place; \
+                 copy it to oci:DIR or a registry first"
+            )));
+        }
+        Repo::with(image, endpoint, true).await
     }
 
     /// The repository of `image` as a copy destination (any transport): like [`Repo::open`],
@@ -68,49 +55,22 @@ impl Repo {
     /// is committed. Used to merge attachments into a destination's own (`graft copy
     /// --with-attachments`, `graft mirror`).
     pub async fn open_destination(image: &ImageRef, endpoint: &Endpoint) -> Result<Repo> {
-        match image {
-            ImageRef::Archive(_) => Ok(Repo {
-                image: image.clone(),
-                endpoint: endpoint.clone(),
-                source: open_source(image, endpoint).await?,
-                sink: Some(open_sink(image, endpoint).await?),
-                registry: None,
-                referrers_api: tokio::sync::OnceCell::new(),
-            }),
-            _ => Repo::open(image, endpoint).await,
-        }
+        Repo::with(image, endpoint, true).await
     }
 
     /// The repository of `image`, for reading only (any transport, `oci-archive:` too).
     pub async fn open_read(image: &ImageRef, endpoint: &Endpoint) -> Result<Repo> {
-        let registry = match image {
-            ImageRef::Docker(d) => Some((
-                endpoint
-                    .pool
-                    .get(&endpoint.key, &d.registry, &endpoint.config)?,
-                d.clone(),
-            )),
-            _ => None,
-        };
-        Ok(Repo {
-            image: image.clone(),
-            endpoint: endpoint.clone(),
-            source: open_source(image, endpoint).await?,
-            sink: None,
-            registry,
-            referrers_api: tokio::sync::OnceCell::new(),
-        })
+        Repo::with(image, endpoint, false).await
+    }
+
+    /// The store's handle of the repository.
+    pub fn store(&self) -> &dyn Repository {
+        self.store.as_ref()
     }
 
     /// The source the repository was opened with (reads manifests and blobs by digest).
     pub fn source(&self) -> &dyn Source {
         self.source.as_ref()
-    }
-
-    fn sink(&self) -> Result<&dyn Sink> {
-        self.sink
-            .as_deref()
-            .ok_or_else(|| Error::Unsupported(format!("{}: opened for reading only", self.image)))
     }
 
     /// The reference the repository was opened with.
@@ -163,35 +123,20 @@ impl Repo {
     }
 
     /// Another tag of the same repository (in a multi-image layout named by mirror, the tag
-    /// of the same original repository: see [`crate::attachments::sibling`]).
+    /// of the same original repository: see [`crate::store::repo`]).
     pub fn tag_ref(&self, tag: &str) -> ImageRef {
-        crate::attachments::sibling(&self.image, tag)
+        self.store.reference(Some(tag))
     }
 
     /// The manifest `tag` points at, or `None` when the tag does not exist.
     pub async fn tagged(&self, tag: &str) -> Result<Option<RawManifest>> {
-        let src = open_source(&self.tag_ref(tag), &self.endpoint).await?;
-        match src.resolve().await {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if matches!(e.root(), Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.store.tagged(tag).await
     }
 
     /// The digest `tag` points at (a HEAD on registries); `tag` is a plain tag, named as
     /// [`Repo::tag_ref`] says.
     pub async fn tag_digest(&self, tag: &str) -> Result<Option<Digest>> {
-        let found = match &self.sink {
-            Some(sink) => {
-                sink.tag_digest(&crate::attachments::sibling_tag(&self.image, tag))
-                    .await
-            }
-            None => match open_source(&self.tag_ref(tag), &self.endpoint).await {
-                Ok(src) => src.resolve_digest().await.map(Some),
-                Err(e) => Err(e),
-            },
-        };
-        match found {
+        match self.store.resolve(tag).await {
             Ok(d) => Ok(d),
             Err(e) if matches!(e.root(), Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -205,38 +150,27 @@ impl Repo {
 
     /// Store `bytes` as a blob unless it is present.
     pub async fn put_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<()> {
-        if self.sink()?.has_blob(desc).await? {
-            return Ok(());
-        }
-        let stream: BlobStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
-        self.sink()?.put_blob(desc, stream).await
+        self.store.put_blob(desc, bytes, true).await
     }
 
     /// Upload a blob without checking whether it is there (for blobs known to be new).
     pub async fn upload_blob(&self, desc: &Descriptor, bytes: Bytes) -> Result<()> {
-        let stream: BlobStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
-        self.sink()?.put_blob(desc, stream).await
+        self.store.put_blob(desc, bytes, false).await
     }
 
     /// Whether a manifest is present (by digest).
     pub async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
-        self.sink()?.has_manifest(desc).await
+        self.store.sink()?.has_manifest(desc).await
     }
 
     /// Store a manifest by digest (untagged); `Ok(false)` when it was already there.
     pub async fn put_manifest(&self, m: &RawManifest) -> Result<bool> {
-        if self.sink()?.has_manifest(&m.descriptor()).await? {
-            return Ok(false);
-        }
-        self.sink()?.put_manifest(m).await?;
-        Ok(true)
+        self.store.put_manifest(m).await
     }
 
     /// Store a manifest and point `tag` at it (a plain tag, named as [`Repo::tag_ref`] says).
     pub async fn put_tag(&self, m: &RawManifest, tag: &str) -> Result<()> {
-        self.sink()?
-            .put_tag(m, &crate::attachments::sibling_tag(&self.image, tag))
-            .await
+        self.store.put_tag(m, tag).await
     }
 
     /// Whether the registry implements the referrers API (asked once, about `digest`, then
@@ -251,9 +185,6 @@ impl Repo {
     /// Referrers of `digest` from the registry's referrers API; `None` when there is no such
     /// API (registries that lack it, and OCI layouts).
     pub async fn referrers_api(&self, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
-        match &self.registry {
-            Some((client, d)) => client.referrers(&d.repository, digest).await,
-            None => Ok(None),
-        }
+        self.store.referrers(digest).await
     }
 }

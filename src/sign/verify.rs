@@ -369,7 +369,7 @@ async fn tag_layers(repo: &Repo, tag: &str) -> Result<Option<Vec<Descriptor>>> {
 }
 
 /// Verify that `digest` carries at least one signature by `key`, in either storage form.
-/// Returns every signature that verified; fails with [`Error::Verify`] otherwise.
+/// Returns every signature that verified; fails with a [`VerifyFailure`] otherwise.
 pub async fn verify_signatures(
     repo: &Repo,
     digest: &Digest,

@@ -4,10 +4,11 @@
 
 pub mod archive;
 pub mod layout;
-pub mod memo;
 pub mod memory;
 pub mod open;
 pub mod registry;
+pub mod repo;
+pub mod update;
 mod verify;
 
 use std::pin::Pin;

@@ -7,6 +7,7 @@ use crate::reference::ImageRef;
 use crate::store::archive::{ArchiveSink, ArchiveSource};
 use crate::store::layout::{LayoutSink, LayoutSource};
 use crate::store::registry::{RegistryConfig, RegistryPool, RegistrySink, RegistrySource};
+use crate::store::repo::{LayoutRepository, RegistryRepository, Repository};
 use crate::store::{Sink, Source};
 
 /// Registry settings for one side of an operation, and the pool its clients come from.
@@ -52,6 +53,20 @@ pub async fn open_sink(r: &ImageRef, ep: &Endpoint) -> Result<Box<dyn Sink>> {
         }
         ImageRef::Layout(l) => Box::new(LayoutSink::open(l.clone())?),
         ImageRef::Archive(l) => Box::new(ArchiveSink::open(l.clone())?),
+    })
+}
+
+/// The repository `r` names (its tag or digest only names a namespace in a multi-image
+/// layout: see [`crate::store::repo`]). With `write`, its sink is opened (a layout directory is
+/// created if needed); otherwise it must exist (registries are not asked until used).
+pub fn open_repository(r: &ImageRef, ep: &Endpoint, write: bool) -> Result<Box<dyn Repository>> {
+    Ok(match r {
+        ImageRef::Docker(d) => {
+            let client = ep.pool.get(&ep.key, &d.registry, &ep.config)?;
+            Box::new(RegistryRepository::new(client, d))
+        }
+        ImageRef::Layout(l) => Box::new(LayoutRepository::open(l, false, write)?),
+        ImageRef::Archive(l) => Box::new(LayoutRepository::open(l, true, write)?),
     })
 }
 

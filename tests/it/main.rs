@@ -9,6 +9,8 @@ mod layer;
 mod layout;
 mod library;
 mod mirror;
+mod pipe;
 mod refresh;
+mod repo;
 mod sign;
 mod support;

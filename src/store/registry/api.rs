@@ -164,6 +164,30 @@ impl Registry {
         Ok(())
     }
 
+    /// DELETE the manifest `digest` of `repo` (registries delete by digest only; every tag on
+    /// it goes with it). A registry that does not allow deletes answers 405
+    /// (`UNSUPPORTED`), reported as such.
+    pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<()> {
+        let url = self.url(&format!("v2/{repo}/manifests/{digest}")).await?;
+        let resp = self
+            .send(
+                Method::DELETE,
+                url.clone(),
+                &[Scope::delete(repo)],
+                HeaderMap::new(),
+                Body::Empty,
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Err(Error::NotFound {
+                what: format!("manifest {}/{repo}@{digest}", self.host()),
+                detail: Some(self.error(&Method::DELETE, &url, resp).await.to_string()),
+            }),
+            s if s.is_success() => Ok(()),
+            _ => Err(self.error(&Method::DELETE, &url, resp).await),
+        }
+    }
+
     /// Whether a blob exists in `repo` (HEAD).
     pub async fn has_blob(&self, repo: &str, desc: &Descriptor) -> Result<bool> {
         let url = self

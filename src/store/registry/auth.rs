@@ -94,6 +94,8 @@ pub struct Scope {
     pub repository: String,
     /// Whether push is needed as well as pull.
     pub push: bool,
+    /// Whether delete is needed as well (manifest deletes).
+    pub delete: bool,
 }
 
 impl Scope {
@@ -102,6 +104,7 @@ impl Scope {
         Scope {
             repository: repository.to_string(),
             push: false,
+            delete: false,
         }
     }
 
@@ -110,12 +113,27 @@ impl Scope {
         Scope {
             repository: repository.to_string(),
             push: true,
+            delete: false,
+        }
+    }
+
+    /// Pull and delete access to `repository` (as distribution's token scopes name it).
+    pub fn delete(repository: &str) -> Scope {
+        Scope {
+            repository: repository.to_string(),
+            push: false,
+            delete: true,
         }
     }
 
     /// The scope string sent to the token server.
     pub fn as_param(&self) -> String {
-        let actions = if self.push { "pull,push" } else { "pull" };
+        let actions = match (self.push, self.delete) {
+            (false, false) => "pull",
+            (true, false) => "pull,push",
+            (false, true) => "pull,delete",
+            (true, true) => "pull,push,delete",
+        };
         format!("repository:{}:{}", self.repository, actions)
     }
 }

@@ -27,7 +27,7 @@
 //! **Naming in multi-image layouts**: `graft mirror` names images `host/repo:tag`
 //! (`org.opencontainers.image.ref.name`); an attachment of that image is named
 //! `host/repo:sha256-<hex>.sig` (and `.att`, `.sbom`, `sha256-<hex>`) so attachments of
-//! different repositories never collide ([`sibling`]), and an import maps them back to plain
+//! different repositories never collide ([`crate::store::repo::layout_tag`]), and an import maps them back to plain
 //! tags of `host/repo`.
 
 use std::collections::{HashSet, VecDeque};
@@ -40,9 +40,10 @@ use crate::copy::{copy_graph, CopyOptions, Graph};
 use crate::error::{Error, Result};
 use crate::oci::{media_types as mt, Digest, RawManifest};
 use crate::progress::Reporter;
-use crate::reference::{ImageRef, LayoutRef};
+use crate::reference::ImageRef;
 use crate::sign::attach::{merge_cosign_layer, merge_referrer_entry, referrers_tag};
 use crate::sign::repo::Repo;
+use crate::store::repo::layout_tag;
 use crate::store::Sink;
 
 /// The cosign tag suffixes graft copies.
@@ -57,38 +58,6 @@ pub fn is_attachment_tag(tag: &str) -> bool {
         .unwrap_or(tag);
     base.strip_prefix("sha256-")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// `tag` in the same repository as `image`. In an `oci:`/`oci-archive:` whose entry is named
-/// `host/repo:tag` (as `graft mirror` names them; a plain tag never contains `:`), the sibling
-/// is `host/repo:<tag>`; otherwise it is the plain tag.
-pub fn sibling(image: &ImageRef, tag: &str) -> ImageRef {
-    match image {
-        ImageRef::Docker(d) => ImageRef::Docker(d.with_tag(tag)),
-        ImageRef::Layout(l) => ImageRef::Layout(LayoutRef {
-            path: l.path.clone(),
-            tag: Some(sibling_tag(image, tag)),
-        }),
-        ImageRef::Archive(l) => ImageRef::Archive(LayoutRef {
-            path: l.path.clone(),
-            tag: Some(sibling_tag(image, tag)),
-        }),
-    }
-}
-
-/// The tag to write in a sink opened for `image` for the attachment tag `tag` (see
-/// [`sibling`]).
-pub fn sibling_tag(image: &ImageRef, tag: &str) -> String {
-    match image {
-        ImageRef::Layout(l) | ImageRef::Archive(l) => match l.tag.as_deref() {
-            Some(name) => match name.rsplit_once(':') {
-                Some((repo, _)) if !repo.is_empty() => format!("{repo}:{tag}"),
-                _ => tag.to_string(),
-            },
-            None => tag.to_string(),
-        },
-        ImageRef::Docker(_) => tag.to_string(),
-    }
 }
 
 /// One attachment found in the source.
@@ -242,7 +211,7 @@ pub async fn copy_attachments(
     let mut plans = Vec::new();
     for a in attachments {
         if let Some(tag) = &a.tag {
-            let dtag = sibling_tag(dst_ref, tag);
+            let dtag = layout_tag(dst_ref, tag);
             let there = dst.tag_digest(&dtag).await?;
             plans.push((a, Some((dtag, there))));
         } else {
@@ -438,23 +407,5 @@ mod tests {
         assert!(is_attachment_tag(&format!("sha256-{hex}")));
         assert!(!is_attachment_tag("sha256-abc.sig"));
         assert!(!is_attachment_tag("2.4"));
-    }
-
-    #[test]
-    fn siblings() {
-        let r: ImageRef = "oci-archive:/tmp/a.tar:ghcr.io/org/app:1.0"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            sibling(&r, "sha256-x.sig").to_string(),
-            "oci-archive:/tmp/a.tar:ghcr.io/org/app:sha256-x.sig"
-        );
-        let r: ImageRef = "oci:/tmp/l:1.0".parse().unwrap();
-        assert_eq!(sibling_tag(&r, "sha256-x.sig"), "sha256-x.sig");
-        let r: ImageRef = "docker://127.0.0.1:5000/a/b:1.0".parse().unwrap();
-        assert_eq!(
-            sibling(&r, "sha256-x.att").to_string(),
-            "docker://127.0.0.1:5000/a/b:sha256-x.att"
-        );
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
@@ -20,9 +21,9 @@ use crate::image::config::{config_labels, RuntimeConfig};
 use crate::layer::{build_spilling, Built, Compression, LayerDigests};
 use crate::library::{BuildInfo, Library, Manifest};
 use crate::oci::{Descriptor, Digest};
+use crate::ops::memo::Memo;
 use crate::progress::Reporter;
 use crate::reference::ImageRef;
-use crate::store::memo::Memo;
 use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
 use crate::store::{Sink, Source};
 use crate::timestamp::Timestamp;
@@ -124,7 +125,7 @@ impl LayerCache {
                     build_spilling(&spec, Compression::Gzip, &path, limit)
                 })
                 .await
-                .map_err(|e| Error::Unsupported(format!("layer build task failed: {e}")));
+                .map_err(|e| Error::internal("the layer build task failed", e));
                 // Give back what the layer does not hold.
                 let kept = match &built {
                     Ok(Ok((_, Built::Memory(bytes)))) => bytes.len(),
@@ -491,4 +492,103 @@ pub async fn sign_result(
         }
     }
     Ok(out)
+}
+/// Images of a library prepared, and then written, at the same time.
+pub const IMAGES_AT_ONCE: usize = 4;
+
+/// A whole refresh: which images, with what options, signed or not.
+pub struct RefreshRequest {
+    /// Refresh only the manifests with these image names (empty: all).
+    pub names: Vec<String>,
+    /// Build values, time, dry run, concurrency, work directory.
+    pub options: RefreshOptions,
+    /// Sign (and attest) what is written.
+    pub signing: Option<Signing>,
+    /// The clock, for provenance's `finishedOn` (the binary's edge: `SOURCE_DATE_EPOCH` when
+    /// set, else the wall clock). Library code reads no clock of its own.
+    pub clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+/// What a refresh did, image by image in the library's order.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefreshReport {
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// One result per refreshed manifest.
+    pub images: Vec<RefreshResult>,
+}
+
+/// The manifests of `lib` that `names` selects (all when empty); an unknown name is an error
+/// listing the known ones.
+pub fn select<'a>(lib: &'a Library, names: &[String]) -> Result<Vec<&'a Manifest>> {
+    for n in names {
+        if lib.manifests_named(n).next().is_none() {
+            return Err(Error::NotFound {
+                what: format!(
+                    "a manifest in {} naming the image {n:?}",
+                    lib.root().join("manifests").display()
+                ),
+                detail: Some(format!(
+                    "known: {}",
+                    lib.manifests()
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            });
+        }
+    }
+    Ok(lib
+        .manifests()
+        .iter()
+        .filter(|m| names.is_empty() || names.contains(&m.name))
+        .collect())
+}
+
+/// Refresh the selected images of `lib`: assemble every one first (reads only: bad input stops
+/// the run before anything is written), then write them a few at a time, commit every
+/// destination once, and sign what was written.
+pub async fn refresh(
+    lib: &Library,
+    req: RefreshRequest,
+    ep: &Endpoint,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<RefreshReport> {
+    let manifests = select(lib, &req.names)?;
+    let opts = &req.options;
+    let layers = LayerCache::default();
+    // Images are read and assembled a few at a time (all of them before anything is written),
+    // then written a few at a time; results keep the library's order.
+    let prepared: Vec<_> = futures::stream::iter(&manifests)
+        .map(|m| prepare(lib, m, opts, ep, &layers))
+        .buffered(IMAGES_AT_ONCE)
+        .try_collect()
+        .await?;
+    if opts.dry_run {
+        return Ok(RefreshReport {
+            dry_run: true,
+            images: prepared.into_iter().map(|p| p.result).collect(),
+        });
+    }
+    let dedupe = Arc::new(Dedupe::default());
+    let pushed: Vec<_> = futures::stream::iter(prepared)
+        .map(|p| push(p, opts, ep, &dedupe, reporter))
+        .buffered(IMAGES_AT_ONCE)
+        .try_collect()
+        .await?;
+    let (mut results, sinks): (Vec<_>, Vec<_>) = pushed.into_iter().unzip();
+    commit_all(sinks).await?;
+    if let Some(mut signing) = req.signing {
+        if let Some(p) = &mut signing.provenance {
+            p.finished_on = (req.clock)();
+        }
+        for (r, m) in results.iter_mut().zip(&manifests) {
+            r.signing = Some(sign_result(m, r, &signing, ep).await?);
+        }
+    }
+    Ok(RefreshReport {
+        dry_run: false,
+        images: results,
+    })
 }

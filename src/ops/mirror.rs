@@ -14,17 +14,17 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::attachments::{copy_attachments, discover, AttachmentsReport};
 use crate::copy::{copy_image, CopyOptions, Dedupe};
 use crate::error::{Error, Result};
 use crate::oci::{Digest, Platform};
+use crate::ops::attachments::AttachmentsReport;
+use crate::ops::copy::copy_attached;
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef, LayoutRef};
 use crate::sign::repo::Repo;
 use crate::sign::verify::verify_signatures;
 use crate::sign::PublicKey;
-use crate::store::layout::{Layout, REF_NAME};
-use crate::store::open::{open_sink, open_source, Endpoint};
+use crate::store::open::{open_repository, open_sink, open_source, Endpoint};
 use crate::store::Sink;
 
 /// A sync file.
@@ -130,7 +130,7 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
 pub fn select_tags(available: &[String], spec: &SourceSpec) -> Result<Vec<String>> {
     let available: Vec<String> = available
         .iter()
-        .filter(|t| !crate::attachments::is_attachment_tag(t))
+        .filter(|t| !crate::ops::attachments::is_attachment_tag(t))
         .cloned()
         .collect();
     let available = available.as_slice();
@@ -184,14 +184,37 @@ pub struct Item {
     pub with_attachments: bool,
 }
 
+/// What happened to one image, as `--output json` and the text listing name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Written (the image, or attachments it lacked).
+    Copied,
+    /// Already at the destination: nothing written.
+    Skipped,
+    /// Not copied; the outcome's `error` says why.
+    Failed,
+}
+
+impl Status {
+    /// The word for it: `copied`, `skipped` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Copied => "copied",
+            Status::Skipped => "skipped",
+            Status::Failed => "failed",
+        }
+    }
+}
+
 /// What happened to one image.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     /// The image.
     #[serde(flatten)]
     pub item: Item,
-    /// `copied`, `skipped` or `failed`.
-    pub status: &'static str,
+    /// Copied, skipped or failed.
+    pub status: Status,
     /// The digest at the destination.
     pub digest: Option<Digest>,
     /// Bytes sent.
@@ -304,7 +327,7 @@ fn failure(source: &str, destination: &str, platform: Option<String>, e: &Error)
             platform,
             with_attachments: false,
         },
-        status: "failed",
+        status: Status::Failed,
         digest: None,
         bytes_uploaded: 0,
         error: Some(error_chain(e)),
@@ -327,10 +350,12 @@ pub fn error_chain(e: &Error) -> String {
 async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Result<Vec<Item>> {
     let src: ImageRef = spec.repository.parse()?;
     let mut out = Vec::new();
+    // Tags of a registry repository; in an export made by graft mirror, every entry's name
+    // (its original reference).
+    let listed = open_repository(&src, ep, false)?.list_tags().await?;
     match &src {
         ImageRef::Docker(d) => {
-            let client = ep.pool.get(&ep.key, &d.registry, &ep.config)?;
-            let available = client.list_tags(&d.repository).await?;
+            let available = listed;
             for tag in select_tags(&available, spec)? {
                 let original = d.with_tag(&tag);
                 out.push(Item {
@@ -342,23 +367,11 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
             }
         }
         ImageRef::Layout(l) | ImageRef::Archive(l) => {
-            // An export made by graft mirror: every entry is named by its original reference.
-            let names: Vec<String> = match &src {
-                ImageRef::Layout(_) => Layout::open(&l.path)?
-                    .entries()?
-                    .iter()
-                    .filter_map(|d| d.annotation(REF_NAME).map(str::to_string))
-                    .collect(),
-                _ => crate::store::archive::ArchiveSource::open(l.clone())?
-                    .entries()
-                    .iter()
-                    .filter_map(|d| d.annotation(REF_NAME).map(str::to_string))
-                    .collect(),
-            };
+            let names = listed;
             let mut by_repo: Vec<(DockerRef, String)> = Vec::new();
             for n in names {
                 let tag = n.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
-                if crate::attachments::is_attachment_tag(tag) {
+                if crate::ops::attachments::is_attachment_tag(tag) {
                     continue;
                 }
                 let original = DockerRef::parse(&n).map_err(|e| Error::Invalid {
@@ -444,7 +457,7 @@ pub async fn run(
                     Ok(o) => o,
                     Err(e) => Outcome {
                         item,
-                        status: "failed",
+                        status: Status::Failed,
                         digest: None,
                         bytes_uploaded: 0,
                         error: Some(error_chain(&e)),
@@ -459,8 +472,8 @@ pub async fn run(
     if let Some((r, sink)) = shared {
         if let Err(e) = sink.commit().await {
             let msg = error_chain(&e.context(format!("writing {r}")));
-            for o in outcomes.iter_mut().filter(|o| o.status == "copied") {
-                o.status = "failed";
+            for o in outcomes.iter_mut().filter(|o| o.status == Status::Copied) {
+                o.status = Status::Failed;
                 o.error = Some(msg.clone());
             }
         }
@@ -527,23 +540,22 @@ async fn mirror_one(
         }
     }
     let (digest, mut bytes, mut status) = match &skip {
-        Some(d) => (d.clone(), 0, "skipped"),
+        Some(d) => (d.clone(), 0, Status::Skipped),
         None => {
             let report = copy_image(src.as_ref(), dst.as_ref(), &opts, reporter).await?;
-            (report.digest, report.uploaded.bytes, "copied")
+            (report.digest, report.uploaded.bytes, Status::Copied)
         }
     };
     let mut attachments = None;
-    if item.with_attachments {
-        let repo = repo.as_ref().expect("opened for attachments");
-        let root = crate::copy::resolve_root(src.as_ref(), opts.platform.as_ref()).await?;
-        let found = discover(repo, &root).await?;
-        let r = copy_attachments(
+    if let (true, Some(repo), Some(merge_repo)) =
+        (item.with_attachments, repo.as_ref(), merge_repo.as_ref())
+    {
+        let r = copy_attached(
             repo,
+            src.as_ref(),
             dst.as_ref(),
             &dst_ref,
-            &found,
-            merge_repo.as_ref(),
+            merge_repo,
             &opts,
             reporter,
         )
@@ -551,7 +563,7 @@ async fn mirror_one(
         .map_err(|e| e.context(format!("copying the attachments of {}", item.source)))?;
         bytes += r.bytes_uploaded;
         if r.copied > 0 || r.merged > 0 {
-            status = "copied";
+            status = Status::Copied;
         }
         attachments = Some(r);
     }

@@ -1,0 +1,15 @@
+//! Use cases: what a command does, over the layers below (the copy engine, images, signing,
+//! the library). Each is one call returning a report that the CLI renders; none prints.
+//!
+//! - [`append`]: new layers over a base image (`graft append`);
+//! - [`refresh`]: the compat refresh of a library's images (assemble, write, sign);
+//! - [`mirror`]: copying many images (and what is attached to them), for air gaps;
+//! - [`attachments`]: finding and copying signatures, attestations and referrers;
+//! - [`copy`]: one image copy, with its attachments when asked (used by `copy` and `mirror`).
+
+pub mod append;
+pub mod attachments;
+pub mod copy;
+pub mod memo;
+pub mod mirror;
+pub mod refresh;
