@@ -33,6 +33,9 @@ if ! target/py-intoto/bin/python -c 'import in_toto_attestation' 2>/dev/null; th
 fi
 
 cargo fmt --all -- --check
+# The layering of docs/architecture.md: no module imports from a layer above its own.
+python3 scripts/check-layers.py --self-test
+python3 scripts/check-layers.py
 # Layer digests depend on the deflate backend: flate2 must use zlib-rs and nothing else
 # (docs/decisions.md, "Deterministic layer compression"). Feature unification could add one.
 flate2_features=$(cargo tree --locked -e features -i flate2 | grep -oE 'flate2 feature "[^"]+"' | sort -u | sed -E 's/.*"(.*)"/\1/')
