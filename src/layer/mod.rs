@@ -42,7 +42,6 @@
 //! pin the bytes.
 
 mod compress;
-pub mod tar;
 mod tree;
 
 use std::collections::BTreeMap;
@@ -54,6 +53,7 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 use crate::oci::digest::Digest;
 use crate::oci::media_types;
+use crate::oci::tar;
 use crate::timestamp::Timestamp;
 
 use compress::{Blocks, HashingWriter, ParallelGzip, PlainSink, ZstdSink};
@@ -334,6 +334,7 @@ fn write_entries(entries: &[PlannedEntry], spec: &LayerSpec, out: &mut Blocks<'_
                 mtime: spec.mtime.0,
                 link,
             },
+            tar::Style::Layer,
             &mut header,
         );
         out.write_all(&header)?;

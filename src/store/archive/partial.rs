@@ -549,7 +549,7 @@ impl Partial {
         }
         let mut trailer = member_bytes(super::INDEX_MEMBER, index);
         trailer.extend_from_slice(&member_bytes(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT));
-        trailer.resize(trailer.len() + 2 * BLOCK as usize, 0);
+        trailer.resize(trailer.len() + 2 * BLOCK, 0);
         self.file.write_all_at(&trailer, s.tail).map_err(werr)?;
         self.file
             .set_len(s.tail + trailer.len() as u64)
