@@ -23,7 +23,8 @@ use crate::reference::{DockerRef, ImageRef, LayoutRef};
 use crate::sign::repo::Repo;
 use crate::sign::verify::verify_signatures;
 use crate::sign::PublicKey;
-use crate::store::layout::{Layout, REF_NAME};
+use crate::store::index_json::REF_NAME;
+use crate::store::layout::Layout;
 use crate::store::open::{open_sink, open_source, Endpoint};
 use crate::store::Sink;
 

@@ -41,7 +41,7 @@ pub async fn run(args: LsArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 fn ref_names(entries: &[graft::oci::Descriptor]) -> Vec<String> {
     entries
         .iter()
-        .filter_map(|d| d.annotation(graft::store::layout::REF_NAME))
+        .filter_map(|d| d.annotation(graft::store::index_json::REF_NAME))
         .map(str::to_string)
         .collect()
 }

@@ -509,7 +509,15 @@ mod tests {
             &deep,
         ];
         for name in names {
-            for len in [0, 1, 512, 123_456_789, MAX_OCTAL_11, MAX_OCTAL_11 + 1, 1 << 40] {
+            for len in [
+                0,
+                1,
+                512,
+                123_456_789,
+                MAX_OCTAL_11,
+                MAX_OCTAL_11 + 1,
+                1 << 40,
+            ] {
                 let dir = name.ends_with('/');
                 let f = HeaderFields {
                     name,

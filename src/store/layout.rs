@@ -7,7 +7,8 @@
 //! (digest and size), fsynced and renamed into place; `index.json` is rewritten through a temp
 //! file and a rename, under a process-wide lock per layout directory. Manifests are stored as
 //! the exact bytes given; only `index.json` is serialised by graft (deterministically, keeping the
-//! fields and entries it does not touch).
+//! fields and entries it does not touch; the document is handled by
+//! [`crate::store::index_json`], shared with archives).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -22,16 +23,16 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result};
-use crate::oci::{media_types as mt, Descriptor, Digest, Digester, RawManifest};
+use crate::oci::{Descriptor, Digest, Digester, RawManifest};
 use crate::reference::LayoutRef;
+use crate::store::index_json::{
+    empty_index_bytes, index_doc_bytes, index_entry, manifests_mut, parse_index, parse_index_doc,
+    resolve_in, set_index_entry, with_index_header, INDEX_FILE, REF_NAME,
+};
 use crate::store::{verify_stream, BlobStream, Sink, Source};
 
-/// The annotation naming an `index.json` entry (its "tag").
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The file marking a directory as an OCI image layout.
 pub const OCI_LAYOUT_FILE: &str = "oci-layout";
-/// The layout's top-level index.
-pub const INDEX_FILE: &str = "index.json";
 /// The directory holding the blobs.
 pub const BLOBS_DIR: &str = "blobs";
 /// The `oci-layout` content graft writes.
@@ -320,26 +321,14 @@ impl Layout {
         let path = self.index_path();
         let bytes = read_index_file(&path)?;
         let what = path.display().to_string();
-        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| Error::Json {
-            what: what.clone(),
-            source: e,
-        })?;
-        let Value::Object(original) = doc else {
-            return Err(Error::Invalid {
-                what,
-                reason: "index.json is not a JSON object".into(),
-            });
-        };
+        let original = parse_index_doc(&bytes, &what)?;
         let mut edited = original.clone();
         f(&mut edited)?;
         let edited = with_index_header(edited);
         if edited == original {
             return Ok(());
         }
-        let out = serde_json::to_vec(&Value::Object(edited)).map_err(|e| Error::Json {
-            what: what.clone(),
-            source: e,
-        })?;
+        let out = index_doc_bytes(edited, &what)?;
         write_atomic(&path, &out)
     }
 
@@ -535,83 +524,6 @@ pub(crate) fn check_layout_marker(bytes: &[u8], path: &Path) -> Result<()> {
     }
 }
 
-/// Parse the `manifests` of an `index.json`; `what` names the file in errors.
-pub(crate) fn parse_index(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct IndexDoc {
-        #[serde(default)]
-        schema_version: Option<u64>,
-        #[serde(default)]
-        manifests: Option<Vec<Descriptor>>,
-    }
-    let doc: IndexDoc = serde_json::from_slice(bytes).map_err(|e| Error::Json {
-        what: what.to_string(),
-        source: e,
-    })?;
-    if let Some(v) = doc.schema_version {
-        if v != 2 {
-            return Err(Error::Invalid {
-                what: what.to_string(),
-                reason: format!("schemaVersion is {v}, expected 2"),
-            });
-        }
-    }
-    Ok(doc.manifests.unwrap_or_default())
-}
-
-/// Pick the entry named `tag`, or the only entry. `what` names the layout or archive.
-pub(crate) fn resolve_in(
-    entries: &[Descriptor],
-    tag: Option<&str>,
-    what: &str,
-) -> Result<Descriptor> {
-    if let Some(t) = tag {
-        return entries
-            .iter()
-            .find(|d| d.annotation(REF_NAME) == Some(t))
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
-                what: format!("tag {t:?} in {what}"),
-                detail: Some(describe_entries(entries)),
-            });
-    }
-    match entries {
-        [only] => Ok(only.clone()),
-        [] => Err(Error::NotFound {
-            what: format!("image in {what}"),
-            detail: Some("index.json lists no images".into()),
-        }),
-        _ => Err(Error::NotFound {
-            what: format!("untagged image in {what}"),
-            detail: Some(format!(
-                "{} images are listed, name one with :TAG; {}",
-                entries.len(),
-                describe_entries(entries)
-            )),
-        }),
-    }
-}
-
-/// "tags: a, b (and 1 untagged entry)" / "it has no tags".
-fn describe_entries(entries: &[Descriptor]) -> String {
-    let tags: Vec<&str> = entries
-        .iter()
-        .filter_map(|d| d.annotation(REF_NAME))
-        .collect();
-    let untagged = entries.len() - tags.len();
-    let mut s = if tags.is_empty() {
-        "it has no tags".to_string()
-    } else {
-        format!("tags: {}", tags.join(", "))
-    };
-    if untagged > 0 {
-        let plural = if untagged == 1 { "entry" } else { "entries" };
-        s.push_str(&format!(" ({untagged} untagged {plural})"));
-    }
-    s
-}
-
 /// Verify manifest bytes against `desc` and parse them, taking the media type from the
 /// document or else from the descriptor.
 pub(crate) fn manifest_from_bytes(
@@ -683,59 +595,6 @@ fn exists(path: &Path) -> Result<bool> {
     }
 }
 
-/// The `index.json` entry for `desc` named `tag`: `desc` with its `ref.name` annotation set to
-/// `tag` (or removed).
-pub(crate) fn index_entry(desc: &Descriptor, tag: Option<&str>) -> Result<Value> {
-    let mut entry = desc.clone();
-    let mut annotations = entry.annotations.take().unwrap_or_default();
-    annotations.remove(REF_NAME);
-    if let Some(t) = tag {
-        annotations.insert(REF_NAME.to_string(), t.to_string());
-    }
-    entry.annotations = (!annotations.is_empty()).then_some(annotations);
-    serde_json::to_value(&entry).map_err(|e| Error::Json {
-        what: format!("index entry for {}", desc.digest),
-        source: e,
-    })
-}
-
-/// Record `entry` (from [`index_entry`]) in the `manifests` of an index document, as
-/// [`Layout::set_tag`] describes: with a tag, the entry holding it is replaced in place (any
-/// other holder removed) or the entry appended; without one, it is appended unless an entry
-/// with `digest` is already listed.
-pub(crate) fn set_index_entry(
-    manifests: &mut Vec<Value>,
-    entry: Value,
-    digest: &Digest,
-    tag: Option<&str>,
-) {
-    match tag {
-        Some(t) => {
-            let holders: Vec<usize> = manifests
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| entry_ref_name(v) == Some(t))
-                .map(|(i, _)| i)
-                .collect();
-            match holders.split_first() {
-                None => manifests.push(entry),
-                Some((&first, rest)) => {
-                    manifests[first] = entry;
-                    for &i in rest.iter().rev() {
-                        manifests.remove(i);
-                    }
-                }
-            }
-        }
-        None => {
-            let digest = digest.to_string();
-            if !manifests.iter().any(|v| entry_digest(v) == Some(&digest)) {
-                manifests.push(entry);
-            }
-        }
-    }
-}
-
 fn read_index_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -747,59 +606,6 @@ fn read_index_file(path: &Path) -> Result<Vec<u8>> {
             Error::io("reading", path, e)
         }
     })
-}
-
-pub(crate) fn empty_index_bytes() -> Vec<u8> {
-    let doc = with_index_header(Map::new());
-    serde_json::to_vec(&Value::Object(doc)).expect("serialising a JSON value cannot fail")
-}
-
-/// Make sure the document has `schemaVersion`, `mediaType` and `manifests`. If one is
-/// missing, it is added, with `schemaVersion` and `mediaType` moved to the front; the other
-/// keys keep their order.
-pub(crate) fn with_index_header(doc: Map<String, Value>) -> Map<String, Value> {
-    if doc.contains_key("schemaVersion")
-        && doc.contains_key("mediaType")
-        && doc.contains_key("manifests")
-    {
-        return doc;
-    }
-    let mut out = Map::new();
-    let version = doc.get("schemaVersion").cloned().unwrap_or(Value::from(2));
-    out.insert("schemaVersion".into(), version);
-    if !doc.contains_key("mediaType") {
-        out.insert("mediaType".into(), Value::from(mt::OCI_INDEX));
-    }
-    let had_manifests = doc.contains_key("manifests");
-    out.extend(doc.into_iter().filter(|(k, _)| k != "schemaVersion"));
-    if !had_manifests {
-        out.insert("manifests".into(), Value::Array(Vec::new()));
-    }
-    out
-}
-
-pub(crate) fn manifests_mut<'a>(
-    doc: &'a mut Map<String, Value>,
-    path: &Path,
-) -> Result<&'a mut Vec<Value>> {
-    let v = doc
-        .entry("manifests")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if v.is_null() {
-        *v = Value::Array(Vec::new());
-    }
-    v.as_array_mut().ok_or_else(|| Error::Invalid {
-        what: path.display().to_string(),
-        reason: "\"manifests\" is not an array".into(),
-    })
-}
-
-pub(crate) fn entry_ref_name(v: &Value) -> Option<&str> {
-    v.get("annotations")?.get(REF_NAME)?.as_str()
-}
-
-pub(crate) fn entry_digest(v: &Value) -> Option<&str> {
-    v.get("digest")?.as_str()
 }
 
 /// The process-wide lock guarding `index.json` of the layout at canonical path `key`.
@@ -817,6 +623,7 @@ pub(crate) mod test_image {
     //! A tiny valid image for tests.
 
     use super::*;
+    use crate::oci::media_types as mt;
 
     /// A config, an uncompressed layer and an OCI manifest referencing them.
     pub struct TestImage {
@@ -877,6 +684,7 @@ pub(crate) mod test_image {
 mod tests {
     use super::test_image::{collect, image, put};
     use super::*;
+    use crate::oci::media_types as mt;
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()

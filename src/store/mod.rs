@@ -3,6 +3,7 @@
 //! [`crate::copy`].
 
 pub mod archive;
+pub mod index_json;
 pub mod layout;
 pub mod memo;
 pub mod open;

@@ -11,7 +11,8 @@ use graft::error::Error;
 use graft::oci::{media_types as mt, Descriptor, Digest, RawManifest};
 use graft::reference::LayoutRef;
 use graft::store::archive::{ArchiveSink, ArchiveSource};
-use graft::store::layout::{Layout, LayoutSink, LayoutSource, REF_NAME};
+use graft::store::index_json::REF_NAME;
+use graft::store::layout::{Layout, LayoutSink, LayoutSource};
 use graft::store::{BlobStream, Sink, Source};
 
 use crate::support::tools::{science_layout, skopeo, skopeo_inspect_raw, umoci};

@@ -50,10 +50,13 @@ use tokio_util::io::ReaderStream;
 use crate::error::{Error, Result, ResultExt};
 use crate::oci::{Descriptor, Digest, RawManifest};
 use crate::reference::LayoutRef;
+use crate::store::index_json::{
+    index_doc_bytes, index_entry, lists_digest, manifests_mut, parse_index, resolve_in,
+    set_index_entry, tag_digest, with_index_header, INDEX_FILE,
+};
 use crate::store::layout::{
-    bytes_stream, check_layout_marker, display_ref, entry_digest, entry_ref_name, index_entry,
-    manifest_from_bytes, manifests_mut, parent_dir, parse_index, resolve_in, set_index_entry,
-    with_index_header, INDEX_FILE, OCI_LAYOUT_FILE,
+    bytes_stream, check_layout_marker, display_ref, manifest_from_bytes, parent_dir,
+    OCI_LAYOUT_FILE,
 };
 use crate::store::{verify_stream, BlobStream, Sink, Source};
 
@@ -646,19 +649,11 @@ impl Session {
     }
 
     fn tag_digest(&self, tag: &str) -> Option<Digest> {
-        let index = self.index();
-        let manifests = index.get("manifests")?.as_array()?;
-        let entry = manifests.iter().find(|v| entry_ref_name(v) == Some(tag))?;
-        entry_digest(entry)?.parse().ok()
+        tag_digest(&self.index(), tag)
     }
 
     fn listed(&self, digest: &Digest) -> bool {
-        let digest = digest.to_string();
-        let index = self.index();
-        index
-            .get("manifests")
-            .and_then(Value::as_array)
-            .is_some_and(|m| m.iter().any(|v| entry_digest(v) == Some(&digest)))
+        lists_digest(&self.index(), digest)
     }
 
     fn set_tag(&self, desc: &Descriptor, tag: Option<&str>, path: &Path) -> Result<()> {
@@ -670,11 +665,8 @@ impl Session {
     }
 
     fn index_bytes(&self, path: &Path) -> Result<Vec<u8>> {
-        let doc = Value::Object(with_index_header(self.index().clone()));
-        serde_json::to_vec(&doc).map_err(|e| Error::Json {
-            what: format!("{INDEX_FILE} of {}", archive_what(path)),
-            source: e,
-        })
+        let what = format!("{INDEX_FILE} of {}", archive_what(path));
+        index_doc_bytes(self.index().clone(), &what)
     }
 
     /// A source over what this session has: the archive's blobs, the partial file's, and the
@@ -769,8 +761,8 @@ fn archive_what(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::index_json::REF_NAME;
     use crate::store::layout::test_image::{collect, image, put, TestImage};
-    use crate::store::layout::REF_NAME;
 
     fn aref(path: &Path, tag: Option<&str>) -> LayoutRef {
         LayoutRef {
