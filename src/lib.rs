@@ -6,6 +6,7 @@
 pub mod attachments;
 pub mod copy;
 pub mod error;
+pub mod fsutil;
 pub mod image;
 pub mod layer;
 pub mod library;

@@ -51,6 +51,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use crate::fsutil::{parent_dir, AtomicFile, Durability};
 use crate::oci::digest::Digest;
 use crate::oci::media_types;
 use crate::oci::tar;
@@ -229,19 +230,15 @@ pub fn build_spilling(
     path: &Path,
     limit: usize,
 ) -> Result<(LayerDigests, Built)> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
     let mut out = Spill {
         buf: Vec::new(),
         limit,
-        dir,
+        path,
         file: None,
     };
     if limit == 0 {
         out.spill()
-            .map_err(|e| Error::io("creating a temp file in", dir, e))?;
+            .map_err(|e| Error::io("creating a temp file in", parent_dir(path), e))?;
     }
     let digests = build(spec, compression, &mut out).map_err(|e| match e {
         Error::LayerWrite(source) => Error::io("writing layer to", path, source),
@@ -249,33 +246,29 @@ pub fn build_spilling(
     })?;
     let built = match out.file {
         None => Built::Memory(out.buf.into()),
-        Some(tmp) => {
-            tmp.persist(path)
-                .map_err(|e| Error::io("renaming a temp file to", path, e.error))?;
+        Some(file) => {
+            file.commit(Durability::Unsynced)?;
             Built::File(path.to_path_buf())
         }
     };
     Ok((digests, built))
 }
 
-/// Bytes in memory up to a limit, then in a temp file in `dir`.
-struct Spill<'d> {
+/// Bytes in memory up to a limit, then in an atomic file for `path`.
+struct Spill<'p> {
     buf: Vec<u8>,
     limit: usize,
-    dir: &'d Path,
-    file: Option<tempfile::NamedTempFile>,
+    path: &'p Path,
+    file: Option<AtomicFile>,
 }
 
 impl Spill<'_> {
     /// Move to a temp file (mode 0644), with what is in memory so far.
     fn spill(&mut self) -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".graft-layer-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(self.dir)?;
-        tmp.write_all(&self.buf)?;
+        let mut file = AtomicFile::create(self.path, 0o644)?;
+        file.write_all(&self.buf)?;
         self.buf = Vec::new();
-        self.file = Some(tmp);
+        self.file = Some(file);
         Ok(())
     }
 }

@@ -11,7 +11,6 @@
 //! [`crate::store::index_json`], shared with archives).
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -23,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result};
+use crate::fsutil::{parent_dir, sync_dir, write_atomic, Durability, TMP_PREFIX};
 use crate::oci::{Descriptor, Digest, Digester, RawManifest};
 use crate::reference::LayoutRef;
 use crate::store::index_json::{
@@ -38,9 +38,9 @@ pub const BLOBS_DIR: &str = "blobs";
 /// The `oci-layout` content graft writes.
 pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-/// Prefix of graft's temp files inside a layout (left behind only if the process is killed;
-/// safe to delete).
-pub(crate) const TMP_PREFIX: &str = ".graft-tmp-";
+/// The mode of the small files graft writes into a layout (`oci-layout`, `index.json`): 0600,
+/// as they have always been written (the temp file's mode).
+const DOC_MODE: u32 = 0o600;
 
 /// Read buffer size for streaming blobs from files.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -116,11 +116,11 @@ impl Layout {
                         .into(),
                 });
             }
-            write_atomic(&marker, OCI_LAYOUT_CONTENT)?;
+            write_atomic(&marker, OCI_LAYOUT_CONTENT, DOC_MODE, Durability::Synced)?;
         }
         let index = root.join(INDEX_FILE);
         if !exists(&index)? {
-            write_atomic(&index, &empty_index_bytes())?;
+            write_atomic(&index, &empty_index_bytes(), DOC_MODE, Durability::Synced)?;
         }
         let blobs = root.join(BLOBS_DIR);
         std::fs::create_dir_all(&blobs).map_err(|e| Error::io("creating directory", &blobs, e))?;
@@ -329,7 +329,7 @@ impl Layout {
             return Ok(());
         }
         let out = index_doc_bytes(edited, &what)?;
-        write_atomic(&path, &out)
+        write_atomic(&path, &out, DOC_MODE, Durability::Synced)
     }
 
     fn blob_not_found(&self, digest: &Digest) -> Error {
@@ -554,37 +554,6 @@ pub(crate) fn manifest_from_bytes(
 /// A one-chunk [`BlobStream`].
 pub(crate) fn bytes_stream(bytes: Bytes) -> BlobStream {
     Box::pin(futures::stream::once(async move { Ok(bytes) }))
-}
-
-/// Write `bytes` to `path` through a temp file in the same directory, fsync, rename, and
-/// fsync the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("creating a temp file in", dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| Error::io("writing", tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("renaming a temp file to", path, e.error))?;
-    sync_dir(dir)
-}
-
-/// fsync a directory so that renames inside it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("syncing directory", dir, e))
-}
-
-/// The directory containing `path` (`.` for a bare file name).
-pub(crate) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
 }
 
 fn exists(path: &Path) -> Result<bool> {

@@ -48,6 +48,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result, ResultExt};
+use crate::fsutil::parent_dir;
 use crate::oci::{Descriptor, Digest, RawManifest};
 use crate::reference::LayoutRef;
 use crate::store::index_json::{
@@ -55,8 +56,7 @@ use crate::store::index_json::{
     set_index_entry, tag_digest, with_index_header, INDEX_FILE,
 };
 use crate::store::layout::{
-    bytes_stream, check_layout_marker, display_ref, manifest_from_bytes, parent_dir,
-    OCI_LAYOUT_FILE,
+    bytes_stream, check_layout_marker, display_ref, manifest_from_bytes, OCI_LAYOUT_FILE,
 };
 use crate::store::{verify_stream, BlobStream, Sink, Source};
 

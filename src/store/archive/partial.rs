@@ -32,8 +32,9 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::fsutil::{parent_dir, sync_dir};
 use crate::oci::{Descriptor, Digest, Digester};
-use crate::store::layout::{sync_dir, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE};
+use crate::store::layout::{OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE};
 use crate::store::BlobStream;
 
 use super::header::{member_bytes, member_header_bytes, padded, write_filler, BLOCK};
@@ -559,7 +560,7 @@ impl Partial {
             .map_err(|e| Error::io("syncing", &self.path, e))?;
         std::fs::rename(&self.path, out)
             .map_err(|e| Error::io("renaming the finished archive to", out, e))?;
-        sync_dir(crate::store::layout::parent_dir(out))
+        sync_dir(parent_dir(out))
     }
 }
 
