@@ -1,20 +1,14 @@
 //! Deterministic layer tarballs: the same sources give the same bytes on any machine.
 //!
-//! CONTRACT (agreed between the library, refresh and layer work; the implementation fills it):
-//!
-//! ```ignore
-//! pub enum Compression { Gzip, Zstd, None }            // + media_type(), FromStr ("gzip"|"zstd"|"none")
-//! pub struct LayerSpec {
-//!     pub trees: Vec<PathBuf>,             // `files/` directories overlaid in order; later files win
-//!     pub remove: Vec<String>,             // absolute image paths deleted from lower layers (whiteouts)
-//!     pub owner: Option<(u32, u32)>,       // uid, gid of every entry (default 0:0)
-//!     pub modes: BTreeMap<String, u32>,    // absolute image path -> mode (overrides normalisation)
-//!     pub mtime: crate::timestamp::Timestamp,
-//! }
-//! pub struct LayerDigests { pub digest: Digest, pub diff_id: Digest, pub size: u64, pub media_type: String }
-//! pub fn build<W: std::io::Write>(spec: &LayerSpec, compression: Compression, out: W) -> Result<LayerDigests>;
-//! pub fn build_to_file(spec: &LayerSpec, compression: Compression, path: &Path) -> Result<LayerDigests>;
-//! ```
+//! A [`LayerSpec`] (the `files/` trees overlaid in order, the paths to remove, owner, modes
+//! and one mtime) is everything that determines a layer. [`plan`] checks it and lists the
+//! entries without reading a file; [`build`] streams the tar through the chosen
+//! [`Compression`] into any writer, hashing the tar (diff_id) and the compressed bytes (digest)
+//! on the way, and returns the [`LayerDigests`] a manifest and config need. [`build_to_file`]
+//! and [`build_spilling`] put the result in a file (renamed into place when complete) or, for
+//! small layers, keep it in memory. The modules: `tree` (overlay, checks, entry order),
+//! `compress` (block-parallel gzip, zstd, hashing), and the shared tar header writer
+//! [`crate::oci::tar`].
 //!
 //! # What the archive holds
 //! - The trees are overlaid in order: a later tree's file, symlink or directory replaces an
@@ -32,8 +26,9 @@
 //! - Symlinks are kept as links; a relative target that climbs out of the tree is an error.
 //! - Regular files with several links in the trees: the first path in archive order holds
 //!   the bytes, later paths are tar hard links to it.
-//! - POSIX ustar headers; names or link targets longer than 100 bytes or not ASCII, and values
-//!   too large for ustar, go into a PAX extended header (keys sorted, fixed header name).
+//! - POSIX ustar headers ([`crate::oci::tar::Style::Layer`]); names or link targets longer
+//!   than 100 bytes or not ASCII, and values too large for ustar, go into a PAX extended header
+//!   (keys sorted, fixed header name).
 //!
 //! # Compression
 //! See `docs/decisions.md` (section "Deterministic layer compression"): gzip is deflate level
