@@ -79,7 +79,7 @@ pub async fn run(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.raw {
-        std::io::stdout().write_all(&m.bytes)?;
+        std::io::stdout().write_all(m.bytes())?;
         return Ok(());
     }
     match global.output {
@@ -90,12 +90,12 @@ pub async fn run(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 }
 
 fn describe(src: &dyn Source, m: &RawManifest) -> anyhow::Result<serde_json::Value> {
-    let parsed: serde_json::Value = serde_json::from_slice(&m.bytes)?;
+    let parsed: serde_json::Value = serde_json::from_slice(m.bytes())?;
     Ok(json!({
         "name": src.name(),
-        "digest": m.digest,
-        "mediaType": m.media_type,
-        "size": m.bytes.len(),
+        "digest": m.digest(),
+        "mediaType": m.media_type(),
+        "size": m.bytes().len(),
         "manifest": parsed,
     }))
 }
@@ -103,8 +103,8 @@ fn describe(src: &dyn Source, m: &RawManifest) -> anyhow::Result<serde_json::Val
 fn print_text(src: &dyn Source, m: &RawManifest) {
     let v = m.view();
     println!("Name:       {}", src.name());
-    println!("Digest:     {}", m.digest);
-    println!("MediaType:  {}", m.media_type);
+    println!("Digest:     {}", m.digest());
+    println!("MediaType:  {}", m.media_type());
     if m.is_index() {
         println!("Manifests:");
         for d in &v.manifests {

@@ -251,7 +251,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
         platforms.push(result);
         let desc = m.descriptor();
         let new_root = m.clone();
-        manifests.insert(m.digest.clone(), m);
+        manifests.insert(m.digest().clone(), m);
         return Ok(Assembled {
             source: AssembledSource {
                 base,
@@ -260,7 +260,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
                 blobs,
             },
             root: desc,
-            base_root: root.digest.clone(),
+            base_root: root.digest().clone(),
             platforms,
             dropped,
         });
@@ -316,7 +316,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
     }
     if selected.is_empty() {
         return Err(Error::Invalid {
-            what: format!("index {}", root.digest),
+            what: format!("index {}", root.digest()),
             reason: "it has no runnable image manifest to append to".into(),
         });
     }
@@ -327,14 +327,14 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
             append_one(base.as_ref(), &child, e.platform.as_ref(), req, &mut blobs).await?;
         platforms.push(result);
         replace.insert(e.digest.clone(), m.descriptor());
-        manifests.insert(m.digest.clone(), m);
+        manifests.insert(m.digest().clone(), m);
     }
     let drop: HashSet<usize> = dropped.iter().map(|d| d.position).collect();
     let index = rebuild_index(
         &root,
         &replace,
         &drop,
-        &annotations(req, &root.digest),
+        &annotations(req, root.digest()),
         req.inherit_annotations,
     )?;
     let desc = index.descriptor();
@@ -346,7 +346,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
             blobs,
         },
         root: desc,
-        base_root: root.digest.clone(),
+        base_root: root.digest().clone(),
         platforms,
         dropped,
     })
@@ -387,12 +387,12 @@ async fn append_one(
         .config
         .clone()
         .ok_or_else(|| Error::Invalid {
-            what: format!("manifest {}", manifest.digest),
+            what: format!("manifest {}", manifest.digest()),
             reason: "no config".into(),
         })?;
     let base_config = read_blob(base, &config_desc, CONFIG_LIMIT)
         .await
-        .map_err(|e| e.context(format!("reading the config of {}", manifest.digest)))?;
+        .map_err(|e| e.context(format!("reading the config of {}", manifest.digest())))?;
     let mut labels = req.labels.clone();
     if let Some(f) = req.platform_labels {
         labels.extend(f(&base_config)?);
@@ -426,7 +426,7 @@ async fn append_one(
         .iter()
         .map(|l| {
             let mut d = l.desc.clone();
-            d.media_type = layer_media_type_for(&manifest.media_type, &l.desc.media_type)?;
+            d.media_type = layer_media_type_for(manifest.media_type(), &l.desc.media_type)?;
             Ok(d)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -434,13 +434,13 @@ async fn append_one(
         manifest,
         &cfg_desc,
         &layers,
-        &annotations(req, &manifest.digest),
+        &annotations(req, manifest.digest()),
         req.inherit_annotations,
     )?;
     let result = PlatformResult {
         platform: platform.map(|p| p.to_string()),
-        base: manifest.digest.clone(),
-        digest: m.digest.clone(),
+        base: manifest.digest().clone(),
+        digest: m.digest().clone(),
         labels: super::config::config_labels(&new_config)?,
     };
     Ok((m, result))

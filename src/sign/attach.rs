@@ -428,11 +428,11 @@ type Built = (RawManifest, Vec<(Descriptor, Bytes)>);
 /// The entries (`layers` or `manifests`) of the document at a shared tag, exactly as stored.
 fn entries_of(m: &RawManifest, field: &str, tag: &str) -> Result<Vec<Value>> {
     let refuse = |reason: String| Error::Invalid {
-        what: format!("{tag} ({})", m.digest),
+        what: format!("{tag} ({})", m.digest()),
         reason: format!("{reason}; refusing to overwrite it"),
     };
-    let v: Value = serde_json::from_slice(&m.bytes).map_err(|e| Error::Json {
-        what: format!("{tag} ({})", m.digest),
+    let v: Value = serde_json::from_slice(m.bytes()).map_err(|e| Error::Json {
+        what: format!("{tag} ({})", m.digest()),
         source: e,
     })?;
     let want_index = field == "manifests";
@@ -444,7 +444,7 @@ fn entries_of(m: &RawManifest, field: &str, tag: &str) -> Result<Vec<Value>> {
             } else {
                 "a manifest"
             },
-            m.media_type,
+            m.media_type(),
             if want_index {
                 "an index"
             } else {
@@ -510,7 +510,7 @@ async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<
             Some(m) => entries_of(m, field, tag)?,
             None => Vec::new(),
         };
-        let current_digest = current.as_ref().map(|m| m.digest.clone());
+        let current_digest = current.as_ref().map(|m| m.digest().clone());
         if entries.iter().any(is_ours) {
             return Ok(Written {
                 location: tag.to_string(),
@@ -561,8 +561,8 @@ async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<
             Some(m) => entries_of(m, field, tag)?.iter().any(is_ours),
             None => false,
         };
-        let contended = confirmed.as_ref().map(|m| &m.digest) != Some(&manifest.digest);
-        let mut seen = confirmed.map(|m| m.digest);
+        let contended = confirmed.as_ref().map(|m| m.digest()) != Some(manifest.digest());
+        let mut seen = confirmed.map(|m| m.digest().clone());
         let survived = if present && (contended || attempt > 1) {
             // Writers are active (someone wrote after us, or the tag moved under an earlier
             // attempt): look once more after they settle.
@@ -573,7 +573,7 @@ async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<
             match repo.tagged(tag).await? {
                 Some(m) => {
                     let ok = entries_of(&m, field, tag)?.iter().any(is_ours);
-                    seen = Some(m.digest);
+                    seen = Some(m.digest().clone());
                     ok
                 }
                 None => false,
@@ -584,7 +584,7 @@ async fn merge_into_tag(repo: &Repo, m: Merge<'_>, max_attempts: u32) -> Result<
         if survived {
             return Ok(Written {
                 location: tag.to_string(),
-                manifest: seen.unwrap_or(manifest.digest),
+                manifest: seen.unwrap_or_else(|| manifest.digest().clone()),
                 added: true,
                 attempts: attempt,
                 lost_races: lost,
@@ -702,7 +702,7 @@ async fn push_bundle(
     }
     let referrer = Written {
         location: "referrer".into(),
-        manifest: manifest.digest.clone(),
+        manifest: manifest.digest().clone(),
         added,
         attempts: 1,
         lost_races: 0,
@@ -717,12 +717,12 @@ async fn push_bundle(
     }
     let mut entry = Map::new();
     entry.insert("mediaType".into(), json!(mt::OCI_MANIFEST));
-    entry.insert("digest".into(), json!(manifest.digest.to_string()));
-    entry.insert("size".into(), json!(manifest.bytes.len()));
+    entry.insert("digest".into(), json!(manifest.digest().to_string()));
+    entry.insert("size".into(), json!(manifest.bytes().len()));
     entry.insert("artifactType".into(), json!(BUNDLE_V03_MEDIA_TYPE));
     entry.insert("annotations".into(), json!(annotations));
     let entry = Value::Object(entry);
-    let mine = manifest.digest.to_string();
+    let mine = manifest.digest().to_string();
     let is_ours = |e: &Value| e.get("digest").and_then(Value::as_str) == Some(mine.as_str());
     let build = |manifests: Vec<Value>| -> Result<Built> {
         let index = json!({
@@ -822,14 +822,14 @@ mod tests {
                          "annotations": {"z": "1", "a": "2"}, "unknown": true});
         let ours = descriptor_value(SIMPLE_SIGNING_MEDIA_TYPE, b"p", None);
         let (m, blobs) = cosign_manifest(vec![old.clone(), ours]).unwrap();
-        let v: Value = serde_json::from_slice(&m.bytes).unwrap();
+        let v: Value = serde_json::from_slice(m.bytes()).unwrap();
         assert_eq!(v["layers"][0], old);
         assert_eq!(
             serde_json::to_string(&v["layers"][0]).unwrap(),
             serde_json::to_string(&old).unwrap()
         );
         assert_eq!(blobs.len(), 1);
-        assert!(String::from_utf8(m.bytes.to_vec())
+        assert!(String::from_utf8(m.bytes().to_vec())
             .unwrap()
             .starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":"#));
     }

@@ -460,7 +460,7 @@ impl Sink for LayoutSink {
 
     async fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
         self.layout
-            .write_bytes(&manifest.descriptor(), manifest.bytes.clone())
+            .write_bytes(&manifest.descriptor(), manifest.bytes().clone())
             .await
     }
 
@@ -695,18 +695,18 @@ mod tests {
         assert_eq!(index["schemaVersion"], 2);
         assert_eq!(index["mediaType"], mt::OCI_INDEX);
         assert_eq!(index["manifests"][0]["annotations"][REF_NAME], "v1");
-        assert_eq!(index["manifests"][0]["size"], img.manifest.bytes.len());
+        assert_eq!(index["manifests"][0]["size"], img.manifest.bytes().len());
         assert_eq!(
             sink.tag_digest("v1").await.unwrap(),
-            Some(img.manifest.digest.clone())
+            Some(img.manifest.digest().clone())
         );
         assert!(sink.has_manifest(&img.manifest.descriptor()).await.unwrap());
 
         let src = LayoutSource::open(lref(&root, Some("v1"))).unwrap();
         assert_eq!(src.name(), format!("oci:{}:v1", root.display()));
         let m = src.resolve().await.unwrap();
-        assert_eq!(m.bytes, img.manifest.bytes);
-        assert_eq!(m.digest, img.manifest.digest);
+        assert_eq!(m.bytes(), img.manifest.bytes());
+        assert_eq!(m.digest(), img.manifest.digest());
         let layer = collect(src.blob(&img.layer.0).await.unwrap())
             .await
             .unwrap();
@@ -717,7 +717,7 @@ mod tests {
             .resolve()
             .await
             .unwrap();
-        assert_eq!(m.digest, img.manifest.digest);
+        assert_eq!(m.digest(), img.manifest.digest());
         assert!(tmp_files(&root).is_empty());
     }
 
@@ -747,7 +747,7 @@ mod tests {
         // A corrupted manifest is refused too.
         let md = img.manifest.descriptor();
         layout
-            .write_bytes(&md, img.manifest.bytes.clone())
+            .write_bytes(&md, img.manifest.bytes().clone())
             .await
             .unwrap();
         let path = layout.blob_path(&md.digest);
@@ -1016,14 +1016,14 @@ mod tests {
         assert!(sink.put_root(&img.manifest).await.unwrap());
         assert!(!sink.put_root(&img.manifest).await.unwrap());
         let layout = Layout::open(dir.path()).unwrap();
-        assert_eq!(tags(&layout), vec![(None, img.manifest.digest.clone())]);
+        assert_eq!(tags(&layout), vec![(None, img.manifest.digest().clone())]);
         // The single untagged entry resolves without a tag.
         let m = LayoutSource::open(lref(dir.path(), None))
             .unwrap()
             .resolve()
             .await
             .unwrap();
-        assert_eq!(m.bytes, img.manifest.bytes);
+        assert_eq!(m.bytes(), img.manifest.bytes());
 
         // put_tag honours its tag; an empty tag means untagged (already listed: no change).
         put(&sink, &img, "a").await;
@@ -1031,7 +1031,7 @@ mod tests {
         assert_eq!(tags(&layout).len(), 2);
         assert_eq!(
             sink.tag_digest("a").await.unwrap(),
-            Some(img.manifest.digest.clone())
+            Some(img.manifest.digest().clone())
         );
         assert_eq!(sink.tag_digest("b").await.unwrap(), None);
     }
@@ -1064,7 +1064,7 @@ mod tests {
             .resolve()
             .await
             .unwrap();
-        assert_eq!(m.media_type, mt::OCI_MANIFEST);
-        assert_eq!(m.bytes, bytes);
+        assert_eq!(m.media_type(), mt::OCI_MANIFEST);
+        assert_eq!(*m.bytes(), bytes);
     }
 }

@@ -46,7 +46,7 @@ pub trait Source: Send + Sync {
     /// The digest of the manifest or index the reference points at; registries answer it with
     /// one HEAD request.
     async fn resolve_digest(&self) -> Result<Digest> {
-        Ok(self.resolve().await?.digest)
+        Ok(self.resolve().await?.digest().clone())
     }
 
     /// A manifest by its descriptor's digest, verified.

@@ -155,7 +155,7 @@ async fn graft_layout_is_read_by_skopeo() {
 
     assert_eq!(
         skopeo_inspect_raw(&oci(&dir, "v1"), &[] as &[&str]),
-        s.manifest.bytes
+        *s.manifest.bytes()
     );
     let inspect: Value =
         serde_json::from_slice(&skopeo(["inspect", &oci(&dir, "v1")]).stdout).unwrap();
@@ -172,7 +172,8 @@ async fn graft_layout_is_read_by_skopeo() {
     let copied = LayoutSource::open(lref(&other, Some("v1"))).unwrap();
     let m = copied.resolve().await.unwrap();
     assert_eq!(
-        m.digest, s.manifest.digest,
+        m.digest(),
+        s.manifest.digest(),
         "skopeo kept the manifest bytes"
     );
     assert_eq!(read_tree(&copied, &m).await, 2);
@@ -191,7 +192,7 @@ async fn graft_layout_is_read_by_skopeo() {
     .await;
     assert_eq!(
         skopeo_inspect_raw(&oci(&out, "1.0"), &[] as &[&str]),
-        root.bytes
+        *root.bytes()
     );
     let again = tmp.path().join("skopeo-index");
     skopeo([
@@ -206,7 +207,7 @@ async fn graft_layout_is_read_by_skopeo() {
         .resolve()
         .await
         .unwrap();
-    assert_eq!(m.digest, root.digest);
+    assert_eq!(m.digest(), root.digest());
 
     // An untagged destination (`oci:DIR`): one untagged entry, which skopeo finds without a tag.
     let untagged = tmp.path().join("untagged");
@@ -218,7 +219,7 @@ async fn graft_layout_is_read_by_skopeo() {
     assert_eq!(entries[0].annotation(REF_NAME), None);
     assert_eq!(
         skopeo_inspect_raw(&format!("oci:{}", untagged.display()), &[] as &[&str]),
-        s.manifest.bytes
+        *s.manifest.bytes()
     );
 }
 
@@ -239,11 +240,11 @@ async fn graft_archive_is_read_by_skopeo() {
     for (tag, s) in [("a", &a), ("b", &b)] {
         let inspect: Value =
             serde_json::from_slice(&skopeo(["inspect", &oci_archive(&file, tag)]).stdout).unwrap();
-        assert_eq!(inspect["Digest"], s.manifest.digest.to_string());
+        assert_eq!(inspect["Digest"], s.manifest.digest().to_string());
         assert_eq!(inspect["Labels"]["sample"], format!("archive {tag}"));
         assert_eq!(
             skopeo_inspect_raw(&oci_archive(&file, tag), &[] as &[&str]),
-            s.manifest.bytes
+            *s.manifest.bytes()
         );
     }
     let out = tmp.path().join("from-archive");
@@ -258,7 +259,7 @@ async fn graft_archive_is_read_by_skopeo() {
         .resolve()
         .await
         .unwrap();
-    assert_eq!(m.digest, b.manifest.digest);
+    assert_eq!(m.digest(), b.manifest.digest());
 }
 
 #[tokio::test]
@@ -341,7 +342,7 @@ async fn archive_with_an_abandoned_blob_is_read_by_tar_python_and_skopeo() {
         .blobs
         .iter()
         .map(|(d, _)| d.digest.hex().to_string())
-        .chain([s.manifest.digest.hex().to_string()])
+        .chain([s.manifest.digest().hex().to_string()])
         .collect();
     expected.sort();
     assert_eq!(names, expected);
@@ -365,7 +366,7 @@ async fn archive_with_an_abandoned_blob_is_read_by_tar_python_and_skopeo() {
 
     assert_eq!(
         skopeo_inspect_raw(&oci_archive(&file, "h"), &[] as &[&str]),
-        s.manifest.bytes
+        *s.manifest.bytes()
     );
     let out = tmp.path().join("copied");
     skopeo([
@@ -401,7 +402,7 @@ async fn skopeo_layouts_and_archives_are_read_by_graft() {
     ]);
     let src = LayoutSource::open(lref(&b, Some("t"))).unwrap();
     let m = src.resolve().await.unwrap();
-    assert_eq!(m.media_type, mt::OCI_MANIFEST);
+    assert_eq!(m.media_type(), mt::OCI_MANIFEST);
     assert_eq!(read_tree(&src, &m).await, 2);
 
     // The science index, copied by skopeo --all.
@@ -428,7 +429,7 @@ async fn skopeo_layouts_and_archives_are_read_by_graft() {
     ]);
     let src = ArchiveSource::open(lref(&file, Some("t"))).unwrap();
     let m = src.resolve().await.unwrap();
-    assert_eq!(m.digest, s.manifest.digest);
+    assert_eq!(m.digest(), s.manifest.digest());
     assert_eq!(read_tree(&src, &m).await, 2);
     let more = sample("added by graft");
     let sink = ArchiveSink::open(lref(&file, Some("more"))).unwrap();
@@ -436,11 +437,11 @@ async fn skopeo_layouts_and_archives_are_read_by_graft() {
     sink.commit().await.unwrap();
     assert_eq!(
         skopeo_inspect_raw(&oci_archive(&file, "t"), &[] as &[&str]),
-        s.manifest.bytes
+        *s.manifest.bytes()
     );
     assert_eq!(
         skopeo_inspect_raw(&oci_archive(&file, "more"), &[] as &[&str]),
-        more.manifest.bytes
+        *more.manifest.bytes()
     );
 }
 
@@ -454,12 +455,16 @@ async fn umoci_layout_is_read_by_graft() {
 
     let src = LayoutSource::open(lref(&dir, Some("t"))).unwrap();
     let m = src.resolve().await.unwrap();
-    let raw: Value = serde_json::from_slice(&m.bytes).unwrap();
+    let raw: Value = serde_json::from_slice(m.bytes()).unwrap();
     assert!(
         raw.get("mediaType").is_none(),
         "umoci omits mediaType: {raw}"
     );
-    assert_eq!(m.media_type, mt::OCI_MANIFEST, "taken from the index entry");
+    assert_eq!(
+        m.media_type(),
+        mt::OCI_MANIFEST,
+        "taken from the index entry"
+    );
     assert_eq!(read_tree(&src, &m).await, 1, "just the config");
 
     // graft adds a tag to umoci's layout; umoci lists both.
@@ -503,8 +508,8 @@ async fn walk_layout(layout: &Layout) -> (usize, usize) {
             continue;
         }
         let m = layout.read_manifest(&desc).await.unwrap();
-        assert_eq!(&m.bytes[..], &bytes[..]);
-        let doc: Value = serde_json::from_slice(&m.bytes).unwrap();
+        assert_eq!(&m.bytes()[..], &bytes[..]);
+        let doc: Value = serde_json::from_slice(m.bytes()).unwrap();
         for key in ["manifests", "layers", "blobs"] {
             for d in doc[key].as_array().into_iter().flatten() {
                 stack.push(serde_json::from_value(d.clone()).unwrap());
@@ -574,7 +579,7 @@ async fn interop_layouts_are_read_by_graft() {
             if layout.has_blob(&resolved).unwrap() {
                 let src = LayoutSource::open(lref(&dir, Some(tag))).unwrap();
                 let m = src.resolve().await.unwrap();
-                assert_eq!(m.digest, resolved.digest, "{}:{tag}", rel.display());
+                assert_eq!(*m.digest(), resolved.digest, "{}:{tag}", rel.display());
             }
         }
         let (read, missing) = walk_layout(&layout).await;

@@ -396,7 +396,7 @@ impl Sink for ArchiveSink {
         self.write_blob(
             &s,
             &manifest.descriptor(),
-            bytes_stream(manifest.bytes.clone()),
+            bytes_stream(manifest.bytes().clone()),
         )
         .await
     }
@@ -409,7 +409,7 @@ impl Sink for ArchiveSink {
         if s.has_blob(&desc) && s.listed(&desc.digest) {
             return Ok(false);
         }
-        self.write_blob(&s, &desc, bytes_stream(manifest.bytes.clone()))
+        self.write_blob(&s, &desc, bytes_stream(manifest.bytes().clone()))
             .await?;
         s.set_tag(&desc, None, &self.shared.path)?;
         Ok(true)
@@ -418,7 +418,7 @@ impl Sink for ArchiveSink {
     async fn put_tag(&self, manifest: &RawManifest, tag: &str) -> Result<()> {
         let s = self.session().await?;
         let desc = manifest.descriptor();
-        self.write_blob(&s, &desc, bytes_stream(manifest.bytes.clone()))
+        self.write_blob(&s, &desc, bytes_stream(manifest.bytes().clone()))
             .await?;
         s.set_tag(&desc, (!tag.is_empty()).then_some(tag), &self.shared.path)
     }
@@ -848,8 +848,8 @@ mod tests {
         let src = ArchiveSource::open(aref(&file, Some("v1"))).unwrap();
         assert_eq!(src.name(), format!("oci-archive:{}:v1", file.display()));
         let m = src.resolve().await.unwrap();
-        assert_eq!(m.bytes, img.manifest.bytes);
-        assert_eq!(m.media_type, img.manifest.media_type);
+        assert_eq!(m.bytes(), img.manifest.bytes());
+        assert_eq!(m.media_type(), img.manifest.media_type());
         assert!(src.has_blob(&img.layer.0));
         let layer = collect(src.blob(&img.layer.0).await.unwrap())
             .await
@@ -998,8 +998,8 @@ mod tests {
         assert_eq!(
             tags,
             vec![
-                ("x".to_string(), image("three").manifest.digest),
-                ("y".to_string(), image("two").manifest.digest)
+                ("x".to_string(), image("three").manifest.digest().clone()),
+                ("y".to_string(), image("two").manifest.digest().clone())
             ]
         );
         let err = src.find_entry(None).unwrap_err().to_string();
@@ -1096,7 +1096,7 @@ mod tests {
         sink.commit().await.unwrap();
         assert!(!partial.exists());
         let src = ArchiveSource::open(aref(&file, Some("t"))).unwrap();
-        assert_eq!(src.resolve().await.unwrap().digest, img.manifest.digest);
+        assert_eq!(src.resolve().await.unwrap().digest(), img.manifest.digest());
         for (d, b) in [(&big, &big_bytes), (&torn, &torn_bytes)] {
             assert_eq!(
                 &collect(src.blob(d).await.unwrap()).await.unwrap()[..],
@@ -1213,7 +1213,7 @@ mod tests {
                 &bytes[..]
             );
         }
-        assert_eq!(src.resolve().await.unwrap().digest, img.manifest.digest);
+        assert_eq!(src.resolve().await.unwrap().digest(), img.manifest.digest());
     }
 
     #[tokio::test]
@@ -1228,12 +1228,12 @@ mod tests {
         let other = ArchiveSink::open(aref(&dir.path().join(".").join("live.tar"), None)).unwrap();
         assert_eq!(
             other.tag_digest("new").await.unwrap(),
-            Some(img.manifest.digest.clone())
+            Some(img.manifest.digest().clone())
         );
         for tag in ["old", "new"] {
             let src = ArchiveSource::open(aref(&file, Some(tag))).unwrap();
             let m = src.resolve().await.unwrap();
-            assert_eq!(m.digest, image(tag).manifest.digest);
+            assert_eq!(m.digest(), image(tag).manifest.digest());
             let layer = &image(tag).layer;
             assert_eq!(
                 collect(src.blob(&layer.0).await.unwrap()).await.unwrap(),
@@ -1310,7 +1310,7 @@ mod tests {
 
         let src = ArchiveSource::open(aref(&file, None)).unwrap();
         let m = src.resolve().await.unwrap();
-        assert_eq!(m.bytes, img.manifest.bytes);
+        assert_eq!(m.bytes(), img.manifest.bytes());
         let config = collect(src.blob(&img.config.0).await.unwrap())
             .await
             .unwrap();
