@@ -166,11 +166,11 @@ fn walk<'a>(
     seen_manifests: &'a mut HashSet<Digest>,
 ) -> futures::future::BoxFuture<'a, Result<()>> {
     Box::pin(async move {
-        if !seen_manifests.insert(m.digest.clone()) {
+        if !seen_manifests.insert(m.digest().clone()) {
             return Ok(());
         }
         if m.is_index() {
-            let parent = &m.digest;
+            let parent = m.digest();
             let children: Vec<RawManifest> = futures::stream::iter(m.view().manifests.clone())
                 .map(|d| async move {
                     src.manifest(&d).await.map_err(|e| {
@@ -269,7 +269,7 @@ async fn write_child(
         let write = new || !dst.has_manifest(&desc).await?;
         if write {
             dst.put_manifest(m).await.map_err(|e| {
-                e.context(format!("writing manifest {} to {}", m.digest, dst.name()))
+                e.context(format!("writing manifest {} to {}", m.digest(), dst.name()))
             })?;
         }
         Ok::<_, Error>(write)
@@ -277,7 +277,7 @@ async fn write_child(
     let written = match dedupe {
         None => write().await?,
         Some(dedupe) => {
-            let (cell, first) = dedupe.manifest_cell(&dst.scope(), &m.digest);
+            let (cell, first) = dedupe.manifest_cell(&dst.scope(), m.digest());
             let written = *cell.get_or_try_init(write).await?;
             written && first
         }
@@ -296,9 +296,9 @@ pub async fn copy_graph(
 ) -> Result<CopyReport> {
     let root = graph.root();
     let mut report = CopyReport {
-        digest: root.digest.clone(),
-        media_type: root.media_type.clone(),
-        size: root.bytes.len() as u64,
+        digest: root.digest().clone(),
+        media_type: root.media_type().to_string(),
+        size: root.bytes().len() as u64,
         tags: Vec::new(),
         uploaded: Tally::default(),
         mounted: Tally::default(),
@@ -363,7 +363,7 @@ pub async fn copy_graph(
         .map(|m| async move {
             let new = lists_fresh(m, fresh_ref);
             Ok::<_, Error>((
-                m.digest.clone(),
+                m.digest().clone(),
                 write_child(dst, m, new, dedupe, reporter).await?,
             ))
         })
@@ -373,11 +373,11 @@ pub async fn copy_graph(
     fresh.extend(written.iter().filter(|w| w.1).map(|w| w.0.clone()));
     for m in indexes {
         if write_child(dst, m, lists_fresh(m, &fresh), dedupe, reporter).await? {
-            fresh.insert(m.digest.clone());
+            fresh.insert(m.digest().clone());
         }
     }
     for m in children {
-        if fresh.contains(&m.digest) {
+        if fresh.contains(m.digest()) {
             report.manifests_written += 1;
         } else {
             report.manifests_present += 1;
@@ -389,7 +389,7 @@ pub async fn copy_graph(
         let written = dst.put_root(root).await.map_err(|e| {
             e.context(format!(
                 "writing manifest {} to {}",
-                root.digest,
+                root.digest(),
                 dst.name()
             ))
         })?;
@@ -401,13 +401,13 @@ pub async fn copy_graph(
         reporter.manifest_done(&desc, written);
     }
     for tag in &opts.tags {
-        if !root_is_new && dst.tag_digest(tag).await?.as_ref() == Some(&root.digest) {
+        if !root_is_new && dst.tag_digest(tag).await?.as_ref() == Some(root.digest()) {
             report.manifests_present += 1;
         } else {
             dst.put_tag(root, tag).await.map_err(|e| {
                 e.context(format!(
                     "tagging {} as {tag} in {}",
-                    root.digest,
+                    root.digest(),
                     dst.name()
                 ))
             })?;

@@ -79,7 +79,7 @@ fn seed_index(store: &MemoryStore, tag: &str, own: &str) -> RawManifest {
         "manifests": entries,
     }));
     store.insert_manifest(&index);
-    store.insert_tag(tag, &index.digest);
+    store.insert_tag(tag, index.digest());
     index
 }
 
@@ -117,7 +117,7 @@ async fn blobs_come_before_their_manifest_children_before_the_index_and_tags_las
     let report = copy_image(&src.at("1.0"), &dst, &opts(&["1.0", "latest"]), &reporter())
         .await
         .unwrap();
-    assert_eq!(report.digest, index.digest);
+    assert_eq!(report.digest, *index.digest());
     assert_eq!(report.tags, ["1.0", "latest"]);
     let events = dst.events();
     let n = events.len();
@@ -125,18 +125,18 @@ async fn blobs_come_before_their_manifest_children_before_the_index_and_tags_las
     assert_eq!(
         events[n - 2..],
         [
-            Event::Tag("1.0".into(), index.digest.clone()),
-            Event::Tag("latest".into(), index.digest.clone()),
+            Event::Tag("1.0".into(), index.digest().clone()),
+            Event::Tag("latest".into(), index.digest().clone()),
         ]
     );
-    assert!(!events.contains(&Event::PutManifest(index.digest.clone())));
+    assert!(!events.contains(&Event::PutManifest(index.digest().clone())));
     for entry in &index.view().manifests {
         let child = src.manifest(entry).await.unwrap();
-        let at = position(&events, &Event::PutManifest(child.digest.clone()));
+        let at = position(&events, &Event::PutManifest(child.digest().clone()));
         for b in child.blobs() {
             assert!(position(&events, &Event::PutBlob(b.digest.clone())) < at);
         }
-        assert!(at < n - 2, "child {} after a tag", child.digest);
+        assert!(at < n - 2, "child {} after a tag", child.digest());
     }
     // (The memory sink refuses a manifest whose blobs or children are missing, so the copy
     // succeeding already says the same; the positions say it about the log too.)
@@ -158,7 +158,7 @@ async fn a_layer_shared_by_two_platforms_is_uploaded_once() {
     assert_eq!(report.uploaded.count, 5);
     let shared = Digest::sha256(b"shared");
     assert_eq!(n[&shared], 1);
-    assert!(dst.contains_manifest(&index.digest));
+    assert!(dst.contains_manifest(index.digest()));
 }
 
 #[tokio::test]
@@ -195,8 +195,8 @@ async fn two_copies_at_once_with_one_dedupe_write_each_digest_once() {
     }
     assert_eq!(manifests.len(), 4, "{manifests:?}");
     assert!(manifests.values().all(|&c| c == 1), "{manifests:?}");
-    assert_eq!(dst.tags()["a"], a.digest);
-    assert_eq!(dst.tags()["b"], b.digest);
+    assert_eq!(dst.tags()["a"], *a.digest());
+    assert_eq!(dst.tags()["b"], *b.digest());
 }
 
 #[tokio::test]
@@ -268,7 +268,7 @@ async fn a_failed_blob_write_leaves_no_tag() {
         .unwrap_err();
     assert!(e.root().to_string().contains("injected"), "{e}");
     assert!(dst.tags().is_empty());
-    assert!(!dst.contains_manifest(&index.digest));
+    assert!(!dst.contains_manifest(index.digest()));
     // No manifest at all: blobs all come first, and one of them failed.
     assert!(
         !dst.events()
@@ -289,7 +289,7 @@ async fn a_failed_child_manifest_write_leaves_no_tag() {
         .await
         .unwrap_err();
     assert!(dst.tags().is_empty());
-    assert!(!dst.contains_manifest(&index.digest));
+    assert!(!dst.contains_manifest(index.digest()));
 }
 
 #[tokio::test]
@@ -307,10 +307,10 @@ async fn a_platform_filter_copies_only_that_platform() {
         .await
         .unwrap();
     // The tag points at the arm64 manifest itself, not at an index.
-    assert_eq!(report.digest, arm.digest);
-    assert_eq!(dst.tags()["1.0"], arm.digest);
-    assert!(!dst.contains_manifest(&index.digest));
-    assert!(!dst.contains_manifest(&amd.digest));
+    assert_eq!(report.digest, *arm.digest());
+    assert_eq!(dst.tags()["1.0"], *arm.digest());
+    assert!(!dst.contains_manifest(index.digest()));
+    assert!(!dst.contains_manifest(amd.digest()));
     for b in arm.blobs() {
         assert!(dst.contains_blob(&b.digest));
     }
@@ -392,7 +392,7 @@ async fn an_appended_image_is_copied_without_reading_the_base_layers() {
     let assembled = append(Arc::new(base.at("1.0")), &append_request(&layer))
         .await
         .unwrap();
-    assert_eq!(assembled.base_root, base_index.digest);
+    assert_eq!(assembled.base_root, *base_index.digest());
     assert_eq!(assembled.platforms.len(), 2);
     // Planning read the base's manifests and configs, never a layer.
     assert_eq!(layer_reads(&base), []);

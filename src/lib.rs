@@ -5,6 +5,7 @@
 
 pub mod copy;
 pub mod error;
+pub mod fsutil;
 pub mod image;
 pub mod layer;
 pub mod library;

@@ -36,7 +36,8 @@ pub struct AppendArgs {
     pub dst: String,
 }
 
-/// Parse `KEY=VALUE`.
+/// Parse `KEY=VALUE` (a non-empty key; the value may be empty or hold `=`): the one parser of
+/// the `--label` and `--annotation` options of every command.
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),

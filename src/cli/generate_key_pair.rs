@@ -1,10 +1,10 @@
 //! `graft generate-key-pair`: a cosign-compatible ECDSA P-256 key pair.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
 
+use graft::fsutil::{write_atomic, Durability};
 use graft::sign::SigningKey;
 
 use super::sign::{password, PasswordUse};
@@ -57,36 +57,8 @@ pub async fn run(args: GenerateKeyPairArgs, global: &GlobalArgs) -> anyhow::Resu
     Ok(())
 }
 
-/// Write `bytes` to `path` (mode 0600 when `private`), replacing it atomically.
+/// Write `bytes` to `path` (mode 0600 when `private`, else 0644), replacing it atomically.
 fn write_file(path: &std::path::Path, bytes: &[u8], private: bool) -> graft::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .map_err(|e| graft::Error::io("creating a temp file in", &dir, e))?;
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| graft::Error::io("setting permissions of", tmp.path(), e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| graft::Error::io("writing", path, e))?;
-    if !private {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(|e| graft::Error::io("setting permissions of", path, e))?;
-        }
-    }
-    tmp.persist(path)
-        .map_err(|e| graft::Error::io("writing", path, e.error))?;
-    Ok(())
+    let mode = if private { 0o600 } else { 0o644 };
+    write_atomic(path, bytes, mode, Durability::Synced)
 }

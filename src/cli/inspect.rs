@@ -78,7 +78,7 @@ pub async fn run(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.raw {
-        write_raw(&m.bytes)?;
+        write_raw(m.bytes())?;
         return Ok(());
     }
     match global.output {
@@ -89,12 +89,12 @@ pub async fn run(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 }
 
 fn describe(src: &dyn Source, m: &RawManifest) -> anyhow::Result<serde_json::Value> {
-    let parsed: serde_json::Value = serde_json::from_slice(&m.bytes)?;
+    let parsed: serde_json::Value = serde_json::from_slice(m.bytes())?;
     Ok(json!({
         "name": src.name(),
-        "digest": m.digest,
-        "mediaType": m.media_type,
-        "size": m.bytes.len(),
+        "digest": m.digest(),
+        "mediaType": m.media_type(),
+        "size": m.bytes().len(),
         "manifest": parsed,
     }))
 }
@@ -102,8 +102,8 @@ fn describe(src: &dyn Source, m: &RawManifest) -> anyhow::Result<serde_json::Val
 fn print_text(src: &dyn Source, m: &RawManifest) -> anyhow::Result<()> {
     let v = m.view();
     outln!("Name:       {}", src.name())?;
-    outln!("Digest:     {}", m.digest)?;
-    outln!("MediaType:  {}", m.media_type)?;
+    outln!("Digest:     {}", m.digest())?;
+    outln!("MediaType:  {}", m.media_type())?;
     if m.is_index() {
         outln!("Manifests:")?;
         for d in &v.manifests {

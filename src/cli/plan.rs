@@ -45,7 +45,7 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         for (i, m) in lib.manifests().iter().enumerate() {
             let src = open_source(&m.science.image.image, &ep).await?;
             let root = src.resolve().await?;
-            plan.set_resolved(i, root.digest.clone());
+            plan.set_resolved(i, root.digest().clone());
         }
     }
     match global.output {

@@ -44,7 +44,7 @@ pub async fn run(args: ProvenanceArgs, global: &GlobalArgs) -> anyhow::Result<()
                 what: format!("platform {p} in {}", args.reference),
                 detail: None,
             })?,
-        _ => root.digest.clone(),
+        _ => root.digest().clone(),
     };
     let (found, verified) = match &args.key {
         Some(k) => {

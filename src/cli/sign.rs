@@ -1,7 +1,6 @@
 //! `graft sign --key KEY [--recursive] [-a k=v…] [--format simple|bundle|both] REF…`, and
 //! what the other signing commands share (passwords, resolving references to digests).
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use clap::{Args, ValueEnum};
@@ -12,6 +11,7 @@ use graft::reference::ImageRef;
 use graft::sign::{attach, Format, Repo, SignOptions, SigningKey};
 use graft::store::open::Endpoint;
 
+use super::append::parse_kv;
 use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
 
@@ -49,8 +49,8 @@ pub struct SignArgs {
     #[arg(long, short = 'r')]
     pub recursive: bool,
     /// Annotation KEY=VALUE recorded in the signed payload (repeatable).
-    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE")]
-    pub annotations: Vec<String>,
+    #[arg(long = "annotation", short = 'a', value_name = "KEY=VALUE", value_parser = parse_kv)]
+    pub annotations: Vec<(String, String)>,
     /// Storage form.
     #[arg(long, value_enum, default_value_t = FormatArg::Simple)]
     pub format: FormatArg,
@@ -136,22 +136,11 @@ pub async fn targets(
     Ok((repo, subjects))
 }
 
-fn parse_annotations(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for a in list {
-        let (k, v) = a.split_once('=').ok_or_else(|| {
-            graft::Error::Unsupported(format!("annotation {a:?} is not KEY=VALUE"))
-        })?;
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
-}
-
 /// Run `graft sign`.
 pub async fn run(args: SignArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let opts = SignOptions {
         format: args.format.into(),
-        annotations: parse_annotations(&args.annotations)?,
+        annotations: args.annotations.iter().cloned().collect(),
         identity: args.identity.clone(),
         ..SignOptions::default()
     };

@@ -233,7 +233,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
                     "{} is an artifact ({}), not an image: it has no platform to select and \
                      no config to append layers to",
                     base.name(),
-                    root.media_type
+                    root.media_type()
                 ))
             })?;
             let bytes = read_blob(base.as_ref(), &config, CONFIG_LIMIT).await?;
@@ -256,7 +256,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
         platforms.push(result);
         let desc = m.descriptor();
         let new_root = m.clone();
-        manifests.insert(m.digest.clone(), m);
+        manifests.insert(m.digest().clone(), m);
         return Ok(Assembled {
             source: AssembledSource {
                 base,
@@ -265,7 +265,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
                 blobs,
             },
             root: desc,
-            base_root: root.digest.clone(),
+            base_root: root.digest().clone(),
             platforms,
             dropped,
         });
@@ -321,7 +321,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
     }
     if selected.is_empty() {
         return Err(Error::Invalid {
-            what: format!("index {}", root.digest),
+            what: format!("index {}", root.digest()),
             reason: "it has no runnable image manifest to append to".into(),
         });
     }
@@ -332,14 +332,14 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
             append_one(base.as_ref(), &child, e.platform.as_ref(), req, &mut blobs).await?;
         platforms.push(result);
         replace.insert(e.digest.clone(), m.descriptor());
-        manifests.insert(m.digest.clone(), m);
+        manifests.insert(m.digest().clone(), m);
     }
     let drop: HashSet<usize> = dropped.iter().map(|d| d.position).collect();
     let index = rebuild_index(
         &root,
         &replace,
         &drop,
-        &annotations(req, &root.digest),
+        &annotations(req, root.digest()),
         req.inherit_annotations,
     )?;
     let desc = index.descriptor();
@@ -351,7 +351,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
             blobs,
         },
         root: desc,
-        base_root: root.digest.clone(),
+        base_root: root.digest().clone(),
         platforms,
         dropped,
     })
@@ -392,12 +392,12 @@ async fn append_one(
         .config
         .clone()
         .ok_or_else(|| Error::Invalid {
-            what: format!("manifest {}", manifest.digest),
+            what: format!("manifest {}", manifest.digest()),
             reason: "no config".into(),
         })?;
     let base_config = read_blob(base, &config_desc, CONFIG_LIMIT)
         .await
-        .map_err(|e| e.context(format!("reading the config of {}", manifest.digest)))?;
+        .map_err(|e| e.context(format!("reading the config of {}", manifest.digest())))?;
     let mut labels = req.labels.clone();
     if let Some(f) = req.platform_labels {
         labels.extend(f(&base_config)?);
@@ -431,7 +431,7 @@ async fn append_one(
         .iter()
         .map(|l| {
             let mut d = l.desc.clone();
-            d.media_type = layer_media_type_for(&manifest.media_type, &l.desc.media_type)?;
+            d.media_type = layer_media_type_for(manifest.media_type(), &l.desc.media_type)?;
             Ok(d)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -439,13 +439,13 @@ async fn append_one(
         manifest,
         &cfg_desc,
         &layers,
-        &annotations(req, &manifest.digest),
+        &annotations(req, manifest.digest()),
         req.inherit_annotations,
     )?;
     let result = PlatformResult {
         platform: platform.map(|p| p.to_string()),
-        base: manifest.digest.clone(),
-        digest: m.digest.clone(),
+        base: manifest.digest().clone(),
+        digest: m.digest().clone(),
         labels: super::config::config_labels(&new_config)?,
     };
     Ok((m, result))

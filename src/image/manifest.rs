@@ -78,13 +78,13 @@ pub fn append_layers(
 ) -> Result<RawManifest> {
     if base.is_index() {
         return Err(Error::Invalid {
-            what: format!("manifest {}", base.digest),
+            what: format!("manifest {}", base.digest()),
             reason: "expected an image manifest, found an index".into(),
         });
     }
-    let mut doc: Value = serde_json::from_slice(&base.bytes).map_err(json_err("base manifest"))?;
+    let mut doc: Value = serde_json::from_slice(base.bytes()).map_err(json_err("base manifest"))?;
     let obj = doc.as_object_mut().ok_or_else(|| Error::Invalid {
-        what: format!("manifest {}", base.digest),
+        what: format!("manifest {}", base.digest()),
         reason: "not a JSON object".into(),
     })?;
     if !obj.contains_key("mediaType") {
@@ -93,25 +93,28 @@ pub fn append_layers(
         for (k, v) in std::mem::take(obj) {
             fresh.insert(k.clone(), v);
             if k == "schemaVersion" {
-                fresh.insert("mediaType".into(), Value::String(base.media_type.clone()));
+                fresh.insert(
+                    "mediaType".into(),
+                    Value::String(base.media_type().to_string()),
+                );
             }
         }
         fresh
             .entry("mediaType")
-            .or_insert(Value::String(base.media_type.clone()));
+            .or_insert(Value::String(base.media_type().to_string()));
         *obj = fresh;
     }
     obj.insert("config".into(), descriptor_value(config)?);
     let list = obj.entry("layers").or_insert(Value::Array(Vec::new()));
     let list = list.as_array_mut().ok_or_else(|| Error::Invalid {
-        what: format!("manifest {}", base.digest),
+        what: format!("manifest {}", base.digest()),
         reason: "layers is not an array".into(),
     })?;
     for l in layers {
         list.push(descriptor_value(l)?);
     }
     set_annotations(obj, annotations, keep_existing)?;
-    finish(&doc, &base.media_type)
+    finish(&doc, base.media_type())
 }
 
 /// A new index: `base` with the entries in `replace` pointed at new manifests (platform and
@@ -124,18 +127,18 @@ pub fn rebuild_index(
     annotations: &BTreeMap<String, String>,
     keep_existing: bool,
 ) -> Result<RawManifest> {
-    let mut doc: Value = serde_json::from_slice(&base.bytes).map_err(json_err("base index"))?;
+    let mut doc: Value = serde_json::from_slice(base.bytes()).map_err(json_err("base index"))?;
     let obj = doc.as_object_mut().ok_or_else(|| Error::Invalid {
-        what: format!("index {}", base.digest),
+        what: format!("index {}", base.digest()),
         reason: "not a JSON object".into(),
     })?;
     obj.entry("mediaType")
-        .or_insert(Value::String(base.media_type.clone()));
+        .or_insert(Value::String(base.media_type().to_string()));
     let entries = obj
         .get_mut("manifests")
         .and_then(Value::as_array_mut)
         .ok_or_else(|| Error::Invalid {
-            what: format!("index {}", base.digest),
+            what: format!("index {}", base.digest()),
             reason: "manifests is not an array".into(),
         })?;
     let mut kept = Vec::new();
@@ -147,13 +150,13 @@ pub fn rebuild_index(
             .get("digest")
             .and_then(Value::as_str)
             .ok_or_else(|| Error::Invalid {
-                what: format!("index {}", base.digest),
+                what: format!("index {}", base.digest()),
                 reason: "an entry has no digest".into(),
             })?
             .parse()?;
         if let Some(new) = replace.get(&digest) {
             let m = e.as_object_mut().ok_or_else(|| Error::Invalid {
-                what: format!("index {}", base.digest),
+                what: format!("index {}", base.digest()),
                 reason: "an entry is not an object".into(),
             })?;
             m.insert("mediaType".into(), Value::String(new.media_type.clone()));
@@ -164,7 +167,7 @@ pub fn rebuild_index(
     }
     *entries = kept;
     set_annotations(obj, annotations, keep_existing)?;
-    finish(&doc, &base.media_type)
+    finish(&doc, base.media_type())
 }
 
 #[cfg(test)]
@@ -186,13 +189,13 @@ mod tests {
         let new_cfg = Descriptor::new(mt::OCI_CONFIG, Digest::sha256(b"c2"), 2);
         let ann = BTreeMap::from([("k".to_string(), "v".to_string())]);
         let m = append_layers(&base, &new_cfg, &[d("l", 3)], &ann, true).unwrap();
-        let text = std::str::from_utf8(&m.bytes).unwrap();
+        let text = std::str::from_utf8(m.bytes()).unwrap();
         assert!(text.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config""#), "{text}");
         assert!(text.contains(r#""x-keep":true"#));
         assert_eq!(m.view().layers.len(), 1);
         assert_eq!(m.view().config.as_ref().unwrap().digest, new_cfg.digest);
         let again = append_layers(&base, &new_cfg, &[d("l", 3)], &ann, true).unwrap();
-        assert_eq!(again.digest, m.digest, "deterministic");
+        assert_eq!(again.digest(), m.digest(), "deterministic");
     }
 
     #[test]

@@ -1,20 +1,14 @@
 //! Deterministic layer tarballs: the same sources give the same bytes on any machine.
 //!
-//! CONTRACT (agreed between the library, refresh and layer work; the implementation fills it):
-//!
-//! ```ignore
-//! pub enum Compression { Gzip, Zstd, None }            // + media_type(), FromStr ("gzip"|"zstd"|"none")
-//! pub struct LayerSpec {
-//!     pub trees: Vec<PathBuf>,             // `files/` directories overlaid in order; later files win
-//!     pub remove: Vec<String>,             // absolute image paths deleted from lower layers (whiteouts)
-//!     pub owner: Option<(u32, u32)>,       // uid, gid of every entry (default 0:0)
-//!     pub modes: BTreeMap<String, u32>,    // absolute image path -> mode (overrides normalisation)
-//!     pub mtime: crate::timestamp::Timestamp,
-//! }
-//! pub struct LayerDigests { pub digest: Digest, pub diff_id: Digest, pub size: u64, pub media_type: String }
-//! pub fn build<W: std::io::Write>(spec: &LayerSpec, compression: Compression, out: W) -> Result<LayerDigests>;
-//! pub fn build_to_file(spec: &LayerSpec, compression: Compression, path: &Path) -> Result<LayerDigests>;
-//! ```
+//! A [`LayerSpec`] (the `files/` trees overlaid in order, the paths to remove, owner, modes
+//! and one mtime) is everything that determines a layer. [`plan`] checks it and lists the
+//! entries without reading a file; [`build`] streams the tar through the chosen
+//! [`Compression`] into any writer, hashing the tar (diff_id) and the compressed bytes (digest)
+//! on the way, and returns the [`LayerDigests`] a manifest and config need. [`build_to_file`]
+//! and [`build_spilling`] put the result in a file (renamed into place when complete) or, for
+//! small layers, keep it in memory. The modules: `tree` (overlay, checks, entry order),
+//! `compress` (block-parallel gzip, zstd, hashing), and the shared tar header writer
+//! [`crate::oci::tar`].
 //!
 //! # What the archive holds
 //! - The trees are overlaid in order: a later tree's file, symlink or directory replaces an
@@ -32,8 +26,9 @@
 //! - Symlinks are kept as links; a relative target that climbs out of the tree is an error.
 //! - Regular files with several links in the trees: the first path in archive order holds
 //!   the bytes, later paths are tar hard links to it.
-//! - POSIX ustar headers; names or link targets longer than 100 bytes or not ASCII, and values
-//!   too large for ustar, go into a PAX extended header (keys sorted, fixed header name).
+//! - POSIX ustar headers ([`crate::oci::tar::Style::Layer`]); names or link targets longer
+//!   than 100 bytes or not ASCII, and values too large for ustar, go into a PAX extended header
+//!   (keys sorted, fixed header name).
 //!
 //! # Compression
 //! See `docs/decisions.md` (section "Deterministic layer compression"): gzip is deflate level
@@ -42,7 +37,6 @@
 //! pin the bytes.
 
 mod compress;
-pub mod tar;
 mod tree;
 
 use std::collections::BTreeMap;
@@ -52,8 +46,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use crate::fsutil::{parent_dir, AtomicFile, Durability};
 use crate::oci::digest::Digest;
 use crate::oci::media_types;
+use crate::oci::tar;
 use crate::timestamp::Timestamp;
 
 use compress::{Blocks, HashingWriter, ParallelGzip, PlainSink, ZstdSink};
@@ -229,19 +225,15 @@ pub fn build_spilling(
     path: &Path,
     limit: usize,
 ) -> Result<(LayerDigests, Built)> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
     let mut out = Spill {
         buf: Vec::new(),
         limit,
-        dir,
+        path,
         file: None,
     };
     if limit == 0 {
         out.spill()
-            .map_err(|e| Error::io("creating a temp file in", dir, e))?;
+            .map_err(|e| Error::io("creating a temp file in", parent_dir(path), e))?;
     }
     let digests = build(spec, compression, &mut out).map_err(|e| match e {
         Error::LayerWrite(source) => Error::io("writing layer to", path, source),
@@ -249,33 +241,29 @@ pub fn build_spilling(
     })?;
     let built = match out.file {
         None => Built::Memory(out.buf.into()),
-        Some(tmp) => {
-            tmp.persist(path)
-                .map_err(|e| Error::io("renaming a temp file to", path, e.error))?;
+        Some(file) => {
+            file.commit(Durability::Unsynced)?;
             Built::File(path.to_path_buf())
         }
     };
     Ok((digests, built))
 }
 
-/// Bytes in memory up to a limit, then in a temp file in `dir`.
-struct Spill<'d> {
+/// Bytes in memory up to a limit, then in an atomic file for `path`.
+struct Spill<'p> {
     buf: Vec<u8>,
     limit: usize,
-    dir: &'d Path,
-    file: Option<tempfile::NamedTempFile>,
+    path: &'p Path,
+    file: Option<AtomicFile>,
 }
 
 impl Spill<'_> {
     /// Move to a temp file (mode 0644), with what is in memory so far.
     fn spill(&mut self) -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".graft-layer-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(self.dir)?;
-        tmp.write_all(&self.buf)?;
+        let mut file = AtomicFile::create(self.path, 0o644)?;
+        file.write_all(&self.buf)?;
         self.buf = Vec::new();
-        self.file = Some(tmp);
+        self.file = Some(file);
         Ok(())
     }
 }
@@ -334,6 +322,7 @@ fn write_entries(entries: &[PlannedEntry], spec: &LayerSpec, out: &mut Blocks<'_
                 mtime: spec.mtime.0,
                 link,
             },
+            tar::Style::Layer,
             &mut header,
         );
         out.write_all(&header)?;

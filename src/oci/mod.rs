@@ -1,10 +1,12 @@
-//! OCI building blocks: digests, descriptors, media types, platforms and raw documents.
+//! OCI building blocks: digests, descriptors, media types, platforms, raw documents and the
+//! tar headers of layers and archives.
 
 pub mod descriptor;
 pub mod digest;
 pub mod media_types;
 pub mod platform;
 pub mod raw;
+pub mod tar;
 
 pub use descriptor::Descriptor;
 pub use digest::{Algorithm, Digest, Digester};

@@ -11,15 +11,13 @@ use crate::oci::digest::Digest;
 use crate::oci::media_types as mt;
 
 /// A manifest or index: its exact bytes, media type and digest. graft never re-serialises
-/// one of these; it moves `bytes` as they are.
+/// one of these; it moves the bytes as they are. The fields are set together by the
+/// constructors only, so the digest is always that of the bytes and the view their parse.
 #[derive(Debug, Clone)]
 pub struct RawManifest {
-    /// The exact bytes.
-    pub bytes: Bytes,
-    /// The media type (from the document, else the transport's Content-Type).
-    pub media_type: String,
-    /// The digest of `bytes`.
-    pub digest: Digest,
+    bytes: Bytes,
+    media_type: String,
+    digest: Digest,
     view: ManifestView,
 }
 
@@ -116,6 +114,21 @@ impl RawManifest {
     ) -> Result<RawManifest> {
         expected.verify(&format!("manifest {expected}"), &bytes)?;
         Self::with_digest(bytes, content_type, expected.clone())
+    }
+
+    /// The exact bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The digest of the bytes.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The media type (from the document, else the transport's Content-Type, else its shape).
+    pub fn media_type(&self) -> &str {
+        &self.media_type
     }
 
     /// The parsed view.

@@ -89,15 +89,15 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
     // A registry without the referrers API answers 404 once: use the fallback tag after that.
     let mut has_api = true;
     while let Some(m) = queue.pop_front() {
-        if !seen.insert(m.digest.clone()) {
+        if !seen.insert(m.digest().clone()) {
             continue;
         }
-        let mut subjects = vec![m.digest.clone()];
+        let mut subjects = vec![m.digest().clone()];
         if m.is_index() && !is_fallback(&m, &out) {
             subjects.extend(m.view().manifests.iter().map(|d| d.digest.clone()));
         }
         for d in subjects {
-            if d != m.digest && !seen.insert(d.clone()) {
+            if d != *m.digest() && !seen.insert(d.clone()) {
                 continue;
             }
             for suffix in COSIGN_SUFFIXES {
@@ -166,7 +166,7 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
 fn is_fallback(m: &RawManifest, found: &[Attachment]) -> bool {
     found
         .iter()
-        .any(|a| a.is_fallback_index() && a.manifest.digest == m.digest)
+        .any(|a| a.is_fallback_index() && a.manifest.digest() == m.digest())
 }
 
 fn ctx(e: Error, repo: &Repo, tag: &str) -> Error {
@@ -228,7 +228,7 @@ pub async fn copy_attachments(
     let mut api_referrers: Vec<&Attachment> = Vec::new();
     for (a, t) in plans {
         match t {
-            Some((_, Some(there))) if there == a.manifest.digest => report.present += 1,
+            Some((_, Some(there))) if there == *a.manifest.digest() => report.present += 1,
             Some((dtag, there)) => {
                 if a.is_fallback_index() && there.is_some() {
                     // Someone else's index: merge ours in, never overwrite.
@@ -259,7 +259,7 @@ pub async fn copy_attachments(
                 report.bytes_uploaded += r.uploaded.bytes;
                 report.copied += 1;
             }
-            None if via_index.contains(&a.manifest.digest) => {}
+            None if via_index.contains(a.manifest.digest()) => {}
             None => {
                 let desc = a.manifest.descriptor();
                 if dst.has_manifest(&desc).await? {
@@ -310,8 +310,8 @@ async fn merge_entries(
     opts: &CopyOptions,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<usize> {
-    let v: Value = serde_json::from_slice(&a.manifest.bytes).map_err(|e| Error::Json {
-        what: format!("referrers index {}", a.manifest.digest),
+    let v: Value = serde_json::from_slice(a.manifest.bytes()).map_err(|e| Error::Json {
+        what: format!("referrers index {}", a.manifest.digest()),
         source: e,
     })?;
     let entries = v
@@ -356,8 +356,8 @@ async fn merge_layers(
         ..opts.clone()
     };
     copy_graph(src.source(), dst, &graph, &o, reporter).await?;
-    let v: Value = serde_json::from_slice(&a.manifest.bytes).map_err(|e| Error::Json {
-        what: format!("{tag} ({})", a.manifest.digest),
+    let v: Value = serde_json::from_slice(a.manifest.bytes()).map_err(|e| Error::Json {
+        what: format!("{tag} ({})", a.manifest.digest()),
         source: e,
     })?;
     let mut n = 0;
@@ -377,11 +377,11 @@ async fn merge_layers(
 /// A fallback-index entry for a referrer manifest: media type, digest, size, artifact type
 /// and annotations, as the distribution spec lists them.
 fn entry_for(m: &RawManifest) -> Value {
-    let v: Value = serde_json::from_slice(&m.bytes).unwrap_or(Value::Null);
+    let v: Value = serde_json::from_slice(m.bytes()).unwrap_or(Value::Null);
     let mut e = Map::new();
-    e.insert("mediaType".into(), json!(m.media_type));
-    e.insert("digest".into(), json!(m.digest.to_string()));
-    e.insert("size".into(), json!(m.bytes.len()));
+    e.insert("mediaType".into(), json!(m.media_type()));
+    e.insert("digest".into(), json!(m.digest().to_string()));
+    e.insert("size".into(), json!(m.bytes().len()));
     let artifact = v
         .get("artifactType")
         .cloned()

@@ -100,7 +100,7 @@ impl Source for Memo {
 
     async fn resolve_digest(&self) -> Result<Digest> {
         match self.root.get() {
-            Some(root) => Ok(root.digest.clone()),
+            Some(root) => Ok(root.digest().clone()),
             None => self.inner.resolve_digest().await,
         }
     }

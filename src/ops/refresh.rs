@@ -414,11 +414,11 @@ pub async fn sign_result(
     })?;
     let repo = Repo::open(reference, ep).await?;
     let root = repo.resolve().await?;
-    if root.digest != result.digest {
+    if *root.digest() != result.digest {
         return Err(Error::DigestMismatch {
             what: format!("{reference} just before signing (another writer moved the tag)"),
             expected: result.digest.clone(),
-            found: root.digest,
+            found: root.digest().clone(),
         });
     }
     let mut subjects = vec![root.descriptor()];

@@ -410,11 +410,11 @@ fn cosign_manifest(layers: Vec<Value>) -> Result<Built> {
 /// The entries (`layers` or `manifests`) of the document at a shared tag, exactly as stored.
 fn entries_of(m: &RawManifest, field: &str, tag: &str) -> Result<Vec<Value>> {
     let refuse = |reason: String| Error::Invalid {
-        what: format!("{tag} ({})", m.digest),
+        what: format!("{tag} ({})", m.digest()),
         reason: format!("{reason}; refusing to overwrite it"),
     };
-    let v: Value = serde_json::from_slice(&m.bytes).map_err(|e| Error::Json {
-        what: format!("{tag} ({})", m.digest),
+    let v: Value = serde_json::from_slice(m.bytes()).map_err(|e| Error::Json {
+        what: format!("{tag} ({})", m.digest()),
         source: e,
     })?;
     let want_index = field == "manifests";
@@ -426,7 +426,7 @@ fn entries_of(m: &RawManifest, field: &str, tag: &str) -> Result<Vec<Value>> {
             } else {
                 "a manifest"
             },
-            m.media_type,
+            m.media_type(),
             if want_index {
                 "an index"
             } else {
@@ -595,7 +595,7 @@ async fn push_bundle(
     }
     let referrer = Written {
         location: "referrer".into(),
-        manifest: manifest.digest.clone(),
+        manifest: manifest.digest().clone(),
         added,
         attempts: 1,
         lost_races: 0,
@@ -610,12 +610,12 @@ async fn push_bundle(
     }
     let mut entry = Map::new();
     entry.insert("mediaType".into(), json!(mt::OCI_MANIFEST));
-    entry.insert("digest".into(), json!(manifest.digest.to_string()));
-    entry.insert("size".into(), json!(manifest.bytes.len()));
+    entry.insert("digest".into(), json!(manifest.digest().to_string()));
+    entry.insert("size".into(), json!(manifest.bytes().len()));
     entry.insert("artifactType".into(), json!(BUNDLE_V03_MEDIA_TYPE));
     entry.insert("annotations".into(), json!(annotations));
     let entry = Value::Object(entry);
-    let mine = manifest.digest.to_string();
+    let mine = manifest.digest().to_string();
     let is_ours = |e: &Value| e.get("digest").and_then(Value::as_str) == Some(mine.as_str());
     let build = |manifests: Vec<Value>| -> Result<Built> {
         let index = json!({
@@ -715,14 +715,14 @@ mod tests {
                          "annotations": {"z": "1", "a": "2"}, "unknown": true});
         let ours = descriptor_value(SIMPLE_SIGNING_MEDIA_TYPE, b"p", None);
         let (m, blobs) = cosign_manifest(vec![old.clone(), ours]).unwrap();
-        let v: Value = serde_json::from_slice(&m.bytes).unwrap();
+        let v: Value = serde_json::from_slice(m.bytes()).unwrap();
         assert_eq!(v["layers"][0], old);
         assert_eq!(
             serde_json::to_string(&v["layers"][0]).unwrap(),
             serde_json::to_string(&old).unwrap()
         );
         assert_eq!(blobs.len(), 1);
-        assert!(String::from_utf8(m.bytes.to_vec())
+        assert!(String::from_utf8(m.bytes().to_vec())
             .unwrap()
             .starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":"#));
     }

@@ -7,10 +7,10 @@
 //! (digest and size), fsynced and renamed into place; `index.json` is rewritten through a temp
 //! file and a rename, under a process-wide lock per layout directory. Manifests are stored as
 //! the exact bytes given; only `index.json` is serialised by graft (deterministically, keeping the
-//! fields and entries it does not touch).
+//! fields and entries it does not touch; the document is handled by
+//! [`crate::store::index_json`], shared with archives).
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -22,24 +22,25 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result};
-use crate::oci::{media_types as mt, Descriptor, Digest, Digester, RawManifest};
+use crate::fsutil::{parent_dir, sync_dir, write_atomic, Durability, TMP_PREFIX};
+use crate::oci::{Descriptor, Digest, Digester, RawManifest};
 use crate::reference::LayoutRef;
+use crate::store::index_json::{
+    empty_index_bytes, index_doc_bytes, index_entry, manifests_mut, parse_index, parse_index_doc,
+    resolve_in, set_index_entry, with_index_header, INDEX_FILE, REF_NAME,
+};
 use crate::store::{verify_stream, BlobStream, Sink, Source};
 
-/// The annotation naming an `index.json` entry (its "tag").
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The file marking a directory as an OCI image layout.
 pub const OCI_LAYOUT_FILE: &str = "oci-layout";
-/// The layout's top-level index.
-pub const INDEX_FILE: &str = "index.json";
 /// The directory holding the blobs.
 pub const BLOBS_DIR: &str = "blobs";
 /// The `oci-layout` content graft writes.
 pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-/// Prefix of graft's temp files inside a layout (left behind only if the process is killed;
-/// safe to delete).
-pub(crate) const TMP_PREFIX: &str = ".graft-tmp-";
+/// The mode of the small files graft writes into a layout (`oci-layout`, `index.json`): 0600,
+/// as they have always been written (the temp file's mode).
+const DOC_MODE: u32 = 0o600;
 
 /// Read buffer size for streaming blobs from files.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -115,11 +116,11 @@ impl Layout {
                         .into(),
                 });
             }
-            write_atomic(&marker, OCI_LAYOUT_CONTENT)?;
+            write_atomic(&marker, OCI_LAYOUT_CONTENT, DOC_MODE, Durability::Synced)?;
         }
         let index = root.join(INDEX_FILE);
         if !exists(&index)? {
-            write_atomic(&index, &empty_index_bytes())?;
+            write_atomic(&index, &empty_index_bytes(), DOC_MODE, Durability::Synced)?;
         }
         let blobs = root.join(BLOBS_DIR);
         std::fs::create_dir_all(&blobs).map_err(|e| Error::io("creating directory", &blobs, e))?;
@@ -320,27 +321,15 @@ impl Layout {
         let path = self.index_path();
         let bytes = read_index_file(&path)?;
         let what = path.display().to_string();
-        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| Error::Json {
-            what: what.clone(),
-            source: e,
-        })?;
-        let Value::Object(original) = doc else {
-            return Err(Error::Invalid {
-                what,
-                reason: "index.json is not a JSON object".into(),
-            });
-        };
+        let original = parse_index_doc(&bytes, &what)?;
         let mut edited = original.clone();
         f(&mut edited)?;
         let edited = with_index_header(edited);
         if edited == original {
             return Ok(());
         }
-        let out = serde_json::to_vec(&Value::Object(edited)).map_err(|e| Error::Json {
-            what: what.clone(),
-            source: e,
-        })?;
-        write_atomic(&path, &out)
+        let out = index_doc_bytes(edited, &what)?;
+        write_atomic(&path, &out, DOC_MODE, Durability::Synced)
     }
 
     fn blob_not_found(&self, digest: &Digest) -> Error {
@@ -471,7 +460,7 @@ impl Sink for LayoutSink {
 
     async fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
         self.layout
-            .write_bytes(&manifest.descriptor(), manifest.bytes.clone())
+            .write_bytes(&manifest.descriptor(), manifest.bytes().clone())
             .await
     }
 
@@ -535,83 +524,6 @@ pub(crate) fn check_layout_marker(bytes: &[u8], path: &Path) -> Result<()> {
     }
 }
 
-/// Parse the `manifests` of an `index.json`; `what` names the file in errors.
-pub(crate) fn parse_index(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct IndexDoc {
-        #[serde(default)]
-        schema_version: Option<u64>,
-        #[serde(default)]
-        manifests: Option<Vec<Descriptor>>,
-    }
-    let doc: IndexDoc = serde_json::from_slice(bytes).map_err(|e| Error::Json {
-        what: what.to_string(),
-        source: e,
-    })?;
-    if let Some(v) = doc.schema_version {
-        if v != 2 {
-            return Err(Error::Invalid {
-                what: what.to_string(),
-                reason: format!("schemaVersion is {v}, expected 2"),
-            });
-        }
-    }
-    Ok(doc.manifests.unwrap_or_default())
-}
-
-/// Pick the entry named `tag`, or the only entry. `what` names the layout or archive.
-pub(crate) fn resolve_in(
-    entries: &[Descriptor],
-    tag: Option<&str>,
-    what: &str,
-) -> Result<Descriptor> {
-    if let Some(t) = tag {
-        return entries
-            .iter()
-            .find(|d| d.annotation(REF_NAME) == Some(t))
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
-                what: format!("tag {t:?} in {what}"),
-                detail: Some(describe_entries(entries)),
-            });
-    }
-    match entries {
-        [only] => Ok(only.clone()),
-        [] => Err(Error::NotFound {
-            what: format!("image in {what}"),
-            detail: Some("index.json lists no images".into()),
-        }),
-        _ => Err(Error::NotFound {
-            what: format!("untagged image in {what}"),
-            detail: Some(format!(
-                "{} images are listed, name one with :TAG; {}",
-                entries.len(),
-                describe_entries(entries)
-            )),
-        }),
-    }
-}
-
-/// "tags: a, b (and 1 untagged entry)" / "it has no tags".
-fn describe_entries(entries: &[Descriptor]) -> String {
-    let tags: Vec<&str> = entries
-        .iter()
-        .filter_map(|d| d.annotation(REF_NAME))
-        .collect();
-    let untagged = entries.len() - tags.len();
-    let mut s = if tags.is_empty() {
-        "it has no tags".to_string()
-    } else {
-        format!("tags: {}", tags.join(", "))
-    };
-    if untagged > 0 {
-        let plural = if untagged == 1 { "entry" } else { "entries" };
-        s.push_str(&format!(" ({untagged} untagged {plural})"));
-    }
-    s
-}
-
 /// Verify manifest bytes against `desc` and parse them, taking the media type from the
 /// document or else from the descriptor.
 pub(crate) fn manifest_from_bytes(
@@ -644,95 +556,11 @@ pub(crate) fn bytes_stream(bytes: Bytes) -> BlobStream {
     Box::pin(futures::stream::once(async move { Ok(bytes) }))
 }
 
-/// Write `bytes` to `path` through a temp file in the same directory, fsync, rename, and
-/// fsync the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("creating a temp file in", dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| Error::io("writing", tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("renaming a temp file to", path, e.error))?;
-    sync_dir(dir)
-}
-
-/// fsync a directory so that renames inside it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("syncing directory", dir, e))
-}
-
-/// The directory containing `path` (`.` for a bare file name).
-pub(crate) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
 fn exists(path: &Path) -> Result<bool> {
     match std::fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io("checking", path, e)),
-    }
-}
-
-/// The `index.json` entry for `desc` named `tag`: `desc` with its `ref.name` annotation set to
-/// `tag` (or removed).
-pub(crate) fn index_entry(desc: &Descriptor, tag: Option<&str>) -> Result<Value> {
-    let mut entry = desc.clone();
-    let mut annotations = entry.annotations.take().unwrap_or_default();
-    annotations.remove(REF_NAME);
-    if let Some(t) = tag {
-        annotations.insert(REF_NAME.to_string(), t.to_string());
-    }
-    entry.annotations = (!annotations.is_empty()).then_some(annotations);
-    serde_json::to_value(&entry).map_err(|e| Error::Json {
-        what: format!("index entry for {}", desc.digest),
-        source: e,
-    })
-}
-
-/// Record `entry` (from [`index_entry`]) in the `manifests` of an index document, as
-/// [`Layout::set_tag`] describes: with a tag, the entry holding it is replaced in place (any
-/// other holder removed) or the entry appended; without one, it is appended unless an entry
-/// with `digest` is already listed.
-pub(crate) fn set_index_entry(
-    manifests: &mut Vec<Value>,
-    entry: Value,
-    digest: &Digest,
-    tag: Option<&str>,
-) {
-    match tag {
-        Some(t) => {
-            let holders: Vec<usize> = manifests
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| entry_ref_name(v) == Some(t))
-                .map(|(i, _)| i)
-                .collect();
-            match holders.split_first() {
-                None => manifests.push(entry),
-                Some((&first, rest)) => {
-                    manifests[first] = entry;
-                    for &i in rest.iter().rev() {
-                        manifests.remove(i);
-                    }
-                }
-            }
-        }
-        None => {
-            let digest = digest.to_string();
-            if !manifests.iter().any(|v| entry_digest(v) == Some(&digest)) {
-                manifests.push(entry);
-            }
-        }
     }
 }
 
@@ -747,59 +575,6 @@ fn read_index_file(path: &Path) -> Result<Vec<u8>> {
             Error::io("reading", path, e)
         }
     })
-}
-
-pub(crate) fn empty_index_bytes() -> Vec<u8> {
-    let doc = with_index_header(Map::new());
-    serde_json::to_vec(&Value::Object(doc)).expect("serialising a JSON value cannot fail")
-}
-
-/// Make sure the document has `schemaVersion`, `mediaType` and `manifests`. If one is
-/// missing, it is added, with `schemaVersion` and `mediaType` moved to the front; the other
-/// keys keep their order.
-pub(crate) fn with_index_header(doc: Map<String, Value>) -> Map<String, Value> {
-    if doc.contains_key("schemaVersion")
-        && doc.contains_key("mediaType")
-        && doc.contains_key("manifests")
-    {
-        return doc;
-    }
-    let mut out = Map::new();
-    let version = doc.get("schemaVersion").cloned().unwrap_or(Value::from(2));
-    out.insert("schemaVersion".into(), version);
-    if !doc.contains_key("mediaType") {
-        out.insert("mediaType".into(), Value::from(mt::OCI_INDEX));
-    }
-    let had_manifests = doc.contains_key("manifests");
-    out.extend(doc.into_iter().filter(|(k, _)| k != "schemaVersion"));
-    if !had_manifests {
-        out.insert("manifests".into(), Value::Array(Vec::new()));
-    }
-    out
-}
-
-pub(crate) fn manifests_mut<'a>(
-    doc: &'a mut Map<String, Value>,
-    path: &Path,
-) -> Result<&'a mut Vec<Value>> {
-    let v = doc
-        .entry("manifests")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if v.is_null() {
-        *v = Value::Array(Vec::new());
-    }
-    v.as_array_mut().ok_or_else(|| Error::Invalid {
-        what: path.display().to_string(),
-        reason: "\"manifests\" is not an array".into(),
-    })
-}
-
-pub(crate) fn entry_ref_name(v: &Value) -> Option<&str> {
-    v.get("annotations")?.get(REF_NAME)?.as_str()
-}
-
-pub(crate) fn entry_digest(v: &Value) -> Option<&str> {
-    v.get("digest")?.as_str()
 }
 
 /// The process-wide lock guarding `index.json` of the layout at canonical path `key`.
@@ -817,6 +592,7 @@ pub(crate) mod test_image {
     //! A tiny valid image for tests.
 
     use super::*;
+    use crate::oci::media_types as mt;
 
     /// A config, an uncompressed layer and an OCI manifest referencing them.
     pub struct TestImage {
@@ -877,6 +653,7 @@ pub(crate) mod test_image {
 mod tests {
     use super::test_image::{collect, image, put};
     use super::*;
+    use crate::oci::media_types as mt;
 
     fn tmp() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
@@ -918,18 +695,18 @@ mod tests {
         assert_eq!(index["schemaVersion"], 2);
         assert_eq!(index["mediaType"], mt::OCI_INDEX);
         assert_eq!(index["manifests"][0]["annotations"][REF_NAME], "v1");
-        assert_eq!(index["manifests"][0]["size"], img.manifest.bytes.len());
+        assert_eq!(index["manifests"][0]["size"], img.manifest.bytes().len());
         assert_eq!(
             sink.tag_digest("v1").await.unwrap(),
-            Some(img.manifest.digest.clone())
+            Some(img.manifest.digest().clone())
         );
         assert!(sink.has_manifest(&img.manifest.descriptor()).await.unwrap());
 
         let src = LayoutSource::open(lref(&root, Some("v1"))).unwrap();
         assert_eq!(src.name(), format!("oci:{}:v1", root.display()));
         let m = src.resolve().await.unwrap();
-        assert_eq!(m.bytes, img.manifest.bytes);
-        assert_eq!(m.digest, img.manifest.digest);
+        assert_eq!(m.bytes(), img.manifest.bytes());
+        assert_eq!(m.digest(), img.manifest.digest());
         let layer = collect(src.blob(&img.layer.0).await.unwrap())
             .await
             .unwrap();
@@ -940,7 +717,7 @@ mod tests {
             .resolve()
             .await
             .unwrap();
-        assert_eq!(m.digest, img.manifest.digest);
+        assert_eq!(m.digest(), img.manifest.digest());
         assert!(tmp_files(&root).is_empty());
     }
 
@@ -970,7 +747,7 @@ mod tests {
         // A corrupted manifest is refused too.
         let md = img.manifest.descriptor();
         layout
-            .write_bytes(&md, img.manifest.bytes.clone())
+            .write_bytes(&md, img.manifest.bytes().clone())
             .await
             .unwrap();
         let path = layout.blob_path(&md.digest);
@@ -1239,14 +1016,14 @@ mod tests {
         assert!(sink.put_root(&img.manifest).await.unwrap());
         assert!(!sink.put_root(&img.manifest).await.unwrap());
         let layout = Layout::open(dir.path()).unwrap();
-        assert_eq!(tags(&layout), vec![(None, img.manifest.digest.clone())]);
+        assert_eq!(tags(&layout), vec![(None, img.manifest.digest().clone())]);
         // The single untagged entry resolves without a tag.
         let m = LayoutSource::open(lref(dir.path(), None))
             .unwrap()
             .resolve()
             .await
             .unwrap();
-        assert_eq!(m.bytes, img.manifest.bytes);
+        assert_eq!(m.bytes(), img.manifest.bytes());
 
         // put_tag honours its tag; an empty tag means untagged (already listed: no change).
         put(&sink, &img, "a").await;
@@ -1254,7 +1031,7 @@ mod tests {
         assert_eq!(tags(&layout).len(), 2);
         assert_eq!(
             sink.tag_digest("a").await.unwrap(),
-            Some(img.manifest.digest.clone())
+            Some(img.manifest.digest().clone())
         );
         assert_eq!(sink.tag_digest("b").await.unwrap(), None);
     }
@@ -1287,7 +1064,7 @@ mod tests {
             .resolve()
             .await
             .unwrap();
-        assert_eq!(m.media_type, mt::OCI_MANIFEST);
-        assert_eq!(m.bytes, bytes);
+        assert_eq!(m.media_type(), mt::OCI_MANIFEST);
+        assert_eq!(*m.bytes(), bytes);
     }
 }

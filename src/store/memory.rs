@@ -100,7 +100,7 @@ impl MemoryStore {
     pub fn insert_manifest(&self, manifest: &RawManifest) -> Descriptor {
         self.state()
             .manifests
-            .insert(manifest.digest.clone(), manifest.clone());
+            .insert(manifest.digest().clone(), manifest.clone());
         manifest.descriptor()
     }
 
@@ -164,7 +164,7 @@ impl MemoryStore {
         match missing_blob.or(missing_manifest) {
             None => Ok(()),
             Some(d) => Err(Error::NotFound {
-                what: format!("{} listed in manifest {}", d.digest, m.digest),
+                what: format!("{} listed in manifest {}", d.digest, m.digest()),
                 detail: Some("it must be written before the manifest".into()),
             }),
         }
@@ -277,29 +277,31 @@ impl Sink for MemoryStore {
     async fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
         round_trip().await;
         let mut state = self.state();
-        Self::check_write(&state, &manifest.digest)?;
+        Self::check_write(&state, manifest.digest())?;
         Self::check_listed(&state, manifest)?;
         state
             .events
-            .push(Event::PutManifest(manifest.digest.clone()));
+            .push(Event::PutManifest(manifest.digest().clone()));
         state
             .manifests
-            .insert(manifest.digest.clone(), manifest.clone());
+            .insert(manifest.digest().clone(), manifest.clone());
         Ok(())
     }
 
     async fn put_tag(&self, manifest: &RawManifest, tag: &str) -> Result<()> {
         round_trip().await;
         let mut state = self.state();
-        Self::check_write(&state, &manifest.digest)?;
+        Self::check_write(&state, manifest.digest())?;
         Self::check_listed(&state, manifest)?;
         state
             .events
-            .push(Event::Tag(tag.to_string(), manifest.digest.clone()));
+            .push(Event::Tag(tag.to_string(), manifest.digest().clone()));
         state
             .manifests
-            .insert(manifest.digest.clone(), manifest.clone());
-        state.tags.insert(tag.to_string(), manifest.digest.clone());
+            .insert(manifest.digest().clone(), manifest.clone());
+        state
+            .tags
+            .insert(tag.to_string(), manifest.digest().clone());
         Ok(())
     }
 }

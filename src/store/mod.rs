@@ -3,6 +3,7 @@
 //! [`crate::copy`].
 
 pub mod archive;
+pub mod index_json;
 pub mod layout;
 pub mod memory;
 pub mod open;
@@ -47,7 +48,7 @@ pub trait Source: Send + Sync {
     /// The digest of the manifest or index the reference points at; registries answer it with
     /// one HEAD request.
     async fn resolve_digest(&self) -> Result<Digest> {
-        Ok(self.resolve().await?.digest)
+        Ok(self.resolve().await?.digest().clone())
     }
 
     /// A manifest by its descriptor's digest, verified.

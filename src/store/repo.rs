@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::oci::{Descriptor, Digest, RawManifest};
 use crate::reference::{DockerRef, ImageRef, LayoutRef};
 use crate::store::archive::{ArchiveSink, ArchiveSource};
-use crate::store::layout::REF_NAME;
+use crate::store::index_json::REF_NAME;
 use crate::store::layout::{Layout, LayoutSink, LayoutSource};
 use crate::store::registry::{Registry, RegistrySink, RegistrySource};
 use crate::store::{BlobStream, Sink, Source};

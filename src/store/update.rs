@@ -69,14 +69,14 @@ pub async fn update_tag(
             if merge.contains(m)? {
                 return Ok(Written {
                     location: tag.to_string(),
-                    manifest: m.digest.clone(),
+                    manifest: m.digest().clone(),
                     added: attempt > 1,
                     attempts: attempt,
                     lost_races: lost,
                 });
             }
         }
-        let current_digest = current.as_ref().map(|m| m.digest.clone());
+        let current_digest = current.as_ref().map(|m| m.digest().clone());
         // Blobs: on a first attempt they are new (our payload, a config for a layer list
         // nobody wrote before) and are uploaded without asking (a HEAD costs the registry as
         // much as a third of an upload); retries ask first.
@@ -109,8 +109,8 @@ pub async fn update_tag(
             Some(m) => merge.contains(m)?,
             None => false,
         };
-        let contended = confirmed.as_ref().map(|m| &m.digest) != Some(&manifest.digest);
-        let mut seen = confirmed.map(|m| m.digest);
+        let contended = confirmed.as_ref().map(|m| m.digest()) != Some(manifest.digest());
+        let mut seen = confirmed.map(|m| m.digest().clone());
         let survived = if present && (contended || attempt > 1) {
             // Writers are active (someone wrote after us, or the tag moved under an earlier
             // attempt): look once more after they settle.
@@ -121,7 +121,7 @@ pub async fn update_tag(
             match repo.tagged(tag).await? {
                 Some(m) => {
                     let ok = merge.contains(&m)?;
-                    seen = Some(m.digest);
+                    seen = Some(m.digest().clone());
                     ok
                 }
                 None => false,
@@ -132,7 +132,7 @@ pub async fn update_tag(
         if survived {
             return Ok(Written {
                 location: tag.to_string(),
-                manifest: seen.unwrap_or(manifest.digest),
+                manifest: seen.unwrap_or_else(|| manifest.digest().clone()),
                 added: true,
                 attempts: attempt,
                 lost_races: lost,

@@ -11,7 +11,8 @@ use graft::error::Error;
 use graft::oci::{media_types as mt, Descriptor, Digest, RawManifest};
 use graft::reference::LayoutRef;
 use graft::store::archive::{ArchiveSink, ArchiveSource};
-use graft::store::layout::{Layout, LayoutSink, LayoutSource, REF_NAME};
+use graft::store::index_json::REF_NAME;
+use graft::store::layout::{Layout, LayoutSink, LayoutSource};
 use graft::store::{BlobStream, Sink, Source};
 
 use crate::support::tools::{science_layout, skopeo, skopeo_inspect_raw, testdata_dir, umoci};
@@ -157,7 +158,7 @@ async fn graft_layout_is_read_by_skopeo() {
 
     assert_eq!(
         skopeo_inspect_raw(&oci(&dir, "v1"), &[] as &[&str]),
-        s.manifest.bytes
+        *s.manifest.bytes()
     );
     let inspect: Value =
         serde_json::from_slice(&skopeo(["inspect", &oci(&dir, "v1")]).stdout).unwrap();
@@ -174,7 +175,8 @@ async fn graft_layout_is_read_by_skopeo() {
     let copied = LayoutSource::open(lref(&other, Some("v1"))).unwrap();
     let m = copied.resolve().await.unwrap();
     assert_eq!(
-        m.digest, s.manifest.digest,
+        m.digest(),
+        s.manifest.digest(),
         "skopeo kept the manifest bytes"
     );
     assert_eq!(read_tree(&copied, &m).await, 2);
@@ -193,7 +195,7 @@ async fn graft_layout_is_read_by_skopeo() {
     .await;
     assert_eq!(
         skopeo_inspect_raw(&oci(&out, "1.0"), &[] as &[&str]),
-        root.bytes
+        *root.bytes()
     );
     let again = tmp.path().join("skopeo-index");
     skopeo([
@@ -208,7 +210,7 @@ async fn graft_layout_is_read_by_skopeo() {
         .resolve()
         .await
         .unwrap();
-    assert_eq!(m.digest, root.digest);
+    assert_eq!(m.digest(), root.digest());
 
     // An untagged destination (`oci:DIR`): one untagged entry, which skopeo finds without a tag.
     let untagged = tmp.path().join("untagged");
@@ -220,7 +222,7 @@ async fn graft_layout_is_read_by_skopeo() {
     assert_eq!(entries[0].annotation(REF_NAME), None);
     assert_eq!(
         skopeo_inspect_raw(&format!("oci:{}", untagged.display()), &[] as &[&str]),
-        s.manifest.bytes
+        *s.manifest.bytes()
     );
 }
 
@@ -241,11 +243,11 @@ async fn graft_archive_is_read_by_skopeo() {
     for (tag, s) in [("a", &a), ("b", &b)] {
         let inspect: Value =
             serde_json::from_slice(&skopeo(["inspect", &oci_archive(&file, tag)]).stdout).unwrap();
-        assert_eq!(inspect["Digest"], s.manifest.digest.to_string());
+        assert_eq!(inspect["Digest"], s.manifest.digest().to_string());
         assert_eq!(inspect["Labels"]["sample"], format!("archive {tag}"));
         assert_eq!(
             skopeo_inspect_raw(&oci_archive(&file, tag), &[] as &[&str]),
-            s.manifest.bytes
+            *s.manifest.bytes()
         );
     }
     let out = tmp.path().join("from-archive");
@@ -260,7 +262,7 @@ async fn graft_archive_is_read_by_skopeo() {
         .resolve()
         .await
         .unwrap();
-    assert_eq!(m.digest, b.manifest.digest);
+    assert_eq!(m.digest(), b.manifest.digest());
 }
 
 #[tokio::test]
@@ -343,7 +345,7 @@ async fn archive_with_an_abandoned_blob_is_read_by_tar_python_and_skopeo() {
         .blobs
         .iter()
         .map(|(d, _)| d.digest.hex().to_string())
-        .chain([s.manifest.digest.hex().to_string()])
+        .chain([s.manifest.digest().hex().to_string()])
         .collect();
     expected.sort();
     assert_eq!(names, expected);
@@ -367,7 +369,7 @@ async fn archive_with_an_abandoned_blob_is_read_by_tar_python_and_skopeo() {
 
     assert_eq!(
         skopeo_inspect_raw(&oci_archive(&file, "h"), &[] as &[&str]),
-        s.manifest.bytes
+        *s.manifest.bytes()
     );
     let out = tmp.path().join("copied");
     skopeo([
@@ -403,7 +405,7 @@ async fn skopeo_layouts_and_archives_are_read_by_graft() {
     ]);
     let src = LayoutSource::open(lref(&b, Some("t"))).unwrap();
     let m = src.resolve().await.unwrap();
-    assert_eq!(m.media_type, mt::OCI_MANIFEST);
+    assert_eq!(m.media_type(), mt::OCI_MANIFEST);
     assert_eq!(read_tree(&src, &m).await, 2);
 
     // The science index, copied by skopeo --all.
@@ -430,7 +432,7 @@ async fn skopeo_layouts_and_archives_are_read_by_graft() {
     ]);
     let src = ArchiveSource::open(lref(&file, Some("t"))).unwrap();
     let m = src.resolve().await.unwrap();
-    assert_eq!(m.digest, s.manifest.digest);
+    assert_eq!(m.digest(), s.manifest.digest());
     assert_eq!(read_tree(&src, &m).await, 2);
     let more = sample("added by graft");
     let sink = ArchiveSink::open(lref(&file, Some("more"))).unwrap();
@@ -438,11 +440,11 @@ async fn skopeo_layouts_and_archives_are_read_by_graft() {
     sink.commit().await.unwrap();
     assert_eq!(
         skopeo_inspect_raw(&oci_archive(&file, "t"), &[] as &[&str]),
-        s.manifest.bytes
+        *s.manifest.bytes()
     );
     assert_eq!(
         skopeo_inspect_raw(&oci_archive(&file, "more"), &[] as &[&str]),
-        more.manifest.bytes
+        *more.manifest.bytes()
     );
 }
 
@@ -456,12 +458,16 @@ async fn umoci_layout_is_read_by_graft() {
 
     let src = LayoutSource::open(lref(&dir, Some("t"))).unwrap();
     let m = src.resolve().await.unwrap();
-    let raw: Value = serde_json::from_slice(&m.bytes).unwrap();
+    let raw: Value = serde_json::from_slice(m.bytes()).unwrap();
     assert!(
         raw.get("mediaType").is_none(),
         "umoci omits mediaType: {raw}"
     );
-    assert_eq!(m.media_type, mt::OCI_MANIFEST, "taken from the index entry");
+    assert_eq!(
+        m.media_type(),
+        mt::OCI_MANIFEST,
+        "taken from the index entry"
+    );
     assert_eq!(read_tree(&src, &m).await, 1, "just the config");
 
     // graft adds a tag to umoci's layout; umoci lists both.
@@ -505,8 +511,8 @@ async fn walk_layout(layout: &Layout) -> (usize, usize) {
             continue;
         }
         let m = layout.read_manifest(&desc).await.unwrap();
-        assert_eq!(&m.bytes[..], &bytes[..]);
-        let doc: Value = serde_json::from_slice(&m.bytes).unwrap();
+        assert_eq!(&m.bytes()[..], &bytes[..]);
+        let doc: Value = serde_json::from_slice(m.bytes()).unwrap();
         for key in ["manifests", "layers", "blobs"] {
             for d in doc[key].as_array().into_iter().flatten() {
                 stack.push(serde_json::from_value(d.clone()).unwrap());
@@ -573,7 +579,7 @@ async fn interop_layouts_are_read_by_graft() {
             if layout.has_blob(&resolved).unwrap() {
                 let src = LayoutSource::open(lref(&dir, Some(tag))).unwrap();
                 let m = src.resolve().await.unwrap();
-                assert_eq!(m.digest, resolved.digest, "{}:{tag}", rel.display());
+                assert_eq!(*m.digest(), resolved.digest, "{}:{tag}", rel.display());
             }
         }
         let (read, missing) = walk_layout(&layout).await;

@@ -73,7 +73,7 @@ fn registry_repository_lists_resolves_retags_and_deletes_with_minimal_requests()
 
         // Tag-only PUT: one manifest GET to have the bytes, one PUT; no blob, no child.
         let m = repo.tagged("2.4").await.unwrap().expect("tag exists");
-        assert_eq!(m.digest, digest);
+        assert_eq!(*m.digest(), digest);
         proxy.clear();
         repo.put_tag(&m, "stable").await.unwrap();
         assert_eq!(proxy.count("PUT", "/manifests/stable"), 1);
@@ -150,7 +150,7 @@ async fn put_small_image(
     )
     .unwrap();
     repo.put_tag(&m, tag).await.unwrap();
-    m.digest
+    m.digest().clone()
 }
 
 #[test]

@@ -48,12 +48,15 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result, ResultExt};
+use crate::fsutil::parent_dir;
 use crate::oci::{Descriptor, Digest, RawManifest};
 use crate::reference::LayoutRef;
+use crate::store::index_json::{
+    index_doc_bytes, index_entry, lists_digest, manifests_mut, parse_index, resolve_in,
+    set_index_entry, tag_digest, with_index_header, INDEX_FILE,
+};
 use crate::store::layout::{
-    bytes_stream, check_layout_marker, display_ref, entry_digest, entry_ref_name, index_entry,
-    manifest_from_bytes, manifests_mut, parent_dir, parse_index, resolve_in, set_index_entry,
-    with_index_header, INDEX_FILE, OCI_LAYOUT_FILE,
+    bytes_stream, check_layout_marker, display_ref, manifest_from_bytes, OCI_LAYOUT_FILE,
 };
 use crate::store::{verify_stream, BlobStream, Sink, Source};
 
@@ -393,7 +396,7 @@ impl Sink for ArchiveSink {
         self.write_blob(
             &s,
             &manifest.descriptor(),
-            bytes_stream(manifest.bytes.clone()),
+            bytes_stream(manifest.bytes().clone()),
         )
         .await
     }
@@ -406,7 +409,7 @@ impl Sink for ArchiveSink {
         if s.has_blob(&desc) && s.listed(&desc.digest) {
             return Ok(false);
         }
-        self.write_blob(&s, &desc, bytes_stream(manifest.bytes.clone()))
+        self.write_blob(&s, &desc, bytes_stream(manifest.bytes().clone()))
             .await?;
         s.set_tag(&desc, None, &self.shared.path)?;
         Ok(true)
@@ -415,7 +418,7 @@ impl Sink for ArchiveSink {
     async fn put_tag(&self, manifest: &RawManifest, tag: &str) -> Result<()> {
         let s = self.session().await?;
         let desc = manifest.descriptor();
-        self.write_blob(&s, &desc, bytes_stream(manifest.bytes.clone()))
+        self.write_blob(&s, &desc, bytes_stream(manifest.bytes().clone()))
             .await?;
         s.set_tag(&desc, (!tag.is_empty()).then_some(tag), &self.shared.path)
     }
@@ -646,19 +649,11 @@ impl Session {
     }
 
     fn tag_digest(&self, tag: &str) -> Option<Digest> {
-        let index = self.index();
-        let manifests = index.get("manifests")?.as_array()?;
-        let entry = manifests.iter().find(|v| entry_ref_name(v) == Some(tag))?;
-        entry_digest(entry)?.parse().ok()
+        tag_digest(&self.index(), tag)
     }
 
     fn listed(&self, digest: &Digest) -> bool {
-        let digest = digest.to_string();
-        let index = self.index();
-        index
-            .get("manifests")
-            .and_then(Value::as_array)
-            .is_some_and(|m| m.iter().any(|v| entry_digest(v) == Some(&digest)))
+        lists_digest(&self.index(), digest)
     }
 
     fn set_tag(&self, desc: &Descriptor, tag: Option<&str>, path: &Path) -> Result<()> {
@@ -670,11 +665,8 @@ impl Session {
     }
 
     fn index_bytes(&self, path: &Path) -> Result<Vec<u8>> {
-        let doc = Value::Object(with_index_header(self.index().clone()));
-        serde_json::to_vec(&doc).map_err(|e| Error::Json {
-            what: format!("{INDEX_FILE} of {}", archive_what(path)),
-            source: e,
-        })
+        let what = format!("{INDEX_FILE} of {}", archive_what(path));
+        index_doc_bytes(self.index().clone(), &what)
     }
 
     /// A source over what this session has: the archive's blobs, the partial file's, and the
@@ -769,8 +761,8 @@ fn archive_what(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::index_json::REF_NAME;
     use crate::store::layout::test_image::{collect, image, put, TestImage};
-    use crate::store::layout::REF_NAME;
 
     fn aref(path: &Path, tag: Option<&str>) -> LayoutRef {
         LayoutRef {
@@ -856,8 +848,8 @@ mod tests {
         let src = ArchiveSource::open(aref(&file, Some("v1"))).unwrap();
         assert_eq!(src.name(), format!("oci-archive:{}:v1", file.display()));
         let m = src.resolve().await.unwrap();
-        assert_eq!(m.bytes, img.manifest.bytes);
-        assert_eq!(m.media_type, img.manifest.media_type);
+        assert_eq!(m.bytes(), img.manifest.bytes());
+        assert_eq!(m.media_type(), img.manifest.media_type());
         assert!(src.has_blob(&img.layer.0));
         let layer = collect(src.blob(&img.layer.0).await.unwrap())
             .await
@@ -1006,8 +998,8 @@ mod tests {
         assert_eq!(
             tags,
             vec![
-                ("x".to_string(), image("three").manifest.digest),
-                ("y".to_string(), image("two").manifest.digest)
+                ("x".to_string(), image("three").manifest.digest().clone()),
+                ("y".to_string(), image("two").manifest.digest().clone())
             ]
         );
         let err = src.find_entry(None).unwrap_err().to_string();
@@ -1104,7 +1096,7 @@ mod tests {
         sink.commit().await.unwrap();
         assert!(!partial.exists());
         let src = ArchiveSource::open(aref(&file, Some("t"))).unwrap();
-        assert_eq!(src.resolve().await.unwrap().digest, img.manifest.digest);
+        assert_eq!(src.resolve().await.unwrap().digest(), img.manifest.digest());
         for (d, b) in [(&big, &big_bytes), (&torn, &torn_bytes)] {
             assert_eq!(
                 &collect(src.blob(d).await.unwrap()).await.unwrap()[..],
@@ -1221,7 +1213,7 @@ mod tests {
                 &bytes[..]
             );
         }
-        assert_eq!(src.resolve().await.unwrap().digest, img.manifest.digest);
+        assert_eq!(src.resolve().await.unwrap().digest(), img.manifest.digest());
     }
 
     #[tokio::test]
@@ -1236,12 +1228,12 @@ mod tests {
         let other = ArchiveSink::open(aref(&dir.path().join(".").join("live.tar"), None)).unwrap();
         assert_eq!(
             other.tag_digest("new").await.unwrap(),
-            Some(img.manifest.digest.clone())
+            Some(img.manifest.digest().clone())
         );
         for tag in ["old", "new"] {
             let src = ArchiveSource::open(aref(&file, Some(tag))).unwrap();
             let m = src.resolve().await.unwrap();
-            assert_eq!(m.digest, image(tag).manifest.digest);
+            assert_eq!(m.digest(), image(tag).manifest.digest());
             let layer = &image(tag).layer;
             assert_eq!(
                 collect(src.blob(&layer.0).await.unwrap()).await.unwrap(),
@@ -1318,7 +1310,7 @@ mod tests {
 
         let src = ArchiveSource::open(aref(&file, None)).unwrap();
         let m = src.resolve().await.unwrap();
-        assert_eq!(m.bytes, img.manifest.bytes);
+        assert_eq!(m.bytes(), img.manifest.bytes());
         let config = collect(src.blob(&img.config.0).await.unwrap())
             .await
             .unwrap();

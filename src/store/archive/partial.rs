@@ -32,8 +32,9 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::fsutil::{parent_dir, sync_dir};
 use crate::oci::{Descriptor, Digest, Digester};
-use crate::store::layout::{sync_dir, OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE};
+use crate::store::layout::{OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE};
 use crate::store::BlobStream;
 
 use super::header::{member_bytes, member_header_bytes, padded, write_filler, BLOCK};
@@ -549,7 +550,7 @@ impl Partial {
         }
         let mut trailer = member_bytes(super::INDEX_MEMBER, index);
         trailer.extend_from_slice(&member_bytes(OCI_LAYOUT_FILE, OCI_LAYOUT_CONTENT));
-        trailer.resize(trailer.len() + 2 * BLOCK as usize, 0);
+        trailer.resize(trailer.len() + 2 * BLOCK, 0);
         self.file.write_all_at(&trailer, s.tail).map_err(werr)?;
         self.file
             .set_len(s.tail + trailer.len() as u64)
@@ -559,7 +560,7 @@ impl Partial {
             .map_err(|e| Error::io("syncing", &self.path, e))?;
         std::fs::rename(&self.path, out)
             .map_err(|e| Error::io("renaming the finished archive to", out, e))?;
-        sync_dir(crate::store::layout::parent_dir(out))
+        sync_dir(parent_dir(out))
     }
 }
 

@@ -90,12 +90,12 @@ impl Registry {
             RawManifest::with_digest(bytes, content_type.as_deref(), expected)
         } else {
             let m = RawManifest::from_bytes(bytes, content_type.as_deref())?;
-            if let Some(c) = claimed.filter(|c| c.algorithm() == m.digest.algorithm()) {
-                if c != m.digest {
+            if let Some(c) = claimed.filter(|c| c.algorithm() == m.digest().algorithm()) {
+                if c != *m.digest() {
                     return Err(Error::DigestMismatch {
                         what,
                         expected: c,
-                        found: m.digest,
+                        found: m.digest().clone(),
                     });
                 }
             }
@@ -121,7 +121,9 @@ impl Registry {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => match header_digest(&resp) {
                 Some(d) => Ok(Some(d)),
-                None => Ok(Some(self.get_manifest(repo, reference).await?.digest)),
+                None => Ok(Some(
+                    self.get_manifest(repo, reference).await?.digest().clone(),
+                )),
             },
             _ => Err(self.error(&Method::HEAD, &url, resp).await),
         }
@@ -135,9 +137,12 @@ impl Registry {
         let mut h = HeaderMap::new();
         h.insert(
             CONTENT_TYPE,
-            HeaderValue::from_str(&m.media_type).map_err(|_| Error::Invalid {
-                what: format!("manifest {}", m.digest),
-                reason: format!("media type {:?} is not a valid header value", m.media_type),
+            HeaderValue::from_str(m.media_type()).map_err(|_| Error::Invalid {
+                what: format!("manifest {}", m.digest()),
+                reason: format!(
+                    "media type {:?} is not a valid header value",
+                    m.media_type()
+                ),
             })?,
         );
         let resp = self
@@ -146,17 +151,17 @@ impl Registry {
                 url.clone(),
                 &[Scope::push(repo)],
                 h,
-                Body::Bytes(m.bytes.clone()),
+                Body::Bytes(m.bytes().clone()),
             )
             .await?;
         if !resp.status().is_success() {
             return Err(self.error(&Method::PUT, &url, resp).await);
         }
-        if let Some(d) = header_digest(&resp).filter(|d| d.algorithm() == m.digest.algorithm()) {
-            if d != m.digest {
+        if let Some(d) = header_digest(&resp).filter(|d| d.algorithm() == m.digest().algorithm()) {
+            if d != *m.digest() {
                 return Err(Error::DigestMismatch {
                     what: format!("manifest stored at {}/{repo}:{reference}", self.host()),
-                    expected: m.digest.clone(),
+                    expected: m.digest().clone(),
                     found: d,
                 });
             }

@@ -201,7 +201,7 @@ impl Sink for RegistrySink {
 
     async fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
         self.client
-            .put_manifest(self.repo(), &manifest.digest.to_string(), manifest)
+            .put_manifest(self.repo(), &manifest.digest().to_string(), manifest)
             .await
     }
 
