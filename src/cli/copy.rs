@@ -57,6 +57,8 @@ pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     } else {
         dst_ep.key = "dest".into();
     }
+    // One operation: the local stores both sides open share their state.
+    dst_ep.local = src_ep.local.clone();
     let reporter = Bars::reporter(global.quiet);
     let outcome = copy(&req, &src_ep, &dst_ep, &reporter).await?;
     match global.output {

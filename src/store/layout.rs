@@ -10,9 +10,8 @@
 //! fields and entries it does not touch; the document is handled by
 //! [`crate::store::index_json`], shared with archives).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -29,6 +28,7 @@ use crate::store::index_json::{
     empty_index_bytes, index_doc_bytes, index_entry, manifests_mut, parse_index, parse_index_doc,
     resolve_in, set_index_entry, with_index_header, INDEX_FILE, REF_NAME,
 };
+use crate::store::local::LocalStores;
 use crate::store::{verify_stream, BlobStream, Sink, Source};
 
 /// The file marking a directory as an OCI image layout.
@@ -50,8 +50,9 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 pub struct Layout {
     /// The directory, as given (used in messages).
     root: PathBuf,
-    /// The canonical directory, the key of the process-wide `index.json` lock.
-    key: PathBuf,
+    /// Serialises edits of `index.json`: shared by everything one operation opens on this
+    /// layout ([`LocalStores`]), private to this value otherwise.
+    lock: Arc<Mutex<()>>,
 }
 
 impl Layout {
@@ -89,8 +90,8 @@ impl Layout {
         };
         check_layout_marker(&bytes, &marker)?;
         let layout = Layout {
-            key: std::fs::canonicalize(&root).map_err(|e| Error::io("resolving", &root, e))?,
             root,
+            lock: Arc::default(),
         };
         layout.entries()?;
         Ok(layout)
@@ -125,6 +126,17 @@ impl Layout {
         let blobs = root.join(BLOBS_DIR);
         std::fs::create_dir_all(&blobs).map_err(|e| Error::io("creating directory", &blobs, e))?;
         Layout::open(root)
+    }
+
+    /// The same layout, its `index.json` edits serialised with everything else `local` opens
+    /// on it.
+    pub fn sharing(self, local: &LocalStores) -> Result<Layout> {
+        let key =
+            std::fs::canonicalize(&self.root).map_err(|e| Error::io("resolving", &self.root, e))?;
+        Ok(Layout {
+            lock: local.index_lock(&key),
+            ..self
+        })
     }
 
     /// The layout directory, as given.
@@ -316,8 +328,7 @@ impl Layout {
     /// Read-modify-write of `index.json` as an ordered JSON object, under the layout's lock.
     /// The file is rewritten (temp file + rename) only if the document changed.
     fn edit_index_doc(&self, f: impl FnOnce(&mut Map<String, Value>) -> Result<()>) -> Result<()> {
-        let lock = index_lock(&self.key);
-        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.index_path();
         let bytes = read_index_file(&path)?;
         let what = path.display().to_string();
@@ -399,9 +410,9 @@ pub struct LayoutSink {
 impl LayoutSink {
     /// Open (or create) the layout at `r.path`. `r.tag` is only used in [`Sink::name`]: the
     /// caller says which tags to write.
-    pub fn open(r: LayoutRef) -> Result<LayoutSink> {
+    pub fn open(r: LayoutRef, local: &LocalStores) -> Result<LayoutSink> {
         Ok(LayoutSink {
-            layout: Layout::open_or_create(&r.path)?,
+            layout: Layout::open_or_create(&r.path)?.sharing(local)?,
             tag: r.tag,
         })
     }
@@ -577,16 +588,6 @@ fn read_index_file(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// The process-wide lock guarding `index.json` of the layout at canonical path `key`.
-fn index_lock(key: &Path) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut map = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    map.entry(key.to_path_buf()).or_default().clone()
-}
-
 #[cfg(test)]
 pub(crate) mod test_image {
     //! A tiny valid image for tests.
@@ -681,10 +682,11 @@ mod tests {
 
     #[tokio::test]
     async fn write_read_round_trip() {
+        let local = LocalStores::default();
         let dir = tmp();
         let root = dir.path().join("lay");
         let img = image("a");
-        let sink = LayoutSink::open(lref(&root, Some("v1"))).unwrap();
+        let sink = LayoutSink::open(lref(&root, Some("v1")), &local).unwrap();
         put(&sink, &img, "v1").await;
         assert_eq!(
             std::fs::read(root.join(OCI_LAYOUT_FILE)).unwrap(),
@@ -916,11 +918,16 @@ mod tests {
 
     #[test]
     fn concurrent_set_tag_loses_nothing() {
+        // Layouts one operation opens (one LocalStores) share the index.json lock.
         let dir = tmp();
+        let local = LocalStores::default();
         let layout = Layout::open_or_create(dir.path()).unwrap();
         std::thread::scope(|s| {
             for i in 0..16 {
-                let layout = Layout::open(dir.path()).unwrap();
+                let layout = Layout::open(dir.path())
+                    .unwrap()
+                    .sharing(&local)
+                    .unwrap();
                 s.spawn(move || {
                     let d = Digest::sha256(format!("{i}").as_bytes());
                     layout
@@ -1007,9 +1014,10 @@ mod tests {
 
     #[tokio::test]
     async fn put_root_adds_untagged_entry_once() {
+        let local = LocalStores::default();
         let dir = tmp();
         let img = image("untagged");
-        let sink = LayoutSink::open(lref(dir.path(), None)).unwrap();
+        let sink = LayoutSink::open(lref(dir.path(), None), &local).unwrap();
         for (d, b) in [&img.layer, &img.config] {
             sink.put_blob(d, bytes_stream(b.clone())).await.unwrap();
         }
@@ -1038,9 +1046,10 @@ mod tests {
 
     #[tokio::test]
     async fn put_manifest_does_not_touch_index() {
+        let local = LocalStores::default();
         let dir = tmp();
         let img = image("m");
-        let sink = LayoutSink::open(lref(dir.path(), Some("t"))).unwrap();
+        let sink = LayoutSink::open(lref(dir.path(), Some("t")), &local).unwrap();
         sink.put_manifest(&img.manifest).await.unwrap();
         assert!(sink.has_manifest(&img.manifest.descriptor()).await.unwrap());
         assert!(sink.layout().entries().unwrap().is_empty());

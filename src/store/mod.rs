@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod index_json;
 pub mod layout;
+pub mod local;
 pub mod memory;
 pub mod open;
 pub mod registry;

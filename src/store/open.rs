@@ -6,11 +6,13 @@ use crate::error::Result;
 use crate::reference::ImageRef;
 use crate::store::archive::{ArchiveSink, ArchiveSource};
 use crate::store::layout::{LayoutSink, LayoutSource};
+use crate::store::local::LocalStores;
 use crate::store::registry::{RegistryConfig, RegistryPool, RegistrySink, RegistrySource};
 use crate::store::repo::{LayoutRepository, RegistryRepository, Repository};
 use crate::store::{Sink, Source};
 
-/// Registry settings for one side of an operation, and the pool its clients come from.
+/// Registry settings for one side of an operation, the pool its clients come from, and the state
+/// of the local stores it opens.
 #[derive(Clone)]
 pub struct Endpoint {
     /// Shared clients (tokens are reused across sources and sinks with the same key).
@@ -19,6 +21,8 @@ pub struct Endpoint {
     pub key: String,
     /// TLS, credentials, retries.
     pub config: RegistryConfig,
+    /// Layout locks and archive writers (both sides of a copy share one).
+    pub local: Arc<LocalStores>,
 }
 
 impl Endpoint {
@@ -28,6 +32,7 @@ impl Endpoint {
             pool: Arc::new(RegistryPool::new()),
             key: "default".into(),
             config,
+            local: LocalStores::new(),
         }
     }
 }
@@ -40,7 +45,7 @@ pub async fn open_source(r: &ImageRef, ep: &Endpoint) -> Result<Box<dyn Source>>
             Box::new(RegistrySource::new(client, d.clone()))
         }
         ImageRef::Layout(l) => Box::new(LayoutSource::open(l.clone())?),
-        ImageRef::Archive(l) => Box::new(ArchiveSource::open(l.clone())?),
+        ImageRef::Archive(l) => Box::new(ArchiveSource::open(l.clone(), &ep.local)?),
     })
 }
 
@@ -51,8 +56,8 @@ pub async fn open_sink(r: &ImageRef, ep: &Endpoint) -> Result<Box<dyn Sink>> {
             let client = ep.pool.get(&ep.key, &d.registry, &ep.config)?;
             Box::new(RegistrySink::new(client, d.clone()))
         }
-        ImageRef::Layout(l) => Box::new(LayoutSink::open(l.clone())?),
-        ImageRef::Archive(l) => Box::new(ArchiveSink::open(l.clone())?),
+        ImageRef::Layout(l) => Box::new(LayoutSink::open(l.clone(), &ep.local)?),
+        ImageRef::Archive(l) => Box::new(ArchiveSink::open(l.clone(), &ep.local)?),
     })
 }
 
@@ -65,8 +70,8 @@ pub fn open_repository(r: &ImageRef, ep: &Endpoint, write: bool) -> Result<Box<d
             let client = ep.pool.get(&ep.key, &d.registry, &ep.config)?;
             Box::new(RegistryRepository::new(client, d))
         }
-        ImageRef::Layout(l) => Box::new(LayoutRepository::open(l, false, write)?),
-        ImageRef::Archive(l) => Box::new(LayoutRepository::open(l, true, write)?),
+        ImageRef::Layout(l) => Box::new(LayoutRepository::open(l, false, write, &ep.local)?),
+        ImageRef::Archive(l) => Box::new(LayoutRepository::open(l, true, write, &ep.local)?),
     })
 }
 

@@ -27,6 +27,7 @@ use crate::reference::{DockerRef, ImageRef, LayoutRef};
 use crate::store::archive::{ArchiveSink, ArchiveSource};
 use crate::store::index_json::REF_NAME;
 use crate::store::layout::{Layout, LayoutSink, LayoutSource};
+use crate::store::local::LocalStores;
 use crate::store::registry::{Registry, RegistrySink, RegistrySource};
 use crate::store::{BlobStream, Sink, Source};
 
@@ -259,6 +260,7 @@ enum LayoutKind {
 /// A repository in an OCI layout directory or archive (optionally one namespace of it).
 pub struct LayoutRepository {
     kind: LayoutKind,
+    local: Arc<LocalStores>,
     path: std::path::PathBuf,
     namespace: Option<String>,
     sink: Option<Box<dyn Sink>>,
@@ -268,7 +270,12 @@ impl LayoutRepository {
     /// The repository of `r` (a directory, or an archive with `archive`); its namespace comes
     /// from `r.tag` (see the module docs). With `write`, the sink is opened (a directory is
     /// created if needed); otherwise the layout must exist.
-    pub fn open(r: &LayoutRef, archive: bool, write: bool) -> Result<LayoutRepository> {
+    pub fn open(
+        r: &LayoutRef,
+        archive: bool,
+        write: bool,
+        local: &Arc<LocalStores>,
+    ) -> Result<LayoutRepository> {
         let kind = if archive {
             LayoutKind::Archive
         } else {
@@ -284,14 +291,15 @@ impl LayoutRepository {
                 None
             }
             (false, LayoutKind::Archive) => {
-                ArchiveSource::open(whole)?;
+                ArchiveSource::open(whole, local)?;
                 None
             }
-            (true, LayoutKind::Directory) => Some(Box::new(LayoutSink::open(whole)?)),
-            (true, LayoutKind::Archive) => Some(Box::new(ArchiveSink::open(whole)?)),
+            (true, LayoutKind::Directory) => Some(Box::new(LayoutSink::open(whole, local)?)),
+            (true, LayoutKind::Archive) => Some(Box::new(ArchiveSink::open(whole, local)?)),
         };
         Ok(LayoutRepository {
             kind,
+            local: local.clone(),
             path: r.path.clone(),
             namespace: r
                 .tag
@@ -314,7 +322,7 @@ impl LayoutRepository {
     fn entries(&self) -> Result<Vec<Descriptor>> {
         match self.kind {
             LayoutKind::Directory => Layout::open(&self.path)?.entries(),
-            LayoutKind::Archive => Ok(ArchiveSource::open(self.layout_ref(None))?
+            LayoutKind::Archive => Ok(ArchiveSource::open(self.layout_ref(None), &self.local)?
                 .entries()
                 .to_vec()),
         }
@@ -394,7 +402,7 @@ impl Repository for LayoutRepository {
         let r = self.layout_ref(tag.map(|t| self.stored_tag(t)));
         Ok(match self.kind {
             LayoutKind::Directory => Box::new(LayoutSource::open(r)?),
-            LayoutKind::Archive => Box::new(ArchiveSource::open(r)?),
+            LayoutKind::Archive => Box::new(ArchiveSource::open(r, &self.local)?),
         })
     }
 

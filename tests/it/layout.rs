@@ -13,6 +13,7 @@ use graft::reference::LayoutRef;
 use graft::store::archive::{ArchiveSink, ArchiveSource};
 use graft::store::index_json::REF_NAME;
 use graft::store::layout::{Layout, LayoutSink, LayoutSource};
+use graft::store::local::LocalStores;
 use graft::store::{BlobStream, Sink, Source};
 
 use crate::support::tools::{science_layout, skopeo, skopeo_inspect_raw, testdata_dir, umoci};
@@ -150,10 +151,11 @@ async fn read_tree(src: &dyn Source, root: &RawManifest) -> usize {
 
 #[tokio::test]
 async fn graft_layout_is_read_by_skopeo() {
+    let local = LocalStores::default();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("graft-layout");
     let s = sample("from graft");
-    let sink = LayoutSink::open(lref(&dir, Some("v1"))).unwrap();
+    let sink = LayoutSink::open(lref(&dir, Some("v1")), &local).unwrap();
     put_sample(&sink, &s, Some("v1")).await;
 
     assert_eq!(
@@ -188,7 +190,7 @@ async fn graft_layout_is_read_by_skopeo() {
     let out = tmp.path().join("graft-index");
     copy_tree(
         &science,
-        &LayoutSink::open(lref(&out, Some("1.0"))).unwrap(),
+        &LayoutSink::open(lref(&out, Some("1.0")), &local).unwrap(),
         &root,
         "1.0",
     )
@@ -214,7 +216,7 @@ async fn graft_layout_is_read_by_skopeo() {
 
     // An untagged destination (`oci:DIR`): one untagged entry, which skopeo finds without a tag.
     let untagged = tmp.path().join("untagged");
-    let sink = LayoutSink::open(lref(&untagged, None)).unwrap();
+    let sink = LayoutSink::open(lref(&untagged, None), &local).unwrap();
     put_sample(&sink, &s, None).await;
     put_sample(&sink, &s, None).await;
     let entries = Layout::open(&untagged).unwrap().entries().unwrap();
@@ -228,14 +230,15 @@ async fn graft_layout_is_read_by_skopeo() {
 
 #[tokio::test]
 async fn graft_archive_is_read_by_skopeo() {
+    let local = LocalStores::default();
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("images.tar");
     let (a, b) = (sample("archive a"), sample("archive b"));
-    let sink = ArchiveSink::open(lref(&file, Some("a"))).unwrap();
+    let sink = ArchiveSink::open(lref(&file, Some("a")), &local).unwrap();
     put_sample(&sink, &a, Some("a")).await;
     sink.commit().await.unwrap();
     // A second run adds an image and keeps the first.
-    let sink = ArchiveSink::open(lref(&file, Some("b"))).unwrap();
+    let sink = ArchiveSink::open(lref(&file, Some("b")), &local).unwrap();
     put_sample(&sink, &b, Some("b")).await;
     sink.commit().await.unwrap();
     assert!(!ArchiveSink::partial_path(&file).unwrap().exists());
@@ -267,13 +270,14 @@ async fn graft_archive_is_read_by_skopeo() {
 
 #[tokio::test]
 async fn archive_with_an_abandoned_blob_is_read_by_tar_python_and_skopeo() {
+    let local = LocalStores::default();
     // A transfer that fails in the middle of the archive (later blobs already written) and is
     // never retried leaves filler headers where its member would have been: every reader
     // skips them and sees no trace of the blob.
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("holes.tar");
     let s = sample("with a hole");
-    let sink = ArchiveSink::open(lref(&file, Some("h"))).unwrap();
+    let sink = ArchiveSink::open(lref(&file, Some("h")), &local).unwrap();
     let abandoned: Bytes = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let abandoned_desc = Descriptor::new(
         mt::OCI_LAYER_TAR,
@@ -378,18 +382,19 @@ async fn archive_with_an_abandoned_blob_is_read_by_tar_python_and_skopeo() {
         &oci_archive(&file, "h"),
         &oci(&out, "h"),
     ]);
-    let src = ArchiveSource::open(lref(&file, Some("h"))).unwrap();
+    let src = ArchiveSource::open(lref(&file, Some("h")), &local).unwrap();
     assert!(!src.has_blob(&abandoned_desc));
     assert_eq!(read_tree(&src, &src.resolve().await.unwrap()).await, 2);
 }
 
 #[tokio::test]
 async fn skopeo_layouts_and_archives_are_read_by_graft() {
+    let local = LocalStores::default();
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     let s = sample("for skopeo");
     put_sample(
-        &LayoutSink::open(lref(&a, Some("t"))).unwrap(),
+        &LayoutSink::open(lref(&a, Some("t")), &local).unwrap(),
         &s,
         Some("t"),
     )
@@ -430,12 +435,12 @@ async fn skopeo_layouts_and_archives_are_read_by_graft() {
         &oci(&a, "t"),
         &oci_archive(&file, "t"),
     ]);
-    let src = ArchiveSource::open(lref(&file, Some("t"))).unwrap();
+    let src = ArchiveSource::open(lref(&file, Some("t")), &local).unwrap();
     let m = src.resolve().await.unwrap();
     assert_eq!(m.digest(), s.manifest.digest());
     assert_eq!(read_tree(&src, &m).await, 2);
     let more = sample("added by graft");
-    let sink = ArchiveSink::open(lref(&file, Some("more"))).unwrap();
+    let sink = ArchiveSink::open(lref(&file, Some("more")), &local).unwrap();
     put_sample(&sink, &more, Some("more")).await;
     sink.commit().await.unwrap();
     assert_eq!(
@@ -450,6 +455,7 @@ async fn skopeo_layouts_and_archives_are_read_by_graft() {
 
 #[tokio::test]
 async fn umoci_layout_is_read_by_graft() {
+    let local = LocalStores::default();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("umoci");
     let d = dir.to_str().unwrap();
@@ -473,7 +479,7 @@ async fn umoci_layout_is_read_by_graft() {
     // graft adds a tag to umoci's layout; umoci lists both.
     let s = sample("next to umoci");
     put_sample(
-        &LayoutSink::open(lref(&dir, Some("g"))).unwrap(),
+        &LayoutSink::open(lref(&dir, Some("g")), &local).unwrap(),
         &s,
         Some("g"),
     )

@@ -24,8 +24,9 @@
 //! - **Members**: `blobs/`, `blobs/sha256/`, the blobs in the order their transfers started,
 //!   `index.json`, `oci-layout`; ustar headers with mtime 0, uid/gid 0, no user or group names,
 //!   modes 0644/0755. Member order depends on the order of arrival (docs/decisions.md §12).
-//! - **One writer per file and process**: every [`ArchiveSink`] opened on the same file shares
-//!   one state, and an [`ArchiveSource`] opened on a file this process is writing reads the
+//! - **One writer per file and operation**: every [`ArchiveSink`] an operation opens on the same
+//!   file shares one state (held by its [`LocalStores`]), and an [`ArchiveSource`] opened with
+//!   those stores on a file being written reads the
 //!   uncommitted state (as a layout directory shows its own writes), which is how signatures
 //!   are merged into an archive being written.
 
@@ -38,7 +39,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -48,7 +49,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result, ResultExt};
-use crate::fsutil::parent_dir;
 use crate::oci::{Descriptor, Digest, RawManifest};
 use crate::reference::LayoutRef;
 use crate::store::index_json::{
@@ -58,6 +58,7 @@ use crate::store::index_json::{
 use crate::store::layout::{
     bytes_stream, check_layout_marker, display_ref, manifest_from_bytes, OCI_LAYOUT_FILE,
 };
+use crate::store::local::LocalStores;
 use crate::store::{verify_stream, BlobStream, Sink, Source};
 
 use partial::Partial;
@@ -105,8 +106,8 @@ pub struct ArchiveSource {
 impl ArchiveSource {
     /// Open the archive at `r.path`: scan its headers once and read its `oci-layout` and
     /// `index.json`. [`Source::resolve`] picks the entry tagged `r.tag`, or the only entry.
-    pub fn open(r: LayoutRef) -> Result<ArchiveSource> {
-        match Shared::find(&r.path) {
+    pub fn open(r: LayoutRef, local: &LocalStores) -> Result<ArchiveSource> {
+        match local.archive(&r.path) {
             Some(shared) => shared.view(r.tag),
             None => ArchiveSource::open_file(r.path, r.tag),
         }
@@ -277,11 +278,12 @@ impl Source for ArchiveSource {
 /// If `FILE` exists, the images in it are kept (its `index.json` is the starting point: a tag
 /// written again is replaced in place). Tags follow [`crate::store::layout::LayoutSink`]:
 /// `put_tag` names the entry, `put_root` (an `oci-archive:FILE` destination without a tag)
-/// lists it untagged. All sinks opened on one file in a process share one state; commit once,
+/// lists it untagged. All sinks opened on one file with one [`LocalStores`] share one state;
+/// commit once,
 /// after the last write.
 #[derive(Clone)]
 pub struct ArchiveSink {
-    shared: Arc<Shared>,
+    shared: Arc<ArchiveState>,
     tag: Option<String>,
 }
 
@@ -294,7 +296,7 @@ impl std::fmt::Debug for ArchiveSink {
 impl ArchiveSink {
     /// Prepare to write the archive `r.path`. Cheap: the existing archive and a partial file
     /// left by an interrupted run are read on first use (errors then name the file).
-    pub fn open(r: LayoutRef) -> Result<ArchiveSink> {
+    pub fn open(r: LayoutRef, local: &LocalStores) -> Result<ArchiveSink> {
         if r.path.is_dir() {
             return Err(Error::Invalid {
                 what: archive_what(&r.path),
@@ -302,7 +304,7 @@ impl ArchiveSink {
             });
         }
         Ok(ArchiveSink {
-            shared: Shared::get(&r.path)?,
+            shared: local.archive_or_insert(&r.path, || ArchiveState::new(&r.path))?,
             tag: r.tag,
         })
     }
@@ -468,8 +470,9 @@ impl Sink for ArchiveSink {
     }
 }
 
-/// The state every sink opened on one archive file shares (one per file and process).
-struct Shared {
+/// The state every sink one operation opens on an archive file shares (one per file, held by
+/// [`LocalStores`]).
+pub struct ArchiveState {
     /// The archive, as first given.
     path: PathBuf,
     partial_path: PathBuf,
@@ -478,46 +481,21 @@ struct Shared {
     committing: tokio::sync::Mutex<()>,
 }
 
-/// The archive files this process has sinks open on, by absolute path.
-fn writers() -> MutexGuard<'static, HashMap<PathBuf, Weak<Shared>>> {
-    static WRITERS: OnceLock<Mutex<HashMap<PathBuf, Weak<Shared>>>> = OnceLock::new();
-    WRITERS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
-
-/// The key of `path` in [`writers`]: its directory resolved, so spellings of one file agree.
-fn writer_key(path: &Path) -> PathBuf {
-    match (std::fs::canonicalize(parent_dir(path)), path.file_name()) {
-        (Ok(dir), Some(name)) => dir.join(name),
-        _ => path.to_path_buf(),
+impl std::fmt::Debug for ArchiveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ArchiveState({})", self.path.display())
     }
 }
 
-impl Shared {
-    /// The shared state for `path`, created if no sink of this process has it open.
-    fn get(path: &Path) -> Result<Arc<Shared>> {
-        let partial_path = ArchiveSink::partial_path(path)?;
-        let key = writer_key(path);
-        let mut map = writers();
-        map.retain(|_, w| w.strong_count() > 0);
-        if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
-            return Ok(s);
-        }
-        let s = Arc::new(Shared {
+impl ArchiveState {
+    /// A new writer state for `path` (nothing is read until first use).
+    fn new(path: &Path) -> Result<Arc<ArchiveState>> {
+        Ok(Arc::new(ArchiveState {
             path: path.to_path_buf(),
-            partial_path,
+            partial_path: ArchiveSink::partial_path(path)?,
             session: Mutex::new(None),
             committing: tokio::sync::Mutex::new(()),
-        });
-        map.insert(key, Arc::downgrade(&s));
-        Ok(s)
-    }
-
-    /// The shared state for `path` if a sink of this process has it open.
-    fn find(path: &Path) -> Option<Arc<Shared>> {
-        writers().get(&writer_key(path)).and_then(Weak::upgrade)
+        }))
     }
 
     fn slot(&self) -> MutexGuard<'_, Option<Arc<Session>>> {
@@ -571,7 +549,7 @@ struct Session {
 }
 
 impl Session {
-    fn start(shared: &Shared) -> Result<Session> {
+    fn start(shared: &ArchiveState) -> Result<Session> {
         let what = || archive_what(&shared.path);
         let base = if exists(&shared.path)? {
             Some(Arc::new(
@@ -626,7 +604,7 @@ impl Session {
     }
 
     /// The partial file, created on first need.
-    async fn partial(&self, shared: &Shared) -> Result<Arc<Partial>> {
+    async fn partial(&self, shared: &ArchiveState) -> Result<Arc<Partial>> {
         self.partial
             .get_or_try_init(|| async {
                 let path = shared.partial_path.clone();
@@ -772,8 +750,9 @@ mod tests {
     }
 
     async fn write_archive(path: &Path, images: &[(&str, &str)]) {
+        let local = LocalStores::default();
         for (content, tag) in images {
-            let sink = ArchiveSink::open(aref(path, Some(tag))).unwrap();
+            let sink = ArchiveSink::open(aref(path, Some(tag)), &local).unwrap();
             put(&sink, &image(content), tag).await;
             sink.commit().await.unwrap();
         }
@@ -833,10 +812,11 @@ mod tests {
 
     #[tokio::test]
     async fn archive_round_trip() {
+        let local = LocalStores::default();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("img.tar");
         let img = image("arch");
-        let sink = ArchiveSink::open(aref(&file, Some("v1"))).unwrap();
+        let sink = ArchiveSink::open(aref(&file, Some("v1")), &local).unwrap();
         put(&sink, &img, "v1").await;
         assert!(!file.exists(), "nothing visible before commit");
         let partial = ArchiveSink::partial_path(&file).unwrap();
@@ -845,7 +825,7 @@ mod tests {
         assert!(file.exists());
         assert!(!partial.exists());
 
-        let src = ArchiveSource::open(aref(&file, Some("v1"))).unwrap();
+        let src = ArchiveSource::open(aref(&file, Some("v1")), &local).unwrap();
         assert_eq!(src.name(), format!("oci-archive:{}:v1", file.display()));
         let m = src.resolve().await.unwrap();
         assert_eq!(m.bytes(), img.manifest.bytes());
@@ -906,6 +886,7 @@ mod tests {
 
     #[tokio::test]
     async fn identical_content_gives_identical_archives() {
+        let local = LocalStores::default();
         // Writes in the same order (one transfer at a time, as `--jobs 1` does) give the same
         // bytes.
         let dir = tempfile::tempdir().unwrap();
@@ -916,7 +897,7 @@ mod tests {
         let bytes = std::fs::read(&a).unwrap();
         assert_eq!(bytes, std::fs::read(&b).unwrap());
         // Re-opening and committing with nothing new leaves the file as it is.
-        let sink = ArchiveSink::open(aref(&a, Some("x"))).unwrap();
+        let sink = ArchiveSink::open(aref(&a, Some("x")), &local).unwrap();
         put(&sink, &image("one"), "x").await;
         sink.commit().await.unwrap();
         assert_eq!(bytes, std::fs::read(&a).unwrap());
@@ -925,6 +906,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_writes_give_the_same_members_in_arrival_order() {
+        let local = LocalStores::default();
         // Concurrent transfers write side by side; the member order follows arrival, the
         // members and index.json do not depend on it.
         let dir = tempfile::tempdir().unwrap();
@@ -937,7 +919,7 @@ mod tests {
             ("rev.tar", [5, 4, 3, 2, 1, 0]),
         ] {
             let file = dir.path().join(name);
-            let sink = ArchiveSink::open(aref(&file, None)).unwrap();
+            let sink = ArchiveSink::open(aref(&file, None), &local).unwrap();
             // The image first (the partial file exists then): the six transfers below start,
             // and take their slots, in the order they are listed.
             let img = image("concurrent");
@@ -979,12 +961,13 @@ mod tests {
 
     #[tokio::test]
     async fn adding_to_an_archive_keeps_other_images() {
+        let local = LocalStores::default();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("multi.tar");
         write_archive(&file, &[("one", "x"), ("two", "y")]).await;
         // Retag x to another image: replaced in place; y kept.
         write_archive(&file, &[("three", "x")]).await;
-        let src = ArchiveSource::open(aref(&file, None)).unwrap();
+        let src = ArchiveSource::open(aref(&file, None), &local).unwrap();
         let tags: Vec<_> = src
             .entries()
             .iter()
@@ -1021,13 +1004,14 @@ mod tests {
 
     #[tokio::test]
     async fn partial_file_is_resumed_after_interruption() {
+        let local = LocalStores::default();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("resume.tar");
         let partial = ArchiveSink::partial_path(&file).unwrap();
         let img = image("resume");
         let (big, big_bytes) = blob(7, 100_000);
         {
-            let sink = ArchiveSink::open(aref(&file, Some("t"))).unwrap();
+            let sink = ArchiveSink::open(aref(&file, Some("t")), &local).unwrap();
             sink.put_blob(&img.layer.0, bytes_stream(img.layer.1.clone()))
                 .await
                 .unwrap();
@@ -1069,7 +1053,7 @@ mod tests {
             .unwrap();
         drop(f);
 
-        let sink = ArchiveSink::open(aref(&file, Some("t"))).unwrap();
+        let sink = ArchiveSink::open(aref(&file, Some("t")), &local).unwrap();
         // The finished blobs are kept and not read again; the damaged and the torn ones are not.
         assert!(sink.has_blob(&img.layer.0).await.unwrap());
         assert!(sink.has_blob(&img.config.0).await.unwrap());
@@ -1095,7 +1079,7 @@ mod tests {
         put(&sink, &img, "t").await;
         sink.commit().await.unwrap();
         assert!(!partial.exists());
-        let src = ArchiveSource::open(aref(&file, Some("t"))).unwrap();
+        let src = ArchiveSource::open(aref(&file, Some("t")), &local).unwrap();
         assert_eq!(src.resolve().await.unwrap().digest(), img.manifest.digest());
         for (d, b) in [(&big, &big_bytes), (&torn, &torn_bytes)] {
             assert_eq!(
@@ -1109,10 +1093,11 @@ mod tests {
 
     #[tokio::test]
     async fn failed_transfers_leave_no_member() {
+        let local = LocalStores::default();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("fail.tar");
         let partial = ArchiveSink::partial_path(&file).unwrap();
-        let sink = ArchiveSink::open(aref(&file, Some("t"))).unwrap();
+        let sink = ArchiveSink::open(aref(&file, Some("t")), &local).unwrap();
         let img = image("fail");
         let (a, a_bytes) = blob(1, 40_000);
         let (b, b_bytes) = blob(2, 40_000);
@@ -1200,7 +1185,7 @@ mod tests {
         for x in [&a, &b, &c, &e] {
             assert!(names.contains(&blob_name(x)), "{names:?}");
         }
-        let src = ArchiveSource::open(aref(&file, Some("t"))).unwrap();
+        let src = ArchiveSource::open(aref(&file, Some("t")), &local).unwrap();
         assert!(!src.has_blob(&d));
         for (x, bytes) in [
             (&a, &a_bytes),
@@ -1218,20 +1203,22 @@ mod tests {
 
     #[tokio::test]
     async fn sources_read_what_this_process_is_writing() {
+        let local = LocalStores::default();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("live.tar");
         write_archive(&file, &[("old", "old")]).await;
-        let sink = ArchiveSink::open(aref(&file, None)).unwrap();
+        let sink = ArchiveSink::open(aref(&file, None), &local).unwrap();
         let img = image("new");
         put(&sink, &img, "new").await;
         // Another sink on the same file (another spelling of the path) shares the state.
-        let other = ArchiveSink::open(aref(&dir.path().join(".").join("live.tar"), None)).unwrap();
+        let other =
+            ArchiveSink::open(aref(&dir.path().join(".").join("live.tar"), None), &local).unwrap();
         assert_eq!(
             other.tag_digest("new").await.unwrap(),
             Some(img.manifest.digest().clone())
         );
         for tag in ["old", "new"] {
-            let src = ArchiveSource::open(aref(&file, Some(tag))).unwrap();
+            let src = ArchiveSource::open(aref(&file, Some(tag)), &local).unwrap();
             let m = src.resolve().await.unwrap();
             assert_eq!(m.digest(), image(tag).manifest.digest());
             let layer = &image(tag).layer;
@@ -1245,7 +1232,7 @@ mod tests {
         assert_eq!(committed.entries().len(), 1);
         other.commit().await.unwrap();
         assert_eq!(
-            ArchiveSource::open(aref(&file, None))
+            ArchiveSource::open(aref(&file, None), &local)
                 .unwrap()
                 .entries()
                 .len(),
@@ -1255,7 +1242,7 @@ mod tests {
         tag_image(&sink, &img, "new").await;
         sink.commit().await.unwrap();
         assert_eq!(
-            ArchiveSource::open(aref(&file, None))
+            ArchiveSource::open(aref(&file, None), &local)
                 .unwrap()
                 .entries()
                 .len(),
@@ -1265,11 +1252,12 @@ mod tests {
 
     #[tokio::test]
     async fn reads_dot_slash_members_and_detects_corruption() {
+        let local = LocalStores::default();
         // A tar of a layout written by hand with `./` prefixes, the way `tar -C dir .` does.
         let dir = tempfile::tempdir().unwrap();
         let lay = dir.path().join("lay");
         let img = image("dots");
-        let sink = crate::store::layout::LayoutSink::open(aref(&lay, Some("d"))).unwrap();
+        let sink = crate::store::layout::LayoutSink::open(aref(&lay, Some("d")), &local).unwrap();
         put(&sink, &img, "d").await;
         let file = dir.path().join("dots.tar");
         let mut b = tar::Builder::new(File::create(&file).unwrap());
@@ -1308,7 +1296,7 @@ mod tests {
         b.finish().unwrap();
         drop(b);
 
-        let src = ArchiveSource::open(aref(&file, None)).unwrap();
+        let src = ArchiveSource::open(aref(&file, None), &local).unwrap();
         let m = src.resolve().await.unwrap();
         assert_eq!(m.bytes(), img.manifest.bytes());
         let config = collect(src.blob(&img.config.0).await.unwrap())
@@ -1323,7 +1311,7 @@ mod tests {
         // Adding to it: index.json and oci-layout come first there, so each blob is copied
         // over (verified) at the commit; the new archive has one of each member.
         let good = image("after dots");
-        let sink = ArchiveSink::open(aref(&file, Some("g"))).unwrap();
+        let sink = ArchiveSink::open(aref(&file, Some("g")), &local).unwrap();
         put(&sink, &good, "g").await;
         let err = sink.commit().await.unwrap_err();
         assert!(
@@ -1334,25 +1322,26 @@ mod tests {
 
     #[tokio::test]
     async fn open_errors_name_the_file() {
+        let local = LocalStores::default();
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.tar");
-        let err = ArchiveSource::open(aref(&missing, None)).unwrap_err();
+        let err = ArchiveSource::open(aref(&missing, None), &local).unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }));
         assert!(err.to_string().contains("missing.tar"), "{err}");
         let junk = dir.path().join("junk.tar");
         std::fs::write(&junk, vec![7u8; 1024]).unwrap();
-        let err = ArchiveSource::open(aref(&junk, None))
+        let err = ArchiveSource::open(aref(&junk, None), &local)
             .unwrap_err()
             .to_string();
         assert!(err.contains("junk.tar"), "{err}");
         let gz = dir.path().join("img.tar.gz");
         std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0]).unwrap();
-        let err = ArchiveSource::open(aref(&gz, None))
+        let err = ArchiveSource::open(aref(&gz, None), &local)
             .unwrap_err()
             .to_string();
         assert!(err.contains("gzip-compressed"), "{err}");
         // An existing file that is not an OCI archive is not overwritten by a sink.
-        let sink = ArchiveSink::open(aref(&junk, None)).unwrap();
+        let sink = ArchiveSink::open(aref(&junk, None), &local).unwrap();
         let err = sink.has_blob(&image("j").layer.0).await.unwrap_err();
         assert!(err.to_string().contains("junk.tar"), "{err}");
         assert!(sink.commit().await.is_err());
@@ -1363,7 +1352,7 @@ mod tests {
         write_archive(&cut, &[("cut", "c")]).await;
         let bytes = std::fs::read(&cut).unwrap();
         std::fs::write(&cut, &bytes[..bytes.len() - 1024 - 512 + 10]).unwrap();
-        let err = ArchiveSource::open(aref(&cut, None))
+        let err = ArchiveSource::open(aref(&cut, None), &local)
             .unwrap_err()
             .to_string();
         assert!(
