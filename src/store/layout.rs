@@ -5,8 +5,8 @@
 //!
 //! Writes are crash-safe: blobs are streamed into a temp file inside `blobs/<alg>/`, verified
 //! (digest and size), fsynced and renamed into place; `index.json` is rewritten through a temp
-//! file and a rename, under a process-wide lock per layout directory. Manifests are stored as
-//! the exact bytes given; only `index.json` is serialised by graft (deterministically, keeping the
+//! file and a rename, under a lock per layout directory shared by one operation
+//! ([`LocalStores`]). Manifests are stored as the exact bytes given; only `index.json` is serialised by graft (deterministically, keeping the
 //! fields and entries it does not touch; the document is handled by
 //! [`crate::store::index_json`], shared with archives).
 
@@ -310,7 +310,7 @@ impl Layout {
     /// one, the entry is appended unless an entry with that digest is already listed. The entry
     /// written is `desc` with its `ref.name` annotation set to `tag` (or removed). Other entries,
     /// their order and unknown top-level fields are kept; the file is replaced atomically under
-    /// a process-wide lock for this layout.
+    /// the layout's lock (shared by one operation: [`Layout::sharing`]).
     pub fn set_tag(&self, desc: &Descriptor, tag: Option<&str>) -> Result<()> {
         let value = index_entry(desc, tag)?;
         self.edit_index(|manifests| {

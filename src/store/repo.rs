@@ -317,7 +317,7 @@ impl LayoutRepository {
         }
     }
 
-    /// The entries of `index.json` (the uncommitted state, for an archive this process is
+    /// The entries of `index.json` (the uncommitted state, for an archive this operation is
     /// writing).
     fn entries(&self) -> Result<Vec<Descriptor>> {
         match self.kind {

@@ -79,13 +79,13 @@ const ARCHIVE_READ_CHUNK: usize = 256 << 10;
 struct Member {
     offset: u64,
     size: u64,
-    /// In the partial file of a writer of this process, not in the archive itself.
+    /// In the partial file of a writer of this operation, not in the archive itself.
     in_partial: bool,
 }
 
 /// Reads images from a tar of an OCI layout without extracting it.
 ///
-/// Opened on a file that an [`ArchiveSink`] of this process is writing, it reads what that
+/// Opened on a file that an [`ArchiveSink`] of the same operation is writing, it reads what that
 /// sink has written so far (its blobs and its `index.json`, committed or not).
 #[derive(Debug, Clone)]
 pub struct ArchiveSource {
