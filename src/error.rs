@@ -304,3 +304,23 @@ impl<T> ResultExt<T> for Result<T> {
         self.map_err(|e| e.context(context()))
     }
 }
+
+/// The messages of `e`'s causes, outermost first (not `e`'s own): the one walk of a cause
+/// chain, used to print an error (one `caused by:` line each) and to flatten it into one line.
+pub fn causes(e: &dyn std::error::Error) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push(s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// `e` and its causes on one line, joined by `: ` (for reports that hold an error as text).
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    std::iter::once(e.to_string())
+        .chain(causes(e))
+        .collect::<Vec<_>>()
+        .join(": ")
+}

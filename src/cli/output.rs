@@ -63,10 +63,8 @@ fn render(w: &mut impl Write, e: &anyhow::Error) -> std::io::Result<()> {
             }
         }
     }
-    let mut source = e.source();
-    while let Some(s) = source {
-        writeln!(w, "  caused by: {s}")?;
-        source = s.source();
+    for cause in graft::error::causes(e.as_ref()) {
+        writeln!(w, "  caused by: {cause}")?;
     }
     if let Some(h) = hint(e) {
         writeln!(w, "hint: {h}")?;

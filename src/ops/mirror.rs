@@ -330,21 +330,9 @@ fn failure(source: &str, destination: &str, platform: Option<String>, e: &Error)
         status: Status::Failed,
         digest: None,
         bytes_uploaded: 0,
-        error: Some(error_chain(e)),
+        error: Some(crate::error::one_line(e)),
         attachments: None,
     }
-}
-
-/// An error with its causes on one line.
-pub fn error_chain(e: &Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Result<Vec<Item>> {
@@ -460,7 +448,7 @@ pub async fn run(
                         status: Status::Failed,
                         digest: None,
                         bytes_uploaded: 0,
-                        error: Some(error_chain(&e)),
+                        error: Some(crate::error::one_line(&e)),
                         attachments: None,
                     },
                 }
@@ -471,7 +459,7 @@ pub async fn run(
         .await;
     if let Some((r, sink)) = shared {
         if let Err(e) = sink.commit().await {
-            let msg = error_chain(&e.context(format!("writing {r}")));
+            let msg = crate::error::one_line(&e.context(format!("writing {r}")));
             for o in outcomes.iter_mut().filter(|o| o.status == Status::Copied) {
                 o.status = Status::Failed;
                 o.error = Some(msg.clone());

@@ -924,10 +924,7 @@ mod tests {
         let layout = Layout::open_or_create(dir.path()).unwrap();
         std::thread::scope(|s| {
             for i in 0..16 {
-                let layout = Layout::open(dir.path())
-                    .unwrap()
-                    .sharing(&local)
-                    .unwrap();
+                let layout = Layout::open(dir.path()).unwrap().sharing(&local).unwrap();
                 s.spawn(move || {
                     let d = Digest::sha256(format!("{i}").as_bytes());
                     layout
