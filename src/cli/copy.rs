@@ -35,6 +35,10 @@ pub struct CopyArgs {
     /// `.sig`/`.att`/`.sbom` tags and OCI referrers, recursively.
     #[arg(long)]
     pub with_attachments: bool,
+    /// Refuse the copy (exit 1, nothing written) unless the image carries a signature by
+    /// this cosign public key (a path or env://VAR). The image checked is the image copied.
+    #[arg(long, value_name = "PUB")]
+    pub verify_key: Option<String>,
 }
 
 /// Run `graft copy`.
@@ -45,6 +49,11 @@ pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         platform: args.platform.clone(),
         jobs: args.jobs,
         with_attachments: args.with_attachments,
+        verify_key: args
+            .verify_key
+            .as_deref()
+            .map(graft::sign::PublicKey::load)
+            .transpose()?,
     };
     let src_ep = global.registry.endpoint(args.src_creds.as_deref())?;
     let mut dst_ep = global.registry.endpoint(args.dest_creds.as_deref())?;

@@ -8,6 +8,7 @@ use clap::Args;
 use graft::layer::{self, Compression, LayerDigests};
 use graft::library::plan::Plan;
 use graft::library::{CompatLayer, Library};
+use graft::ops::refresh::{prepare, LayerCache, RefreshOptions};
 use graft::store::open::open_source;
 use graft::timestamp::Timestamp;
 
@@ -42,10 +43,31 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     })?;
     if args.resolve {
         let ep = global.registry.endpoint(None)?;
+        let work = tempfile::tempdir()?;
+        let opts = RefreshOptions {
+            build: build.clone(),
+            created: mtime,
+            dry_run: true,
+            jobs: 4,
+            work_dir: work.path().to_path_buf(),
+        };
+        let layers = LayerCache::default();
         for (i, m) in lib.manifests().iter().enumerate() {
             let src = open_source(&m.science.image.image, &ep).await?;
             let root = src.resolve().await?;
             plan.set_resolved(i, root.digest().clone());
+            if plan.has_errors() {
+                continue;
+            }
+            // The labels refresh would write, from refresh's own assembly (a dry run).
+            let prepared = prepare(&lib, m, &opts, &ep, &layers).await?;
+            let written: Vec<_> = prepared
+                .result
+                .platforms
+                .iter()
+                .map(|p| (p.platform.clone(), p.labels.clone()))
+                .collect();
+            plan.set_written_labels(i, &written);
         }
     }
     match global.output {

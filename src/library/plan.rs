@@ -25,8 +25,6 @@ pub struct Plan {
     pub layers: Vec<LayerPlan>,
     /// Problems with the plan as a whole.
     pub conflicts: Vec<Conflict>,
-    #[serde(skip)]
-    label_prefix: Option<String>,
 }
 
 /// The science image of one planned image.
@@ -65,8 +63,14 @@ pub struct ImagePlan {
     pub tags: Vec<String>,
     /// Final references, `{target}:{tag}`, as written (relative to the library root).
     pub references: Vec<String>,
-    /// Labels of the final configs (compat layer's, manifest's, breadcrumbs).
+    /// Labels of the final configs (compat layer's, manifest's, breadcrumbs). With
+    /// `--resolve`, exactly what refresh writes into every platform's config (the science
+    /// image's own labels and its breadcrumbs included; see [`Plan::set_written_labels`]).
     pub labels: BTreeMap<String, String>,
+    /// With `--resolve`, labels refresh writes into some platform configs but not into all
+    /// with the same value (e.g. a science build time that differs by platform), by platform.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub platform_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Annotations of the final manifests and index.
     pub annotations: BTreeMap<String, String>,
 }
@@ -204,6 +208,7 @@ impl Plan {
                 layer_digest: built.get(&m.compat).cloned().flatten().map(|i| i.digest),
                 platforms: m.platforms.iter().map(|p| p.to_string()).collect(),
                 labels: lib.labels(m, build, created)?,
+                platform_labels: BTreeMap::new(),
                 annotations: lib.annotations(m),
                 tags,
                 references,
@@ -214,7 +219,6 @@ impl Plan {
             images,
             layers,
             conflicts,
-            label_prefix: lib.settings().label_prefix.clone(),
         })
     }
 
@@ -234,11 +238,39 @@ impl Plan {
                 });
             }
         }
-        if let Some(p) = &self.label_prefix {
-            let key = format!("{p}.science.{}.digest", image.science.target);
-            image.labels.insert(key, digest.to_string());
-        }
         image.science.resolved = Some(digest);
+    }
+
+    /// Record the labels refresh writes into each platform config of image `index` (computed
+    /// by refresh's own code, not predicted here): those every platform has go to `labels`,
+    /// the rest to `platform_labels`.
+    pub fn set_written_labels(
+        &mut self,
+        index: usize,
+        written: &[(Option<String>, BTreeMap<String, String>)],
+    ) {
+        let image = &mut self.images[index];
+        let Some((_, first)) = written.first() else {
+            return;
+        };
+        let common: BTreeMap<String, String> = first
+            .iter()
+            .filter(|(k, v)| written.iter().all(|(_, l)| l.get(*k) == Some(*v)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        image.platform_labels = written
+            .iter()
+            .map(|(p, l)| {
+                let own = l
+                    .iter()
+                    .filter(|(k, _)| !common.contains_key(*k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<BTreeMap<_, _>>();
+                (p.clone().unwrap_or_else(|| "image".into()), own)
+            })
+            .filter(|(_, own)| !own.is_empty())
+            .collect();
+        image.labels = common;
     }
 
     /// Whether any conflict is an error.

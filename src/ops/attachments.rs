@@ -7,7 +7,9 @@
 //! - OCI 1.1 referrers: the referrers API where the registry has it, else the `sha256-<hex>`
 //!   tag-schema fallback index (the only form in `oci:` layouts and `oci-archive:` files).
 //!
-//! Every attachment found is explored the same way, so a signature of an attestation comes too.
+//! Every attachment found is explored the same way, so a signature of an attestation comes too,
+//! up to [`MAX_DEPTH`] attachments deep and [`MAX_ATTACHMENTS`] in all: a registry that
+//! invents a new signature for every lookup must not keep discovery going forever.
 //! Requests: 4 manifest lookups per digest (3 tags + the fallback tag, or the referrers API),
 //! plus one GET per referrer; a registry whose referrers API answers 404 once is not asked
 //! again in that discovery.
@@ -45,6 +47,13 @@ use crate::sign::attach::{merge_cosign_layer, merge_referrer_entry, referrers_ta
 use crate::sign::repo::Repo;
 use crate::store::repo::layout_tag;
 use crate::store::Sink;
+
+/// How deep attachments of attachments are followed (an image's signature is 1 deep, a
+/// signature of its attestation 2). Real chains stop at 2 or 3.
+pub const MAX_DEPTH: usize = 8;
+
+/// How many attachments one image may have, all depths together.
+pub const MAX_ATTACHMENTS: usize = 1000;
 
 /// The cosign tag suffixes graft copies.
 pub const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
@@ -84,13 +93,31 @@ impl Attachment {
 /// before their attachments.
 pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>> {
     let mut out = Vec::new();
-    let mut queue: VecDeque<RawManifest> = VecDeque::from([root.clone()]);
+    // Each manifest with its depth: the image is 0, its attachments 1, theirs 2.
+    let mut queue: VecDeque<(RawManifest, usize)> = VecDeque::from([(root.clone(), 0)]);
     let mut seen: HashSet<Digest> = HashSet::new();
     // A registry without the referrers API answers 404 once: use the fallback tag after that.
     let mut has_api = true;
-    while let Some(m) = queue.pop_front() {
+    let too_many = |reason: String| Error::Invalid {
+        what: format!("the attachments of {}", repo.describe(root.digest())),
+        reason,
+    };
+    while let Some((m, depth)) = queue.pop_front() {
         if !seen.insert(m.digest().clone()) {
             continue;
+        }
+        if out.len() > MAX_ATTACHMENTS {
+            return Err(too_many(format!(
+                "more than {MAX_ATTACHMENTS} attachments (signatures, attestations, referrers); \
+                 graft stops there rather than follow a registry that keeps inventing them"
+            )));
+        }
+        if depth > MAX_DEPTH {
+            return Err(too_many(format!(
+                "attachments of attachments more than {MAX_DEPTH} deep ({} is one); graft \
+                 stops there rather than follow a registry that keeps inventing them",
+                m.digest()
+            )));
         }
         let mut subjects = vec![m.digest().clone()];
         if m.is_index() && !is_fallback(&m, &out) {
@@ -108,7 +135,7 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
                         tag: Some(tag),
                         manifest: a.clone(),
                     });
-                    queue.push_back(a);
+                    queue.push_back((a, depth + 1));
                 }
             }
             let api = if has_api {
@@ -156,7 +183,7 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
                     Some(i) if out[i].is_fallback_index() => out.insert(i, item),
                     _ => out.push(item),
                 }
-                queue.push_back(r);
+                queue.push_back((r, depth + 1));
             }
         }
     }

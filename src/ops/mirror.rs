@@ -14,15 +14,14 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::copy::{copy_image, CopyOptions, Dedupe};
+use crate::copy::{copy_image, resolve_root, CopyOptions, Dedupe};
 use crate::error::{Error, Result};
 use crate::oci::{Digest, Platform};
-use crate::ops::attachments::AttachmentsReport;
-use crate::ops::copy::copy_attached;
+use crate::ops::attachments::{copy_attachments, AttachmentsReport};
+use crate::ops::copy::{discover_attached, verify_root, Pinned};
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef, LayoutRef};
 use crate::sign::repo::Repo;
-use crate::sign::verify::verify_signatures;
 use crate::sign::PublicKey;
 use crate::store::open::{open_repository, open_sink, open_source, Endpoint};
 use crate::store::Sink;
@@ -48,8 +47,10 @@ pub struct MirrorConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
-    /// `docker://HOST/REPO` (a tag, if given, is ignored), or an `oci:`/`oci-archive:` made by
-    /// a mirror (its images carry their original references).
+    /// `docker://HOST/REPO` (a tag, if given, is ignored; a digest, `HOST/REPO@sha256:…`,
+    /// mirrors exactly that image, stored by digest and named `HOST/REPO@sha256:…` in an
+    /// export), or an `oci:`/`oci-archive:` made by a mirror (its images carry their
+    /// original references).
     pub repository: String,
     /// Exact tags.
     #[serde(default)]
@@ -230,8 +231,20 @@ fn repo_path(d: &DockerRef) -> String {
     d.repository.clone()
 }
 
+/// Where `original` goes in `dest`. A digest-pinned original keeps its digest and no tag: by
+/// digest in a registry, named `host/repo@sha256:…` in a layout or archive.
 fn destination_for(dest: &ImageRef, original: &DockerRef, to: Option<&str>) -> Result<ImageRef> {
     let tag = original.tag.clone().unwrap_or_else(|| "latest".into());
+    let (tag, digest) = match &original.digest {
+        Some(d) => (None, Some(d.clone())),
+        None => (Some(tag), None),
+    };
+    // How a layout entry names it: `:tag` or `@sha256:…`.
+    let suffix = match (&tag, &digest) {
+        (_, Some(d)) => format!("@{d}"),
+        (Some(t), None) => format!(":{t}"),
+        (None, None) => String::new(),
+    };
     Ok(match dest {
         ImageRef::Docker(prefix) => {
             let path = to
@@ -245,14 +258,14 @@ fn destination_for(dest: &ImageRef, original: &DockerRef, to: Option<&str>) -> R
             ImageRef::Docker(DockerRef {
                 registry: prefix.registry.clone(),
                 repository,
-                tag: Some(tag),
-                digest: None,
+                tag,
+                digest,
             })
         }
         ImageRef::Layout(l) | ImageRef::Archive(l) => {
             let name = match to {
-                Some(t) => format!("{}/{t}:{tag}", original.registry),
-                None => format!("{}:{tag}", original.name()),
+                Some(t) => format!("{}/{t}{suffix}", original.registry),
+                None => format!("{}{suffix}", original.name()),
             };
             let r = LayoutRef {
                 path: l.path.clone(),
@@ -340,8 +353,39 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
     let mut out = Vec::new();
     // Tags of a registry repository; in an export made by graft mirror, every entry's name
     // (its original reference).
-    let listed = open_repository(&src, ep, false)?.list_tags().await?;
+    let listed = match &src {
+        ImageRef::Docker(d) if d.digest.is_some() => Vec::new(),
+        _ => open_repository(&src, ep, false)?.list_tags().await?,
+    };
     match &src {
+        ImageRef::Docker(d) if d.digest.is_some() => {
+            // Pinned: exactly that image, whatever the tags say now.
+            let filters = [
+                (!spec.tags.is_empty(), "tags"),
+                (spec.allow_tags.is_some(), "allow_tags"),
+                (spec.latest.is_some(), "latest"),
+                (spec.platform.is_some(), "platform"),
+            ];
+            if let Some((_, field)) = filters.iter().find(|(set, _)| *set) {
+                return Err(Error::Invalid {
+                    what: format!("source {}", spec.repository),
+                    reason: format!(
+                        "it pins a digest, which mirrors exactly that image: `{field}` cannot \
+                         apply to it"
+                    ),
+                });
+            }
+            let original = DockerRef {
+                tag: None,
+                ..d.clone()
+            };
+            out.push(Item {
+                source: ImageRef::Docker(original.clone()).to_string(),
+                destination: destination_for(dest, &original, spec.to.as_deref())?.to_string(),
+                platform: None,
+                with_attachments: false,
+            });
+        }
         ImageRef::Docker(d) => {
             let available = listed;
             for tag in select_tags(&available, spec)? {
@@ -372,9 +416,20 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
             }
             let available: Vec<String> =
                 by_repo.iter().filter_map(|(d, _)| d.tag.clone()).collect();
-            let wanted = select_tags(&available, spec)?;
+            // Entries named by digest (`host/repo@sha256:…`, from a digest-pinned source) have
+            // no tag to filter: they come with every import that does not name tags.
+            let unfiltered = spec.tags.is_empty() && spec.allow_tags.is_none();
+            let pinned = by_repo.iter().any(|(d, _)| d.tag.is_none());
+            let wanted = match available.is_empty() && pinned && unfiltered {
+                true => Vec::new(),
+                false => select_tags(&available, spec)?,
+            };
             for (original, name) in by_repo {
-                if !original.tag.as_ref().is_some_and(|t| wanted.contains(t)) {
+                let keep = match &original.tag {
+                    Some(t) => wanted.contains(t),
+                    None => unfiltered,
+                };
+                if !keep {
                     continue;
                 }
                 let source = LayoutRef {
@@ -485,24 +540,54 @@ async fn mirror_one(
         .as_deref()
         .map(str::parse::<Platform>)
         .transpose()?;
-    let src = open_source(&src_ref, ep).await?;
-    let commit = shared_sink.is_none();
-    let dst: Arc<dyn Sink> = match shared_sink {
-        Some(s) => s,
-        None => Arc::from(open_sink(&dst_ref, ep).await?),
-    };
-    let tags = crate::store::open::destination_tags(&dst_ref);
+    if let (true, ImageRef::Layout(l) | ImageRef::Archive(l)) = (item.with_attachments, &dst_ref) {
+        if l.tag.as_deref().is_some_and(|t| t.contains('@')) {
+            // Attachments in a multi-image layout are named after their image's `host/repo:`
+            // namespace, which an entry named by digest does not have.
+            return Err(Error::Unsupported(format!(
+                "{}: attachments of a digest-pinned source cannot be exported into a layout \
+                 or archive; mirror it by tag, or without with_attachments",
+                item.source
+            )));
+        }
+    }
+    // Resolved once: the root checked below is the root copied (see ops::copy).
+    let src = Pinned::pin(open_source(&src_ref, ep).await?).await?;
     let repo = if item.with_attachments || verify_key.is_some() {
         Some(Repo::open_read(&src_ref, ep).await?)
     } else {
         None
     };
     if let (Some(key), Some(repo)) = (verify_key, &repo) {
-        let digest = src.resolve_digest().await?;
-        verify_signatures(repo, &digest, key)
-            .await
-            .map_err(|e| e.context(format!("refusing to import {}", item.source)))?;
+        verify_root(&src, repo, key, &item.source).await?;
     }
+    let found = match (&repo, item.with_attachments) {
+        (Some(repo), true) => Some(
+            discover_attached(repo, &src, platform.as_ref())
+                .await
+                .map_err(|e| e.context(format!("finding the attachments of {}", item.source)))?,
+        ),
+        _ => None,
+    };
+    if let ImageRef::Docker(DockerRef {
+        digest: Some(want), ..
+    }) = &dst_ref
+    {
+        let root = resolve_root(&src, platform.as_ref()).await?;
+        if want != root.digest() {
+            return Err(Error::DigestMismatch {
+                what: format!("{} (mirrored to {})", item.source, item.destination),
+                expected: want.clone(),
+                found: root.digest().clone(),
+            });
+        }
+    }
+    let commit = shared_sink.is_none();
+    let dst: Arc<dyn Sink> = match shared_sink {
+        Some(s) => s,
+        None => Arc::from(open_sink(&dst_ref, ep).await?),
+    };
+    let tags = crate::store::open::destination_tags(&dst_ref);
     let opts = CopyOptions {
         platform,
         jobs,
@@ -520,30 +605,33 @@ async fn mirror_one(
     if opts.platform.is_none() {
         // Incremental: one request to each side when nothing changed (plus, with attachments,
         // the discovery at the source and one HEAD per attachment at the destination).
-        let digest = src.resolve_digest().await?;
-        if let Some(tag) = opts.tags.first() {
-            if dst.tag_digest(tag).await?.as_ref() == Some(&digest) {
-                skip = Some(digest);
-            }
+        let root = src.root();
+        let there = match opts.tags.first() {
+            Some(tag) => dst.tag_digest(tag).await?.as_ref() == Some(root.digest()),
+            // Stored by digest (a digest-pinned source).
+            None => dst.has_manifest(&root.descriptor()).await?,
+        };
+        if there {
+            skip = Some(root.digest().clone());
         }
     }
     let (digest, mut bytes, mut status) = match &skip {
         Some(d) => (d.clone(), 0, Status::Skipped),
         None => {
-            let report = copy_image(src.as_ref(), dst.as_ref(), &opts, reporter).await?;
+            let report = copy_image(&src, dst.as_ref(), &opts, reporter).await?;
             (report.digest, report.uploaded.bytes, Status::Copied)
         }
     };
     let mut attachments = None;
-    if let (true, Some(repo), Some(merge_repo)) =
-        (item.with_attachments, repo.as_ref(), merge_repo.as_ref())
+    if let (Some(found), Some(repo), Some(merge_repo)) =
+        (&found, repo.as_ref(), merge_repo.as_ref())
     {
-        let r = copy_attached(
+        let r = copy_attachments(
             repo,
-            src.as_ref(),
             dst.as_ref(),
             &dst_ref,
-            merge_repo,
+            found,
+            Some(merge_repo),
             &opts,
             reporter,
         )

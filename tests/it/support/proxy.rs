@@ -56,12 +56,27 @@ impl ProxiedRequest {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Fault {
     Fail { status: u16 },
     DropAfter { bytes: u64 },
     TooMany { seconds: u64 },
     Hang,
+    Rewrite { from: String, to: String },
+    Answer(Responder),
+}
+
+/// A synthetic answer: `(status, headers, body)`.
+pub type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// Computes the answer to a request from its method and path and query; `None` forwards it.
+#[derive(Clone)]
+pub struct Responder(Arc<dyn Fn(&str, &str) -> Option<Answer> + Send + Sync>);
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
 }
 
 #[derive(Debug)]
@@ -86,7 +101,7 @@ impl State {
             r.remaining > 0 && method_matches(&r.method, method) && pq.contains(&r.path)
         })?;
         rule.remaining -= 1;
-        Some(rule.fault)
+        Some(rule.fault.clone())
     }
 
     fn set_status(&self, idx: usize, status: u16) {
@@ -222,6 +237,32 @@ impl Proxy {
         self.add_rule(method, path_substring, Fault::Hang, times);
     }
 
+    /// The next `times` matching requests are forwarded with `from` replaced by `to` in their
+    /// path and query (recorded as received): a registry that answers a different manifest
+    /// than it was asked for, e.g. a GET of a tag answered with another tag's manifest while
+    /// its HEAD tells the truth.
+    pub fn rewrite(&self, method: &str, path_substring: &str, from: &str, to: &str, times: usize) {
+        let fault = Fault::Rewrite {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
+        self.add_rule(method, path_substring, fault, times);
+    }
+
+    /// The next `times` matching requests are answered by `answer(method, path_and_query)`
+    /// (not forwarded) when it returns `Some`, else forwarded: a registry that makes up
+    /// documents.
+    pub fn respond(
+        &self,
+        method: &str,
+        path_substring: &str,
+        times: usize,
+        answer: impl Fn(&str, &str) -> Option<Answer> + Send + Sync + 'static,
+    ) {
+        let fault = Fault::Answer(Responder(Arc::new(answer)));
+        self.add_rule(method, path_substring, fault, times);
+    }
+
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
         self.state.rules.lock().unwrap().clear();
@@ -349,7 +390,35 @@ async fn handle(
     };
 
     let fault = state.take_fault(&method, &pq);
+    let mut pq = pq;
     match fault {
+        Some(Fault::Rewrite { from, to }) => pq = pq.replace(&from, &to),
+        Some(Fault::Answer(Responder(answer))) => {
+            if let Some((status, headers, body)) = answer(&method, &pq) {
+                drain(req.into_body()).await;
+                state.set_status(idx, status);
+                let len = body.len();
+                let body = if method == "HEAD" { Vec::new() } else { body };
+                let mut resp = Response::new(
+                    Full::new(Bytes::from(body))
+                        .map_err(|never| -> BoxError { match never {} })
+                        .boxed(),
+                );
+                *resp.status_mut() =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                for (n, v) in headers {
+                    if let (Ok(n), Ok(v)) = (
+                        HeaderName::from_bytes(n.as_bytes()),
+                        HeaderValue::from_str(&v),
+                    ) {
+                        resp.headers_mut().insert(n, v);
+                    }
+                }
+                resp.headers_mut()
+                    .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
+                return Ok(resp);
+            }
+        }
         Some(Fault::Fail { status }) => {
             drain(req.into_body()).await;
             state.set_status(idx, status);
