@@ -220,9 +220,10 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn digest() {
     check(arb_digest(), |d| {
-        let back: Digest = d.to_string().parse().map_err(|e| {
-            TestCaseError::fail(format!("{d} does not parse back: {e}"))
-        })?;
+        let back: Digest = d
+            .to_string()
+            .parse()
+            .map_err(|e| TestCaseError::fail(format!("{d} does not parse back: {e}")))?;
         prop_assert_eq!(back, d);
         Ok(())
     });
@@ -238,8 +239,8 @@ fn digest() {
 fn reference() {
     check(docker_ref(), |r| {
         let text = r.to_string();
-        let back = DockerRef::parse(&text)
-            .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+        let back =
+            DockerRef::parse(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
         prop_assert_eq!(&back, &r);
         let image: ImageRef = format!("docker://{text}")
             .parse()
@@ -276,9 +277,10 @@ fn reference() {
         for prefix in ["docker://", "oci:", "oci-archive:"] {
             if let Ok(r) = format!("{prefix}{s}").parse::<ImageRef>() {
                 // Whatever parses prints as something that parses to the same.
-                let again: ImageRef = r.to_string().parse().map_err(|e| {
-                    TestCaseError::fail(format!("{r} does not parse back: {e}"))
-                })?;
+                let again: ImageRef = r
+                    .to_string()
+                    .parse()
+                    .map_err(|e| TestCaseError::fail(format!("{r} does not parse back: {e}")))?;
                 prop_assert_eq!(again, r);
             }
         }
@@ -464,9 +466,8 @@ fn yaml() -> impl Strategy<Value = String> {
         Just("\"{version}-{build}\"".to_string()),
         "[ -~]{0,20}",
     ];
-    let line = (0usize..3, key, scalar).prop_map(|(indent, k, v)| {
-        format!("{}{k}: {v}", "  ".repeat(indent))
-    });
+    let line = (0usize..3, key, scalar)
+        .prop_map(|(indent, k, v)| format!("{}{k}: {v}", "  ".repeat(indent)));
     prop_oneof![
         4 => proptest::collection::vec(line, 0..10).prop_map(|l| l.join("\n") + "\n"),
         1 => proptest::collection::vec(
@@ -521,7 +522,10 @@ fn pem(label: &str, body: &[u8]) -> String {
         .chunks(64)
         .map(|c| std::str::from_utf8(c).unwrap())
         .collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 /// A cosign encrypted key document with small scrypt costs (the parser's limits on large ones
@@ -586,7 +590,13 @@ fn dsse() {
     let envelope = (
         text(),
         prop_oneof![document().prop_map(|d| b64(&d)), text()],
-        proptest::collection::vec((text(), prop_oneof![text(), any::<Vec<u8>>().prop_map(|b| b64(&b))]), 0..3),
+        proptest::collection::vec(
+            (
+                text(),
+                prop_oneof![text(), any::<Vec<u8>>().prop_map(|b| b64(&b))],
+            ),
+            0..3,
+        ),
     )
         .prop_map(|(payload_type, payload, sigs)| {
             let sigs: Vec<_> = sigs

@@ -67,7 +67,10 @@ fn signed_and_unsigned(home: &Path) -> (Registry, PathBuf, String, String) {
     let a = Registry::start(RegistryOpts::plain());
     a.seed("astro-base", "sci/astro:signed");
     a.seed("jupyter-sci", "sci/astro:unsigned");
-    let public = sign(home, &format!("docker://{}", a.image_ref("sci/astro:signed")));
+    let public = sign(
+        home,
+        &format!("docker://{}", a.image_ref("sci/astro:signed")),
+    );
     let signed = sha256_digest(&a.raw("sci/astro:signed"));
     let unsigned = sha256_digest(&a.raw("sci/astro:unsigned"));
     assert_ne!(signed, unsigned);
@@ -148,8 +151,18 @@ fn mirror_verify_key_refuses_an_image_swapped_between_check_and_copy() {
         .unwrap_or(0);
     assert_eq!(blobs, 0);
     // The source was resolved with one GET, never a HEAD that a GET could contradict.
-    assert_eq!(proxy.count("HEAD", "/manifests/signed"), 0, "{:?}", proxy.requests());
-    assert_eq!(proxy.count("GET", "/manifests/signed"), 1, "{:?}", proxy.requests());
+    assert_eq!(
+        proxy.count("HEAD", "/manifests/signed"),
+        0,
+        "{:?}",
+        proxy.requests()
+    );
+    assert_eq!(
+        proxy.count("GET", "/manifests/signed"),
+        1,
+        "{:?}",
+        proxy.requests()
+    );
 }
 
 #[test]
@@ -209,7 +222,11 @@ fn copy_verify_key_copies_a_signed_image_and_refuses_a_wrong_key() {
     let run = copy(&wrong, &dst).fails(1);
     assert!(run.stderr.contains("refusing to import"), "{}", run.stderr);
     let listed = Command::new("skopeo")
-        .args(["list-tags", "--tls-verify=false", &b.docker_ref("mirror/astro")])
+        .args([
+            "list-tags",
+            "--tls-verify=false",
+            &b.docker_ref("mirror/astro"),
+        ])
         .output()
         .unwrap();
     assert!(!listed.status.success(), "{listed:?}");
@@ -305,7 +322,19 @@ fn attachment_discovery_stops_at_a_registry_that_invents_signatures() {
 
 /// `(source, destination)` of every image a mirror dry run lists.
 fn dry_run(home: &Path, cfg: &Path) -> Vec<(String, String)> {
-    let run = capture(command(home).args(["-o", "json", "--tls-verify=false", "mirror", "--dry-run", "--config"]).arg(cfg)).ok();
+    let run = capture(
+        command(home)
+            .args([
+                "-o",
+                "json",
+                "--tls-verify=false",
+                "mirror",
+                "--dry-run",
+                "--config",
+            ])
+            .arg(cfg),
+    )
+    .ok();
     run.json()["images"]
         .as_array()
         .unwrap()
@@ -322,7 +351,16 @@ fn dry_run(home: &Path, cfg: &Path) -> Vec<(String, String)> {
 fn mirror(home: &Path, cfg: &Path) -> Value {
     capture(
         command(home)
-            .args(["-q", "-o", "json", "--tls-verify=false", "--retries", "0", "mirror", "--config"])
+            .args([
+                "-q",
+                "-o",
+                "json",
+                "--tls-verify=false",
+                "--retries",
+                "0",
+                "mirror",
+                "--config",
+            ])
             .arg(cfg),
     )
     .ok()
@@ -359,7 +397,11 @@ fn a_digest_pinned_mirror_source_mirrors_exactly_that_image() {
         )]
     );
     let v = mirror(home.path(), &export);
-    assert_eq!((v["copied"].as_u64(), v["failed"].as_u64()), (Some(1), Some(0)), "{v}");
+    assert_eq!(
+        (v["copied"].as_u64(), v["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
     assert_eq!(v["images"][0]["digest"], pinned.as_str(), "{v}");
     let listing = Command::new("tar")
         .args(["-xOf", archive.to_str().unwrap(), "index.json"])
@@ -425,7 +467,14 @@ fn a_digest_pinned_mirror_source_mirrors_exactly_that_image() {
     .unwrap();
     let run = capture(
         command(home.path())
-            .args(["-o", "json", "--tls-verify=false", "mirror", "--dry-run", "--config"])
+            .args([
+                "-o",
+                "json",
+                "--tls-verify=false",
+                "mirror",
+                "--dry-run",
+                "--config",
+            ])
             .arg(&direct),
     )
     .fails(1);
@@ -436,10 +485,13 @@ fn a_digest_pinned_mirror_source_mirrors_exactly_that_image() {
 /// and its config's labels, read from the files.
 fn layout_labels(dir: &Path, tag: &str) -> Vec<(Option<String>, serde_json::Map<String, Value>)> {
     let read = |digest: &str| -> Value {
-        let path = dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        let path = dir
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     };
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let root = index["manifests"]
         .as_array()
         .unwrap()
@@ -493,7 +545,14 @@ fn plan_resolve_shows_the_labels_refresh_writes() {
         )
     };
     let plan = run(&[
-        "-o", "json", "plan", "--resolve", "--build", "7", "--commit", "abc",
+        "-o",
+        "json",
+        "plan",
+        "--resolve",
+        "--build",
+        "7",
+        "--commit",
+        "abc",
     ])
     .ok()
     .json();

@@ -69,9 +69,12 @@ enum Fault {
 /// A synthetic answer: `(status, headers, body)`.
 pub type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 
+/// The function behind a [`Responder`].
+type AnswerFn = dyn Fn(&str, &str) -> Option<Answer> + Send + Sync;
+
 /// Computes the answer to a request from its method and path and query; `None` forwards it.
 #[derive(Clone)]
-pub struct Responder(Arc<dyn Fn(&str, &str) -> Option<Answer> + Send + Sync>);
+pub struct Responder(Arc<AnswerFn>);
 
 impl std::fmt::Debug for Responder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
