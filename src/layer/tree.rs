@@ -577,8 +577,12 @@ mod tests {
         );
         // An absolute link is the image's root: nothing above it either.
         assert!(resolve(&[], "abs/..").is_err());
-        assert!(resolve(&[], "loop").unwrap_err().contains("more than 40 symlinks"));
-        assert!(resolve(&[], "a").unwrap_err().contains("more than 40 symlinks"));
+        assert!(resolve(&[], "loop")
+            .unwrap_err()
+            .contains("more than 40 symlinks"));
+        assert!(resolve(&[], "a")
+            .unwrap_err()
+            .contains("more than 40 symlinks"));
         let long = "./".repeat(MAX_LINK_STEPS);
         assert!(resolve(&[], &long).unwrap_err().contains("steps"));
     }

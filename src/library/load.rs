@@ -174,7 +174,9 @@ fn check_image_path(p: &str) -> Result<(), String> {
         return Err(format!("{p:?} contains an empty path component"));
     }
     // A `.wh.` name in a layer is a whiteout: `/.wh..opq` would hide the whole base image.
-    if p.split('/').any(|c| c.starts_with(crate::layer::WHITEOUT_PREFIX)) {
+    if p.split('/')
+        .any(|c| c.starts_with(crate::layer::WHITEOUT_PREFIX))
+    {
         return Err(format!(
             "{p:?}: names starting with \".wh.\" are reserved for whiteouts; name the path to remove itself"
         ));
@@ -260,7 +262,10 @@ impl Loader {
             } else {
                 "not a regular file"
             };
-            (format!("is {what}; a library file must be a regular file"), "io")
+            (
+                format!("is {what}; a library file must be a regular file"),
+                "io",
+            )
         };
         // Checked before opening (opening a fifo would block), on the resolved path (no link
         // left in it), and again on the open file.

@@ -130,7 +130,9 @@ pub fn check(kind: FileKind, rel: &str, node: &Node) -> Vec<Problem> {
             rel,
             super::yaml::Pos::START,
             "(root)",
-            format!("more than {MAX_PROBLEMS} problems against the schema; the rest are not listed"),
+            format!(
+                "more than {MAX_PROBLEMS} problems against the schema; the rest are not listed"
+            ),
             "schema",
         ));
     }

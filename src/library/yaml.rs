@@ -586,13 +586,19 @@ mod tests {
         }
         let e = Node::parse(&text).unwrap_err();
         assert_eq!(e.len(), 1);
-        assert!(e[0].message.starts_with("aliases repeat more than 100000 nodes"), "{e:?}");
+        assert!(
+            e[0].message
+                .starts_with("aliases repeat more than 100000 nodes"),
+            "{e:?}"
+        );
         // a1..a4 copy 90 + 819 + 7380 + 66429 nodes; a5's first alias passes the limit.
         assert_eq!(e[0].pos.line, 6, "{e:?}");
         // Long text repeated by aliases counts too.
         let big = "x".repeat(1 << 20);
         let text = format!("a: &a {big}\nb: [*a, *a, *a, *a, *a]\n");
-        assert!(Node::parse(&text).unwrap_err()[0].message.starts_with("aliases repeat"));
+        assert!(Node::parse(&text).unwrap_err()[0]
+            .message
+            .starts_with("aliases repeat"));
         // A few aliases are fine.
         assert!(Node::parse("a: &a {k: [1, 2]}\nb: [*a, *a]\n").is_ok());
     }
@@ -629,8 +635,17 @@ mod tests {
         let e = Node::parse(&text).unwrap_err();
         assert!(start.elapsed() < std::time::Duration::from_secs(10));
         assert_eq!(e.len(), 2);
-        assert_eq!(e[0].message, "duplicate key \"k159999\" (first defined at line 160000)");
-        assert_eq!(e[1].pos, Pos { line: 160_002, column: 1 });
+        assert_eq!(
+            e[0].message,
+            "duplicate key \"k159999\" (first defined at line 160000)"
+        );
+        assert_eq!(
+            e[1].pos,
+            Pos {
+                line: 160_002,
+                column: 1
+            }
+        );
         // A long duplicate key is cut short in the message.
         let long = "k".repeat(500);
         let e = Node::parse(&format!("{long}: 1\n{long}: 2\n")).unwrap_err();
