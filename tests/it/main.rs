@@ -5,6 +5,7 @@ mod append;
 mod copy;
 mod graft;
 mod harness;
+mod hostile_input;
 mod layer;
 mod layout;
 mod library;
