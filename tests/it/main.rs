@@ -5,6 +5,7 @@ mod append;
 mod copy;
 mod graft;
 mod harness;
+mod hostile_registry;
 mod layer;
 mod layout;
 mod library;
