@@ -6,6 +6,7 @@ mod copy;
 mod graft;
 mod harness;
 mod hostile_input;
+mod hostile_registry;
 mod layer;
 mod layout;
 mod library;
