@@ -5,6 +5,7 @@ mod append;
 mod copy;
 mod graft;
 mod harness;
+mod hostile_files;
 mod layer;
 mod layout;
 mod library;
