@@ -11,10 +11,7 @@ use crate::image::config::config_labels;
 use crate::oci::{Platform, RawManifest};
 use crate::reference::ImageRef;
 use crate::store::open::{open_source, Endpoint};
-use crate::store::{read_blob, Source};
-
-/// The largest config graft reads into memory.
-pub const CONFIG_LIMIT: u64 = 64 << 20;
+use crate::store::{read_blob, Source, CONFIG_LIMIT};
 
 /// What to show of an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

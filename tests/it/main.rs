@@ -5,6 +5,7 @@ mod append;
 mod copy;
 mod graft;
 mod harness;
+mod hostile_files;
 mod hostile_input;
 mod hostile_registry;
 mod layer;

@@ -22,7 +22,7 @@ use crate::error::{Error, RegistryErrorItem, Result};
 
 /// The largest manifest or index graft reads (as distribution's own limit); referrers API
 /// answers are indexes too.
-pub(crate) const MANIFEST_LIMIT: u64 = 4 << 20;
+pub(crate) use crate::store::MANIFEST_LIMIT;
 /// The largest token server answer graft reads.
 pub(crate) const TOKEN_LIMIT: u64 = 1 << 20;
 /// How much of an error answer's body graft reads (the rest is not needed to report it).
