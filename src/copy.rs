@@ -133,22 +133,31 @@ pub struct Graph {
     pub configs: Vec<Descriptor>,
 }
 
+/// How deep indexes may nest: an index listing an index (depth 1) listing an index ... Real
+/// images nest one or two levels; a hostile source could nest thousands (or invent children
+/// forever), so the walk stops here with an error.
+pub const MAX_INDEX_DEPTH: usize = 16;
+
+/// The most manifests and indexes one graph may hold, counted before they are fetched, so a
+/// hostile source cannot make graft walk (or hold) without end.
+pub const MAX_GRAPH_MANIFESTS: usize = 10_000;
+
 impl Graph {
     /// Walk `root` through `src`, fetching child manifests (verified) with bounded concurrency.
+    /// The walk is iterative (no recursion, whatever the nesting) and bounded: indexes may
+    /// nest [`MAX_INDEX_DEPTH`] levels, and a graph holds at most [`MAX_GRAPH_MANIFESTS`]
+    /// manifests; beyond either the walk fails with [`Error::Invalid`] naming the index.
     pub async fn walk(src: &dyn Source, root: RawManifest, jobs: usize) -> Result<Graph> {
-        let mut graph = Graph::default();
-        let mut seen_blobs = HashSet::new();
-        let mut seen_manifests = HashSet::new();
-        walk(
+        Walker {
             src,
-            root,
-            jobs,
-            &mut graph,
-            &mut seen_blobs,
-            &mut seen_manifests,
-        )
-        .await?;
-        Ok(graph)
+            jobs: jobs.max(1),
+            graph: Graph::default(),
+            seen_blobs: HashSet::new(),
+            seen_manifests: HashSet::new(),
+            listed: 1,
+        }
+        .run(root)
+        .await
     }
 
     /// The root manifest.
@@ -157,50 +166,118 @@ impl Graph {
     }
 }
 
-fn walk<'a>(
+/// An index whose children are being walked.
+struct Frame {
+    index: RawManifest,
+    /// Its children not walked yet, in order.
+    children: std::vec::IntoIter<RawManifest>,
+}
+
+/// The state of one [`Graph::walk`].
+struct Walker<'a> {
     src: &'a dyn Source,
-    m: RawManifest,
     jobs: usize,
-    graph: &'a mut Graph,
-    seen_blobs: &'a mut HashSet<Digest>,
-    seen_manifests: &'a mut HashSet<Digest>,
-) -> futures::future::BoxFuture<'a, Result<()>> {
-    Box::pin(async move {
-        if !seen_manifests.insert(m.digest().clone()) {
-            return Ok(());
+    graph: Graph,
+    seen_blobs: HashSet<Digest>,
+    seen_manifests: HashSet<Digest>,
+    /// Manifests listed so far (fetched or about to be), the root included.
+    listed: usize,
+}
+
+impl Walker<'_> {
+    /// Depth first, children in order, each index written after its children: an explicit
+    /// stack of the indexes being walked, so nesting costs heap, not stack.
+    async fn run(mut self, root: RawManifest) -> Result<Graph> {
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut next = Some(root);
+        loop {
+            if let Some(m) = next.take() {
+                if self.seen_manifests.insert(m.digest().clone()) {
+                    if m.is_index() {
+                        let children = self.children(&m, stack.len()).await?;
+                        stack.push(Frame {
+                            index: m,
+                            children: children.into_iter(),
+                        });
+                    } else {
+                        self.image(m);
+                    }
+                }
+            }
+            let Some(top) = stack.last_mut() else {
+                break;
+            };
+            match top.children.next() {
+                Some(child) => next = Some(child),
+                None => {
+                    let done = stack.pop().expect("the stack has a top");
+                    self.graph.manifests.push(done.index);
+                }
+            }
         }
-        if m.is_index() {
-            let parent = m.digest();
-            let children: Vec<RawManifest> = futures::stream::iter(m.view().manifests.clone())
-                .map(|d| async move {
-                    src.manifest(&d).await.map_err(|e| {
-                        e.context(format!(
-                            "reading manifest {} listed in index {}",
-                            d.digest, parent
-                        ))
-                    })
+        Ok(self.graph)
+    }
+
+    /// Record an image manifest and its blobs.
+    fn image(&mut self, m: RawManifest) {
+        if let Some(c) = &m.view().config {
+            if self.seen_blobs.insert(c.digest.clone()) {
+                self.graph.configs.push(c.clone());
+            }
+        }
+        for l in &m.view().layers {
+            if self.seen_blobs.insert(l.digest.clone()) {
+                self.graph.layers.push(l.clone());
+            }
+        }
+        self.graph.manifests.push(m);
+    }
+
+    /// Fetch the children of `index`, found `depth` indexes below the root, with bounded
+    /// concurrency; refused when they would nest too deep or make the graph too large.
+    async fn children(&mut self, index: &RawManifest, depth: usize) -> Result<Vec<RawManifest>> {
+        let parent = index.digest();
+        let entries = &index.view().manifests;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        if depth >= MAX_INDEX_DEPTH {
+            return Err(Error::Invalid {
+                what: format!("index {parent} in {}", self.src.name()),
+                reason: format!(
+                    "indexes nest more than {MAX_INDEX_DEPTH} levels deep here; graft refuses \
+                     deeper nesting"
+                ),
+            });
+        }
+        let fresh = entries
+            .iter()
+            .filter(|d| !self.seen_manifests.contains(&d.digest))
+            .count();
+        self.listed = self.listed.saturating_add(fresh);
+        if self.listed > MAX_GRAPH_MANIFESTS {
+            return Err(Error::Invalid {
+                what: format!("index {parent} in {}", self.src.name()),
+                reason: format!(
+                    "the image lists more than {MAX_GRAPH_MANIFESTS} manifests; graft refuses \
+                     larger graphs"
+                ),
+            });
+        }
+        let src = self.src;
+        futures::stream::iter(entries.iter().cloned())
+            .map(|d| async move {
+                src.manifest(&d).await.map_err(|e| {
+                    e.context(format!(
+                        "reading manifest {} listed in index {}",
+                        d.digest, parent
+                    ))
                 })
-                .buffered(jobs.max(1))
-                .try_collect()
-                .await?;
-            for c in children {
-                walk(src, c, jobs, graph, seen_blobs, seen_manifests).await?;
-            }
-        } else {
-            if let Some(c) = &m.view().config {
-                if seen_blobs.insert(c.digest.clone()) {
-                    graph.configs.push(c.clone());
-                }
-            }
-            for l in &m.view().layers {
-                if seen_blobs.insert(l.digest.clone()) {
-                    graph.layers.push(l.clone());
-                }
-            }
-        }
-        graph.manifests.push(m);
-        Ok(())
-    })
+            })
+            .buffered(self.jobs)
+            .try_collect()
+            .await
+    }
 }
 
 /// Resolve the source's root, narrowing an index to one platform if asked.

@@ -435,3 +435,107 @@ async fn an_appended_image_into_an_empty_sink_reads_each_base_layer_once() {
     want.sort();
     assert_eq!(reads, want);
 }
+
+/// An index listing `entries` (seeded in `store`).
+fn seed_index_of(store: &MemoryStore, entries: Vec<Descriptor>) -> RawManifest {
+    let index = manifest_of(json!({
+        "schemaVersion": 2,
+        "mediaType": mt::OCI_INDEX,
+        "manifests": entries,
+    }));
+    store.insert_manifest(&index);
+    index
+}
+
+#[tokio::test]
+async fn nested_indexes_are_walked_without_recursion_up_to_the_limit() {
+    let src = MemoryStore::new("src");
+    let image = seed_image(&src, &amd64(), &[b"deep"]);
+    // MAX_INDEX_DEPTH + 1 indexes: the outermost (the root) at depth 0, the innermost at
+    // MAX_INDEX_DEPTH - 1 ... is fine; one more level is refused.
+    let mut chain = vec![image.clone()];
+    for _ in 0..MAX_INDEX_DEPTH {
+        let inner = chain.last().unwrap().descriptor();
+        chain.push(seed_index_of(&src, vec![inner]));
+    }
+    let root = chain.last().unwrap().clone();
+    let graph = Graph::walk(&src, root.clone(), 4).await.unwrap();
+    // Children before parents: the image first, then each index outwards, the root last.
+    let order: Vec<&Digest> = graph.manifests.iter().map(|m| m.digest()).collect();
+    let expected: Vec<&Digest> = chain.iter().map(|m| m.digest()).collect();
+    assert_eq!(order, expected);
+    assert_eq!(graph.layers.len(), 1);
+    assert_eq!(graph.configs.len(), 1);
+
+    let deeper = seed_index_of(&src, vec![root.descriptor()]);
+    let err = Graph::walk(&src, deeper, 4).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+    assert!(
+        text.contains(&format!("index {} in memory:src", chain[1].digest()))
+            && text.contains("more than 16 levels"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_chain_of_thousands_of_indexes_fails_cleanly() {
+    // Deep enough to overflow the stack of a recursive walk.
+    let src = MemoryStore::new("src");
+    let mut top = seed_image(&src, &amd64(), &[b"x"]);
+    for _ in 0..5000 {
+        top = seed_index_of(&src, vec![top.descriptor()]);
+    }
+    let err = Graph::walk(&src, top, 4).await.unwrap_err();
+    assert!(err.to_string().contains("levels deep"), "{err}");
+}
+
+#[tokio::test]
+async fn graphs_of_more_than_the_limit_of_manifests_are_refused_before_fetching() {
+    let src = MemoryStore::new("src");
+    let image = seed_image(&src, &amd64(), &[b"one"]);
+    // Entries that exist nowhere: the walk must refuse before asking for any.
+    let entries: Vec<Descriptor> = (0..MAX_GRAPH_MANIFESTS)
+        .map(|i| {
+            let mut d = image.descriptor();
+            d.digest = Digest::sha256(format!("missing {i}").as_bytes());
+            d
+        })
+        .collect();
+    let root = seed_index_of(&src, entries);
+    let err = Graph::walk(&src, root.clone(), 4).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("index {} in memory:src", root.digest()))
+            && err.to_string().contains("more than 10000 manifests"),
+        "{err}"
+    );
+
+    // Spread over two levels: counted across the whole graph. Real leaves (one image,
+    // told apart by an annotation), so the walk gets as far as `b`.
+    let half = MAX_GRAPH_MANIFESTS / 2;
+    let config = image.view().config.clone().unwrap();
+    let leaves = |from: usize| -> Vec<Descriptor> {
+        (from..from + half)
+            .map(|i| {
+                src.insert_manifest(&manifest_of(json!({
+                    "schemaVersion": 2,
+                    "mediaType": mt::OCI_MANIFEST,
+                    "config": config,
+                    "layers": [],
+                    "annotations": {"n": i.to_string()},
+                })))
+            })
+            .collect()
+    };
+    let a = seed_index_of(&src, leaves(0));
+    let b = seed_index_of(&src, leaves(half));
+    let root = seed_index_of(&src, vec![a.descriptor(), b.descriptor()]);
+    let err = Graph::walk(&src, root, 4).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("index {} in memory:src", b.digest()))
+            && err.to_string().contains("more than 10000 manifests"),
+        "{err}"
+    );
+}

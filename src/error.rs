@@ -258,11 +258,13 @@ impl Error {
         }
     }
 
-    /// Whether this is (at its root) a bad-input error: the user should fix their arguments.
+    /// Whether this is (at its root) a bad-input error: the user should fix their arguments
+    /// or their input files (a library with problems, a missing key or sync file).
     pub fn is_usage(&self) -> bool {
         matches!(
             self.root(),
             Error::InvalidReference { .. }
+                | Error::Library(_)
                 | Error::InvalidDigest { .. }
                 | Error::InvalidPlatform { .. }
                 | Error::Unsupported(_)

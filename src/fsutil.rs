@@ -1,9 +1,14 @@
 //! Files replaced atomically: written under a temporary name in the target's directory and
 //! renamed over it only when complete, so a reader (or a crash) sees the old file or the new
 //! one, never half of one. The one way graft writes a whole file in place.
+//!
+//! And files read from stores that may be hostile ([`open_regular`], [`read_limited`]): only
+//! regular files, opened without blocking, optionally only inside one directory, and read
+//! only up to a limit.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -97,9 +102,176 @@ pub fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Why [`open_regular`] did not open a file.
+#[derive(Debug)]
+pub enum OpenRefused {
+    /// The OS refused (the file does not exist, no permission, ...).
+    Io(std::io::Error),
+    /// The file is not one graft reads: not a regular file, or outside its directory. The text
+    /// says which, as the reason of an [`Error::Invalid`].
+    Refused(String),
+}
+
+impl OpenRefused {
+    /// Whether the file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, OpenRefused::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+
+    /// The error for opening `path`.
+    pub fn into_error(self, path: &Path) -> Error {
+        match self {
+            OpenRefused::Io(e) => Error::io("opening", path, e),
+            OpenRefused::Refused(reason) => Error::Invalid {
+                what: path.display().to_string(),
+                reason,
+            },
+        }
+    }
+}
+
+/// Open `path` for reading if it is a regular file; with `within` (a canonical directory, as
+/// [`std::fs::canonicalize`] returns it), only if its real path, every symlink resolved, is
+/// inside that directory.
+///
+/// A FIFO would block the open (and every read) until a writer came, and a device or
+/// `/dev/zero` never ends: the file is opened with `O_NONBLOCK` (no effect on a regular
+/// file's reads) and its type checked on the opened handle, so a file swapped for another
+/// kind after a check is caught too. The checked real path is opened with `O_NOFOLLOW`.
+pub fn open_regular(path: &Path, within: Option<&Path>) -> std::result::Result<File, OpenRefused> {
+    let mut flags = libc::O_NONBLOCK;
+    let target = match within {
+        Some(root) => {
+            let real = std::fs::canonicalize(path).map_err(OpenRefused::Io)?;
+            if !real.starts_with(root) {
+                return Err(OpenRefused::Refused(format!(
+                    "it resolves to {}, outside {}: graft reads no file outside the directory",
+                    real.display(),
+                    root.display()
+                )));
+            }
+            flags |= libc::O_NOFOLLOW;
+            real
+        }
+        None => path.to_path_buf(),
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(&target)
+        .map_err(OpenRefused::Io)?;
+    let meta = file.metadata().map_err(OpenRefused::Io)?;
+    if !meta.is_file() {
+        return Err(OpenRefused::Refused(format!(
+            "{}, not a regular file: graft reads only regular files here",
+            file_kind(&meta.file_type())
+        )));
+    }
+    Ok(file)
+}
+
+/// "a FIFO", "a directory", ... for messages.
+pub fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "an unknown kind of file"
+    }
+}
+
+/// Read all of `file` (`path` names it in errors), refusing a file of more than `limit` bytes
+/// before reading any of it: its size is checked first (so a claimed size is never
+/// allocated), and the read stops one byte past the limit (for a file that grows meanwhile).
+pub fn read_limited(file: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let too_large = |n: u64| Error::Invalid {
+        what: path.display().to_string(),
+        reason: too_large_reason(n, limit),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("checking", path, e))?
+        .len();
+    if len > limit {
+        return Err(too_large(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("reading", path, e))?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// "N bytes is more than the L (X MiB) graft reads".
+pub fn too_large_reason(size: u64, limit: u64) -> String {
+    let human = if limit >= 1 << 20 && limit % (1 << 20) == 0 {
+        format!(" ({} MiB)", limit >> 20)
+    } else {
+        String::new()
+    };
+    format!("{size} bytes is more than the {limit} bytes{human} graft reads of such a document")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opens_only_regular_files_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let inner = root.join("in");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::write(inner.join("f"), b"data").unwrap();
+        std::fs::write(root.join("outside"), b"secret").unwrap();
+        std::os::unix::fs::symlink("f", inner.join("link")).unwrap();
+        std::os::unix::fs::symlink("../outside", inner.join("escape")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", inner.join("zero")).unwrap();
+
+        let read = |name: &str, within: Option<&Path>| {
+            let p = inner.join(name);
+            let f = open_regular(&p, within).map_err(|e| e.into_error(&p).to_string())?;
+            read_limited(f, &p, 1024).map_err(|e| e.to_string())
+        };
+        assert_eq!(read("f", Some(&inner)).unwrap(), b"data");
+        assert_eq!(read("link", Some(&inner)).unwrap(), b"data");
+        let err = read("escape", Some(&inner)).unwrap_err();
+        assert!(err.contains("escape") && err.contains("outside"), "{err}");
+        assert_eq!(read("escape", None).unwrap(), b"secret");
+        let err = read("zero", Some(&inner)).unwrap_err();
+        assert!(err.contains("outside"), "{err}");
+        let err = read("zero", None).unwrap_err();
+        assert!(
+            err.contains("a character device, not a regular file"),
+            "{err}"
+        );
+        let err = read(".", None).unwrap_err();
+        assert!(err.contains("a directory"), "{err}");
+        let missing = open_regular(&inner.join("nope"), Some(&inner)).unwrap_err();
+        assert!(missing.is_not_found());
+
+        // Size limits: checked before reading.
+        let p = inner.join("f");
+        let err = read_limited(File::open(&p).unwrap(), &p, 3).unwrap_err();
+        assert!(
+            err.to_string().contains("4 bytes is more than the 3 bytes"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn replaces_whole_files_with_their_mode() {

@@ -1,12 +1,11 @@
 //! `graft attest --key KEY --predicate FILE --type TYPE [--format …] [--recursive] REF…`.
 
 use clap::Args;
-use futures::{StreamExt, TryStreamExt};
 
-use graft::oci::Descriptor;
-use graft::sign::{attach, predicate_type_uri, AttestOptions, Repo};
+use graft::ops::sign::{attach_all, Attachment};
+use graft::sign::{predicate_type_uri, AttestOptions};
 
-use super::sign::{load_signing_key, report, targets, FormatArg};
+use super::sign::{load_signing_key, parse_references, report, FormatArg};
 use super::GlobalArgs;
 
 /// Arguments of `graft attest`.
@@ -53,36 +52,17 @@ pub async fn run(args: AttestArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         .into());
     }
-    let ep = global.registry.endpoint(None)?;
-    let mut work = Vec::new();
-    for r in &args.references {
-        work.push(targets(r, &ep, args.recursive, true).await?);
-    }
+    let references = parse_references(&args.references)?;
     let key = load_signing_key(&args.key)?;
-    let opts = AttestOptions {
-        format: args.format.into(),
-        ..AttestOptions::default()
+    let what = Attachment::Attestation {
+        predicate_type,
+        predicate,
+        options: AttestOptions {
+            format: args.format.into(),
+            ..AttestOptions::default()
+        },
     };
-    let jobs: Vec<(&Repo, &Descriptor)> = work
-        .iter()
-        .flat_map(|(repo, subjects)| subjects.iter().map(move |s| (repo, s)))
-        .collect();
-    let reports: Vec<(String, attach::AttachReport)> = futures::stream::iter(jobs)
-        .map(|(repo, subject)| {
-            let (key, opts, predicate, predicate_type) = (&key, &opts, &predicate, &predicate_type);
-            async move {
-                let statement = attach::attestation_statement(
-                    repo,
-                    &subject.digest,
-                    predicate_type,
-                    predicate.clone(),
-                );
-                let report = attach::attest(repo, subject, key, &statement, opts).await?;
-                Ok::<_, graft::Error>((repo.describe(&subject.digest), report))
-            }
-        })
-        .buffered(args.jobs.max(1))
-        .try_collect()
-        .await?;
+    let ep = global.registry.endpoint(None)?;
+    let reports = attach_all(&references, args.recursive, args.jobs, &key, &what, &ep).await?;
     report(&reports, "Attested", global)
 }

@@ -3,11 +3,9 @@
 use clap::Args;
 use serde_json::json;
 
-use graft::copy::resolve_root;
 use graft::oci::{Platform, RawManifest};
+use graft::ops::inspect::{inspect, Inspected, Part, PlatformCrumb};
 use graft::reference::ImageRef;
-use graft::store::open::open_source;
-use graft::store::{read_blob, Source};
 
 use super::output::{outln, write_raw};
 use super::{print_json, GlobalArgs, Output};
@@ -33,8 +31,6 @@ pub struct InspectArgs {
     pub breadcrumbs: bool,
 }
 
-const CONFIG_LIMIT: u64 = 64 << 20;
-
 fn host_platform() -> Platform {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -51,47 +47,40 @@ fn host_platform() -> Platform {
 /// Run `graft inspect`.
 pub async fn run(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let r: ImageRef = args.reference.parse()?;
-    let ep = global.registry.endpoint(None)?;
-    let src = open_source(&r, &ep).await?;
     let mut platform = args.platform.clone();
     if args.config && platform.is_none() {
         platform = Some(host_platform());
     }
-    let m = resolve_root(src.as_ref(), platform.as_ref()).await?;
-    if args.breadcrumbs {
-        return breadcrumbs(src.as_ref(), &m, global).await;
-    }
-    if args.config {
-        let config = m.view().config.clone().ok_or_else(|| {
-            anyhow::anyhow!("{} is an index, not an image: it has no config", src.name())
-        })?;
-        let bytes = read_blob(src.as_ref(), &config, CONFIG_LIMIT).await?;
-        if args.raw {
-            write_raw(&bytes)?;
-            return Ok(());
+    let part = match (args.breadcrumbs, args.config) {
+        (true, _) => Part::Breadcrumbs,
+        (false, true) => Part::Config,
+        (false, false) => Part::Root,
+    };
+    let ep = global.registry.endpoint(None)?;
+    let (name, found) = inspect(&r, platform.as_ref(), part, &ep).await?;
+    match found {
+        Inspected::Root(m) if args.raw => write_raw(m.bytes())?,
+        Inspected::Root(m) => match global.output {
+            Output::Json => print_json(&describe(&name, &m)?)?,
+            Output::Text => print_text(&name, &m)?,
+        },
+        Inspected::Config(bytes) if args.raw => write_raw(&bytes)?,
+        Inspected::Config(bytes) => {
+            let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+            match global.output {
+                Output::Json => print_json(&value)?,
+                Output::Text => outln!("{}", serde_json::to_string_pretty(&value)?)?,
+            }
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes)?;
-        match global.output {
-            Output::Json => print_json(&value)?,
-            Output::Text => outln!("{}", serde_json::to_string_pretty(&value)?)?,
-        }
-        return Ok(());
-    }
-    if args.raw {
-        write_raw(m.bytes())?;
-        return Ok(());
-    }
-    match global.output {
-        Output::Json => print_json(&describe(src.as_ref(), &m)?)?,
-        Output::Text => print_text(src.as_ref(), &m)?,
+        Inspected::Breadcrumbs(rows) => print_breadcrumbs(&name, &rows, global)?,
     }
     Ok(())
 }
 
-fn describe(src: &dyn Source, m: &RawManifest) -> anyhow::Result<serde_json::Value> {
+fn describe(name: &str, m: &RawManifest) -> anyhow::Result<serde_json::Value> {
     let parsed: serde_json::Value = serde_json::from_slice(m.bytes())?;
     Ok(json!({
-        "name": src.name(),
+        "name": name,
         "digest": m.digest(),
         "mediaType": m.media_type(),
         "size": m.bytes().len(),
@@ -99,9 +88,9 @@ fn describe(src: &dyn Source, m: &RawManifest) -> anyhow::Result<serde_json::Val
     }))
 }
 
-fn print_text(src: &dyn Source, m: &RawManifest) -> anyhow::Result<()> {
+fn print_text(name: &str, m: &RawManifest) -> anyhow::Result<()> {
     let v = m.view();
-    outln!("Name:       {}", src.name())?;
+    outln!("Name:       {name}")?;
     outln!("Digest:     {}", m.digest())?;
     outln!("MediaType:  {}", m.media_type())?;
     if m.is_index() {
@@ -133,48 +122,31 @@ fn print_text(src: &dyn Source, m: &RawManifest) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn breadcrumbs(src: &dyn Source, m: &RawManifest, global: &GlobalArgs) -> anyhow::Result<()> {
-    let mut images = Vec::new();
-    if m.is_index() {
-        for d in &m.view().manifests {
-            match &d.platform {
-                Some(p) if !p.is_unknown() => images.push((p.to_string(), src.manifest(d).await?)),
-                _ => {}
-            }
-        }
-    } else {
-        images.push(("-".to_string(), m.clone()));
-    }
-    let mut rows = Vec::new();
-    for (platform, image) in images {
-        let Some(config) = image.view().config.clone() else {
-            continue;
-        };
-        let bytes = read_blob(src, &config, CONFIG_LIMIT).await?;
-        for c in graft::image::breadcrumbs::read(&graft::image::config::config_labels(&bytes)?) {
-            rows.push((platform.clone(), c));
-        }
-    }
+fn print_breadcrumbs(
+    name: &str,
+    rows: &[PlatformCrumb],
+    global: &GlobalArgs,
+) -> anyhow::Result<()> {
     match global.output {
-        Output::Json => print_json(
-            &rows
-                .iter()
-                .map(|(p, c)| json!({"platform": p, "prefix": c.prefix, "component": c.component, "version": c.version, "buildtime": c.buildtime}))
-                .collect::<Vec<_>>(),
-        )?,
+        Output::Json => print_json(&rows)?,
         Output::Text => {
             if rows.is_empty() {
-                eprintln!("no breadcrumb labels in {}", src.name());
+                eprintln!("no breadcrumb labels in {name}");
                 return Ok(());
             }
-            outln!("{:<16} {:<28} {:<40} BUILDTIME", "PLATFORM", "COMPONENT", "VERSION")?;
-            for (p, c) in rows {
+            outln!(
+                "{:<16} {:<28} {:<40} BUILDTIME",
+                "PLATFORM",
+                "COMPONENT",
+                "VERSION"
+            )?;
+            for r in rows {
                 outln!(
                     "{:<16} {:<28} {:<40} {}",
-                    p,
-                    c.component,
-                    c.version.as_deref().unwrap_or("-"),
-                    c.buildtime.as_deref().unwrap_or("-")
+                    r.platform,
+                    r.crumb.component,
+                    r.crumb.version.as_deref().unwrap_or("-"),
+                    r.crumb.buildtime.as_deref().unwrap_or("-")
                 )?;
             }
         }

@@ -93,6 +93,11 @@ pub struct RegistryArgs {
     /// Retries of a failed request (5xx, 429, dropped connections).
     #[arg(long, global = true, default_value_t = 5)]
     pub retries: u32,
+    /// Fail a registry request (and retry it) after this many seconds without a byte; the
+    /// answer to an upload's last request may take ten times as long (at least ten minutes).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
     /// Upload blobs in chunks of this many bytes (default: one streamed PUT per blob).
     #[arg(long, global = true, value_name = "BYTES")]
     pub chunk_size: Option<u64>,
@@ -113,6 +118,7 @@ impl RegistryArgs {
                 authfile: self.authfile.clone(),
             },
             retries: self.retries,
+            timeout: std::time::Duration::from_secs(self.timeout),
             chunk_size: self.chunk_size,
             ..RegistryConfig::default()
         }))

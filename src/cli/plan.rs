@@ -5,12 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use graft::layer::{self, Compression, LayerDigests};
+use graft::layer::Compression;
 use graft::library::plan::Plan;
-use graft::library::{CompatLayer, Library};
-use graft::ops::refresh::{prepare, LayerCache, RefreshOptions};
-use graft::store::open::open_source;
-use graft::timestamp::Timestamp;
+use graft::library::Library;
+use graft::ops::plan::plan;
 
 use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
@@ -38,38 +36,11 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let lib = Library::open(&args.library)?;
     let build = args.build.info(&args.library);
     let mtime = super::library_time(&args.library)?;
-    let mut plan = Plan::new(&lib, &build, mtime, |c| {
-        build_layer(c, mtime, args.compression)
-    })?;
-    if args.resolve {
-        let ep = global.registry.endpoint(None)?;
-        let work = tempfile::tempdir()?;
-        let opts = RefreshOptions {
-            build: build.clone(),
-            created: mtime,
-            dry_run: true,
-            jobs: 4,
-            work_dir: work.path().to_path_buf(),
-        };
-        let layers = LayerCache::default();
-        for (i, m) in lib.manifests().iter().enumerate() {
-            let src = open_source(&m.science.image.image, &ep).await?;
-            let root = src.resolve().await?;
-            plan.set_resolved(i, root.digest().clone());
-            if plan.has_errors() {
-                continue;
-            }
-            // The labels refresh would write, from refresh's own assembly (a dry run).
-            let prepared = prepare(&lib, m, &opts, &ep, &layers).await?;
-            let written: Vec<_> = prepared
-                .result
-                .platforms
-                .iter()
-                .map(|p| (p.platform.clone(), p.labels.clone()))
-                .collect();
-            plan.set_written_labels(i, &written);
-        }
-    }
+    let ep = match args.resolve {
+        true => Some(global.registry.endpoint(None)?),
+        false => None,
+    };
+    let plan = plan(&lib, &build, mtime, args.compression, ep.as_ref()).await?;
     match global.output {
         Output::Json => print_json(&plan)?,
         Output::Text => print_text(&plan, global.verbose > 0)?,
@@ -82,18 +53,6 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         anyhow::bail!("the plan has conflicts");
     }
     Ok(())
-}
-
-/// The digests of a compat layer: built and hashed in one pass, nothing written to disk.
-fn build_layer(
-    compat: &CompatLayer,
-    mtime: Timestamp,
-    compression: Compression,
-) -> graft::Result<Option<LayerDigests>> {
-    let spec = compat.spec(mtime);
-    layer::build(&spec, compression, std::io::sink())
-        .map(Some)
-        .map_err(|e| e.context(format!("building compat layer {:?}", compat.name)))
 }
 
 fn print_text(plan: &Plan, verbose: bool) -> anyhow::Result<()> {

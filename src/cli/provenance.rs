@@ -3,8 +3,8 @@
 use clap::Args;
 
 use graft::oci::Platform;
-use graft::sign::verify::{read_attestations, FoundAttestation};
-use graft::sign::{verify_attestations, PublicKey, Repo};
+use graft::ops::sign::provenance;
+use graft::sign::PublicKey;
 
 use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
@@ -23,53 +23,17 @@ pub struct ProvenanceArgs {
     pub reference: String,
 }
 
-fn is_slsa(a: &FoundAttestation) -> bool {
-    a.predicate_type.starts_with("https://slsa.dev/provenance/")
-}
-
 /// Run `graft provenance`.
 pub async fn run(args: ProvenanceArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let r: graft::reference::ImageRef = args.reference.parse()?;
+    let key = args.key.as_deref().map(PublicKey::load).transpose()?;
     let ep = global.registry.endpoint(None)?;
-    let repo = Repo::open(&r, &ep).await?;
-    let root = repo.resolve().await?;
-    let subject = match &args.platform {
-        Some(p) if root.is_index() => root
-            .view()
-            .manifests
-            .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|q| q.matches(p)))
-            .map(|d| d.digest.clone())
-            .ok_or_else(|| graft::Error::NotFound {
-                what: format!("platform {p} in {}", args.reference),
-                detail: None,
-            })?,
-        _ => root.digest().clone(),
-    };
-    let (found, verified) = match &args.key {
-        Some(k) => {
-            let key = PublicKey::load(k)?;
-            let v = verify_attestations(&repo, &subject, &key, None).await?;
-            (v, true)
-        }
-        None => (read_attestations(&repo, &subject).await?.0, false),
-    };
-    let slsa: Vec<&FoundAttestation> = found.iter().filter(|a| is_slsa(a)).collect();
-    if slsa.is_empty() {
-        return Err(graft::Error::NotFound {
-            what: format!("SLSA provenance for {}", repo.describe(&subject)),
-            detail: Some(format!("{} other attestation(s) attached", found.len())),
-        }
-        .into());
-    }
+    let found = provenance(&r, args.platform.as_ref(), key.as_ref(), &ep).await?;
+    let (slsa, verified) = (&found.provenance, found.verified);
     match global.output {
-        Output::Json => print_json(&serde_json::json!({
-            "subject": repo.describe(&subject),
-            "verified": verified,
-            "provenance": slsa,
-        }))?,
+        Output::Json => print_json(&found)?,
         Output::Text => {
-            for a in &slsa {
+            for a in slsa {
                 outln!("{}", serde_json::to_string_pretty(&a.statement)?)?;
             }
             if !global.quiet && !verified {

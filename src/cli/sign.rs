@@ -4,12 +4,10 @@
 use std::io::IsTerminal;
 
 use clap::{Args, ValueEnum};
-use futures::{StreamExt, TryStreamExt};
 
-use graft::oci::Descriptor;
+use graft::ops::sign::{attach_all, Attachment};
 use graft::reference::ImageRef;
-use graft::sign::{attach, Format, Repo, SignOptions, SigningKey};
-use graft::store::open::Endpoint;
+use graft::sign::{attach, Format, SignOptions, SigningKey};
 
 use super::append::parse_kv;
 use super::output::outln;
@@ -108,65 +106,27 @@ pub fn load_signing_key(spec: &str) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::load(spec, pw.as_bytes())?)
 }
 
-/// Open the repository of `reference` (read-write to sign, else read-only, which also reads
-/// `oci-archive:` files) and list the digests to act on: the manifest or index it names, and
-/// with `recursive` every manifest an index lists.
-pub async fn targets(
-    reference: &str,
-    ep: &Endpoint,
-    recursive: bool,
-    writable: bool,
-) -> anyhow::Result<(Repo, Vec<Descriptor>)> {
-    let r: ImageRef = reference.parse()?;
-    let repo = if writable {
-        Repo::open(&r, ep).await?
-    } else {
-        Repo::open_read(&r, ep).await?
-    };
-    let root = repo.resolve().await?;
-    let mut subjects = vec![root.descriptor()];
-    if recursive && root.is_index() {
-        for d in &root.view().manifests {
-            let mut d = d.clone();
-            d.annotations = None;
-            d.platform = None;
-            subjects.push(d);
-        }
-    }
-    Ok((repo, subjects))
-}
-
 /// Run `graft sign`.
 pub async fn run(args: SignArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let opts = SignOptions {
+    let what = Attachment::Signature(SignOptions {
         format: args.format.into(),
         annotations: args.annotations.iter().cloned().collect(),
         identity: args.identity.clone(),
         ..SignOptions::default()
-    };
-    let ep = global.registry.endpoint(None)?;
-    let mut work = Vec::new();
-    for r in &args.references {
-        let (repo, subjects) = targets(r, &ep, args.recursive, true).await?;
-        work.push((repo, subjects));
-    }
+    });
+    let references = parse_references(&args.references)?;
     let key = load_signing_key(&args.key)?;
-    let jobs: Vec<(&Repo, &Descriptor)> = work
-        .iter()
-        .flat_map(|(repo, subjects)| subjects.iter().map(move |s| (repo, s)))
-        .collect();
-    let reports: Vec<(String, attach::AttachReport)> = futures::stream::iter(jobs)
-        .map(|(repo, subject)| {
-            let (key, opts) = (&key, &opts);
-            async move {
-                let report = attach::sign(repo, subject, key, opts).await?;
-                Ok::<_, graft::Error>((repo.describe(&subject.digest), report))
-            }
-        })
-        .buffered(args.jobs.max(1))
-        .try_collect()
-        .await?;
+    let ep = global.registry.endpoint(None)?;
+    let reports = attach_all(&references, args.recursive, args.jobs, &key, &what, &ep).await?;
     report(&reports, "Signed", global)
+}
+
+/// Parse image references given on the command line.
+pub fn parse_references(refs: &[String]) -> anyhow::Result<Vec<ImageRef>> {
+    Ok(refs
+        .iter()
+        .map(|r| r.parse())
+        .collect::<Result<Vec<ImageRef>, _>>()?)
 }
 
 /// Print what was written: one line per digest on stdout, a summary on stderr (text), or the

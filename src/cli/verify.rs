@@ -2,10 +2,11 @@
 
 use clap::Args;
 
-use graft::sign::{verify_signatures, PublicKey, VerifyFailure};
+use graft::ops::sign::verify_all;
+use graft::reference::ImageRef;
+use graft::sign::{PublicKey, VerifyFailure};
 
 use super::output::{outln, print_error};
-use super::sign::targets;
 use super::{print_json, GlobalArgs, Output};
 
 /// Arguments of `graft verify`.
@@ -25,12 +26,9 @@ pub struct VerifyArgs {
 /// by the key.
 pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let key = PublicKey::load(&args.key)?;
+    let reference: ImageRef = args.reference.parse()?;
     let ep = global.registry.endpoint(None)?;
-    let (repo, subjects) = targets(&args.reference, &ep, args.recursive, false).await?;
-    let mut outcomes = Vec::new();
-    for s in &subjects {
-        outcomes.push(verify_signatures(&repo, &s.digest, &key).await);
-    }
+    let outcomes = verify_all(&reference, args.recursive, &key, &ep).await?;
     report(
         &args.reference,
         &args.key,

@@ -2,9 +2,10 @@
 
 use clap::Args;
 
-use graft::sign::{predicate_type_uri, verify_attestations, PublicKey};
+use graft::ops::sign::verify_attestations_all;
+use graft::reference::ImageRef;
+use graft::sign::{predicate_type_uri, PublicKey};
 
-use super::sign::targets;
 use super::GlobalArgs;
 
 /// Arguments of `graft verify-attestation`.
@@ -31,12 +32,10 @@ pub async fn run(args: VerifyAttestationArgs, global: &GlobalArgs) -> anyhow::Re
         .as_deref()
         .map(predicate_type_uri)
         .transpose()?;
+    let reference: ImageRef = args.reference.parse()?;
     let ep = global.registry.endpoint(None)?;
-    let (repo, subjects) = targets(&args.reference, &ep, args.recursive, false).await?;
-    let mut outcomes = Vec::new();
-    for s in &subjects {
-        outcomes.push(verify_attestations(&repo, &s.digest, &key, wanted.as_deref()).await);
-    }
+    let outcomes =
+        verify_attestations_all(&reference, args.recursive, &key, wanted.as_deref(), &ep).await?;
     super::verify::report(
         &args.reference,
         &args.key,

@@ -25,8 +25,7 @@ pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 /// Local blobs are streamed in pieces of this size.
 const LOCAL_PIECE: usize = 256 << 10;
 
-/// The largest config graft reads into memory.
-pub(crate) const CONFIG_LIMIT: u64 = 64 << 20;
+pub(crate) use crate::store::CONFIG_LIMIT;
 
 /// Where the bytes of a blob graft made live until the copy engine moves them.
 #[derive(Debug, Clone)]

@@ -141,6 +141,8 @@ enum Node {
     },
     Symlink {
         target: String,
+        /// The link in the source tree, for errors.
+        source: PathBuf,
     },
     Whiteout,
 }
@@ -173,6 +175,12 @@ pub fn image_path(field: &str, entry: &str) -> Result<Vec<String>> {
     if comps.is_empty() {
         return Err(bad("names the root directory"));
     }
+    // Such a name in a layer is a whiteout itself: `/.wh..opq` would hide the whole base.
+    if comps.iter().any(|c| c.starts_with(WHITEOUT_PREFIX)) {
+        return Err(bad(
+            "names starting with \".wh.\" are reserved for whiteouts; name the path to remove itself",
+        ));
+    }
     Ok(comps)
 }
 
@@ -182,6 +190,7 @@ pub fn plan(spec: &LayerSpec) -> Result<Vec<PlannedEntry>> {
     for root in &spec.trees {
         add_tree(root, &mut nodes)?;
     }
+    check_links(&nodes)?;
     let mut removed = std::collections::BTreeSet::new();
     for entry in &spec.remove {
         let comps = image_path("remove", entry)?;
@@ -236,7 +245,7 @@ pub fn plan(spec: &LayerSpec) -> Result<Vec<PlannedEntry>> {
                     None => (PlannedKind::File { source, size }, mode),
                 }
             }
-            Node::Symlink { target } => (PlannedKind::Symlink { target }, 0o777),
+            Node::Symlink { target, .. } => (PlannedKind::Symlink { target }, 0o777),
             Node::Whiteout => (PlannedKind::Whiteout, 0o644),
         };
         let mode = modes.get(&key).copied().unwrap_or(default_mode);
@@ -298,7 +307,10 @@ fn add_dir(dir: &Path, key: &mut Key, nodes: &mut BTreeMap<Key, Node>) -> Result
                 .into_string()
                 .map_err(|_| layer_error(&path, "the symlink target is not valid UTF-8"))?;
             check_link_target(&path, key.depth() - 1, &target)?;
-            Node::Symlink { target }
+            Node::Symlink {
+                target,
+                source: path.clone(),
+            }
         } else {
             let what = if ft.is_block_device() {
                 "a block device"
@@ -362,6 +374,86 @@ fn check_link_target(path: &Path, depth: usize, target: &str) -> Result<()> {
                 depth -= 1;
             }
             _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Most symlinks followed while resolving one link's target (as Linux's 40).
+const MAX_LINK_HOPS: usize = 40;
+/// Most path components looked at while resolving one link's target.
+const MAX_LINK_STEPS: usize = 16_384;
+
+/// Every relative symlink of the overlaid trees, resolved through the trees' own symlinks
+/// (`d/up -> ..` makes `d/up/d/up/../..` two levels above the root, which the lexical check
+/// of [`check_link_target`] cannot see), must stay inside the layer: extracted by a tool that
+/// follows links, it must not name a file outside the directory it is extracted into.
+fn check_links(nodes: &BTreeMap<Key, Node>) -> Result<()> {
+    for (key, node) in nodes {
+        let Node::Symlink { target, source } = node else {
+            continue;
+        };
+        if target.starts_with('/') {
+            continue;
+        }
+        let mut dir: Vec<String> = key.0.split(SEP).map(str::to_string).collect();
+        dir.pop();
+        resolve_link(nodes, dir, target).map_err(|reason| {
+            layer_error(source, format!("the symlink target {target:?} {reason}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// Follow `target` from the directory `dir` through the symlinks in `nodes`; why it fails.
+/// A path the trees do not have is taken as a directory of the image below.
+fn resolve_link(
+    nodes: &BTreeMap<Key, Node>,
+    mut dir: Vec<String>,
+    target: &str,
+) -> std::result::Result<(), String> {
+    // Components still to walk, the next one last.
+    let mut pending: Vec<String> = target.split('/').rev().map(str::to_string).collect();
+    let mut hops = 0;
+    let mut steps = 0;
+    let mut via: Option<String> = None;
+    while let Some(c) = pending.pop() {
+        steps += 1;
+        if steps > MAX_LINK_STEPS {
+            return Err(format!(
+                "takes more than {MAX_LINK_STEPS} steps to resolve through the tree's symlinks"
+            ));
+        }
+        match c.as_str() {
+            "" | "." => {}
+            ".." => {
+                if dir.pop().is_none() {
+                    return Err(match &via {
+                        Some(v) => format!(
+                            "points outside the tree (through the symlink /{v} in the tree)"
+                        ),
+                        None => "points outside the tree".to_string(),
+                    });
+                }
+            }
+            name => {
+                dir.push(name.to_string());
+                let key = Key::from_comps(&dir);
+                if let Some(Node::Symlink { target: next, .. }) = nodes.get(&key) {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS {
+                        return Err(format!(
+                            "does not resolve: more than {MAX_LINK_HOPS} symlinks in a row (a loop?)"
+                        ));
+                    }
+                    via = Some(key.archive_name());
+                    dir.pop();
+                    if next.starts_with('/') {
+                        dir.clear();
+                    }
+                    pending.extend(next.split('/').rev().map(str::to_string));
+                }
+            }
         }
     }
     Ok(())
@@ -433,5 +525,65 @@ mod tests {
         assert!(below.contains(&key(&["a"], Some("w"))));
         assert!(!below.contains(&key(&["a.txt"], None)));
         assert!(!below.contains(&key(&["a"], None)));
+    }
+
+    fn link(target: &str) -> Node {
+        Node::Symlink {
+            target: target.to_string(),
+            source: PathBuf::from("src"),
+        }
+    }
+
+    fn tree(entries: &[(&[&str], Node)]) -> BTreeMap<Key, Node> {
+        entries
+            .iter()
+            .map(|(comps, node)| {
+                let comps: Vec<String> = comps.iter().map(|c| c.to_string()).collect();
+                let node = match node {
+                    Node::Dir => Node::Dir,
+                    Node::Symlink { target, source } => Node::Symlink {
+                        target: target.clone(),
+                        source: source.clone(),
+                    },
+                    _ => Node::Whiteout,
+                };
+                (Key::from_comps(&comps), node)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn link_targets_resolve_through_the_trees_links() {
+        let nodes = tree(&[
+            (&["d"], Node::Dir),
+            (&["d", "up"], link("..")),
+            (&["abs"], link("/")),
+            (&["loop"], link("loop/x")),
+            (&["a"], link("b")),
+            (&["b"], link("a")),
+        ]);
+        let dir = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let resolve = |d: &[&str], t: &str| resolve_link(&nodes, dir(d), t);
+        assert_eq!(resolve(&[], "d/up/d/up/d"), Ok(()));
+        assert_eq!(resolve(&[], "d/up/etc/passwd"), Ok(()));
+        assert_eq!(resolve(&["usr", "lib"], "../../bin/sh"), Ok(()));
+        assert_eq!(
+            resolve(&[], "d/up/d/up/../../etc/passwd"),
+            Err("points outside the tree (through the symlink /d/up in the tree)".into())
+        );
+        assert_eq!(
+            resolve(&["d"], "up/.."),
+            Err("points outside the tree (through the symlink /d/up in the tree)".into())
+        );
+        // An absolute link is the image's root: nothing above it either.
+        assert!(resolve(&[], "abs/..").is_err());
+        assert!(resolve(&[], "loop")
+            .unwrap_err()
+            .contains("more than 40 symlinks"));
+        assert!(resolve(&[], "a")
+            .unwrap_err()
+            .contains("more than 40 symlinks"));
+        let long = "./".repeat(MAX_LINK_STEPS);
+        assert!(resolve(&[], &long).unwrap_err().contains("steps"));
     }
 }

@@ -19,6 +19,10 @@ use super::Library;
 /// Where each loaded file's tree is, for positions of cross-file problems.
 pub(crate) struct Loader {
     root: PathBuf,
+    /// The directory every file read must really be in (symlinks resolved): the library root
+    /// without symlinks. A library from elsewhere must not make graft read, echo or pack
+    /// files outside it.
+    boundary: PathBuf,
     /// The layers directory relative to `root` (`layers`, or empty when `root` is it).
     layers_dir: String,
     pub(crate) problems: Vec<Problem>,
@@ -53,6 +57,13 @@ fn string_list(node: Option<&Node>) -> Vec<String> {
     })
     .unwrap_or_default()
 }
+
+/// Most bytes of one library file: graft's own are a few KiB; this keeps a huge file (or a
+/// device) from filling memory.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// The problem code of a file or directory that leads outside the library.
+const OUTSIDE: &str = "outside-library";
 
 /// Resolve a reference's relative layout path against the library root.
 pub(crate) fn locate(root: &Path, text: &str) -> Result<Located, crate::Error> {
@@ -162,6 +173,14 @@ fn check_image_path(p: &str) -> Result<(), String> {
     if p.contains("//") {
         return Err(format!("{p:?} contains an empty path component"));
     }
+    // A `.wh.` name in a layer is a whiteout: `/.wh..opq` would hide the whole base image.
+    if p.split('/')
+        .any(|c| c.starts_with(crate::layer::WHITEOUT_PREFIX))
+    {
+        return Err(format!(
+            "{p:?}: names starting with \".wh.\" are reserved for whiteouts; name the path to remove itself"
+        ));
+    }
     Ok(())
 }
 
@@ -169,6 +188,7 @@ impl Loader {
     pub(crate) fn new(root: &Path) -> Loader {
         Loader {
             root: root.to_path_buf(),
+            boundary: std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
             layers_dir: "layers".to_string(),
             problems: Vec::new(),
             nodes: BTreeMap::new(),
@@ -179,7 +199,113 @@ impl Loader {
     /// Look for layers in `rel` (relative to the root; empty: the root itself).
     pub(crate) fn with_layers_dir(mut self, rel: &str) -> Loader {
         self.layers_dir = rel.to_string();
+        // The layers directory named on the command line is trusted wherever it really is;
+        // its parent is the library when it is called `layers`, as in `validate`.
+        if let Ok(real) = std::fs::canonicalize(self.root.join(rel)) {
+            self.boundary = match (rel.is_empty(), real.parent()) {
+                (false, Some(parent)) => parent.to_path_buf(),
+                _ => real,
+            };
+        }
         self
+    }
+
+    /// Where `rel` really is (symlinks resolved), if that is inside the library. The message
+    /// says why not; it never names where an outside symlink leads.
+    pub(crate) fn real(&self, rel: &str) -> Result<PathBuf, String> {
+        let real = std::fs::canonicalize(self.root.join(rel))
+            .map_err(|e| format!("cannot read {rel}: {e}"))?;
+        if real.starts_with(&self.boundary) {
+            Ok(real)
+        } else {
+            Err(format!(
+                "{rel} leads outside the library through a symlink; graft reads only files inside the library"
+            ))
+        }
+    }
+
+    /// Record a problem if the directory `rel` exists but leads outside the library; whether
+    /// it may be listed.
+    pub(crate) fn dir_inside(&mut self, rel: &str) -> bool {
+        if std::fs::symlink_metadata(self.root.join(rel)).is_err() {
+            return true;
+        }
+        match self.real(rel) {
+            Ok(_) => true,
+            Err(m) => {
+                self.problems
+                    .push(Problem::error(rel, Pos::START, "(root)", m, OUTSIDE));
+                false
+            }
+        }
+    }
+
+    /// The text of the library file `rel`: a regular file inside the library, at most
+    /// [`MAX_FILE_BYTES`], UTF-8. The error's message and code.
+    fn read_text(&self, rel: &str) -> Result<String, (String, &'static str)> {
+        use std::io::Read;
+        use std::os::unix::fs::FileTypeExt;
+        let real = self.real(rel).map_err(|m| {
+            let code = if m.contains("outside") { OUTSIDE } else { "io" };
+            (m, code)
+        })?;
+        let io = |e: std::io::Error| (format!("cannot read the file: {e}"), "io");
+        let not_file = |t: std::fs::FileType| {
+            let what = if t.is_dir() {
+                "a directory"
+            } else if t.is_fifo() {
+                "a fifo"
+            } else if t.is_socket() {
+                "a socket"
+            } else if t.is_block_device() || t.is_char_device() {
+                "a device"
+            } else {
+                "not a regular file"
+            };
+            (
+                format!("is {what}; a library file must be a regular file"),
+                "io",
+            )
+        };
+        // Checked before opening (opening a fifo would block), on the resolved path (no link
+        // left in it), and again on the open file.
+        let meta = std::fs::symlink_metadata(&real).map_err(io)?;
+        if !meta.is_file() {
+            return Err(not_file(meta.file_type()));
+        }
+        let file = std::fs::File::open(&real).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(not_file(meta.file_type()));
+        }
+        let too_big = || {
+            (
+                format!(
+                    "the file is larger than {} MiB; library files are small YAML documents",
+                    MAX_FILE_BYTES >> 20
+                ),
+                "io",
+            )
+        };
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_big());
+        }
+        String::from_utf8(bytes).map_err(|e| {
+            (
+                format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+                "syntax",
+            )
+        })
     }
 
     /// `layers/<name>/layer.yaml`, relative to the root.
@@ -217,32 +343,11 @@ impl Loader {
     /// Schema problems are recorded but the tree is still returned for the lenient typed
     /// pass (so meaning checks run on the rest of the file).
     fn read(&mut self, rel: &str, kind: FileKind) -> Option<Node> {
-        let path = self.root.join(rel);
-        let text = match std::fs::read(&path) {
-            Ok(b) => match String::from_utf8(b) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.problems.push(Problem::error(
-                        rel,
-                        Pos::START,
-                        "(root)",
-                        format!(
-                            "not UTF-8 text (invalid byte at offset {})",
-                            e.utf8_error().valid_up_to()
-                        ),
-                        "syntax",
-                    ));
-                    return None;
-                }
-            },
-            Err(e) => {
-                self.problems.push(Problem::error(
-                    rel,
-                    Pos::START,
-                    "(root)",
-                    format!("cannot read the file: {e}"),
-                    "io",
-                ));
+        let text = match self.read_text(rel) {
+            Ok(t) => t,
+            Err((message, code)) => {
+                self.problems
+                    .push(Problem::error(rel, Pos::START, "(root)", message, code));
                 return None;
             }
         };
@@ -519,6 +624,11 @@ impl Loader {
                 "layer-name",
             ));
         }
+        if let Err(m) = self.real(&dir_rel) {
+            self.problems
+                .push(Problem::error(&rel, Pos::START, "(root)", m, OUTSIDE));
+            return None;
+        }
         if !dir.join("layer.yaml").exists() {
             self.problems.push(Problem::error(
                 &rel,
@@ -729,9 +839,7 @@ impl Loader {
                 .collect();
             for path in layer.modes.keys() {
                 let rel = path.trim_start_matches('/');
-                let exists = trees
-                    .iter()
-                    .any(|t| std::fs::symlink_metadata(t.join(rel)).is_ok());
+                let exists = trees.iter().any(|t| in_tree(t, rel));
                 if !exists {
                     let where_ = if chain.len() > 1 {
                         format!("the files/ of layer {:?} or its includes", layer.name)
@@ -829,6 +937,21 @@ impl Loader {
     }
 }
 
+/// Whether `rel` is in the tree `root` as the layer builder sees it: every directory on the
+/// way a real directory (the builder never follows a symlink, and neither does this look).
+fn in_tree(root: &Path, rel: &str) -> bool {
+    let mut path = root.to_path_buf();
+    let mut comps = rel.split('/').filter(|c| !c.is_empty()).peekable();
+    while let Some(c) = comps.next() {
+        path.push(c);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if comps.peek().is_none() || m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 fn known_layers(layers: &BTreeMap<String, Layer>) -> String {
     if layers.is_empty() {
         "there are no layers".to_string()
@@ -889,6 +1012,10 @@ mod tests {
         );
         assert!(check_image_path("/").is_err());
         assert!(check_image_path("/a/../b").is_err());
+        let e = check_image_path("/.wh..opq").unwrap_err();
+        assert!(e.contains("reserved for whiteouts"), "{e}");
+        assert!(check_image_path("/opt/.wh.x/y").is_err());
+        assert!(check_image_path("/opt/a.wh.x").is_ok());
     }
 
     #[test]

@@ -171,16 +171,22 @@ pub fn validate(root: &Path) -> Result<Validation> {
     let settings = loader.settings();
 
     let mut layers = BTreeMap::new();
-    for name in list(&root.join("layers"), true)? {
-        if let Some(l) = loader.layer(&name) {
-            layers.insert(name, l);
+    if loader.dir_inside("layers") {
+        for name in list(&root.join("layers"), true)? {
+            if let Some(l) = loader.layer(&name) {
+                layers.insert(name, l);
+            }
         }
     }
 
     let mut manifests = Vec::new();
-    let mut files = list(&root.join("manifests"), false)?;
+    let manifests_inside = loader.dir_inside("manifests");
+    let mut files = match manifests_inside {
+        true => list(&root.join("manifests"), false)?,
+        false => Vec::new(),
+    };
     files.retain(|n| n.ends_with(".yaml") || n.ends_with(".yml"));
-    if files.is_empty() {
+    if files.is_empty() && manifests_inside {
         loader.problems.push(Problem::error(
             "manifests",
             yaml::Pos::START,

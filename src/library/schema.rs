@@ -58,6 +58,9 @@ pub fn check(kind: FileKind, rel: &str, node: &Node) -> Vec<Problem> {
     let instance = node.to_json();
     let mut out = Vec::new();
     for e in c.validator.iter_errors(&instance) {
+        if out.len() >= MAX_PROBLEMS {
+            break;
+        }
         let path: Vec<Seg> = e
             .instance_path()
             .iter()
@@ -91,7 +94,7 @@ pub fn check(kind: FileKind, rel: &str, node: &Node) -> Vec<Problem> {
                     .and_then(Value::as_object)
                     .map(|m| m.keys().cloned().collect())
                     .unwrap_or_default();
-                for key in unexpected {
+                for key in unexpected.iter().take(MAX_PROBLEMS) {
                     let pos = node.locate_key(&path, key);
                     let mut p = path.clone();
                     p.push(Seg::Key(key.clone()));
@@ -110,17 +113,43 @@ pub fn check(kind: FileKind, rel: &str, node: &Node) -> Vec<Problem> {
                     .unwrap_or("is not allowed here");
                 let mut p = path.clone();
                 p.push(Seg::Key(key.clone()));
-                problem(p, pos, format!("key {key:?} {hint}"));
+                problem(p, pos, format!("key {} {hint}", short(&Value::String(key))));
             }
             kind => {
                 let pos = node.locate(&path);
-                let message =
-                    message(kind, instance_value, keyword_schema).unwrap_or_else(|| e.to_string());
+                // The validator's own message may quote the whole value: cut it short.
+                let message = message(kind, instance_value, keyword_schema)
+                    .unwrap_or_else(|| cut(&e.to_string(), 200));
                 problem(path, pos, message);
             }
         }
     }
+    if out.len() >= MAX_PROBLEMS {
+        out.truncate(MAX_PROBLEMS);
+        out.push(Problem::error(
+            rel,
+            super::yaml::Pos::START,
+            "(root)",
+            format!(
+                "more than {MAX_PROBLEMS} problems against the schema; the rest are not listed"
+            ),
+            "schema",
+        ));
+    }
     out
+}
+
+/// Most schema problems listed for one file: a file with 100,000 unknown fields gets a
+/// readable answer, quickly (each problem looks up its node).
+const MAX_PROBLEMS: usize = 100;
+
+/// `text`, at most `max` characters (an ellipsis marks a cut).
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(max - 1).collect::<String>())
+    }
 }
 
 /// The schema object holding the failed keyword (where `x-message` and `properties` live).

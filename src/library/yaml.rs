@@ -121,15 +121,35 @@ pub fn display_path(path: &[Seg]) -> String {
 impl Node {
     /// Parse one YAML document. An empty file is an empty mapping's worth of nothing: `Null`.
     /// Duplicate keys, non-scalar keys and extra documents are errors; all of them are
-    /// returned (a scanner error stops parsing, so it comes alone).
+    /// returned (a scanner error stops parsing, so it comes alone). Nesting deeper than
+    /// [`MAX_DEPTH`], more than [`MAX_NODES`] nodes, or aliases repeating more than
+    /// [`MAX_ALIAS_NODES`] nodes or [`MAX_ALIAS_TEXT`] bytes stop parsing too: a file cannot
+    /// make graft build an unbounded tree (an alias bomb) or recurse without end.
     pub fn parse(text: &str) -> Result<Node, Vec<SyntaxError>> {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        if let Err(e) = parser.load(&mut builder, true) {
-            return Err(vec![SyntaxError {
-                pos: Pos::from_marker(*e.marker()),
-                message: e.info().to_string(),
-            }]);
+        // Events are pulled one by one rather than through `Parser::load`, which recurses
+        // once per nesting level: the depth limit must stop a deep file before that does.
+        loop {
+            match parser.next_token() {
+                Err(e) => {
+                    // The scanner counts flow nesting (`[[[`) itself, up to 255, and may
+                    // read that far ahead before the parser reports the 65th level.
+                    let message = match e.info() {
+                        "recursion limit exceeded" => nested_too_deep(),
+                        info => info.to_string(),
+                    };
+                    return Err(vec![SyntaxError {
+                        pos: Pos::from_marker(*e.marker()),
+                        message,
+                    }]);
+                }
+                Ok((Event::StreamEnd, _)) => break,
+                Ok((ev, mark)) => builder.on_event(ev, mark),
+            }
+            if let Some(e) = builder.fatal.take() {
+                return Err(vec![e]);
+            }
         }
         let mut errors = builder.errors;
         if builder.docs.len() > 1 {
@@ -269,55 +289,136 @@ fn parse_float(s: &str) -> Option<f64> {
     }
 }
 
+/// Deepest nesting of lists and mappings a library file may have (graft's own files need 4).
+pub const MAX_DEPTH: usize = 64;
+/// Most nodes one file may make, every node an alias repeats counted again.
+pub const MAX_NODES: usize = 1_000_000;
+/// Most nodes the aliases of one file may repeat in all (an alias copies its anchor's tree).
+pub const MAX_ALIAS_NODES: usize = 100_000;
+/// Most bytes of scalar text the aliases of one file may repeat in all.
+pub const MAX_ALIAS_TEXT: usize = 4 << 20;
+
+/// How much a subtree costs: its nodes and the bytes of its scalars and keys.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Size {
+    fn add(&mut self, other: Size) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
+
+/// A list or mapping being built: where it starts, its anchor, what it holds so far and
+/// what that costs.
 enum Frame {
-    Seq(Pos, usize, Vec<Node>),
-    Map(Pos, usize, Vec<(Key, Node)>, Option<Node>),
+    Seq(Pos, usize, Vec<Node>, Size),
+    Map(Pos, usize, MapFrame, Size),
+}
+
+#[derive(Default)]
+struct MapFrame {
+    entries: Vec<(Key, Node)>,
+    /// The key read, waiting for its value.
+    pending: Option<Node>,
+    /// Each key's first line: duplicates are found in one lookup, not a scan of the mapping.
+    seen: HashMap<String, usize>,
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     docs: Vec<Node>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, Size)>,
     errors: Vec<SyntaxError>,
+    /// A problem that stops parsing (a limit was passed).
+    fatal: Option<SyntaxError>,
+    /// Nodes made so far, aliases counting every node they repeat.
+    total: usize,
+    /// What aliases repeated so far.
+    aliased: Size,
 }
 
 impl Builder {
-    fn push(&mut self, node: Node, anchor: usize) {
+    fn stop(&mut self, pos: Pos, message: String) {
+        if self.fatal.is_none() {
+            self.fatal = Some(SyntaxError { pos, message });
+        }
+    }
+
+    /// Count `size` more nodes; false (and parsing stops) past [`MAX_NODES`].
+    fn count(&mut self, pos: Pos, size: Size) -> bool {
+        self.total = self.total.saturating_add(size.nodes);
+        if self.total > MAX_NODES {
+            self.stop(
+                pos,
+                format!("the file has more than {MAX_NODES} nodes (aliases counting every node they repeat); graft reads files of a reasonable size"),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn push(&mut self, node: Node, anchor: usize, size: Size) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
-            Some(Frame::Seq(_, _, items)) => items.push(node),
-            Some(Frame::Map(_, _, entries, pending)) => match pending.take() {
-                None => *pending = Some(node),
-                Some(key) => {
-                    let text = match &key.kind {
-                        Kind::Scalar { text, .. } => text.clone(),
-                        _ => {
-                            self.errors.push(SyntaxError {
-                                pos: key.pos,
-                                message: "mapping keys must be plain text, not lists or mappings"
-                                    .into(),
-                            });
-                            String::new()
-                        }
-                    };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == text) {
+            Some(Frame::Seq(_, _, items, total)) => {
+                items.push(node);
+                total.add(size);
+            }
+            Some(Frame::Map(_, _, map, total)) => {
+                total.add(size);
+                let Some(key) = map.pending.take() else {
+                    map.pending = Some(node);
+                    return;
+                };
+                let text = match key.kind {
+                    Kind::Scalar { text, .. } => text,
+                    _ => {
                         self.errors.push(SyntaxError {
                             pos: key.pos,
-                            message: format!(
-                                "duplicate key {:?} (first defined at line {})",
-                                text, first.pos.line
-                            ),
+                            message: "mapping keys must be plain text, not lists or mappings"
+                                .into(),
                         });
-                        return;
+                        String::new()
                     }
-                    entries.push((Key { text, pos: key.pos }, node));
+                };
+                match map.seen.get(&text) {
+                    Some(first) => self.errors.push(SyntaxError {
+                        pos: key.pos,
+                        message: format!(
+                            "duplicate key {} (first defined at line {first})",
+                            quoted(&text)
+                        ),
+                    }),
+                    None => {
+                        map.seen.insert(text.clone(), key.pos.line);
+                        map.entries.push((Key { text, pos: key.pos }, node));
+                    }
                 }
-            },
+            }
         }
+    }
+}
+
+fn nested_too_deep() -> String {
+    format!("lists and mappings are nested more than {MAX_DEPTH} deep")
+}
+
+/// A key for a message: quoted, and cut short so a message never carries much of a file.
+fn quoted(text: &str) -> String {
+    const MAX: usize = 60;
+    if text.chars().count() <= MAX {
+        format!("{text:?}")
+    } else {
+        let cut: String = text.chars().take(MAX - 3).collect();
+        format!("{cut:?}…")
     }
 }
 
@@ -331,37 +432,73 @@ impl MarkedEventReceiver for Builder {
                     .as_ref()
                     .is_some_and(|t| t.suffix == "str" || t.suffix.ends_with(":str"));
                 let plain = matches!(style, TScalarStyle::Plain) && !is_str_tag;
+                let size = Size {
+                    nodes: 1,
+                    bytes: text.len(),
+                };
+                if !self.count(pos, size) {
+                    return;
+                }
                 self.push(
                     Node {
                         pos,
                         kind: Kind::Scalar { text, plain },
                     },
                     anchor,
+                    size,
                 );
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().unwrap_or(Node {
-                    pos,
-                    kind: Kind::Scalar {
-                        text: String::new(),
-                        plain: true,
+                // An alias to an anchor still being built (`&a [*a]`) finds nothing: null.
+                let (node, size) = self.anchors.get(&id).cloned().unwrap_or((
+                    Node {
+                        pos,
+                        kind: Kind::Scalar {
+                            text: String::new(),
+                            plain: true,
+                        },
                     },
-                });
-                self.push(Node { pos, ..node }, 0);
+                    Size { nodes: 1, bytes: 0 },
+                ));
+                // Checked before the copy is made: an alias bomb never gets built.
+                self.aliased.add(size);
+                if self.aliased.nodes > MAX_ALIAS_NODES || self.aliased.bytes > MAX_ALIAS_TEXT {
+                    self.stop(
+                        pos,
+                        format!("aliases repeat more than {MAX_ALIAS_NODES} nodes or {} MiB of text in this file (an alias bomb?); write the values out or use fewer aliases", MAX_ALIAS_TEXT >> 20),
+                    );
+                    return;
+                }
+                if !self.count(pos, size) {
+                    return;
+                }
+                self.push(Node { pos, ..node }, 0, size);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(pos, anchor, Vec::new())),
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map(pos, anchor, Vec::new(), None))
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if self.stack.len() >= MAX_DEPTH {
+                    self.stop(pos, nested_too_deep());
+                    return;
+                }
+                if !self.count(pos, Size { nodes: 1, bytes: 0 }) {
+                    return;
+                }
+                let size = Size { nodes: 1, bytes: 0 };
+                self.stack.push(match ev {
+                    Event::SequenceStart(..) => Frame::Seq(pos, anchor, Vec::new(), size),
+                    _ => Frame::Map(pos, anchor, MapFrame::default(), size),
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Seq(p, anchor, items)) => self.push(
+                Some(Frame::Seq(p, anchor, items, size)) => self.push(
                     Node {
                         pos: p,
                         kind: Kind::Seq(items),
                     },
                     anchor,
+                    size,
                 ),
-                Some(Frame::Map(p, anchor, entries, _)) => {
+                Some(Frame::Map(p, anchor, map, size)) => {
+                    let entries = map.entries;
                     // The parser marks an implicit block mapping after its first key; the
                     // first key is where such a mapping really starts.
                     let p = entries.first().map_or(p, |(k, _)| p.min(k.pos));
@@ -371,6 +508,7 @@ impl MarkedEventReceiver for Builder {
                             kind: Kind::Map(entries),
                         },
                         anchor,
+                        size,
                     )
                 }
                 None => {}
@@ -436,5 +574,81 @@ mod tests {
             "tags[2]"
         );
         assert_eq!(display_path(&[]), "(root)");
+    }
+
+    #[test]
+    fn alias_bombs_stop_before_they_are_built() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let p = i - 1;
+            let refs = vec![format!("*a{p}"); 9].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = Node::parse(&text).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].message
+                .starts_with("aliases repeat more than 100000 nodes"),
+            "{e:?}"
+        );
+        // a1..a4 copy 90 + 819 + 7380 + 66429 nodes; a5's first alias passes the limit.
+        assert_eq!(e[0].pos.line, 6, "{e:?}");
+        // Long text repeated by aliases counts too.
+        let big = "x".repeat(1 << 20);
+        let text = format!("a: &a {big}\nb: [*a, *a, *a, *a, *a]\n");
+        assert!(Node::parse(&text).unwrap_err()[0]
+            .message
+            .starts_with("aliases repeat"));
+        // A few aliases are fine.
+        assert!(Node::parse("a: &a {k: [1, 2]}\nb: [*a, *a]\n").is_ok());
+    }
+
+    #[test]
+    fn nesting_is_bounded_without_recursion() {
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(Node::parse(&ok).is_ok());
+        for deep in [
+            "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1),
+            "- ".repeat(100_000) + "x",
+            "{a: ".repeat(100_000),
+        ] {
+            let e = Node::parse(&deep).unwrap_err();
+            assert_eq!(e.len(), 1);
+            assert_eq!(
+                e[0].message,
+                "lists and mappings are nested more than 64 deep"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_with_one_lookup_each() {
+        // 160,000 keys took 33 s when each key was compared with every earlier one; with a
+        // hash per mapping this is linear (well under a second; 10 s is a generous bound
+        // for a debug build on a loaded machine, not a benchmark).
+        let mut text = String::new();
+        for i in 0..160_000 {
+            text.push_str(&format!("k{i}: v\n"));
+        }
+        text.push_str("k159999: again\nk0: again\n");
+        let start = std::time::Instant::now();
+        let e = Node::parse(&text).unwrap_err();
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            e[0].message,
+            "duplicate key \"k159999\" (first defined at line 160000)"
+        );
+        assert_eq!(
+            e[1].pos,
+            Pos {
+                line: 160_002,
+                column: 1
+            }
+        );
+        // A long duplicate key is cut short in the message.
+        let long = "k".repeat(500);
+        let e = Node::parse(&format!("{long}: 1\n{long}: 2\n")).unwrap_err();
+        assert!(e[0].message.len() < 120, "{}", e[0].message);
     }
 }

@@ -75,8 +75,10 @@ pub struct SourceSpec {
 
 /// Read and check a sync file.
 pub fn load_config(path: &Path) -> Result<MirrorConfig> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::io("reading sync file", path, e))?;
+    // A sync file that is missing or unreadable is a wrong argument (exit 2).
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Unsupported(format!("cannot read the sync file {}: {e}", path.display()))
+    })?;
     let cfg: MirrorConfig = serde_yaml_ng::from_str(&text).map_err(|e| Error::Invalid {
         what: format!("sync file {}", path.display()),
         reason: e.to_string(),

@@ -2,14 +2,20 @@
 //! the library). Each is one call returning a report that the CLI renders; none prints.
 //!
 //! - [`append`]: new layers over a base image (`graft append`);
+//! - [`plan`]: what a refresh would write (`graft plan`);
 //! - [`refresh`]: the compat refresh of a library's images (assemble, write, sign);
 //! - [`mirror`]: copying many images (and what is attached to them), for air gaps;
 //! - [`attachments`]: finding and copying signatures, attestations and referrers;
+//! - [`sign`]: signing, attesting and verifying images as CI steps;
+//! - [`inspect`]: an image's root, config or breadcrumbs (`graft inspect`);
 //! - [`copy`]: one image copy, with its attachments when asked (used by `copy` and `mirror`).
 
 pub mod append;
 pub mod attachments;
 pub mod copy;
+pub mod inspect;
 pub mod memo;
 pub mod mirror;
+pub mod plan;
 pub mod refresh;
+pub mod sign;

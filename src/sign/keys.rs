@@ -129,13 +129,33 @@ pub fn read_key_text(spec: &str) -> Result<(String, String)> {
             )),
         };
     }
-    match std::fs::read(spec) {
-        Ok(b) => String::from_utf8(b)
-            .map(|t| (t, spec.to_string()))
-            .map_err(|_| key_error(spec, "not a PEM text file (invalid UTF-8)")),
-        Err(e) => Err(Error::io("reading key file", spec, e)),
+    // A key file that is missing or unreadable is a wrong argument (exit 2), like a bad one.
+    let cannot = |e: std::io::Error| key_error(spec, format!("cannot read the key file: {e}"));
+    // Read with a limit (a device or a huge file must not fill memory); a pipe is fine,
+    // e.g. `--key <(pass show cosign)`.
+    let mut bytes = Vec::new();
+    std::fs::File::open(spec)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes)
+        })
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(key_error(
+            spec,
+            format!(
+                "the file is larger than {} KiB; a PEM key file is a few hundred bytes",
+                MAX_KEY_FILE_BYTES >> 10
+            ),
+        ));
     }
+    String::from_utf8(bytes)
+        .map(|t| (t, spec.to_string()))
+        .map_err(|_| key_error(spec, "not a PEM text file (invalid UTF-8)"))
 }
+
+/// Largest key file read: PEM keys are a few hundred bytes.
+const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
 
 /// Split the first PEM block of `text` into its label and decoded body.
 pub fn pem_decode(text: &str, what: &str) -> Result<(String, Vec<u8>)> {
@@ -359,6 +379,7 @@ fn decrypt(body: &[u8], password: &[u8], what: &str) -> Result<Zeroizing<Vec<u8>
         )
     })?;
     let p = &doc.kdf.params;
+    check_scrypt_params(p, what)?;
     let key = scrypt_key(password, &salt, p.n, p.r, p.p, what)?;
     XSalsa20Poly1305::new(&BoxKey::from(*key))
         .decrypt(&Nonce::from(nonce), ciphertext.as_slice())
@@ -371,35 +392,64 @@ fn decrypt(body: &[u8], password: &[u8], what: &str) -> Result<Zeroizing<Vec<u8>
         })
 }
 
+/// Largest scrypt cost accepted from a key file: N = 2^17 (cosign writes 2^15 or 2^16).
+/// The file chooses its own parameters, so a hostile one could otherwise ask for gigabytes
+/// of memory (N = 2^30) or hours of work (p = 2^20) before the password is even checked.
+pub const MAX_SCRYPT_LOG_N: u32 = 17;
+
+/// Refuse scrypt parameters outside what cosign writes.
+fn check_scrypt_params(p: &ScryptParams, what: &str) -> Result<()> {
+    let n_ok = p.n >= 2 && p.n.is_power_of_two() && p.n <= 1 << MAX_SCRYPT_LOG_N;
+    if n_ok && p.r == SCRYPT_R && p.p == SCRYPT_P {
+        return Ok(());
+    }
+    Err(key_error(
+        what,
+        format!(
+            "unsupported scrypt parameters N={} r={} p={}: graft accepts N a power of two up to \
+             2^{MAX_SCRYPT_LOG_N}, r={SCRYPT_R} and p={SCRYPT_P} (cosign writes N=32768 or 65536)",
+            p.n, p.r, p.p
+        ),
+    ))
+}
+
+/// The message for a key that is not ECDSA P-256; `algorithm` and `curve` are the OIDs of
+/// its algorithm identifier (`curve` for EC keys only).
+fn unsupported_type(what: &str, algorithm: &str, curve: Option<&str>) -> Error {
+    let kind = match (algorithm, curve) {
+        (EC_PUBLIC_KEY_OID, Some("1.3.132.0.34")) => "ECDSA P-384".to_string(),
+        (EC_PUBLIC_KEY_OID, Some("1.3.132.0.35")) => "ECDSA P-521".to_string(),
+        (EC_PUBLIC_KEY_OID, Some("1.3.132.0.10")) => "ECDSA secp256k1".to_string(),
+        (EC_PUBLIC_KEY_OID, Some(c)) => format!("ECDSA on curve {c}"),
+        (EC_PUBLIC_KEY_OID, None) => "ECDSA without a named curve".to_string(),
+        ("1.3.101.112", _) => "Ed25519".to_string(),
+        ("1.3.101.113", _) => "Ed448".to_string(),
+        ("1.2.840.113549.1.1.1", _) => "RSA".to_string(),
+        ("1.2.840.113549.1.1.10", _) => "RSA-PSS".to_string(),
+        ("1.2.840.10040.4.1", _) => "DSA".to_string(),
+        (o, _) => format!("with algorithm {o}"),
+    };
+    key_error(
+        what,
+        format!("unsupported key type {kind}: graft supports ECDSA P-256 keys (cosign's default)"),
+    )
+}
+
 /// Refuse non-P-256 keys with a message naming the type.
 fn check_pkcs8_type(der: &[u8], what: &str) -> Result<()> {
     let info = p256::pkcs8::PrivateKeyInfo::try_from(der)
         .map_err(|e| key_error(what, format!("the decrypted key is not PKCS#8: {e}")))?;
-    let oid = info.algorithm.oid.to_string();
-    let kind = match oid.as_str() {
-        EC_PUBLIC_KEY_OID => {
-            let curve = info
-                .algorithm
-                .parameters_oid()
-                .map(|o| o.to_string())
-                .unwrap_or_default();
-            if curve == P256_OID {
-                return Ok(());
-            }
-            match curve.as_str() {
-                "1.3.132.0.34" => "ECDSA P-384".to_string(),
-                "1.3.132.0.35" => "ECDSA P-521".to_string(),
-                c => format!("ECDSA on curve {c}"),
-            }
-        }
-        "1.3.101.112" => "Ed25519".to_string(),
-        "1.2.840.113549.1.1.1" => "RSA".to_string(),
-        o => format!("algorithm {o}"),
-    };
-    Err(key_error(
-        what,
-        format!("unsupported key type {kind}: graft signs with ECDSA P-256 keys"),
-    ))
+    check_algorithm(&info.algorithm, what)
+}
+
+/// Refuse an algorithm identifier other than ECDSA P-256, naming what it is.
+fn check_algorithm(alg: &p256::pkcs8::AlgorithmIdentifierRef<'_>, what: &str) -> Result<()> {
+    let oid = alg.oid.to_string();
+    let curve = alg.parameters_oid().ok().map(|o| o.to_string());
+    if oid == EC_PUBLIC_KEY_OID && curve.as_deref() == Some(P256_OID) {
+        return Ok(());
+    }
+    Err(unsupported_type(what, &oid, curve.as_deref()))
 }
 
 impl PublicKey {
@@ -427,6 +477,14 @@ impl PublicKey {
 
     /// Parse SPKI DER.
     pub fn from_der(der: &[u8], what: &str) -> Result<PublicKey> {
+        // The algorithm first, so another key type is named as what it is.
+        let spki = p256::pkcs8::SubjectPublicKeyInfoRef::try_from(der).map_err(|e| {
+            key_error(
+                what,
+                format!("not a public key (SubjectPublicKeyInfo DER): {e}"),
+            )
+        })?;
+        check_algorithm(&spki.algorithm, what)?;
         VerifyingKey::from_public_key_der(der)
             .map(|inner| PublicKey { inner })
             .map_err(|e| key_error(what, format!("not an ECDSA P-256 public key: {e}")))
@@ -539,5 +597,90 @@ mod tests {
         let k = SigningKey::generate();
         let d = format!("{k:?}");
         assert!(d.starts_with("SigningKey(public key "), "{d}");
+    }
+
+    #[test]
+    fn scrypt_costs_are_bounded() {
+        let params = |n, r, p| ScryptParams { n, r, p };
+        for (n, r, p) in [(1 << 15, 8, 1), (1 << 16, 8, 1), (1 << 17, 8, 1)] {
+            assert!(check_scrypt_params(&params(n, r, p), "k").is_ok());
+        }
+        for (n, r, p) in [
+            (1 << 18, 8, 1),
+            (1 << 30, 8, 1),
+            (u64::MAX, 8, 1),
+            (0, 8, 1),
+            (65535, 8, 1),
+            (1 << 16, 8, 1 << 20),
+            (1 << 16, 9, 1),
+        ] {
+            let e = check_scrypt_params(&params(n, r, p), "k.key").unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!(
+                    "key k.key: unsupported scrypt parameters N={n} r={r} p={p}: "
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_public_key_types_are_named() {
+        // SubjectPublicKeyInfo DER by hand: only the algorithm identifier is read.
+        fn spki(alg: &[u8], key_len: usize) -> Vec<u8> {
+            let mut bits = vec![0x03, key_len as u8 + 1, 0x00];
+            bits.extend(std::iter::repeat(4u8).take(key_len));
+            let mut body = vec![0x30, alg.len() as u8];
+            body.extend_from_slice(alg);
+            body.extend(bits);
+            let mut out = vec![0x30, body.len() as u8];
+            out.extend(body);
+            out
+        }
+        let ec = |curve: &[u8]| {
+            let mut alg = vec![0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+            alg.extend_from_slice(curve);
+            alg
+        };
+        for (der, kind) in [
+            (spki(&[0x06, 0x03, 0x2b, 0x65, 0x70], 32), "Ed25519"),
+            (
+                spki(&ec(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]), 97),
+                "ECDSA P-384",
+            ),
+            (
+                spki(&ec(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a]), 65),
+                "ECDSA secp256k1",
+            ),
+            (
+                spki(
+                    &[
+                        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05,
+                        0x00,
+                    ],
+                    100,
+                ),
+                "RSA",
+            ),
+        ] {
+            let e = PublicKey::from_der(&der, "k.pub").unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("key k.pub: unsupported key type {kind}: graft supports ECDSA P-256 keys (cosign's default)")
+            );
+        }
+        let ok = SigningKey::generate().public_key();
+        assert_eq!(PublicKey::from_der(&ok.to_der(), "k").unwrap(), ok);
+    }
+
+    #[test]
+    fn missing_key_files_are_bad_input() {
+        let e = PublicKey::load("/nonexistent/k.pub").unwrap_err();
+        assert!(e.is_usage(), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("key /nonexistent/k.pub: cannot read the key file: "),
+            "{e}"
+        );
     }
 }

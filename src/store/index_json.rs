@@ -28,9 +28,11 @@ pub(crate) fn parse_index(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>> {
         #[serde(default)]
         manifests: Option<Vec<Descriptor>>,
     }
-    let doc: IndexDoc = serde_json::from_slice(bytes).map_err(|e| Error::Json {
-        what: what.to_string(),
-        source: e,
+    let doc: IndexDoc = serde_json::from_slice(bytes).map_err(|e| {
+        bad_entry_digest(bytes, what).unwrap_or_else(|| Error::Json {
+            what: what.to_string(),
+            source: e,
+        })
     })?;
     if let Some(v) = doc.schema_version {
         if v != 2 {
@@ -41,6 +43,22 @@ pub(crate) fn parse_index(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>> {
         }
     }
     Ok(doc.manifests.unwrap_or_default())
+}
+
+/// When an `index.json` failed to parse: the error for its first entry with a malformed
+/// digest (an [`Error::InvalidDigest`] naming the file and the entry), if that is the reason.
+/// A bad digest is bad input, not broken JSON.
+fn bad_entry_digest(bytes: &[u8], what: &str) -> Option<Error> {
+    let doc: Value = serde_json::from_slice(bytes).ok()?;
+    let entries = doc.get("manifests")?.as_array()?;
+    entries.iter().enumerate().find_map(|(i, entry)| {
+        let digest = entry.get("digest")?.as_str()?;
+        let err = digest.parse::<Digest>().err()?;
+        let tag = entry_ref_name(entry)
+            .map(|t| format!(" (tag {t:?})"))
+            .unwrap_or_default();
+        Some(err.context(format!("reading entry {i}{tag} of the manifests in {what}")))
+    })
 }
 
 /// Pick the entry named `tag`, or the only entry. `what` names the layout or archive.
@@ -243,4 +261,32 @@ fn entry_ref_name(v: &Value) -> Option<&str> {
 
 fn entry_digest(v: &Value) -> Option<&str> {
     v.get("digest")?.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_entry_digest_is_a_bad_digest() {
+        let good = Digest::sha256(b"x");
+        let doc = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{m}","digest":"{good}","size":1}},{{"mediaType":"{m}","digest":"sha256:xyz","size":1,"annotations":{{"{REF_NAME}":"v1"}}}}]}}"#,
+            m = mt::OCI_MANIFEST
+        );
+        let err = parse_index(doc.as_bytes(), "/l/index.json").unwrap_err();
+        assert!(err.is_usage(), "{err:?}");
+        assert!(matches!(err.root(), Error::InvalidDigest { input, .. } if input == "sha256:xyz"));
+        let text = err.to_string();
+        assert!(
+            text.contains("entry 1 (tag \"v1\")") && text.contains("/l/index.json"),
+            "{text}"
+        );
+
+        // Other damage stays a JSON error, with its position.
+        let err = parse_index(br#"{"manifests":[{"digest":5}]}"#, "i").unwrap_err();
+        assert!(matches!(err, Error::Json { .. }), "{err:?}");
+        let err = parse_index(b"{", "i").unwrap_err();
+        assert!(matches!(err, Error::Json { .. }), "{err:?}");
+    }
 }

@@ -9,6 +9,10 @@
 //! ([`LocalStores`]). Manifests are stored as the exact bytes given; only `index.json` is serialised by graft (deterministically, keeping the
 //! fields and entries it does not touch; the document is handled by
 //! [`crate::store::index_json`], shared with archives).
+//!
+//! Reads trust nothing in the directory: only regular files are opened (never blocking on a
+//! FIFO), none whose real path leaves the layout directory, and documents are read only up to
+//! their limits ([`crate::store::MANIFEST_LIMIT`], [`crate::store::INDEX_JSON_LIMIT`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,7 +25,10 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{parent_dir, sync_dir, write_atomic, Durability, TMP_PREFIX};
+use crate::fsutil::{
+    open_regular, parent_dir, read_limited, sync_dir, too_large_reason, write_atomic, Durability,
+    OpenRefused, TMP_PREFIX,
+};
 use crate::oci::{Descriptor, Digest, Digester, RawManifest};
 use crate::reference::LayoutRef;
 use crate::store::index_json::{
@@ -29,7 +36,9 @@ use crate::store::index_json::{
     resolve_in, set_index_entry, with_index_header, INDEX_FILE, REF_NAME,
 };
 use crate::store::local::LocalStores;
-use crate::store::{verify_stream, BlobStream, Sink, Source};
+use crate::store::{
+    verify_stream, BlobStream, Sink, Source, INDEX_JSON_LIMIT, LAYOUT_MARKER_LIMIT, MANIFEST_LIMIT,
+};
 
 /// The file marking a directory as an OCI image layout.
 pub const OCI_LAYOUT_FILE: &str = "oci-layout";
@@ -50,6 +59,8 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 pub struct Layout {
     /// The directory, as given (used in messages).
     root: PathBuf,
+    /// The directory, every symlink resolved: no file outside it is read.
+    real_root: PathBuf,
     /// Serialises edits of `index.json`: shared by everything one operation opens on this
     /// layout ([`LocalStores`]), private to this value otherwise.
     lock: Arc<Mutex<()>>,
@@ -77,20 +88,23 @@ impl Layout {
             }
             Ok(_) => {}
         }
+        let real_root =
+            std::fs::canonicalize(&root).map_err(|e| Error::io("resolving", &root, e))?;
         let marker = root.join(OCI_LAYOUT_FILE);
-        let bytes = match std::fs::read(&marker) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let bytes = match open_regular(&marker, Some(&real_root)) {
+            Ok(file) => read_limited(file, &marker, LAYOUT_MARKER_LIMIT)?,
+            Err(e) if e.is_not_found() => {
                 return Err(Error::Invalid {
                     what: what(),
                     reason: "no oci-layout file: this is not an OCI image layout".into(),
                 })
             }
-            Err(e) => return Err(Error::io("reading", marker, e)),
+            Err(e) => return Err(e.into_error(&marker)),
         };
         check_layout_marker(&bytes, &marker)?;
         let layout = Layout {
             root,
+            real_root,
             lock: Arc::default(),
         };
         layout.entries()?;
@@ -131,10 +145,8 @@ impl Layout {
     /// The same layout, its `index.json` edits serialised with everything else `local` opens
     /// on it.
     pub fn sharing(self, local: &LocalStores) -> Result<Layout> {
-        let key =
-            std::fs::canonicalize(&self.root).map_err(|e| Error::io("resolving", &self.root, e))?;
         Ok(Layout {
-            lock: local.index_lock(&key),
+            lock: local.index_lock(&self.real_root),
             ..self
         })
     }
@@ -152,7 +164,7 @@ impl Layout {
     /// The entries (`manifests`) of `index.json`, in file order.
     pub fn entries(&self) -> Result<Vec<Descriptor>> {
         let path = self.index_path();
-        let bytes = read_index_file(&path)?;
+        let bytes = self.read_index_file()?;
         parse_index(&bytes, &path.display().to_string())
     }
 
@@ -170,14 +182,39 @@ impl Layout {
             .join(digest.hex())
     }
 
-    /// Whether the blob exists as a regular file of the descriptor's size. (Its content is
-    /// checked when it is read.)
+    /// Whether the blob exists as a regular file of the descriptor's size, inside the layout
+    /// directory. (Its content is checked when it is read.) Anything else in its place (a
+    /// symlink out of the layout, a FIFO) counts as absent: a write replaces it.
     pub fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
         let path = self.blob_path(&desc.digest);
-        match std::fs::metadata(&path) {
+        let real = match std::fs::canonicalize(&path) {
+            Ok(real) => real,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("checking", path, e)),
+        };
+        if !real.starts_with(&self.real_root) {
+            return Ok(false);
+        }
+        match std::fs::metadata(&real) {
             Ok(m) => Ok(m.is_file() && m.len() == desc.size),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io("checking", path, e)),
+        }
+    }
+
+    /// Open a file of the layout for reading: a regular file inside the layout directory
+    /// (see [`open_regular`]).
+    fn open_file(&self, path: &Path) -> std::result::Result<std::fs::File, OpenRefused> {
+        open_regular(path, Some(&self.real_root))
+    }
+
+    /// Open the file of the blob `digest`; [`Error::NotFound`] if there is none.
+    fn open_blob(&self, digest: &Digest) -> Result<(PathBuf, std::fs::File)> {
+        let path = self.blob_path(digest);
+        match self.open_file(&path) {
+            Ok(file) => Ok((path, file)),
+            Err(e) if e.is_not_found() => Err(self.blob_not_found(digest)),
+            Err(e) => Err(e.into_error(&path)),
         }
     }
 
@@ -185,14 +222,8 @@ impl Layout {
     /// [`Error::DigestMismatch`] or [`Error::SizeMismatch`] when the file is not what `desc`
     /// says.
     pub async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream> {
-        let path = self.blob_path(&desc.digest);
-        let file = tokio::fs::File::open(&path).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                self.blob_not_found(&desc.digest)
-            } else {
-                Error::io("opening", &path, e)
-            }
-        })?;
+        let (path, file) = self.open_blob(&desc.digest)?;
+        let file = tokio::fs::File::from_std(file);
         let stream = ReaderStream::with_capacity(file, READ_CHUNK)
             .map(move |r| r.map_err(|e| Error::io("reading", &path, e)));
         Ok(verify_stream(
@@ -202,28 +233,32 @@ impl Layout {
         ))
     }
 
-    /// Read and verify a manifest or index. The media type comes from the document, else from
-    /// the descriptor (umoci writes manifests without `mediaType`).
+    /// Read and verify a manifest or index (at most [`MANIFEST_LIMIT`] bytes). The media
+    /// type comes from the document, else from the descriptor (umoci writes manifests without
+    /// `mediaType`).
     pub async fn read_manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
-        let path = self.blob_path(&desc.digest);
         let what = format!("manifest {} in {}", desc.digest, layout_what(&self.root));
-        let meta = tokio::fs::metadata(&path).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                self.blob_not_found(&desc.digest)
-            } else {
-                Error::io("checking", &path, e)
+        check_manifest_size(desc, &what)?;
+        let layout = self.clone();
+        let d = desc.clone();
+        let read = move || -> Result<Vec<u8>> {
+            let (path, file) = layout.open_blob(&d.digest)?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("checking", &path, e))?
+                .len();
+            if len != d.size {
+                return Err(Error::SizeMismatch {
+                    what: format!("manifest {} in {}", d.digest, layout_what(&layout.root)),
+                    expected: d.size,
+                    found: len,
+                });
             }
-        })?;
-        if meta.len() != desc.size {
-            return Err(Error::SizeMismatch {
-                what,
-                expected: desc.size,
-                found: meta.len(),
-            });
-        }
-        let bytes = tokio::fs::read(&path)
+            read_limited(file, &path, d.size)
+        };
+        let bytes = tokio::task::spawn_blocking(read)
             .await
-            .map_err(|e| Error::io("reading", &path, e))?;
+            .map_err(|e| Error::internal(format!("reading {what}"), e))??;
         manifest_from_bytes(Bytes::from(bytes), desc, what)
     }
 
@@ -330,7 +365,7 @@ impl Layout {
     fn edit_index_doc(&self, f: impl FnOnce(&mut Map<String, Value>) -> Result<()>) -> Result<()> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.index_path();
-        let bytes = read_index_file(&path)?;
+        let bytes = self.read_index_file()?;
         let what = path.display().to_string();
         let original = parse_index_doc(&bytes, &what)?;
         let mut edited = original.clone();
@@ -341,6 +376,20 @@ impl Layout {
         }
         let out = index_doc_bytes(edited, &what)?;
         write_atomic(&path, &out, DOC_MODE, Durability::Synced)
+    }
+
+    /// The bytes of `index.json` (a regular file inside the layout, at most
+    /// [`INDEX_JSON_LIMIT`] bytes).
+    fn read_index_file(&self) -> Result<Vec<u8>> {
+        let path = self.index_path();
+        match self.open_file(&path) {
+            Ok(file) => read_limited(file, &path, INDEX_JSON_LIMIT),
+            Err(e) if e.is_not_found() => Err(Error::Invalid {
+                what: layout_what(parent_dir(&path)),
+                reason: "no index.json".into(),
+            }),
+            Err(e) => Err(e.into_error(&path)),
+        }
     }
 
     fn blob_not_found(&self, digest: &Digest) -> Error {
@@ -575,17 +624,16 @@ fn exists(path: &Path) -> Result<bool> {
     }
 }
 
-fn read_index_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Invalid {
-                what: layout_what(parent_dir(path)),
-                reason: "no index.json".into(),
-            }
-        } else {
-            Error::io("reading", path, e)
-        }
-    })
+/// Refuse a manifest whose descriptor claims more than [`MANIFEST_LIMIT`] bytes, before
+/// reading any of it; `what` names it.
+pub(crate) fn check_manifest_size(desc: &Descriptor, what: &str) -> Result<()> {
+    if desc.size > MANIFEST_LIMIT {
+        return Err(Error::Invalid {
+            what: what.to_string(),
+            reason: too_large_reason(desc.size, MANIFEST_LIMIT),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1050,6 +1098,66 @@ mod tests {
         sink.put_manifest(&img.manifest).await.unwrap();
         assert!(sink.has_manifest(&img.manifest.descriptor()).await.unwrap());
         assert!(sink.layout().entries().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn hostile_files_are_refused_unread() {
+        let dir = tmp();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        // A manifest claiming more than the limit: refused on its descriptor (there is no
+        // file at all: the size is checked before anything is opened).
+        let big = Descriptor::new(mt::OCI_MANIFEST, Digest::sha256(b"big"), MANIFEST_LIMIT + 1);
+        let err = layout.read_manifest(&big).await.unwrap_err().to_string();
+        assert!(
+            err.contains("4194305 bytes is more than the 4194304 bytes"),
+            "{err}"
+        );
+
+        // A FIFO blob: refused at once, not waited on.
+        let img = image("fifo");
+        let path = layout.blob_path(&img.layer.0.digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(!layout.has_blob(&img.layer.0).unwrap());
+        let err = layout
+            .read_blob(&img.layer.0)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+        // A write replaces it.
+        layout
+            .write_bytes(&img.layer.0, img.layer.1.clone())
+            .await
+            .unwrap();
+        assert!(layout.has_blob(&img.layer.0).unwrap());
+
+        // A blob linked out of the layout counts as absent and is not read.
+        let outside = tmp();
+        let target = outside.path().join("blob");
+        std::fs::write(&target, &img.config.1).unwrap();
+        let path = layout.blob_path(&img.config.0.digest);
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(!layout.has_blob(&img.config.0).unwrap());
+        let err = layout
+            .read_blob(&img.config.0)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("outside"), "{err}");
+
+        // An index.json over its limit.
+        let index = layout.index_path();
+        let f = std::fs::File::create(&index).unwrap();
+        f.set_len(INDEX_JSON_LIMIT + 1).unwrap();
+        let err = Layout::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("67108865 bytes is more than"), "{err}");
     }
 
     #[tokio::test]

@@ -24,6 +24,19 @@ use crate::oci::{Descriptor, Digest, RawManifest};
 
 pub use verify::verify_stream;
 
+/// The most bytes of one manifest or index graft reads (what distribution accepts).
+pub const MANIFEST_LIMIT: u64 = 4 << 20;
+
+/// The most bytes of a layout's or archive's `index.json` graft reads. graft's own exports
+/// stay far below it (an entry is a few hundred bytes).
+pub const INDEX_JSON_LIMIT: u64 = 64 << 20;
+
+/// The most bytes of an image config graft reads into memory.
+pub const CONFIG_LIMIT: u64 = 64 << 20;
+
+/// The most bytes of an `oci-layout` file graft reads (it holds one short field).
+pub const LAYOUT_MARKER_LIMIT: u64 = 64 << 10;
+
 /// A stream of blob bytes. Streams handed out by a [`Source`] are verified: they end with an
 /// error instead of `None` when the digest or size does not match.
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;

@@ -579,7 +579,7 @@ fn plan_resolves_layouts_and_checks_pins() {
 #[test]
 fn plan_refuses_an_invalid_library_and_lists_why() {
     let lib = variant(&[("layers/c/layer.yaml", "remove: [x]\n")]);
-    let run = run_in(lib.path(), &["plan"]).fails(1);
+    let run = run_in(lib.path(), &["plan"]).fails(2);
     assert_eq!(run.stdout, "");
     assert!(
         run.stderr
@@ -649,7 +649,7 @@ fn layer_build_reports_problems_of_its_chain_only() {
         ("layers/ok/files/hello", "hi\n"),
     ]);
     run_in(lib.path(), &["layer", "build", "ok"]).ok();
-    let run = run_in(lib.path(), &["layer", "build", "c"]).fails(1);
+    let run = run_in(lib.path(), &["layer", "build", "c"]).fails(2);
     assert!(
         run.stderr
             .contains("layers/base/layer.yaml:1:10: remove[0]: \"etc\" is not an absolute path"),

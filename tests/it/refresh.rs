@@ -423,7 +423,7 @@ fn bad_input_writes_nothing() {
         ),
     )
     .unwrap();
-    let run = refresh(home.path(), &lib3, &["--repo", &repo]).fails(1);
+    let run = refresh(home.path(), &lib3, &["--repo", &repo]).fails(2);
     assert!(
         run.stderr.contains("layers/jupyter-compat/layer.yaml:") && run.stderr.contains("absolute"),
         "{}",

@@ -49,6 +49,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result, ResultExt};
+use crate::fsutil::{open_regular, too_large_reason};
 use crate::oci::{Descriptor, Digest, RawManifest};
 use crate::reference::LayoutRef;
 use crate::store::index_json::{
@@ -56,10 +57,13 @@ use crate::store::index_json::{
     set_index_entry, tag_digest, with_index_header, INDEX_FILE,
 };
 use crate::store::layout::{
-    bytes_stream, check_layout_marker, display_ref, manifest_from_bytes, OCI_LAYOUT_FILE,
+    bytes_stream, check_layout_marker, check_manifest_size, display_ref, manifest_from_bytes,
+    OCI_LAYOUT_FILE,
 };
 use crate::store::local::LocalStores;
-use crate::store::{verify_stream, BlobStream, Sink, Source};
+use crate::store::{
+    verify_stream, BlobStream, Sink, Source, INDEX_JSON_LIMIT, LAYOUT_MARKER_LIMIT, MANIFEST_LIMIT,
+};
 
 use partial::Partial;
 use scan::{blob_member, member_digest, scan_archive, Kind, Scanned};
@@ -139,10 +143,17 @@ impl ArchiveSource {
                 ),
             })
         };
-        let marker = read_member_sync(&path, member(OCI_LAYOUT_FILE)?)?;
+        let marker_what = format!("{OCI_LAYOUT_FILE} in {what}");
+        let marker = read_member_sync(
+            &path,
+            member(OCI_LAYOUT_FILE)?,
+            LAYOUT_MARKER_LIMIT,
+            &marker_what,
+        )?;
         check_layout_marker(&marker, &path.join(OCI_LAYOUT_FILE))?;
-        let index_bytes = read_member_sync(&path, member(INDEX_FILE)?)?;
         let index_what = format!("{INDEX_FILE} in {what}");
+        let index_bytes =
+            read_member_sync(&path, member(INDEX_FILE)?, INDEX_JSON_LIMIT, &index_what)?;
         let entries = parse_index(&index_bytes, &index_what)?;
         let index = serde_json::from_slice(&index_bytes).map_err(|e| Error::Json {
             what: index_what,
@@ -207,9 +218,8 @@ impl ArchiveSource {
     pub async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream> {
         let member = self.member_of(&desc.digest)?;
         let path = self.file_of(&member).to_path_buf();
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Error::io("opening", &path, e))?;
+        let file = open_regular(&path, None).map_err(|e| e.into_error(&path))?;
+        let mut file = tokio::fs::File::from_std(file);
         file.seek(SeekFrom::Start(member.offset))
             .await
             .map_err(|e| Error::io("seeking in", &path, e))?;
@@ -226,6 +236,7 @@ impl ArchiveSource {
     pub async fn read_manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
         let member = self.member_of(&desc.digest)?;
         let what = format!("manifest {} in {}", desc.digest, archive_what(&self.path));
+        check_manifest_size(desc, &what)?;
         if member.size != desc.size {
             return Err(Error::SizeMismatch {
                 what,
@@ -234,9 +245,12 @@ impl ArchiveSource {
             });
         }
         let path = self.file_of(&member).to_path_buf();
-        let bytes = tokio::task::spawn_blocking(move || read_member_sync(&path, member))
-            .await
-            .map_err(|e| Error::io("reading", &self.path, std::io::Error::other(e)))??;
+        let member_what = what.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            read_member_sync(&path, member, MANIFEST_LIMIT, &member_what)
+        })
+        .await
+        .map_err(|e| Error::io("reading", &self.path, std::io::Error::other(e)))??;
         manifest_from_bytes(Bytes::from(bytes), desc, what)
     }
 
@@ -714,19 +728,21 @@ fn exists(path: &Path) -> Result<bool> {
     }
 }
 
-/// Read a whole (small) member.
-fn read_member_sync(path: &Path, m: Member) -> Result<Vec<u8>> {
-    let mut file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+/// Read a whole (small) member of the file at `path`, refusing one of more than `limit`
+/// bytes before allocating anything (its size comes from its tar header, which a hostile
+/// archive sets at will); `what` names the member.
+fn read_member_sync(path: &Path, m: Member, limit: u64, what: &str) -> Result<Vec<u8>> {
+    if m.size > limit {
+        return Err(Error::Invalid {
+            what: what.to_string(),
+            reason: too_large_reason(m.size, limit),
+        });
+    }
+    let mut file: File = open_regular(path, None).map_err(|e| e.into_error(path))?;
     file.seek(SeekFrom::Start(m.offset))
         .map_err(|e| Error::io("seeking in", path, e))?;
-    let len = usize::try_from(m.size).map_err(|_| Error::Invalid {
-        what: archive_what(path),
-        reason: format!(
-            "a member of {} bytes is too large to read into memory",
-            m.size
-        ),
-    })?;
-    let mut buf = vec![0; len];
+    // Within the limit, so the size fits in memory.
+    let mut buf = vec![0; m.size as usize];
     file.read_exact(&mut buf)
         .map_err(|e| Error::io("reading", path, e))?;
     Ok(buf)

@@ -32,7 +32,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{parent_dir, sync_dir};
+use crate::fsutil::{file_kind, open_regular, parent_dir, sync_dir};
 use crate::oci::{Descriptor, Digest, Digester};
 use crate::store::layout::{OCI_LAYOUT_CONTENT, OCI_LAYOUT_FILE};
 use crate::store::BlobStream;
@@ -201,7 +201,7 @@ impl Partial {
                 .collect();
             if let Some(last) = prefix.last() {
                 let from = base.path();
-                let src = File::open(from).map_err(|e| Error::io("opening", from, e))?;
+                let src = open_regular(from, None).map_err(|e| e.into_error(from))?;
                 let copied = std::io::copy(&mut src.take(last.end), &mut &file)
                     .map_err(|e| Error::io("copying into", path, e))?;
                 if copied < last.data + last.size {
@@ -256,10 +256,19 @@ impl Partial {
             .write(true)
             .open(path)
             .map_err(|e| Error::io("opening", path, e))?;
-        let len = file
+        let meta = file
             .metadata()
-            .map_err(|e| Error::io("checking", path, e))?
-            .len();
+            .map_err(|e| Error::io("checking", path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Invalid {
+                what: path.display().to_string(),
+                reason: format!(
+                    "{}, not a regular file: graft reads only regular files here",
+                    file_kind(&meta.file_type())
+                ),
+            });
+        }
+        let len = meta.len();
         let walked = walk(&file, len).map_err(|e| Error::io("reading", path, e))?;
         if let Some(problem) = &walked.problem {
             tracing::debug!(

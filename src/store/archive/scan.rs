@@ -5,6 +5,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::fsutil::open_regular;
 use crate::oci::Digest;
 use crate::store::layout::BLOBS_DIR;
 
@@ -118,25 +119,25 @@ pub(super) fn walk(file: &File, len: u64) -> std::io::Result<Walk> {
 /// the file.
 pub(super) fn scan_archive(path: &Path) -> Result<Vec<Scanned>> {
     let what = || archive_what(path);
-    let mut file = File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::NotFound {
+    // Only a regular file: a FIFO would block the open and every read.
+    let mut file = open_regular(path, None).map_err(|e| {
+        if e.is_not_found() {
+            return Error::NotFound {
                 what: what(),
                 detail: Some("no such file".into()),
-            }
-        } else {
-            Error::io("opening", path, e)
+            };
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Error::Invalid {
+                what: what(),
+                reason: "is a directory (for a layout directory use oci:)".into(),
+            },
+            _ => e.into_error(path),
         }
     })?;
     let meta = file
         .metadata()
         .map_err(|e| Error::io("checking", path, e))?;
-    if meta.is_dir() {
-        return Err(Error::Invalid {
-            what: what(),
-            reason: "is a directory (for a layout directory use oci:)".into(),
-        });
-    }
     let mut magic = [0u8; 4];
     let n = file
         .read(&mut magic)

@@ -9,7 +9,9 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::auth::Scope;
-use super::client::{Body, Registry};
+use super::client::{
+    redact_url, Body, Document, Registry, MANIFEST_LIMIT, MAX_TAG_PAGES, TAGS_PAGE_LIMIT,
+};
 use crate::error::{Error, Result};
 use crate::oci::{media_types, Descriptor, Digest, RawManifest};
 use crate::store::{verify_stream, BlobStream};
@@ -42,7 +44,11 @@ fn display_ref(host: &str, repo: &str, reference: &str) -> String {
 }
 
 fn header_digest(resp: &reqwest::Response) -> Option<Digest> {
-    resp.headers()
+    digest_in(resp.headers())
+}
+
+fn digest_in(headers: &HeaderMap) -> Option<Digest> {
+    headers
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
@@ -55,36 +61,32 @@ impl Registry {
         let url = self
             .url(&format!("v2/{repo}/manifests/{reference}"))
             .await?;
-        let resp = self
-            .send(
-                Method::GET,
-                url.clone(),
+        let what = format!("manifest {}", display_ref(self.host(), repo, reference));
+        let (headers, bytes) = match self
+            .get_document(
+                &url,
                 &[Scope::pull(repo)],
                 accept_headers(),
-                Body::Empty,
+                MANIFEST_LIMIT,
+                &what,
             )
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            let err = self.error(&Method::GET, &url, resp).await;
-            return Err(Error::NotFound {
-                what: format!("manifest {}", display_ref(self.host(), repo, reference)),
-                detail: Some(err.to_string()),
-            });
-        }
-        if !resp.status().is_success() {
-            return Err(self.error(&Method::GET, &url, resp).await);
-        }
-        let content_type = resp
-            .headers()
+            .await?
+        {
+            Document::Body { headers, bytes } => (headers, bytes),
+            Document::Status(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                let err = self.error(&Method::GET, &url, resp).await;
+                return Err(Error::NotFound {
+                    what,
+                    detail: Some(err.to_string()),
+                });
+            }
+            Document::Status(resp) => return Err(self.error(&Method::GET, &url, resp).await),
+        };
+        let content_type = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let claimed = header_digest(&resp);
-        let bytes = resp.bytes().await.map_err(|e| Error::Http {
-            context: format!("reading manifest {repo}:{reference}"),
-            source: e,
-        })?;
-        let what = format!("manifest {}", display_ref(self.host(), repo, reference));
+        let claimed = digest_in(&headers);
         if let Ok(expected) = reference.parse::<Digest>() {
             expected.verify(&what, &bytes)?;
             RawManifest::with_digest(bytes, content_type.as_deref(), expected)
@@ -238,6 +240,13 @@ impl Registry {
             return Err(self.error(&Method::GET, &url, resp).await);
         }
         let what = format!("blob {}/{repo}@{}", self.host(), desc.digest);
+        if let Some(len) = resp.content_length().filter(|l| *l > desc.size) {
+            return Err(Error::SizeMismatch {
+                what,
+                expected: desc.size,
+                found: len,
+            });
+        }
         let ctx = what.clone();
         let stream = resp.bytes_stream().map(move |r| {
             r.map_err(|e| Error::Http {
@@ -350,7 +359,7 @@ impl Registry {
                         location.clone(),
                         &scopes,
                         h,
-                        reqwest::Body::from(piece),
+                        Box::pin(futures::stream::iter([Ok(piece)])),
                     )
                     .await?;
                 if resp.status() != StatusCode::ACCEPTED {
@@ -370,7 +379,7 @@ impl Registry {
                     location.clone(),
                     &scopes,
                     h,
-                    reqwest::Body::from(Bytes::new()),
+                    Box::pin(futures::stream::empty()),
                 )
                 .await?;
             if resp.status() != StatusCode::CREATED {
@@ -388,13 +397,7 @@ impl Registry {
         );
         h.insert(CONTENT_LENGTH, HeaderValue::from(desc.size));
         let resp = self
-            .send_stream(
-                Method::PUT,
-                location.clone(),
-                &scopes,
-                h,
-                reqwest::Body::wrap_stream(data),
-            )
+            .send_stream(Method::PUT, location.clone(), &scopes, h, data)
             .await?;
         if resp.status() != StatusCode::CREATED {
             return Err(self.error(&Method::PUT, &location, resp).await);
@@ -410,34 +413,22 @@ impl Registry {
         let url = self.url(&format!("v2/{repo}/referrers/{digest}")).await?;
         let mut h = HeaderMap::new();
         h.insert(ACCEPT, HeaderValue::from_static(media_types::OCI_INDEX));
-        let resp = self
-            .send(
-                Method::GET,
-                url.clone(),
-                &[Scope::pull(repo)],
-                h,
-                Body::Empty,
-            )
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(self.error(&Method::GET, &url, resp).await);
-        }
-        let body = resp.bytes().await.map_err(|e| Error::Http {
-            context: format!("reading referrers of {repo}@{digest}"),
-            source: e,
-        })?;
+        let what = format!("referrers index of {}/{repo}@{digest}", self.host());
+        let body = match self
+            .get_document(&url, &[Scope::pull(repo)], h, MANIFEST_LIMIT, &what)
+            .await?
+        {
+            Document::Body { bytes, .. } => bytes,
+            Document::Status(resp) if resp.status() == StatusCode::NOT_FOUND => return Ok(None),
+            Document::Status(resp) => return Err(self.error(&Method::GET, &url, resp).await),
+        };
         #[derive(serde::Deserialize)]
         struct Index {
             #[serde(default)]
             manifests: Vec<Descriptor>,
         }
-        let index: Index = serde_json::from_slice(&body).map_err(|e| Error::Json {
-            what: format!("referrers index of {}/{repo}@{digest}", self.host()),
-            source: e,
-        })?;
+        let index: Index =
+            serde_json::from_slice(&body).map_err(|e| Error::Json { what, source: e })?;
         Ok(Some(index.manifests))
     }
 
@@ -449,28 +440,47 @@ impl Registry {
             tags: Option<Vec<String>>,
         }
         let mut url = self.url(&format!("v2/{repo}/tags/list")).await?;
+        let what = format!("tag list of {}/{repo}", self.host());
         let mut tags = Vec::new();
+        // Pages seen: a registry whose Link points back at a page already read would
+        // otherwise be followed forever.
+        let mut seen = std::collections::HashSet::new();
         loop {
-            let resp = self
-                .send(
-                    Method::GET,
-                    url.clone(),
-                    &[Scope::pull(repo)],
-                    HeaderMap::new(),
-                    Body::Empty,
-                )
-                .await?;
-            if resp.status() == StatusCode::NOT_FOUND {
-                return Err(Error::NotFound {
-                    what: format!("repository {}/{repo}", self.host()),
-                    detail: Some(self.error(&Method::GET, &url, resp).await.to_string()),
+            if !seen.insert(url.clone()) {
+                return Err(Error::Invalid {
+                    what,
+                    reason: format!(
+                        "the Link header points back to a page already read ({}); stopped",
+                        redact_url(&url)
+                    ),
                 });
             }
-            if !resp.status().is_success() {
-                return Err(self.error(&Method::GET, &url, resp).await);
+            if seen.len() > MAX_TAG_PAGES {
+                return Err(Error::Invalid {
+                    what,
+                    reason: format!("more than {MAX_TAG_PAGES} pages; stopped"),
+                });
             }
-            let next = resp
-                .headers()
+            let (headers, body) = match self
+                .get_document(
+                    &url,
+                    &[Scope::pull(repo)],
+                    HeaderMap::new(),
+                    TAGS_PAGE_LIMIT,
+                    &what,
+                )
+                .await?
+            {
+                Document::Body { headers, bytes } => (headers, bytes),
+                Document::Status(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                    return Err(Error::NotFound {
+                        what: format!("repository {}/{repo}", self.host()),
+                        detail: Some(self.error(&Method::GET, &url, resp).await.to_string()),
+                    });
+                }
+                Document::Status(resp) => return Err(self.error(&Method::GET, &url, resp).await),
+            };
+            let next = headers
                 .get(reqwest::header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|l| l.split(';').next())
@@ -480,21 +490,30 @@ impl Registry {
                         .trim_end_matches('>')
                         .to_string()
                 });
-            let body = resp.bytes().await.map_err(|e| Error::Http {
-                context: format!("reading tags of {repo}"),
-                source: e,
-            })?;
             let list: TagList = serde_json::from_slice(&body).map_err(|e| Error::Json {
-                what: format!("tag list of {repo}"),
+                what: what.clone(),
                 source: e,
             })?;
             tags.extend(list.tags.unwrap_or_default());
             match next {
                 Some(n) => {
-                    url = url.join(&n).map_err(|e| Error::Invalid {
-                        what: "tag list Link header".into(),
+                    let next = url.join(&n).map_err(|e| Error::Invalid {
+                        what: format!("{what}: its Link header"),
                         reason: e.to_string(),
-                    })?
+                    })?;
+                    // The next page must be on the registry itself: the credentials for it
+                    // would otherwise go wherever the registry points.
+                    if !self.is_own_origin(&next).await? {
+                        return Err(Error::Invalid {
+                            what,
+                            reason: format!(
+                                "the Link header points to another origin ({}); graft follows \
+                                 tag list pages only on the registry itself",
+                                redact_url(&next)
+                            ),
+                        });
+                    }
+                    url = next;
                 }
                 None => break,
             }

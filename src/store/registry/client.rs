@@ -1,11 +1,16 @@
 //! The HTTP side of a registry: scheme detection, TLS options, authentication, retries with
 //! backoff, request logging with credentials redacted, and registry error decoding.
+//!
+//! A registry is a peer graft does not trust. Credentials go only to the origin (scheme, host,
+//! port) they were given for; every wait for a byte has an idle limit; every document read
+//! into memory has a size limit checked before it is buffered (see the `*_LIMIT` constants).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
 use tokio::sync::OnceCell;
@@ -14,6 +19,21 @@ use url::Url;
 use super::auth::{basic_header, parse_challenge, Challenge, Scope, TokenAnswer, TokenCache};
 use super::credentials::{Credential, CredentialConfig};
 use crate::error::{Error, RegistryErrorItem, Result};
+
+/// The largest manifest or index graft reads (as distribution's own limit); referrers API
+/// answers are indexes too.
+pub(crate) use crate::store::MANIFEST_LIMIT;
+/// The largest token server answer graft reads.
+pub(crate) const TOKEN_LIMIT: u64 = 1 << 20;
+/// How much of an error answer's body graft reads (the rest is not needed to report it).
+pub(crate) const ERROR_LIMIT: u64 = 1 << 20;
+/// The largest page of a tag list (a registry that lists every tag on one page, as Docker Hub
+/// does, stays far below it).
+pub(crate) const TAGS_PAGE_LIMIT: u64 = 16 << 20;
+/// The most pages of a tag list graft follows.
+pub(crate) const MAX_TAG_PAGES: usize = 10_000;
+/// The shortest wait for the answer to an upload's final request (see [`RegistryConfig::commit_timeout`]).
+const MIN_COMMIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How to talk to registries: TLS, credentials, retries, uploads.
 #[derive(Debug, Clone)]
@@ -30,6 +50,18 @@ pub struct RegistryConfig {
     pub backoff: Duration,
     /// Upload blobs in chunks of this many bytes instead of one streamed PUT.
     pub chunk_size: Option<u64>,
+    /// How long a connection may stay silent (no byte received, or none of an upload's bytes
+    /// taken) before the request fails as timed out, and is retried like a dropped connection.
+    pub timeout: Duration,
+}
+
+impl RegistryConfig {
+    /// How long graft waits for the answer to an upload's last request once every byte is
+    /// sent: registries on object storage may take minutes to commit a large blob, so this is
+    /// ten times [`RegistryConfig::timeout`], and at least ten minutes.
+    pub fn commit_timeout(&self) -> Duration {
+        self.timeout.saturating_mul(10).max(MIN_COMMIT_TIMEOUT)
+    }
 }
 
 impl Default for RegistryConfig {
@@ -41,6 +73,7 @@ impl Default for RegistryConfig {
             retries: 5,
             backoff: Duration::from_millis(200),
             chunk_size: None,
+            timeout: Duration::from_secs(60),
         }
     }
 }
@@ -51,12 +84,31 @@ pub(crate) enum Body {
     Bytes(Bytes),
 }
 
+/// The answer to [`Registry::get_document`].
+pub(crate) enum Document {
+    /// A success answer's headers and its whole body.
+    Body {
+        /// The answer's headers.
+        headers: HeaderMap,
+        /// The body, at most the limit asked for.
+        bytes: Bytes,
+    },
+    /// Any other answer, unread, for the caller to judge.
+    Status(Response),
+}
+
 /// A connection to one registry host, shared by every repository on it.
 pub struct Registry {
     host: String,
+    /// Every request but uploads: an idle limit on every read.
     http: reqwest::Client,
+    /// Uploads (PATCH, PUT with a body): reqwest's read timeout would also run while the body
+    /// is being sent, so these are watched by [`Registry::send_stream`] instead.
+    upload: reqwest::Client,
     cfg: RegistryConfig,
     endpoint: OnceCell<(Url, Challenge)>,
+    /// The challenge of a repository path when `/v2/` itself was open (per-repository auth).
+    challenge: std::sync::Mutex<Option<Challenge>>,
     credential: OnceCell<Option<Credential>>,
     tokens: TokenCache,
 }
@@ -72,11 +124,7 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// A client for `host` (`host[:port]`).
     pub fn new(host: &str, cfg: RegistryConfig) -> Result<Arc<Registry>> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("graft/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .danger_accept_invalid_certs(!cfg.tls_verify);
+        let mut roots = Vec::new();
         if let Some(dir) = &cfg.cert_dir {
             let entries =
                 std::fs::read_dir(dir).map_err(|e| Error::io("reading cert dir", dir, e))?;
@@ -92,20 +140,52 @@ impl Registry {
                         what: format!("certificate file {}", path.display()),
                         reason: e.to_string(),
                     })?;
-                for c in certs {
-                    builder = builder.add_root_certificate(c);
-                }
+                roots.extend(certs);
             }
         }
-        let http = builder.build().map_err(|e| Error::Http {
-            context: "building the HTTP client".into(),
-            source: e,
-        })?;
+        let tls_verify = cfg.tls_verify;
+        let builder = || {
+            // Redirects (blob GETs to storage) are followed; reqwest drops the Authorization
+            // header when one leaves the origin. With TLS verification on, none may lead to
+            // plain HTTP.
+            let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 10 {
+                    attempt.error("more than 10 redirects")
+                } else if tls_verify && attempt.url().scheme() != "https" {
+                    attempt.error("a redirect to plain HTTP, refused while TLS verification is on")
+                } else {
+                    attempt.follow()
+                }
+            });
+            let mut b = reqwest::Client::builder()
+                .user_agent(concat!("graft/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(
+                    cfg.timeout
+                        .clamp(Duration::from_secs(1), Duration::from_secs(30)),
+                )
+                .pool_idle_timeout(Duration::from_secs(30))
+                .redirect(redirects)
+                .danger_accept_invalid_certs(!tls_verify);
+            for c in &roots {
+                b = b.add_root_certificate(c.clone());
+            }
+            b
+        };
+        let built = |r: reqwest::Result<reqwest::Client>| {
+            r.map_err(|e| Error::Http {
+                context: "building the HTTP client".into(),
+                source: e,
+            })
+        };
+        let upload = built(builder().build())?;
+        let http = built(builder().read_timeout(cfg.timeout).build())?;
         Ok(Arc::new(Registry {
             host: host.to_string(),
             http,
+            upload,
             cfg,
             endpoint: OnceCell::new(),
+            challenge: std::sync::Mutex::new(None),
             credential: OnceCell::new(),
             tokens: TokenCache::default(),
         }))
@@ -242,7 +322,16 @@ impl Registry {
         })
     }
 
+    /// Whether `url` is on the registry's own origin (scheme, host and port of its base URL):
+    /// the only place credentials are sent.
+    pub(crate) async fn is_own_origin(&self, url: &Url) -> Result<bool> {
+        let (base, _) = self.endpoint().await?;
+        Ok(base.origin() == url.origin())
+    }
+
     /// Resolve a `Location` header (absolute or relative) against the registry's base URL.
+    /// An upload may continue on another origin (storage, a CDN), where no credentials follow
+    /// it; with TLS verification on, never over plain HTTP.
     pub(crate) async fn location(&self, resp: &Response) -> Result<Url> {
         let loc = resp
             .headers()
@@ -254,16 +343,64 @@ impl Registry {
             })?
             .to_string();
         let (base, _) = self.endpoint().await?;
-        base.join(&loc).map_err(|e| Error::Invalid {
+        let url = base.join(&loc).map_err(|e| Error::Invalid {
             what: format!("answer from {}", self.host),
-            reason: format!("bad Location {loc:?}: {e}"),
-        })
+            reason: format!("bad Location {:?}: {e}", redact_str(&loc)),
+        })?;
+        if url.origin() != base.origin() {
+            if self.cfg.tls_verify && url.scheme() != "https" {
+                return Err(Error::Invalid {
+                    what: format!("answer from {}", self.host),
+                    reason: format!(
+                        "the upload Location {} is not HTTPS; refused while TLS verification is on",
+                        redact_url(&url)
+                    ),
+                });
+            }
+            tracing::debug!(
+                "upload continues at {} (another origin: no credentials sent there)",
+                redact_url(&url)
+            );
+        }
+        Ok(url)
+    }
+
+    /// The challenge in force: `/v2/`'s, or the one a repository path answered with when
+    /// `/v2/` was open.
+    async fn challenge(&self) -> Result<Challenge> {
+        let (_, challenge) = self.endpoint().await?;
+        if *challenge == Challenge::None {
+            if let Some(c) = self.challenge.lock().expect("challenge lock").clone() {
+                return Ok(c);
+            }
+        }
+        Ok(challenge.clone())
+    }
+
+    /// Remember the challenge of a 401 from a repository path when `/v2/` asked for none
+    /// (registries that authenticate per repository), so the retry carries credentials.
+    async fn learn_challenge(&self, resp: &Response) -> Result<bool> {
+        let (_, challenge) = self.endpoint().await?;
+        if *challenge != Challenge::None {
+            return Ok(false);
+        }
+        let Some(found) = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge)
+        else {
+            return Ok(false);
+        };
+        let mut slot = self.challenge.lock().expect("challenge lock");
+        let changed = slot.as_ref() != Some(&found);
+        *slot = Some(found);
+        Ok(changed)
     }
 
     /// The `Authorization` header for a request needing `scopes`.
     async fn authorization(&self, scopes: &[Scope], fresh: bool) -> Result<Option<String>> {
-        let (_, challenge) = self.endpoint().await?;
-        match challenge {
+        match self.challenge().await? {
             Challenge::None => Ok(None),
             Challenge::Basic => Ok(self.credential().await?.as_ref().and_then(basic_header)),
             Challenge::Bearer { realm, service } => {
@@ -274,7 +411,7 @@ impl Registry {
                     return Ok(Some(format!("Bearer {t}")));
                 }
                 let (token, expires_in) =
-                    self.fetch_token(realm, service.as_deref(), scopes).await?;
+                    self.fetch_token(&realm, service.as_deref(), scopes).await?;
                 self.tokens.put(key, token.clone(), expires_in).await;
                 Ok(Some(format!("Bearer {token}")))
             }
@@ -291,11 +428,27 @@ impl Registry {
             registry: self.host.clone(),
             reason,
         };
-        let mut url = Url::parse(realm)
-            .map_err(|e| auth_err(format!("token realm {realm:?} is not a URL: {e}")))?;
+        // The realm's own query parameters are kept; graft's are added after them.
+        let realm_url = Url::parse(realm).map_err(|e| {
+            auth_err(format!(
+                "token realm {:?} is not a URL: {e}",
+                redact_str(realm)
+            ))
+        })?;
         let cred = self.credential().await?;
+        if cred.is_some() && self.cfg.tls_verify && realm_url.scheme() != "https" {
+            // The registry names the realm: a plain-HTTP one would carry the credentials in
+            // clear text to wherever the registry points.
+            return Err(auth_err(format!(
+                "the registry's token realm {} is not HTTPS: credentials go to a token server \
+                 only over HTTPS while TLS verification is on",
+                redact_url(&realm_url)
+            )));
+        }
         let mut attempt = 0;
         loop {
+            let mut url = realm_url.clone();
+            let method;
             let req = match &cred {
                 Some(Credential::IdentityToken(refresh)) => {
                     let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -311,6 +464,7 @@ impl Registry {
                         .collect::<Vec<_>>()
                         .join(" ");
                     form.append_pair("scope", &scope);
+                    method = Method::POST;
                     self.http
                         .post(url.clone())
                         .header(
@@ -322,7 +476,6 @@ impl Registry {
                 other => {
                     {
                         let mut q = url.query_pairs_mut();
-                        q.clear();
                         if let Some(s) = service {
                             q.append_pair("service", s);
                         }
@@ -333,9 +486,10 @@ impl Registry {
                             q.append_pair("account", c.username());
                         }
                     }
+                    method = Method::GET;
                     let mut r = self.http.get(url.clone());
                     if let Some(h) = other.as_ref().and_then(basic_header) {
-                        r = r.header(AUTHORIZATION, h);
+                        r = r.header(AUTHORIZATION, sensitive(&h));
                     }
                     r
                 }
@@ -354,7 +508,7 @@ impl Registry {
                 context: format!("requesting a token from {}", redact_url(&url)),
                 source: e,
             })?;
-            log_response(&Method::GET, &url, resp.status());
+            log_response(&method, &url, resp.status());
             let status = resp.status();
             if !status.is_success() {
                 let who = match &cred {
@@ -363,10 +517,15 @@ impl Registry {
                 };
                 return Err(auth_err(format!("token server answered {status}: {who}")));
             }
-            let body = resp.bytes().await.map_err(|e| Error::Http {
-                context: "reading the token answer".into(),
-                source: e,
-            })?;
+            let what = format!("the token answer from {}", redact_url(&url));
+            let body = match self.read_limited(resp, TOKEN_LIMIT, &what).await {
+                Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                    continue;
+                }
+                r => r?,
+            };
             let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
                 auth_err("the token server's answer is not JSON with a token".into())
             })?;
@@ -376,6 +535,74 @@ impl Registry {
                 .or(answer.access_token)
                 .ok_or_else(|| auth_err("the token server's answer has no token".into()))?;
             return Ok((token, answer.expires_in));
+        }
+    }
+
+    /// Read a whole answer body of at most `limit` bytes: refused before buffering when its
+    /// `Content-Length` says more, and as soon as more arrives otherwise. Each read waits at
+    /// most the idle timeout. `what` names the document in errors.
+    pub(crate) async fn read_limited(
+        &self,
+        resp: Response,
+        limit: u64,
+        what: &str,
+    ) -> Result<Bytes> {
+        let too_large = |size: String| Error::Invalid {
+            what: what.to_string(),
+            reason: format!(
+                "{size} is more than the {} graft reads for it; refused",
+                human(limit)
+            ),
+        };
+        if let Some(len) = resp.content_length().filter(|l| *l > limit) {
+            return Err(too_large(format!("the announced {len} bytes")));
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf = BytesMut::new();
+        loop {
+            let next = match tokio::time::timeout(self.cfg.timeout, body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(Error::Http {
+                        context: format!("reading {what}"),
+                        source: self.timed_out().await,
+                    })
+                }
+            };
+            match next {
+                None => return Ok(buf.freeze()),
+                Some(Err(e)) => {
+                    return Err(Error::Http {
+                        context: format!("reading {what}"),
+                        source: e,
+                    })
+                }
+                Some(Ok(chunk)) => {
+                    if (buf.len() + chunk.len()) as u64 > limit {
+                        return Err(too_large("the answer".into()));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+
+    /// A reqwest timeout error, for a wait graft times itself (the caller's context names
+    /// the request). reqwest has no public constructor for its errors: a request with a zero
+    /// deadline yields a genuine one, so these timeouts stay retryable and read like
+    /// reqwest's own. It is addressed to port 0 of the loopback address, so that nothing can
+    /// be reached even if the connector starts before the deadline is checked.
+    async fn timed_out(&self) -> reqwest::Error {
+        loop {
+            let r = self
+                .upload
+                .head("http://127.0.0.1:0/")
+                .timeout(Duration::ZERO)
+                .send()
+                .await;
+            if let Err(e) = r {
+                return e.without_url();
+            }
         }
     }
 
@@ -392,13 +619,16 @@ impl Registry {
     ) -> Result<Response> {
         let mut attempt = 0;
         let mut fresh = false;
+        let own = self.is_own_origin(&url).await?;
         loop {
             let mut req = self
                 .http
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
-            if let Some(a) = self.authorization(scopes, fresh).await? {
-                req = req.header(AUTHORIZATION, sensitive(&a));
+            if own {
+                if let Some(a) = self.authorization(scopes, fresh).await? {
+                    req = req.header(AUTHORIZATION, sensitive(&a));
+                }
             }
             req = match &body {
                 Body::Empty => req,
@@ -408,7 +638,8 @@ impl Registry {
                 Ok(resp) => {
                     log_response(&method, &url, resp.status());
                     let status = resp.status();
-                    if status == StatusCode::UNAUTHORIZED && !fresh {
+                    if status == StatusCode::UNAUTHORIZED && own && !fresh {
+                        self.learn_challenge(&resp).await?;
                         fresh = true;
                         continue;
                     }
@@ -439,26 +670,112 @@ impl Registry {
         }
     }
 
+    /// GET a document of at most `limit` bytes (`what` names it in errors). The request and
+    /// the reading of its body are retried together on transient failures, a stalled body
+    /// included.
+    pub(crate) async fn get_document(
+        &self,
+        url: &Url,
+        scopes: &[Scope],
+        headers: HeaderMap,
+        limit: u64,
+        what: &str,
+    ) -> Result<Document> {
+        let mut attempt = 0;
+        loop {
+            let resp = self
+                .send(
+                    Method::GET,
+                    url.clone(),
+                    scopes,
+                    headers.clone(),
+                    Body::Empty,
+                )
+                .await?;
+            if !resp.status().is_success() {
+                return Ok(Document::Status(resp));
+            }
+            let headers = resp.headers().clone();
+            match self.read_limited(resp, limit, what).await {
+                Ok(bytes) => return Ok(Document::Body { headers, bytes }),
+                Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
+                    tracing::debug!("retrying GET {} after: {e}", redact_url(url));
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Send a request with a streamed body, once (the caller retries by reopening the stream).
+    /// While the body is being sent, the registry must take some of it within the idle
+    /// timeout; once all of it is sent, the answer may take up to
+    /// [`RegistryConfig::commit_timeout`] (a registry commits the blob before it answers).
     pub(crate) async fn send_stream(
         &self,
         method: Method,
         url: Url,
         scopes: &[Scope],
         headers: HeaderMap,
-        body: reqwest::Body,
+        body: crate::store::BlobStream,
     ) -> Result<Response> {
         let mut req = self
-            .http
+            .upload
             .request(method.clone(), url.clone())
             .headers(headers);
-        if let Some(a) = self.authorization(scopes, false).await? {
-            req = req.header(AUTHORIZATION, sensitive(&a));
+        if self.is_own_origin(&url).await? {
+            if let Some(a) = self.authorization(scopes, false).await? {
+                req = req.header(AUTHORIZATION, sensitive(&a));
+            }
         }
-        let resp = req.body(body).send().await.map_err(|e| Error::Http {
-            context: format!("{method} {}", redact_url(&url)),
-            source: e,
-        })?;
+        // Every chunk taken by the connection, and the end of the body, is signalled here.
+        let (progress, mut watch) = tokio::sync::watch::channel(false);
+        let body =
+            futures::stream::unfold((body, Some(progress)), |(mut body, progress)| async move {
+                let tx = progress?;
+                match body.next().await {
+                    Some(item) => {
+                        tx.send_replace(false);
+                        Some((item, (body, Some(tx))))
+                    }
+                    None => {
+                        tx.send_replace(true);
+                        None
+                    }
+                }
+            });
+        let send = req.body(reqwest::Body::wrap_stream(body)).send();
+        tokio::pin!(send);
+        let idle = self.cfg.timeout;
+        let commit = self.cfg.commit_timeout();
+        let answered = loop {
+            if *watch.borrow_and_update() {
+                break tokio::time::timeout(commit, &mut send).await.ok();
+            }
+            tokio::select! {
+                r = &mut send => break Some(r),
+                changed = tokio::time::timeout(idle, watch.changed()) => match changed {
+                    Err(_) => break None,
+                    Ok(Ok(())) => {}
+                    // The body was dropped (the request failed or ended): wait for the answer.
+                    Ok(Err(_)) => break tokio::time::timeout(commit, &mut send).await.ok(),
+                },
+            }
+        };
+        let resp = match answered {
+            Some(r) => r.map_err(|e| Error::Http {
+                context: format!("{method} {}", redact_url(&url)),
+                source: e,
+            })?,
+            None => {
+                tracing::debug!("{method} {} timed out", redact_url(&url));
+                return Err(Error::Http {
+                    context: format!("{method} {}", redact_url(&url)),
+                    source: self.timed_out().await,
+                });
+            }
+        };
         log_response(&method, &url, resp.status());
         Ok(resp)
     }
@@ -469,10 +786,28 @@ impl Registry {
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
             let status = resp.status();
             let cred = self.credential().await.ok().flatten();
+            let own = self.is_own_origin(url).await.unwrap_or(false);
+            let challenge = self.challenge().await.unwrap_or(Challenge::None);
+            // Whether this request carried the credentials: only to the registry's origin,
+            // and only once the registry asked for them in a way they can answer.
+            let sent = own
+                && match (&challenge, &cred) {
+                    (Challenge::None, _) | (_, None) => false,
+                    (Challenge::Basic, Some(c)) => basic_header(c).is_some(),
+                    (Challenge::Bearer { .. }, Some(_)) => true,
+                };
             let err = registry_error(method, url, resp).await;
-            let who = match &cred {
-                Some(c) => format!("the registry refused the credentials for {:?}", c.username()),
-                None => "no credentials found for this registry (use --creds, --authfile or docker login)".into(),
+            let who = match (&cred, sent) {
+                (Some(c), true) => format!("the registry refused the credentials for {:?}", c.username()),
+                (None, _) => "the registry asks for credentials and none were given (use --creds, --authfile or docker login)".into(),
+                (Some(c), false) if !own => format!(
+                    "the answer is from another origin than the registry's, and the credentials for {:?} are sent only to the registry",
+                    c.username()
+                ),
+                (Some(c), false) => format!(
+                    "the registry asks for credentials without a challenge graft can answer, so the credentials for {:?} were not sent",
+                    c.username()
+                ),
             };
             let detail = match &err {
                 Error::Registry { errors, .. } if !errors.is_empty() => format!(
@@ -525,7 +860,7 @@ pub(crate) async fn registry_error(method: &Method, url: &Url, resp: Response) -
         errors: Vec<RegistryErrorItem>,
     }
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
+    let body = read_capped(resp, ERROR_LIMIT).await;
     let mut errors = serde_json::from_slice::<Body>(&body)
         .map(|b| b.errors)
         .unwrap_or_default();
@@ -547,8 +882,44 @@ pub(crate) async fn registry_error(method: &Method, url: &Url, resp: Response) -
     }
 }
 
+/// The first `cap` bytes of an answer's body (an error's explanation): what arrived before
+/// the cap, a failure or a silence of [`ERROR_WAIT`]; never more is buffered.
+async fn read_capped(resp: Response, cap: u64) -> Bytes {
+    let mut body = resp.bytes_stream();
+    let mut buf = BytesMut::new();
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(ERROR_WAIT, body.next()).await {
+        let room = (cap as usize).saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() as u64 >= cap {
+            break;
+        }
+    }
+    buf.freeze()
+}
+
+/// How long an error answer's body may stay silent before graft reports the error without
+/// the rest of it.
+const ERROR_WAIT: Duration = Duration::from_secs(10);
+
 fn log_response(method: &Method, url: &Url, status: StatusCode) {
     tracing::debug!("{method} {} -> {}", redact_url(url), status.as_u16());
+}
+
+/// A string that should be a URL, safe to print (its query and user info redacted).
+fn redact_str(s: &str) -> String {
+    match Url::parse(s) {
+        Ok(u) => redact_url(&u),
+        Err(_) => s.split(['?', '@']).next().unwrap_or_default().to_string(),
+    }
+}
+
+/// A byte count for messages: `4 MiB`.
+fn human(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// A URL safe to print: no user info, and query values other than well-known harmless ones
@@ -592,5 +963,78 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("digest=sha256%3A1"), "{r}");
+    }
+
+    fn registry(base: &str, tls_verify: bool) -> Arc<Registry> {
+        let reg = Registry::new(
+            "h",
+            RegistryConfig {
+                tls_verify,
+                ..RegistryConfig::default()
+            },
+        )
+        .unwrap();
+        reg.endpoint
+            .set((Url::parse(base).unwrap(), Challenge::None))
+            .unwrap();
+        reg
+    }
+
+    fn answer(location: &str) -> Response {
+        Response::from(
+            hyper::Response::builder()
+                .status(202)
+                .header("location", location)
+                .body(Vec::<u8>::new())
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn upload_locations_keep_to_https_and_credentials_to_the_origin() {
+        let reg = registry("https://h/", true);
+        let own = reg
+            .location(&answer("/v2/r/blobs/uploads/1?_state=x"))
+            .await
+            .unwrap();
+        assert!(reg.is_own_origin(&own).await.unwrap());
+        let storage = reg
+            .location(&answer("https://storage:8443/u?sig=S"))
+            .await
+            .unwrap();
+        assert!(!reg.is_own_origin(&storage).await.unwrap());
+        let err = reg
+            .location(&answer("http://h/v2/r/blobs/uploads/1?_state=SECRET"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not HTTPS") && !err.contains("SECRET"),
+            "{err}"
+        );
+        // Without TLS verification (plain-HTTP registries), a foreign origin is followed.
+        let plain = registry("http://h:5000/", false);
+        let other = plain.location(&answer("http://h:5001/u")).await.unwrap();
+        assert!(!plain.is_own_origin(&other).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_self_timed_wait_fails_like_a_reqwest_timeout() {
+        let reg = registry("http://h/", false);
+        let e = reg.timed_out().await;
+        assert!(e.is_timeout() && e.url().is_none(), "{e:?}");
+        assert!(Error::Http {
+            context: "x".into(),
+            source: e
+        }
+        .is_retryable());
+    }
+
+    #[test]
+    fn the_commit_wait_is_longer_than_the_idle_one() {
+        let mut cfg = RegistryConfig::default();
+        assert_eq!(cfg.commit_timeout(), Duration::from_secs(600));
+        cfg.timeout = Duration::from_secs(120);
+        assert_eq!(cfg.commit_timeout(), Duration::from_secs(1200));
     }
 }

@@ -11,6 +11,7 @@
 // Each test binary uses only part of the support code.
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod proxy;
 pub mod registry;
 pub mod token;

@@ -1,0 +1,199 @@
+//! Signing, attesting and verifying images as CI steps (`graft sign`, `attest`, `verify`,
+//! `verify-attestation`): the subjects of each reference (the manifest or index it names, and
+//! with `recursive` every manifest an index lists), signed a few at a time, or verified.
+//!
+//! Each reference is resolved once (one manifest read); what is signed or verified is exactly
+//! that digest and the children that document lists.
+
+use futures::{StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::oci::Descriptor;
+use crate::reference::ImageRef;
+use crate::sign::attach::{self, AttachReport};
+use crate::sign::verify::{FoundAttestation, VerifiedSignature};
+use crate::sign::{
+    verify_attestations, verify_signatures, AttestOptions, PublicKey, Repo, SignOptions, SigningKey,
+};
+use crate::store::open::Endpoint;
+
+/// The repository of `reference` (read-write to sign, else read-only, which also reads
+/// `oci-archive:` files) and the digests to act on: the manifest or index it names, and with
+/// `recursive` every manifest an index lists.
+pub async fn targets(
+    reference: &ImageRef,
+    ep: &Endpoint,
+    recursive: bool,
+    writable: bool,
+) -> Result<(Repo, Vec<Descriptor>)> {
+    let repo = if writable {
+        Repo::open(reference, ep).await?
+    } else {
+        Repo::open_read(reference, ep).await?
+    };
+    let root = repo.resolve().await?;
+    let mut subjects = vec![root.descriptor()];
+    if recursive && root.is_index() {
+        for d in &root.view().manifests {
+            let mut d = d.clone();
+            d.annotations = None;
+            d.platform = None;
+            subjects.push(d);
+        }
+    }
+    Ok((repo, subjects))
+}
+
+/// What to attach to every subject.
+#[derive(Debug, Clone)]
+pub enum Attachment {
+    /// A cosign signature.
+    Signature(SignOptions),
+    /// An in-toto attestation of `predicate` (a JSON object) of type `predicate_type`.
+    Attestation {
+        /// The predicate type URI.
+        predicate_type: String,
+        /// The predicate.
+        predicate: Value,
+        /// Format and merge options.
+        options: AttestOptions,
+    },
+}
+
+/// Sign or attest every subject of every reference with `key`, `jobs` at a time. Every
+/// reference is opened and resolved before anything is written. Results are named
+/// `registry/repo@digest`, in order.
+pub async fn attach_all(
+    references: &[ImageRef],
+    recursive: bool,
+    jobs: usize,
+    key: &SigningKey,
+    what: &Attachment,
+    ep: &Endpoint,
+) -> Result<Vec<(String, AttachReport)>> {
+    let mut work = Vec::new();
+    for r in references {
+        work.push(targets(r, ep, recursive, true).await?);
+    }
+    let subjects: Vec<(&Repo, &Descriptor)> = work
+        .iter()
+        .flat_map(|(repo, subjects)| subjects.iter().map(move |s| (repo, s)))
+        .collect();
+    futures::stream::iter(subjects)
+        .map(|(repo, subject)| async move {
+            let report = match what {
+                Attachment::Signature(opts) => attach::sign(repo, subject, key, opts).await?,
+                Attachment::Attestation {
+                    predicate_type,
+                    predicate,
+                    options,
+                } => {
+                    let statement = attach::attestation_statement(
+                        repo,
+                        &subject.digest,
+                        predicate_type,
+                        predicate.clone(),
+                    );
+                    attach::attest(repo, subject, key, &statement, options).await?
+                }
+            };
+            Ok::<_, crate::Error>((repo.describe(&subject.digest), report))
+        })
+        .buffered(jobs.max(1))
+        .try_collect()
+        .await
+}
+
+/// The signatures by `key` on every subject of `reference`: one outcome per subject (a
+/// subject without a valid signature is an `Err` naming what was found).
+pub async fn verify_all(
+    reference: &ImageRef,
+    recursive: bool,
+    key: &PublicKey,
+    ep: &Endpoint,
+) -> Result<Vec<Result<Vec<VerifiedSignature>>>> {
+    let (repo, subjects) = targets(reference, ep, recursive, false).await?;
+    let mut outcomes = Vec::new();
+    for s in &subjects {
+        outcomes.push(verify_signatures(&repo, &s.digest, key).await);
+    }
+    Ok(outcomes)
+}
+
+/// The attestations by `key` (of `predicate_type`, when given) on every subject of
+/// `reference`: one outcome per subject.
+pub async fn verify_attestations_all(
+    reference: &ImageRef,
+    recursive: bool,
+    key: &PublicKey,
+    predicate_type: Option<&str>,
+    ep: &Endpoint,
+) -> Result<Vec<Result<Vec<FoundAttestation>>>> {
+    let (repo, subjects) = targets(reference, ep, recursive, false).await?;
+    let mut outcomes = Vec::new();
+    for s in &subjects {
+        outcomes.push(verify_attestations(&repo, &s.digest, key, predicate_type).await);
+    }
+    Ok(outcomes)
+}
+
+/// The SLSA provenance attached to an image (one platform of an index, or the root).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProvenanceFound {
+    /// `registry/repo@digest` of the subject.
+    pub subject: String,
+    /// Whether the statements' signatures were verified with a key.
+    pub verified: bool,
+    /// The SLSA provenance statements.
+    pub provenance: Vec<FoundAttestation>,
+}
+
+/// The SLSA provenance statements attached to `reference` (its `platform`'s manifest when it
+/// is an index), verified with `key` when one is given; an error when there is none.
+pub async fn provenance(
+    reference: &ImageRef,
+    platform: Option<&crate::oci::Platform>,
+    key: Option<&PublicKey>,
+    ep: &Endpoint,
+) -> Result<ProvenanceFound> {
+    let repo = Repo::open_read(reference, ep).await?;
+    let root = repo.resolve().await?;
+    let subject = match platform {
+        Some(p) if root.is_index() => root
+            .view()
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|q| q.matches(p)))
+            .map(|d| d.digest.clone())
+            .ok_or_else(|| crate::Error::NotFound {
+                what: format!("platform {p} in {reference}"),
+                detail: None,
+            })?,
+        _ => root.digest().clone(),
+    };
+    let found = match key {
+        Some(key) => verify_attestations(&repo, &subject, key, None).await?,
+        None => {
+            crate::sign::verify::read_attestations(&repo, &subject)
+                .await?
+                .0
+        }
+    };
+    let total = found.len();
+    let slsa: Vec<FoundAttestation> = found
+        .into_iter()
+        .filter(|a| a.predicate_type.starts_with("https://slsa.dev/provenance/"))
+        .collect();
+    if slsa.is_empty() {
+        return Err(crate::Error::NotFound {
+            what: format!("SLSA provenance for {}", repo.describe(&subject)),
+            detail: Some(format!("{total} other attestation(s) attached")),
+        });
+    }
+    Ok(ProvenanceFound {
+        subject: repo.describe(&subject),
+        verified: key.is_some(),
+        provenance: slsa,
+    })
+}
