@@ -295,11 +295,11 @@ fn the_library_loader_reads_nothing_outside_the_library() {
 
     // A symlink inside a library symlinked within it is fine, and a symlink in files/ is
     // content: it stays a link in the layer.
-    let lib = library(&[("shared/c/layer.yaml", "{}\n")]);
+    let lib = library(&[("common/c/layer.yaml", "{}\n")]);
     std::fs::remove_dir_all(lib.path().join("layers/c")).unwrap();
-    symlink("../shared/c", lib.path().join("layers/c")).unwrap();
-    std::fs::create_dir_all(lib.path().join("shared/c/files")).unwrap();
-    symlink("/etc/passwd", lib.path().join("shared/c/files/passwd")).unwrap();
+    symlink("../common/c", lib.path().join("layers/c")).unwrap();
+    std::fs::create_dir_all(lib.path().join("common/c/files")).unwrap();
+    symlink("/etc/passwd", lib.path().join("common/c/files/passwd")).unwrap();
     bounded(lib.path(), &["validate"], &[]).0.ok();
     bounded(
         lib.path(),
