@@ -7,6 +7,7 @@
 //!   tags (appending, never dropping others') and bundle referrers with the referrers
 //!   tag-schema fallback.
 //! - [`verify`]: checking them, with distinct failure kinds.
+//! - [`keyless`]: keyless (Fulcio certificate + Rekor entry) checks against a trusted root.
 //! - [`provenance`]: SLSA v1 provenance statements.
 //!
 //! Typical use (what `graft refresh --sign-key --provenance` does for each pushed manifest):
@@ -27,6 +28,7 @@ pub mod attach;
 pub mod bundle;
 pub mod dsse;
 pub mod keys;
+pub mod keyless;
 pub mod payload;
 pub mod provenance;
 pub mod repo;
