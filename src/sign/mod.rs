@@ -27,18 +27,22 @@
 pub mod attach;
 pub mod bundle;
 pub mod dsse;
-pub mod keys;
 pub mod keyless;
+pub mod keys;
 pub mod payload;
 pub mod provenance;
 pub mod repo;
 pub mod verify;
 
 pub use attach::{attest, sign, AttachReport, AttestOptions, Format, SignOptions};
+pub use keyless::{Keyless, Matcher, TrustedRoot};
 pub use keys::{PublicKey, SigningKey};
 pub use provenance::{BuilderInfo, Provenance, RefreshProvenance, ResourceDescriptor};
 pub use repo::Repo;
-pub use verify::{verify_attestations, verify_signatures, FailureKind, VerifyFailure};
+pub use verify::{
+    verify_attestations, verify_attestations_with, verify_signatures, verify_signatures_with,
+    FailureKind, Verifier, VerifyFailure,
+};
 
 /// The full predicate type URI for a `--type` value: cosign's short names
 /// (`slsaprovenance1`, `slsaprovenance02`, `slsaprovenance`, `spdx`, `spdxjson`, `cyclonedx`,

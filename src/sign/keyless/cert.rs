@@ -65,9 +65,7 @@ impl Leaf {
                 for name in san.0 {
                     match name {
                         GeneralName::Rfc822Name(s) => identities.push(s.to_string()),
-                        GeneralName::UniformResourceIdentifier(s) => {
-                            identities.push(s.to_string())
-                        }
+                        GeneralName::UniformResourceIdentifier(s) => identities.push(s.to_string()),
                         GeneralName::OtherName(o) => {
                             if let Ok(s) = o.value.decode_as::<String>() {
                                 identities.push(s);
@@ -78,7 +76,9 @@ impl Leaf {
                 }
             } else if ext.extn_id == ISSUER_V2 {
                 let s = Utf8StringRef::from_der(value).map_err(|e| {
-                    malformed(format!("the certificate's issuer extension {ISSUER_V2}: {e}"))
+                    malformed(format!(
+                        "the certificate's issuer extension {ISSUER_V2}: {e}"
+                    ))
                 })?;
                 v2 = Some(s.as_str().to_string());
             } else if ext.extn_id == ISSUER_V1 {
@@ -161,7 +161,9 @@ impl Leaf {
             .collect();
         let leaf = CertificateDer::from(self.der.clone());
         let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| {
-            malformed(format!("the certificate is not a valid end-entity certificate: {e}"))
+            malformed(format!(
+                "the certificate is not a valid end-entity certificate: {e}"
+            ))
         })?;
         let at = UnixTime::since_unix_epoch(Duration::from_secs(time.max(0) as u64));
         let algs = [
@@ -227,8 +229,11 @@ impl Leaf {
             .flatten()
             .find(|e| e.extn_id == SCT_LIST)
             .ok_or_else(|| fail("the certificate carries no embedded SCT".into()))?;
-        let list = OctetString::from_der(ext.extn_value.as_bytes())
-            .map_err(|e| fail(format!("the SCT list extension is not an OCTET STRING: {e}")))?;
+        let list = OctetString::from_der(ext.extn_value.as_bytes()).map_err(|e| {
+            fail(format!(
+                "the SCT list extension is not an OCTET STRING: {e}"
+            ))
+        })?;
         let scts = parse_sct_list(list.as_bytes()).map_err(fail)?;
         let mut tbs = self.cert.tbs_certificate.clone();
         if let Some(exts) = tbs.extensions.as_mut() {

@@ -170,7 +170,10 @@ pub fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, String> {
             body = Some(String::new());
         } else if line.starts_with("-----END ") {
             let b = body.take().ok_or("an END line without BEGIN")?;
-            out.push(B64.decode(b).map_err(|e| format!("bad base64 in PEM: {e}"))?);
+            out.push(
+                B64.decode(b)
+                    .map_err(|e| format!("bad base64 in PEM: {e}"))?,
+            );
         } else if let Some(b) = body.as_mut() {
             b.push_str(line);
         }
@@ -195,7 +198,11 @@ impl Material {
             .map_err(|e| bad(format!("the {CERTIFICATE_ANNOTATION} annotation: {e}")))?
             .into_iter()
             .next()
-            .ok_or_else(|| bad(format!("the {CERTIFICATE_ANNOTATION} annotation holds no certificate")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "the {CERTIFICATE_ANNOTATION} annotation holds no certificate"
+                ))
+            })?;
         let chain = match get(CHAIN_ANNOTATION) {
             Some(c) => pem_certificates(c)
                 .map_err(|e| bad(format!("the {CHAIN_ANNOTATION} annotation: {e}")))?,
@@ -216,8 +223,8 @@ impl Material {
     /// `x509CertificateChain`, and `tlogEntries`. `None` when the bundle names a public key.
     pub fn from_bundle(bytes: &[u8]) -> Result<Option<Material>, KeylessError> {
         let bad = |d: String| KeylessError::new(Check::Malformed, d);
-        let v: Value =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("the bundle is not JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(bytes)
+            .map_err(|e| bad(format!("the bundle is not JSON: {e}")))?;
         let vm = v
             .get("verificationMaterial")
             .ok_or_else(|| bad("the bundle has no verificationMaterial".into()))?;
@@ -226,7 +233,8 @@ impl Material {
                 .get("rawBytes")
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(format!("{at}.rawBytes is missing")))?;
-            B64.decode(s).map_err(|e| bad(format!("{at}.rawBytes is not base64: {e}")))
+            B64.decode(s)
+                .map_err(|e| bad(format!("{at}.rawBytes is not base64: {e}")))
         };
         let mut certs = if let Some(c) = vm.get("certificate") {
             vec![rawbytes(c, "verificationMaterial.certificate")?]
@@ -237,7 +245,10 @@ impl Material {
             list.iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    rawbytes(c, &format!("verificationMaterial.x509CertificateChain.certificates[{i}]"))
+                    rawbytes(
+                        c,
+                        &format!("verificationMaterial.x509CertificateChain.certificates[{i}]"),
+                    )
                 })
                 .collect::<Result<Vec<_>, _>>()?
         } else {
@@ -255,7 +266,10 @@ impl Material {
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    TlogEntry::from_bundle_entry(e, &format!("verificationMaterial.tlogEntries[{i}]"))
+                    TlogEntry::from_bundle_entry(
+                        e,
+                        &format!("verificationMaterial.tlogEntries[{i}]"),
+                    )
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         };
@@ -321,8 +335,12 @@ impl Keyless {
                 payload_type,
                 payload,
             } => (
-                crypto::verify(&leaf.spki, &crate::sign::dsse::pae(payload_type, payload), signature)
-                    .is_ok(),
+                crypto::verify(
+                    &leaf.spki,
+                    &crate::sign::dsse::pae(payload_type, payload),
+                    signature,
+                )
+                .is_ok(),
                 [0; 32],
             ),
         };
@@ -388,7 +406,10 @@ impl Keyless {
             return Err(KeylessError::new(
                 Check::Issuer,
                 match &leaf.issuer {
-                    Some(i) => format!("the certificate's OIDC issuer is {i:?}, not {}", self.issuer),
+                    Some(i) => format!(
+                        "the certificate's OIDC issuer is {i:?}, not {}",
+                        self.issuer
+                    ),
                     None => format!(
                         "the certificate names no OIDC issuer (extension {} or {}), expected {}",
                         cert::ISSUER_V2,

@@ -28,9 +28,10 @@ const GITHUB_ACTIONS: &str = "https://token.actions.githubusercontent.com";
 
 /// The podinfo `.sig` layer: (material, payload, signature).
 fn podinfo() -> (Material, Vec<u8>, Vec<u8>) {
-    let m: Value =
-        serde_json::from_slice(&interop("cosign-signatures/zarf-podinfo-keyless/sig-manifest.json"))
-            .unwrap();
+    let m: Value = serde_json::from_slice(&interop(
+        "cosign-signatures/zarf-podinfo-keyless/sig-manifest.json",
+    ))
+    .unwrap();
     let ann = &m["layers"][0]["annotations"];
     let material = Material::from_annotations(|k| ann.get(k).and_then(Value::as_str))
         .unwrap()
@@ -44,8 +45,10 @@ fn podinfo() -> (Material, Vec<u8>, Vec<u8>) {
 
 /// containers/image's `dir-img-cosign-fulcio-rekor-valid/signature-1`.
 fn containers_image() -> (Material, Vec<u8>, Vec<u8>) {
-    let raw = interop("cosign-signatures/containers-image/dir-img-cosign-fulcio-rekor-valid/signature-1");
-    let doc: Value = serde_json::from_slice(raw.strip_prefix(b"\x00sigstore-json\n").unwrap()).unwrap();
+    let raw =
+        interop("cosign-signatures/containers-image/dir-img-cosign-fulcio-rekor-valid/signature-1");
+    let doc: Value =
+        serde_json::from_slice(raw.strip_prefix(b"\x00sigstore-json\n").unwrap()).unwrap();
     let ann = &doc["annotations"];
     let material = Material::from_annotations(|k| ann.get(k).and_then(Value::as_str))
         .unwrap()
@@ -92,30 +95,59 @@ fn bundle_case(file: &str) -> (Material, String, Vec<u8>, Vec<u8>) {
         panic!("{file}: not DSSE")
     };
     let sig = B64.decode(&env.signatures[0].sig).unwrap();
-    (material, env.payload_type.clone(), env.payload_bytes().unwrap(), sig)
+    (
+        material,
+        env.payload_type.clone(),
+        env.payload_bytes().unwrap(),
+        sig,
+    )
 }
 
 #[test]
 fn sigstore_go_bundles_verify_against_public_good() {
-    let sigstore_js = "https://github.com/sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main";
+    let sigstore_js =
+        "https://github.com/sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main";
     let cases = [
         ("bundle-provenance.json", sigstore_js, GITHUB_ACTIONS),
-        ("sigstore.js@2.0.0-provenance.sigstore.json", sigstore_js, GITHUB_ACTIONS),
-        ("dsse.sigstore.json", "brian@dehamer.com", "https://github.com/login/oauth"),
+        (
+            "sigstore.js@2.0.0-provenance.sigstore.json",
+            sigstore_js,
+            GITHUB_ACTIONS,
+        ),
+        (
+            "dsse.sigstore.json",
+            "brian@dehamer.com",
+            "https://github.com/login/oauth",
+        ),
     ];
     for (file, id, iss) in cases {
         let (material, pt, payload, sig) = bundle_case(file);
         let v = keyless(id, iss)
-            .verify(&material, Content::Dsse { payload_type: &pt, payload: &payload }, &sig)
+            .verify(
+                &material,
+                Content::Dsse {
+                    payload_type: &pt,
+                    payload: &payload,
+                },
+                &sig,
+            )
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(v.identity, id, "{file}");
     }
     // The one with an inclusion proof: a proof that does not lead to the root fails.
-    let (mut material, pt, payload, sig) = bundle_case("sigstore.js@2.0.0-provenance.sigstore.json");
+    let (mut material, pt, payload, sig) =
+        bundle_case("sigstore.js@2.0.0-provenance.sigstore.json");
     let proof = material.entries[0].proof.as_mut().unwrap();
     proof.hashes[3][0] ^= 1;
     let e = keyless(sigstore_js, GITHUB_ACTIONS)
-        .verify(&material, Content::Dsse { payload_type: &pt, payload: &payload }, &sig)
+        .verify(
+            &material,
+            Content::Dsse {
+                payload_type: &pt,
+                payload: &payload,
+            },
+            &sig,
+        )
         .unwrap_err();
     assert_eq!(e.check, Check::Tlog, "{e}");
     assert!(e.to_string().contains("inclusion proof"), "{e}");
@@ -125,19 +157,28 @@ fn sigstore_go_bundles_verify_against_public_good() {
 fn each_check_fails_on_its_own_alteration() {
     let (material, payload, sig) = podinfo();
     let k = keyless(PODINFO_ID, GITHUB_ACTIONS);
-    let check = |k: &Keyless, m: &Material, p: &[u8]| {
-        k.verify(m, Content::Payload(p), &sig).unwrap_err()
-    };
+    let check =
+        |k: &Keyless, m: &Material, p: &[u8]| k.verify(m, Content::Payload(p), &sig).unwrap_err();
     // Wrong identity, wrong issuer (exact and regexp).
-    let e = check(&keyless("someone@example.org", GITHUB_ACTIONS), &material, &payload);
+    let e = check(
+        &keyless("someone@example.org", GITHUB_ACTIONS),
+        &material,
+        &payload,
+    );
     assert_eq!(e.check, Check::Identity);
     assert!(e.to_string().contains("someone@example.org"), "{e}");
-    let e = check(&keyless(PODINFO_ID, "https://accounts.google.com"), &material, &payload);
+    let e = check(
+        &keyless(PODINFO_ID, "https://accounts.google.com"),
+        &material,
+        &payload,
+    );
     assert_eq!(e.check, Check::Issuer);
     assert!(e.to_string().contains(GITHUB_ACTIONS), "{e}");
     let mut r = keyless(PODINFO_ID, GITHUB_ACTIONS);
     r.identity = Matcher::Regex(regex::Regex::new("^https://github.com/stefanprodan/").unwrap());
-    assert!(r.verify(&material, Content::Payload(&payload), &sig).is_ok());
+    assert!(r
+        .verify(&material, Content::Payload(&payload), &sig)
+        .is_ok());
     r.identity = Matcher::Regex(regex::Regex::new("^https://github.com/attacker/").unwrap());
     assert_eq!(check(&r, &material, &payload).check, Check::Identity);
     // A tampered payload.
@@ -153,7 +194,11 @@ fn each_check_fails_on_its_own_alteration() {
     k2.root.tlogs[0].key_id[0] ^= 1;
     let e = check(&k2, &material, &payload);
     assert_eq!(e.check, Check::Tlog);
-    assert!(e.to_string().contains("not a transparency log of the trusted root"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("not a transparency log of the trusted root"),
+        "{e}"
+    );
     let mut k3 = keyless(PODINFO_ID, GITHUB_ACTIONS);
     k3.root.cas.truncate(1); // only the CA that ended in 2022
     let e = check(&k3, &material, &payload);
@@ -162,7 +207,9 @@ fn each_check_fails_on_its_own_alteration() {
     k4.root.ctlogs.clear();
     assert_eq!(check(&k4, &material, &payload).check, Check::Sct);
     k4.ignore_sct = true;
-    assert!(k4.verify(&material, Content::Payload(&payload), &sig).is_ok());
+    assert!(k4
+        .verify(&material, Content::Payload(&payload), &sig)
+        .is_ok());
     // No log entry at all.
     let mut m = material.clone();
     m.entries.clear();

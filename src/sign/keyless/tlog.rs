@@ -80,7 +80,10 @@ impl TlogEntry {
             .ok_or_else(|| bad(format!("{at}: Payload.logID is missing")))?;
         Ok(TlogEntry {
             body: b64(p.get("body"), &format!("{at}: Payload.body"))?,
-            integrated_time: int(p.get("integratedTime"), &format!("{at}: Payload.integratedTime"))?,
+            integrated_time: int(
+                p.get("integratedTime"),
+                &format!("{at}: Payload.integratedTime"),
+            )?,
             log_index: int(p.get("logIndex"), &format!("{at}: Payload.logIndex"))?,
             log_id: hex::decode(log_id)
                 .map_err(|e| bad(format!("{at}: Payload.logID is not hex: {e}")))?,
@@ -114,9 +117,15 @@ impl TlogEntry {
                     u64::try_from(n).map_err(|_| bad(format!("{pat}.{f} is negative")))
                 };
                 Some(InclusionProof {
-                    log_index: nonneg(int(p.get("logIndex"), &format!("{pat}.logIndex"))?, "logIndex")?,
+                    log_index: nonneg(
+                        int(p.get("logIndex"), &format!("{pat}.logIndex"))?,
+                        "logIndex",
+                    )?,
                     root_hash: b64(p.get("rootHash"), &format!("{pat}.rootHash"))?,
-                    tree_size: nonneg(int(p.get("treeSize"), &format!("{pat}.treeSize"))?, "treeSize")?,
+                    tree_size: nonneg(
+                        int(p.get("treeSize"), &format!("{pat}.treeSize"))?,
+                        "treeSize",
+                    )?,
                     hashes,
                     checkpoint: checkpoint.to_string(),
                 })
@@ -124,10 +133,16 @@ impl TlogEntry {
         };
         let set = match v.pointer("/inclusionPromise/signedEntryTimestamp") {
             None | Some(Value::Null) => None,
-            s => Some(b64(s, &format!("{at}.inclusionPromise.signedEntryTimestamp"))?),
+            s => Some(b64(
+                s,
+                &format!("{at}.inclusionPromise.signedEntryTimestamp"),
+            )?),
         };
         Ok(TlogEntry {
-            body: b64(v.get("canonicalizedBody"), &format!("{at}.canonicalizedBody"))?,
+            body: b64(
+                v.get("canonicalizedBody"),
+                &format!("{at}.canonicalizedBody"),
+            )?,
             integrated_time: int(v.get("integratedTime"), &format!("{at}.integratedTime"))?,
             log_index: int(v.get("logIndex"), &format!("{at}.logIndex"))?,
             log_id: b64(v.pointer("/logId/keyId"), &format!("{at}.logId.keyId"))?,
@@ -184,8 +199,19 @@ impl TlogEntry {
                     hex::encode(&p.root_hash)
                 )));
             }
-            verify_checkpoint(&p.checkpoint, &log.spki, &log.key_id, p.tree_size, &p.root_hash)
-                .map_err(|e| fail(format!("the checkpoint of log entry {}: {e}", self.log_index)))?;
+            verify_checkpoint(
+                &p.checkpoint,
+                &log.spki,
+                &log.key_id,
+                p.tree_size,
+                &p.root_hash,
+            )
+            .map_err(|e| {
+                fail(format!(
+                    "the checkpoint of log entry {}: {e}",
+                    self.log_index
+                ))
+            })?;
         }
         Ok(())
     }
@@ -209,7 +235,13 @@ fn node_hash(l: &[u8], r: &[u8]) -> [u8; 32] {
 
 /// RFC 9162 section 2.1.3.2: whether `proof` leads from leaf `index` of a tree of `size`
 /// leaves to `root`.
-pub fn verify_inclusion(index: u64, size: u64, leaf: &[u8; 32], proof: &[Vec<u8>], root: &[u8]) -> bool {
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &[u8; 32],
+    proof: &[Vec<u8>],
+    root: &[u8],
+) -> bool {
     if index >= size {
         return false;
     }
@@ -274,7 +306,10 @@ pub fn verify_checkpoint(
             continue;
         };
         let Ok(sig) = B64.decode(sig) else { continue };
-        if sig.len() > 4 && &sig[..4] == hint && crypto::verify(spki, text.as_bytes(), &sig[4..]).is_ok() {
+        if sig.len() > 4
+            && &sig[..4] == hint
+            && crypto::verify(spki, text.as_bytes(), &sig[4..]).is_ok()
+        {
             return Ok(());
         }
     }
@@ -332,10 +367,15 @@ fn hash_matches(h: Option<&Value>, sha256: &[u8]) -> bool {
 
 /// The entry body describes `signed`, signed by the key of certificate `cert_der`
 /// (SubjectPublicKeyInfo `spki`). Reads `hashedrekord` 0.0.1, `intoto` 0.0.2 and `dsse` 0.0.1.
-pub fn check_body(body: &[u8], signed: &Signed<'_>, cert_der: &[u8], spki: &[u8]) -> Result<(), KeylessError> {
+pub fn check_body(
+    body: &[u8],
+    signed: &Signed<'_>,
+    cert_der: &[u8],
+    spki: &[u8],
+) -> Result<(), KeylessError> {
     let fail = |d: String| KeylessError::new(Check::Body, d);
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| fail(format!("the log entry body is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| fail(format!("the log entry body is not JSON: {e}")))?;
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
     let version = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let spec = v.get("spec").unwrap_or(&Value::Null);
@@ -455,12 +495,24 @@ mod tests {
             for j in 0..p.len() {
                 let mut q = p.clone();
                 q[j][0] ^= 1;
-                assert!(!verify_inclusion(i as u64, 7, &leaves[i], &q, &r), "{i} {j}");
+                assert!(
+                    !verify_inclusion(i as u64, 7, &leaves[i], &q, &r),
+                    "{i} {j}"
+                );
             }
             let other = (i + 1) % 7;
-            assert!(!verify_inclusion(other as u64, 7, &leaves[i], &p, &r), "{i}");
-            assert!(!verify_inclusion(i as u64, 7, &leaves[other], &p, &r), "{i}");
-            assert!(!verify_inclusion(i as u64, 7, &leaves[i], &p[1..], &r), "{i}");
+            assert!(
+                !verify_inclusion(other as u64, 7, &leaves[i], &p, &r),
+                "{i}"
+            );
+            assert!(
+                !verify_inclusion(i as u64, 7, &leaves[other], &p, &r),
+                "{i}"
+            );
+            assert!(
+                !verify_inclusion(i as u64, 7, &leaves[i], &p[1..], &r),
+                "{i}"
+            );
         }
         assert!(!verify_inclusion(7, 7, &leaves[0], &[], &r));
     }

@@ -191,7 +191,9 @@ impl TrustedRoot {
                 let chain = certs
                     .iter()
                     .enumerate()
-                    .map(|(j, c)| b64_field(c, "rawBytes", &format!("{at}.certChain.certificates[{j}]")))
+                    .map(|(j, c)| {
+                        b64_field(c, "rawBytes", &format!("{at}.certChain.certificates[{j}]"))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 if chain.is_empty() {
                     return Err(format!("{at}.certChain.certificates is empty"));
@@ -199,7 +201,11 @@ impl TrustedRoot {
                 cas.push(CertificateAuthority {
                     chain,
                     valid: validity(ca.get("validFor"), &at)?,
-                    uri: ca.get("uri").and_then(Value::as_str).unwrap_or("").to_string(),
+                    uri: ca
+                        .get("uri")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
                 });
             }
         }
@@ -215,6 +221,27 @@ impl TrustedRoot {
             return Err("no tlogs: nothing to check transparency-log entries against".into());
         }
         Ok(root)
+    }
+
+    /// Read and parse the trusted root in file `path` (at most 4 MiB). Every problem is a
+    /// usage error naming the file: graft never fetches a trusted root.
+    pub fn load(path: &std::path::Path) -> crate::Result<TrustedRoot> {
+        use std::io::Read as _;
+        const LIMIT: u64 = 4 << 20;
+        let name = path.display();
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(LIMIT + 1).read_to_end(&mut bytes))
+            .map_err(|e| {
+                crate::Error::Unsupported(format!("--trusted-root {name}: cannot read it: {e}"))
+            })?;
+        if bytes.len() as u64 > LIMIT {
+            return Err(crate::Error::Unsupported(format!(
+                "--trusted-root {name}: larger than {LIMIT} bytes, not a trusted root"
+            )));
+        }
+        TrustedRoot::parse(&bytes)
+            .map_err(|e| crate::Error::Unsupported(format!("--trusted-root {name}: {e}")))
     }
 
     /// The Rekor key with log ID `id`.
