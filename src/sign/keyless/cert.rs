@@ -178,38 +178,51 @@ impl Leaf {
         ];
         // The leaf's code-signing EKU is checked above; CAs may omit the extension.
         let usage = webpki::KeyUsage::required_if_present(CODE_SIGNING_DER);
-        match ee.verify_for_usage(&algs, &anchors, &intermediates, at, usage, None, None) {
-            Ok(_) => {}
-            Err(e) => {
-                let (nb, na) = self.validity();
-                let detail = match e {
-                    webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
-                        return Err(KeylessError::new(
-                            Check::Expired,
-                            format!(
+        let path_certs: Vec<Vec<u8>> =
+            match ee.verify_for_usage(&algs, &anchors, &intermediates, at, usage, None, None) {
+                // The intermediates of the verified path (possibly from `extra`) are trusted now.
+                Ok(path) => path
+                    .intermediate_certificates()
+                    .map(|c| c.der().to_vec())
+                    .collect(),
+                Err(e) => {
+                    let (nb, na) = self.validity();
+                    let detail = match e {
+                        webpki::Error::CertExpired { .. }
+                        | webpki::Error::CertNotValidYet { .. } => {
+                            return Err(KeylessError::new(
+                                Check::Expired,
+                                format!(
                                 "a certificate of the chain was not valid at the log's integrated \
                                  time {} (the leaf is valid from {} to {}): {e}",
                                 fmt_time(time),
                                 fmt_time(nb as i64),
                                 fmt_time(na as i64)
                             ),
-                        ))
-                    }
-                    webpki::Error::UnknownIssuer => format!(
-                        "the certificate does not chain to a certificate authority of the \
+                            ))
+                        }
+                        webpki::Error::InvalidSignatureForPublicKey => format!(
+                            "the certificate does not chain to a certificate authority of the \
+                         trusted root valid at {} (a CA of its issuer's name is there, but did \
+                         not sign it)",
+                            fmt_time(time)
+                        ),
+                        webpki::Error::UnknownIssuer => format!(
+                            "the certificate does not chain to a certificate authority of the \
                          trusted root valid at {}",
-                        fmt_time(time)
-                    ),
-                    other => format!("the certificate chain is not valid: {other}"),
-                };
-                return Err(KeylessError::new(Check::Chain, detail));
-            }
-        }
+                            fmt_time(time)
+                        ),
+                        other => format!("the certificate chain is not valid: {other}"),
+                    };
+                    return Err(KeylessError::new(Check::Chain, detail));
+                }
+            };
         // The leaf's possible issuers: trusted CA certificates whose subject is its issuer.
         let issuer = &self.cert.tbs_certificate.issuer;
         Ok(cas
             .iter()
             .flat_map(|c| c.chain.iter())
+            .chain(path_certs.iter())
             .filter(|d| {
                 Certificate::from_der(d).is_ok_and(|c| c.tbs_certificate.subject == *issuer)
             })
