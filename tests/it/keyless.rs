@@ -45,12 +45,17 @@ fn put_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> Value {
 /// The cosign `.sig` manifest for one simple-signing layer (`payload`, `annotations`), with
 /// its blobs written to `dir`. Returns the manifest bytes.
 fn sig_manifest(dir: &Path, payload: &[u8], annotations: &Value) -> Vec<u8> {
+    cosign_manifest(dir, SIMPLE, payload, annotations)
+}
+
+/// A cosign `.sig`/`.att` manifest with one layer of `media_type`.
+fn cosign_manifest(dir: &Path, media_type: &str, payload: &[u8], annotations: &Value) -> Vec<u8> {
     let config = json!({
         "architecture": "", "os": "", "config": {},
         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(payload)]},
     });
     let config = put_blob(dir, OCI_CONFIG, &serde_json::to_vec(&config).unwrap());
-    let mut layer = put_blob(dir, SIMPLE, payload);
+    let mut layer = put_blob(dir, media_type, payload);
     layer["annotations"] = annotations.clone();
     serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer],
@@ -61,15 +66,24 @@ fn sig_manifest(dir: &Path, payload: &[u8], annotations: &Value) -> Vec<u8> {
 /// An OCI layout at `dir` holding `image` (manifest bytes of `media_type`) under tag `1` and
 /// its `.sig` manifest under cosign's tag.
 fn layout(dir: &Path, image: &[u8], media_type: &str, sig: &[u8]) {
+    let tag = format!("sha256-{}.sig", sha256_hex(image));
+    layout_with(dir, image, media_type, &[(tag, OCI_MANIFEST, sig.to_vec())]);
+}
+
+/// An OCI layout at `dir` holding `image` under tag `1` and each `(tag, media type, bytes)`.
+fn layout_with(dir: &Path, image: &[u8], media_type: &str, tagged: &[(String, &str, Vec<u8>)]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut m = put_blob(dir, media_type, image);
     m["annotations"] = json!({"org.opencontainers.image.ref.name": "1"});
-    let mut s = put_blob(dir, OCI_MANIFEST, sig);
-    let tag = format!("sha256-{}.sig", sha256_hex(image));
-    s["annotations"] = json!({ "org.opencontainers.image.ref.name": tag });
+    let mut manifests = vec![m];
+    for (tag, mt, bytes) in tagged {
+        let mut d = put_blob(dir, mt, bytes);
+        d["annotations"] = json!({ "org.opencontainers.image.ref.name": tag });
+        manifests.push(d);
+    }
     let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [m, s]});
+        "manifests": manifests});
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
@@ -440,15 +454,28 @@ impl Pki {
                     "publicKey": {"content": B64.encode(cert_pem)}},
             },
         });
-        let body = B64.encode(serde_json::to_vec(&body).unwrap());
-        let log_id = hex::encode(Sha256::digest(spki(&self.rekor)));
+        self.rekor_annotation(&body, time)
+    }
+
+    /// A Rekor entry for `body` logged at `time`: (base64 body, log ID, SET).
+    fn rekor_entry(&self, body: &Value, time: i64) -> (String, Vec<u8>, Vec<u8>) {
+        let body = B64.encode(serde_json::to_vec(body).unwrap());
+        let log_id = Sha256::digest(spki(&self.rekor)).to_vec();
         let canonical = format!(
-            r#"{{"body":"{body}","integratedTime":{time},"logID":"{log_id}","logIndex":7}}"#
+            r#"{{"body":"{body}","integratedTime":{time},"logID":"{}","logIndex":7}}"#,
+            hex::encode(&log_id)
         );
         let set = der_sig(&self.rekor, canonical.as_bytes());
+        (body, log_id, set)
+    }
+
+    /// The `dev.sigstore.cosign/bundle` annotation for `body`.
+    fn rekor_annotation(&self, body: &Value, time: i64) -> String {
+        let (body, log_id, set) = self.rekor_entry(body, time);
         json!({
             "SignedEntryTimestamp": B64.encode(set),
-            "Payload": {"body": body, "integratedTime": time, "logIndex": 7, "logID": log_id},
+            "Payload": {"body": body, "integratedTime": time, "logIndex": 7,
+                "logID": hex::encode(log_id)},
         })
         .to_string()
     }
@@ -691,5 +718,179 @@ fn keyless_flags_are_checked_before_anything_is_read() {
                 r.stderr
             );
         }
+    }
+}
+
+/// A DSSE envelope of `statement` signed by `key`: (envelope JSON, signature).
+fn envelope(key: &p256::ecdsa::SigningKey, statement: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let pt = "application/vnd.in-toto+json";
+    let sig = der_sig(key, &graft::sign::dsse::pae(pt, statement));
+    let env = json!({"payloadType": pt, "payload": B64.encode(statement),
+        "signatures": [{"keyid": "", "sig": B64.encode(&sig)}]});
+    (serde_json::to_vec(&env).unwrap(), sig)
+}
+
+#[test]
+fn keyless_attestations_and_bundle_signatures_verify_and_fail_by_name() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let root = home.path().join("trusted_root.json");
+    std::fs::write(&root, serde_json::to_vec(&pki.trusted_root()).unwrap()).unwrap();
+    let (id, iss) = ("ci@example.org", "https://issuer.test");
+    let time = JAN1 + DAY / 2;
+    let leaf = pki.leaf(id, iss, JAN1, JAN1 + DAY);
+    let (cert, key) = (&leaf.0, &leaf.1);
+    let cert_pem = pem(cert);
+    let dir = home.path().join("layout");
+    let config = put_blob(
+        &dir,
+        OCI_CONFIG,
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
+    let image = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [],
+    }))
+    .unwrap();
+    let hex_digest = sha256_hex(&image);
+    let statement = |predicate_type: &str| {
+        serde_json::to_vec(&json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "registry.test/sci/img", "digest": {"sha256": hex_digest}}],
+            "predicateType": predicate_type,
+            "predicate": {"buildDefinition": {}},
+        }))
+        .unwrap()
+    };
+
+    // A `.att` layer, Rekor kind intoto 0.0.2 (signature base64 twice, as Rekor keeps it).
+    let slsa = statement("https://slsa.dev/provenance/v1");
+    let (env, sig) = envelope(key, &slsa);
+    let body = json!({"apiVersion": "0.0.2", "kind": "intoto", "spec": {"content": {
+        "envelope": {"payloadType": "application/vnd.in-toto+json",
+            "signatures": [{"sig": B64.encode(B64.encode(&sig)), "publicKey": B64.encode(&cert_pem)}]},
+        "hash": {"algorithm": "sha256", "value": sha256_hex(&env)},
+        "payloadHash": {"algorithm": "sha256", "value": sha256_hex(&slsa)}}}});
+    let att = cosign_manifest(
+        &dir,
+        "application/vnd.dsse.envelope.v1+json",
+        &env,
+        &json!({
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "dev.cosignproject.cosign/signature": "",
+            "dev.sigstore.cosign/certificate": cert_pem,
+            "dev.sigstore.cosign/bundle": pki.rekor_annotation(&body, time),
+        }),
+    );
+
+    // A cosign v3 signature bundle (DSSE, Rekor kind dsse 0.0.1) as a referrer, found through
+    // the referrers fallback tag.
+    let sign = statement("https://sigstore.dev/cosign/sign/v1");
+    let (env2, sig2) = envelope(key, &sign);
+    let body2 = json!({"apiVersion": "0.0.1", "kind": "dsse", "spec": {
+        "envelopeHash": {"algorithm": "sha256", "value": sha256_hex(&env2)},
+        "payloadHash": {"algorithm": "sha256", "value": sha256_hex(&sign)},
+        "signatures": [{"signature": B64.encode(&sig2), "verifier": B64.encode(&cert_pem)}]}});
+    let (b64_body, log_id, set) = pki.rekor_entry(&body2, time);
+    let env2: Value = serde_json::from_slice(&env2).unwrap();
+    let bundle_type = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    let bundle = serde_json::to_vec(&json!({
+        "mediaType": bundle_type,
+        "verificationMaterial": {
+            "certificate": {"rawBytes": B64.encode(cert)},
+            "tlogEntries": [{"logIndex": "7", "logId": {"keyId": B64.encode(&log_id)},
+                "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+                "integratedTime": time.to_string(),
+                "inclusionPromise": {"signedEntryTimestamp": B64.encode(&set)},
+                "canonicalizedBody": b64_body}],
+        },
+        "dsseEnvelope": env2,
+    }))
+    .unwrap();
+    let empty = put_blob(&dir, "application/vnd.oci.empty.v1+json", b"{}");
+    let layer = put_blob(&dir, bundle_type, &bundle);
+    let referrer = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": bundle_type,
+        "config": empty, "layers": [layer],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": sha256_digest(&image), "size": image.len()},
+    }))
+    .unwrap();
+    let mut rdesc = put_blob(&dir, OCI_MANIFEST, &referrer);
+    rdesc["artifactType"] = json!(bundle_type);
+    let fallback = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [rdesc],
+    }))
+    .unwrap();
+    layout_with(
+        &dir,
+        &image,
+        OCI_MANIFEST,
+        &[
+            (format!("sha256-{hex_digest}.att"), OCI_MANIFEST, att),
+            (
+                format!("sha256-{hex_digest}"),
+                "application/vnd.oci.image.index.v1+json",
+                fallback,
+            ),
+        ],
+    );
+    let image_ref = format!("oci:{}:1", dir.display());
+    let rootp = root.to_str().unwrap();
+    let keyless = |cmd: &str, id: &str| {
+        graft(
+            home.path(),
+            &[
+                "-o",
+                "json",
+                cmd,
+                "--certificate-identity",
+                id,
+                "--certificate-oidc-issuer",
+                iss,
+                "--trusted-root",
+                rootp,
+                &image_ref,
+            ],
+        )
+    };
+    let j = keyless("verify-attestation", id).ok().json();
+    assert_eq!(
+        j["attestations"][0]["predicate_type"],
+        "https://slsa.dev/provenance/v1"
+    );
+    assert_eq!(j["attestations"][0]["keyless"]["identity"], id);
+    let j = keyless("verify", id).ok().json();
+    assert_eq!(j["signatures"][0]["form"], "bundle");
+    assert_eq!(j["signatures"][0]["keyless"]["integrated_time"], time);
+    for cmd in ["verify", "verify-attestation"] {
+        let r = keyless(cmd, "eve@example.org").fails(1);
+        assert!(
+            r.stderr.contains("identity mismatch"),
+            "{cmd}: {}",
+            r.stderr
+        );
+        assert_eq!(r.json()["failures"][0]["kind"], "wrong-identity", "{cmd}");
+    }
+    // The wrong trusted root fails both, naming the log.
+    for cmd in ["verify", "verify-attestation"] {
+        let r = graft(
+            home.path(),
+            &[
+                cmd,
+                "--certificate-identity",
+                id,
+                "--certificate-oidc-issuer",
+                iss,
+                "--trusted-root",
+                public_good().to_str().unwrap(),
+                &image_ref,
+            ],
+        )
+        .fails(1);
+        assert!(
+            r.stderr.contains("transparency-log check failed"),
+            "{cmd}: {}",
+            r.stderr
+        );
     }
 }

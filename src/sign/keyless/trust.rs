@@ -24,7 +24,7 @@ pub struct Validity {
 impl Validity {
     /// Whether `t` (Unix seconds) lies in the range.
     pub fn contains(&self, t: i64) -> bool {
-        t >= self.start && self.end.is_none_or(|e| t <= e)
+        t >= self.start && self.end.map_or(true, |e| t <= e)
     }
 }
 
