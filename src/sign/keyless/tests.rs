@@ -76,6 +76,16 @@ fn podinfo_sig_layer_verifies_against_public_good() {
         p.digest.to_string(),
         "sha256:57a654ace69ec02ba8973093b6a786faa15640575fbf0dbb603db55aca2ccec8"
     );
+    // The verification core `graft verify` runs per layer: passes for that digest only.
+    use crate::sign::verify::{check_simple_signing_keyless, FailureKind};
+    let k = keyless(PODINFO_ID, GITHUB_ACTIONS);
+    let sig_b64 = B64.encode(&sig);
+    let (_, v2) =
+        check_simple_signing_keyless(&payload, &sig_b64, &material, &k, &p.digest).unwrap();
+    assert_eq!(v2, v);
+    let other = crate::oci::Digest::sha256(b"another image");
+    let e = check_simple_signing_keyless(&payload, &sig_b64, &material, &k, &other).unwrap_err();
+    assert_eq!(e.kind, FailureKind::OtherDigest);
 }
 
 #[test]
