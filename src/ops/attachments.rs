@@ -5,25 +5,40 @@
 //! every digest looks up, in the source repository:
 //! - cosign's tags `sha256-<hex>.sig`, `.att` and `.sbom`;
 //! - OCI 1.1 referrers: the referrers API where the registry has it, else the `sha256-<hex>`
-//!   tag-schema fallback index (the only form in `oci:` layouts and `oci-archive:` files).
+//!   tag-schema fallback index; in `oci:` layouts and `oci-archive:` files, the fallback index
+//!   and, besides it, every `index.json` entry whose manifest names the digest as its
+//!   `subject` (how `oras attach --oci-layout` keeps referrers:
+//!   [`crate::store::repo::Repository::listed_referrers`]).
 //!
 //! Every attachment found is explored the same way, so a signature of an attestation comes too,
 //! up to [`MAX_DEPTH`] attachments deep and [`MAX_ATTACHMENTS`] in all: a registry that
-//! invents a new signature for every lookup must not keep discovery going forever.
+//! invents a new signature for every lookup must not keep discovery going forever (a layout
+//! listing more referrers of one digest than that is refused before they are read).
 //! Requests: 4 manifest lookups per digest (3 tags + the fallback tag, or the referrers API),
 //! plus one GET per referrer; a registry whose referrers API answers 404 once is not asked
-//! again in that discovery.
+//! again in that discovery. A layout's manifests are each read once per discovery to find
+//! their subjects.
 //!
 //! **Copy** ([`copy_attachments`]) goes through the one copy engine ([`copy_graph`]), after the
-//! subject: tag-scheme attachments keep their tag; a fallback index is copied verbatim when the
-//! destination has none (so its digest is kept), and otherwise merged (existing entries kept
-//! exactly, missing ones added, [`crate::sign::attach::merge_referrer_entry`]); a cosign tag
-//! that exists at the destination with another manifest gets our layers added to its own
-//! (cosign's append, [`crate::sign::attach::merge_cosign_layer`]); referrers found through
-//! the API are written by digest and listed in the destination's fallback index. Registries,
-//! `oci:` layouts and `oci-archive:` files merge alike: the destination is opened with
-//! [`Repo::open_destination`] (an archive's merges go into the uncommitted state its sinks
-//! share).
+//! subject: tag-scheme attachments keep their tag; a cosign tag that exists at the destination
+//! with another manifest gets our layers added to its own (cosign's append,
+//! [`crate::sign::attach::merge_cosign_layer`]). Referrers go where the destination looks for
+//! them ([`ReferrersAt`], decided once per copy):
+//! - a registry with the referrers API (its `GET /v2/<name>/referrers/<digest>` answers an
+//!   index; graft does not wait for an `OCI-Subject` header, which go-containerregistry's
+//!   registry never sends): each referrer is pushed by digest, with its `subject`, and the
+//!   registry lists it; the source's fallback indexes are not written;
+//! - a registry without it: referrers by digest, and the fallback index copied verbatim when
+//!   the destination has none (so its digest is kept), otherwise merged (existing entries
+//!   kept exactly, missing ones added, [`crate::sign::attach::merge_referrer_entry`]);
+//!   referrers no source fallback index lists are added to the destination's;
+//! - a layout or archive: each referrer also becomes an untagged `index.json` entry, as oras
+//!   writes them, and the fallback index is written as for a registry without the API (see
+//!   docs/decisions.md, "Referrers in OCI layouts").
+//!
+//! Registries, `oci:` layouts and `oci-archive:` files merge alike: the destination is opened
+//! with [`Repo::open_destination`] (an archive's merges go into the uncommitted state its
+//! sinks share).
 //! An attachment whose tag already points at the same digest costs one HEAD and is skipped.
 //!
 //! **Naming in multi-image layouts**: `graft mirror` names images `host/repo:tag`
@@ -238,7 +253,8 @@ pub struct AttachmentsReport {
     /// (it lists the referrers, copied by digest, itself).
     pub fallback_skipped: usize,
     /// How the destination lists referrers: `api`, `fallback-tag` or `layout` (untagged
-    /// `index.json` entries and the fallback tag); see [`ReferrersAt`].
+    /// `index.json` entries and the fallback tag), see [`ReferrersAt`]; absent when no
+    /// referrer was found.
     pub referrers_at: Option<ReferrersAt>,
     /// Bytes of blobs uploaded.
     pub bytes_uploaded: u64,
@@ -261,22 +277,22 @@ pub enum ReferrersAt {
     Layout,
 }
 
-/// How `dst_ref` lists referrers: asked of `merge_repo` (one referrers API request, about a
-/// subject already copied) only when there are referrers to copy.
+/// How `dst_ref` lists referrers, `None` when there are none to copy: a registry's is asked of
+/// `merge_repo` (one referrers API request, about a subject already copied).
 async fn referrers_at(
     dst_ref: &ImageRef,
     merge_repo: Option<&Repo>,
     attachments: &[Attachment],
 ) -> Result<Option<ReferrersAt>> {
-    if let ImageRef::Layout(_) | ImageRef::Archive(_) = dst_ref {
-        return Ok(Some(ReferrersAt::Layout));
-    }
     let Some(first) = attachments
         .iter()
         .find(|a| a.tag.is_none() || a.is_fallback_index())
     else {
         return Ok(None);
     };
+    if let ImageRef::Layout(_) | ImageRef::Archive(_) = dst_ref {
+        return Ok(Some(ReferrersAt::Layout));
+    }
     let Some(repo) = merge_repo else {
         return Ok(Some(ReferrersAt::FallbackTag));
     };

@@ -466,6 +466,31 @@ fn oras_layout_referrers_travel_to_a_registry_and_back_into_a_layout() {
         .filter(|(n, _)| n.as_deref().is_some_and(|n| n.starts_with("sha256-")))
         .count();
     assert_eq!(fallback, 3, "{e:?}");
+    // regctl reads only the fallback index in a layout (it sees none of what oras wrote in
+    // `src`): with both forms it lists the same referrers too.
+    for (dir, want_n) in [(&src, 0), (&back, 2)] {
+        let out = peer.regctl([
+            "artifact",
+            "list",
+            &format!("ocidir://{}:1.0", dir.display()),
+            "--format",
+            "{{json .}}",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let listed: BTreeSet<&str> = v["descriptors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| d["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed.len(), want_n, "{}: {v}", dir.display());
+        let root: BTreeSet<&str> = want
+            .iter()
+            .filter(|(s, _, _)| *s == subjects[0])
+            .map(|(_, d, _)| d.as_str())
+            .collect();
+        assert!(want_n == 0 || listed == root, "{v}");
+    }
 
     // graft mirror: registry → a multi-image layout (entries named `host/repo:tag`) → another
     // registry with the API.
@@ -651,4 +676,41 @@ fn layout_referrers_discovery_is_bounded() {
         "{:?}",
         entries(&out)
     );
+}
+
+#[test]
+fn a_referrers_answer_that_is_not_an_index_is_an_error_not_an_empty_api() {
+    // distribution 2.8 behind a peer whose referrers endpoint answers 200 with a JSON object
+    // that is no index: taken for "the API, no referrers", the fallback tag would be dropped.
+    let home = tempfile::tempdir().unwrap();
+    let dist = Registry::plain();
+    dist.seed("astro-base", "sci/astro:1.0");
+    let peer = Peer::new();
+    attach_all(&peer, Place::Registry(dist.addr()), "sci/astro");
+    let upstream = dist.addr().to_string();
+    let front = crate::support::hostile::Hostile::start(move |seen| {
+        match seen.path().contains("/referrers/") {
+            true => crate::support::hostile::Reply::json(200, serde_json::json!({"errors": []})),
+            false => crate::support::hostile::Reply::forward(&upstream),
+        }
+    });
+    let b = RefRegistry::start();
+    let run = graft(
+        home.path(),
+        &[
+            "--tls-verify=false",
+            "copy",
+            "--with-attachments",
+            &format!("docker://{}/sci/astro:1.0", front.addr()),
+            &b.docker_ref("sci/astro:1.0"),
+        ],
+    )
+    .fails(1);
+    assert!(run.stderr.contains("referrers index"), "{}", run.stderr);
+    // Nothing was written.
+    let t = peer.try_run(
+        "oras",
+        ["repo", "tags", "--plain-http", &b.plain_ref("sci/astro")],
+    );
+    assert!(String::from_utf8_lossy(&t.stdout).trim().is_empty());
 }
