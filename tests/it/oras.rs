@@ -319,6 +319,10 @@ fn copy_between_referrers_api_registries_uses_the_api() {
     let want = listing(&peer, Place::Registry(a.host()), "sci/astro", &subjects);
     assert_eq!(want.len(), 4, "{want:?}");
     assert!(want.iter().any(|(_, _, t)| t == SBOM), "{want:?}");
+    // oras decides by the `OCI-Subject` header of its manifest PUT, which refreg never sends:
+    // it writes the fallback tags as well (and reads the API). graft does not copy them.
+    let t = tags(&peer, a.host(), "sci/astro");
+    assert_eq!(fallback_tags(&t).len(), 3, "{t:?}");
 
     let out = copy(
         home.path(),
