@@ -517,4 +517,69 @@ mod tests {
         let plain: ImageRef = "oci:/x:1.0".parse().unwrap();
         assert_eq!(layout_tag(&plain, "latest"), "latest");
     }
+
+    /// A manifest of `image`'s blobs naming `subject` (an oras-style referrer).
+    fn referrer(
+        img: &crate::store::layout::test_image::TestImage,
+        subject: &RawManifest,
+    ) -> RawManifest {
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::media_types::OCI_MANIFEST,
+            "artifactType": "application/vnd.graft.test.note",
+            "config": img.config.0,
+            "layers": [img.layer.0],
+            "subject": subject.descriptor(),
+        });
+        RawManifest::from_bytes(Bytes::from(serde_json::to_vec(&m).unwrap()), None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn layout_referrers_are_the_entries_naming_their_subject() {
+        use crate::store::layout::test_image::{image, put};
+        let dir = tempfile::tempdir().unwrap();
+        let r: LayoutRef = format!("oci:{}:v1", dir.path().display())
+            .parse::<ImageRef>()
+            .map(|i| match i {
+                ImageRef::Layout(l) => l,
+                _ => unreachable!(),
+            })
+            .unwrap();
+        let local = LocalStores::new();
+        let repo = LayoutRepository::open(&r, false, true, &local).unwrap();
+        let img = image("subject");
+        put(repo.sink().unwrap(), &img, "v1").await;
+        let untagged = referrer(&img, &img.manifest);
+        let tagged = referrer(&image("other"), &img.manifest);
+        put(repo.sink().unwrap(), &image("other"), "other").await;
+        let of_referrer = referrer(&img, &untagged);
+        repo.sink().unwrap().put_root(&untagged).await.unwrap();
+        repo.sink().unwrap().put_tag(&tagged, "note").await.unwrap();
+        repo.sink().unwrap().put_root(&of_referrer).await.unwrap();
+        assert!(repo.capabilities().referrers_listed);
+        assert_eq!(repo.referrers(img.manifest.digest()).await.unwrap(), None);
+
+        // Read-only (cached) and writable handles answer alike.
+        let ro = LayoutRepository::open(&r, false, false, &local).unwrap();
+        for h in [&repo, &ro] {
+            let found = h.listed_referrers(img.manifest.digest()).await.unwrap();
+            let digests: Vec<_> = found.iter().map(|d| d.digest.clone()).collect();
+            assert_eq!(
+                digests,
+                vec![untagged.digest().clone(), tagged.digest().clone()]
+            );
+            assert!(found.iter().all(|d| d.annotations.is_none()));
+            assert_eq!(
+                found[0].artifact_type.as_deref(),
+                Some("application/vnd.graft.test.note")
+            );
+            let nested = h.listed_referrers(untagged.digest()).await.unwrap();
+            assert_eq!(nested.len(), 1);
+            assert!(h
+                .listed_referrers(tagged.digest())
+                .await
+                .unwrap()
+                .is_empty());
+        }
+    }
 }

@@ -718,3 +718,43 @@ fn a_referrers_answer_that_is_not_an_index_is_an_error_not_an_empty_api() {
     );
     assert!(String::from_utf8_lossy(&t.stdout).trim().is_empty());
 }
+
+#[test]
+fn referrers_travel_through_an_oci_archive() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = (RefRegistry::start(), RefRegistry::start());
+    let peer = Peer::new();
+    seed(a.host());
+    let subjects = attach_all(&peer, Place::Registry(a.host()), "sci/astro");
+    let want = listing(&peer, Place::Registry(a.host()), "sci/astro", &subjects);
+    let archive = home.path().join("astro.tar");
+    let out = copy(
+        home.path(),
+        &a.docker_ref("sci/astro:1.0"),
+        &format!("oci-archive:{}:1.0", archive.display()),
+    );
+    assert_eq!(out["attachments"]["referrers_at"], "layout", "{out}");
+    // Unpacked, it is a layout oras reads.
+    let unpacked = home.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got = listing(&peer, Place::Layout(&unpacked), "", &subjects);
+    assert_eq!(got, want);
+    // And back to a registry with the API.
+    copy(
+        home.path(),
+        &format!("oci-archive:{}:1.0", archive.display()),
+        &b.docker_ref("sci/astro:1.0"),
+    );
+    let got = listing(&peer, Place::Registry(b.host()), "sci/astro", &subjects);
+    assert_eq!(got, want);
+    let t = tags(&peer, b.host(), "sci/astro");
+    assert!(fallback_tags(&t).is_empty(), "{t:?}");
+}
