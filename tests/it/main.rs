@@ -14,6 +14,7 @@ mod layer;
 mod layout;
 mod library;
 mod mirror;
+mod oras;
 mod peers;
 mod pipe;
 mod refresh;
