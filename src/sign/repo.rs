@@ -187,4 +187,11 @@ impl Repo {
     pub async fn referrers_api(&self, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
         self.store.referrers(digest).await
     }
+
+    /// Referrers of `digest` that the store lists as entries of their own: in OCI layouts and
+    /// archives, the untagged `index.json` entries with that subject (how `oras attach
+    /// --oci-layout` and cosign keep them there). Empty for registries.
+    pub async fn listed_referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>> {
+        self.store.listed_referrers(digest).await
+    }
 }

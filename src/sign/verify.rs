@@ -428,14 +428,25 @@ async fn fetch_manifest(
     }
 }
 
-/// Descriptors of the bundle referrers of `digest`: referrers API, else the fallback tag.
+/// Descriptors of the bundle referrers of `digest`: the referrers API, else the fallback tag
+/// and, in layouts, the untagged `index.json` entries with that subject.
 pub async fn bundle_referrers(repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>> {
     let all = match repo.referrers_api(digest).await? {
         Some(list) => list,
-        None => match repo.tagged(&referrers_tag(digest)).await? {
-            Some(m) if m.is_index() => m.view().manifests.clone(),
-            _ => Vec::new(),
-        },
+        None => {
+            // Without the API, the fallback index and (in layouts) the untagged entries with
+            // this subject: a layout may hold either or both; each referrer counts once.
+            let mut list = match repo.tagged(&referrers_tag(digest)).await? {
+                Some(m) if m.is_index() => m.view().manifests.clone(),
+                _ => Vec::new(),
+            };
+            for d in repo.listed_referrers(digest).await? {
+                if !list.iter().any(|e| e.digest == d.digest) {
+                    list.push(d);
+                }
+            }
+            list
+        }
     };
     Ok(all
         .into_iter()

@@ -758,3 +758,63 @@ fn referrers_travel_through_an_oci_archive() {
     let t = tags(&peer, b.host(), "sci/astro");
     assert!(fallback_tags(&t).is_empty(), "{t:?}");
 }
+
+/// A sigstore bundle kept in a layout only as an untagged `index.json` entry with a `subject`
+/// (as oras and cosign v3 keep referrers there; no fallback tag) is found by `graft verify`.
+#[test]
+fn verify_finds_a_bundle_listed_only_as_an_untagged_layout_entry() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("img");
+    copy_dir(&science_layout("astro-base"), &dir);
+    let with_pw =
+        |args: &[&str]| capture(command(home.path()).env("COSIGN_PASSWORD", "pw").args(args));
+    let prefix = home.path().join("k");
+    with_pw(&[
+        "generate-key-pair",
+        "--output-key-prefix",
+        prefix.to_str().unwrap(),
+    ])
+    .ok();
+    let image = format!("oci:{}:1.0", dir.display());
+    let key = format!("{}.key", prefix.display());
+    let public = format!("{}.pub", prefix.display());
+    with_pw(&["-q", "sign", "--key", &key, "--format", "bundle", &image]).ok();
+
+    // Rewrite index.json: the fallback index's entries become untagged entries of their own,
+    // and the fallback tag goes.
+    let index_path = dir.join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let manifests = index["manifests"].as_array().unwrap().clone();
+    let (fallback, mut kept): (Vec<Value>, Vec<Value>) = manifests.into_iter().partition(|e| {
+        e["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("sha256-"))
+    });
+    assert_eq!(fallback.len(), 1, "one fallback tag: {index}");
+    let hex = fallback[0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let fallback_index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap();
+    let referrers = fallback_index["manifests"].as_array().unwrap();
+    assert_eq!(referrers.len(), 1, "{fallback_index}");
+    for r in referrers {
+        if !kept.iter().any(|e| e["digest"] == r["digest"]) {
+            kept.push(r.clone());
+        }
+    }
+    index["manifests"] = Value::Array(kept);
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    assert!(entries(&dir)
+        .iter()
+        .all(|(tag, _)| !tag.as_deref().is_some_and(|t| t.starts_with("sha256-"))));
+
+    let run = graft(
+        home.path(),
+        &["-o", "json", "verify", "--key", &public, &image],
+    )
+    .ok();
+    assert!(run.stdout.contains("bundle"), "{}", run.stdout);
+}
