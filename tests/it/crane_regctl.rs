@@ -696,6 +696,32 @@ fn refresh_with_peer_science(host: &str, referrers: bool) {
         &format!("{host}/rel/sci-notebook:2.4"),
     ]);
     assert!(text(&out).contains("base image matches"), "{}", text(&out));
+
+    // regctl rebases graft's image from the same annotations: the moved science image's layers,
+    // then graft's compat layer, and crane finds the result valid.
+    let rebased = format!("{host}/rebased/astro-notebook:1.0");
+    peer.regctl(["image", "mod", &image, "--rebase", "--create", &rebased]);
+    validate_all(&peer, &rebased);
+    let layers = |r: &str| -> Vec<Value> {
+        let m: Value = serde_json::from_slice(
+            &peer
+                .crane(["manifest", "--platform", "linux/amd64", r])
+                .stdout,
+        )
+        .unwrap();
+        m["layers"].as_array().unwrap().clone()
+    };
+    let (old, new, science) = (
+        layers(&image),
+        layers(&rebased),
+        layers(&format!("{host}/sci/astro:1.0")),
+    );
+    let mut want = science;
+    want.push(old.last().unwrap().clone());
+    assert_eq!(
+        new, want,
+        "rebased = moved science layers + graft's compat layer"
+    );
 }
 
 #[test]
