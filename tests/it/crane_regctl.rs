@@ -162,7 +162,7 @@ fn graft_config(home: &Path, reference: &str, platform: Option<&str>) -> Value {
     serde_json::from_str(&run.stdout).unwrap()
 }
 
-/// Images made by crane and regctl: `(name, reference, platform to read the config of)`.
+/// Images made by crane and regctl at `host`: `(name, reference)`.
 fn make_peer_images(peer: &Peer, host: &str, dir: &Path) -> Vec<(&'static str, String)> {
     let r = |s: &str| format!("{host}/{s}");
     let (tar, tgz) = layer_files(dir);
@@ -217,11 +217,33 @@ fn make_peer_images(peer: &Peer, host: &str, dir: &Path) -> Vec<(&'static str, S
         "--create",
         &r("regctl/single:1"),
     ]);
+    // Docker media types (manifest list, schema 2), as older registries and builders write.
+    skopeo([
+        "copy",
+        "--all",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &science_oci_ref("astro-base"),
+        &format!("docker://{host}/docker/astro:1.0"),
+    ]);
+    peer.regctl([
+        "image",
+        "mod",
+        &r("docker/astro:1.0"),
+        "--layer-add",
+        &layer_add,
+        "--label",
+        "org.example.tool=regctl",
+        "--create",
+        &r("regctl/docker:1"),
+    ]);
     vec![
         ("crane-append", r("crane/append:1")),
         ("crane-mutate", r("crane/mutate:1")),
         ("regctl-index", r("regctl/index:1")),
         ("regctl-single", r("regctl/single:1")),
+        ("regctl-docker", r("regctl/docker:1")),
     ]
 }
 
@@ -285,6 +307,15 @@ fn read_copy_append(host: &str) {
                 config["config"]["Labels"]["org.example.tool"], tool,
                 "{name}: {config}"
             );
+        }
+        if *name == "regctl-docker" {
+            let doc: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(
+                doc["mediaType"],
+                "application/vnd.docker.distribution.manifest.list.v2+json"
+            );
+        }
+        if *name != "crane-append" && *name != "regctl-docker" {
             let doc: Value = serde_json::from_slice(&bytes).unwrap();
             assert!(
                 doc["annotations"]["org.example.made-by"]
@@ -378,6 +409,13 @@ fn read_copy_append(host: &str) {
         )
         .ok();
         validate_all(&peer, &app);
+        let media_type =
+            |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap()["mediaType"].clone();
+        assert_eq!(
+            media_type(&manifest(&peer, &app)),
+            media_type(&bytes),
+            "{name}: append keeps the media type"
+        );
         let out = peer.regctl(["image", "check-base", &app]);
         assert!(
             text(&out).contains("base image matches"),
