@@ -3,6 +3,7 @@
 
 mod append;
 mod copy;
+mod crane_regctl;
 mod graft;
 mod harness;
 mod hostile_files;
