@@ -203,48 +203,13 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    /// The flags' values, else what git says about the library directory.
-    pub fn info(&self, library: &std::path::Path) -> graft::library::BuildInfo {
+    /// The flags' values; what they leave out comes from git
+    /// ([`graft::ops::plan::revision`]).
+    pub fn flags(&self) -> graft::library::BuildInfo {
         graft::library::BuildInfo {
-            build: self
-                .build
-                .clone()
-                .or_else(|| git(library, &["rev-list", "--count", "HEAD"])),
-            commit: self
-                .commit
-                .clone()
-                .or_else(|| git(library, &["rev-parse", "--short", "HEAD"])),
-            branch: self.branch.clone().or_else(|| {
-                git(library, &["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD")
-            }),
+            build: self.build.clone(),
+            commit: self.commit.clone(),
+            branch: self.branch.clone(),
         }
     }
-}
-
-/// The time a library build is stamped with: `SOURCE_DATE_EPOCH` if set, else the time of the
-/// library's last git commit, else the epoch. Never the clock, so a refresh is reproducible.
-pub fn library_time(library: &std::path::Path) -> anyhow::Result<graft::timestamp::Timestamp> {
-    if let Some(t) = graft::timestamp::Timestamp::from_env()? {
-        return Ok(t);
-    }
-    Ok(git(library, &["log", "-1", "--format=%ct"])
-        .and_then(|s| graft::timestamp::Timestamp::parse_epoch(&s).ok())
-        .unwrap_or(graft::timestamp::Timestamp::EPOCH))
-}
-
-/// One line of `git` output in `dir`, if git is there and the command succeeds.
-pub fn git(dir: &std::path::Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (!s.is_empty()).then_some(s)
 }

@@ -8,7 +8,8 @@ use clap::Args;
 use graft::layer::Compression;
 use graft::library::plan::Plan;
 use graft::library::Library;
-use graft::ops::plan::plan;
+use graft::ops::plan::{changed_since, plan, revision, Missing};
+use graft::timestamp::Timestamp;
 
 use super::output::outln;
 use super::{print_json, GlobalArgs, Output};
@@ -29,21 +30,51 @@ pub struct PlanArgs {
     /// registry or layout).
     #[arg(long)]
     pub resolve: bool,
+    /// Only the images that `git diff REV..HEAD` of the library affects, each with the
+    /// reason (graft.yaml's change_ignore and rebuild_all apply).
+    #[arg(long, value_name = "REV")]
+    pub changed_since: Option<String>,
 }
 
 /// Run `graft plan`.
 pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let lib = Library::open(&args.library)?;
-    let build = args.build.info(&args.library);
-    let mtime = super::library_time(&args.library)?;
+    // SOURCE_DATE_EPOCH is read here, at the edge; git is read by `revision`.
+    let rev = revision(
+        lib,
+        &args.build.flags(),
+        Timestamp::from_env()?,
+        Missing::Preview,
+    )?;
+    let changes = match &args.changed_since {
+        Some(since) => Some(changed_since(&rev.library, rev.repo.as_ref(), since)?),
+        None => None,
+    };
     let ep = match args.resolve {
         true => Some(global.registry.endpoint(None)?),
         false => None,
     };
-    let plan = plan(&lib, &build, mtime, args.compression, ep.as_ref()).await?;
+    let plan = plan(
+        &rev.library,
+        &rev.build,
+        rev.created,
+        args.compression,
+        changes.as_ref(),
+        ep.as_ref(),
+    )
+    .await?;
     match global.output {
         Output::Json => print_json(&plan)?,
         Output::Text => print_text(&plan, global.verbose > 0)?,
+    }
+    let missing = rev.library.missing_build_values(&rev.build);
+    if let Some((_, first)) = missing.first() {
+        let names: Vec<String> = missing.iter().map(|(v, _)| format!("{{{v}}}")).collect();
+        eprintln!(
+            "warning: no value for {} (needed by {first}): shown as placeholders; refresh refuses without --{}",
+            names.join(", "),
+            missing[0].0
+        );
     }
     for c in &plan.conflicts {
         let level = if c.error { "error" } else { "warning" };
@@ -84,6 +115,9 @@ fn print_text(plan: &Plan, verbose: bool) -> anyhow::Result<()> {
             img.platforms.join(", ")
         };
         outln!("  platforms  {platforms}")?;
+        for r in img.reasons.iter().flatten() {
+            outln!("  changed    {}", r.message)?;
+        }
         for r in &img.references {
             outln!("  -> {r}")?;
         }
@@ -108,8 +142,20 @@ fn print_text(plan: &Plan, verbose: bool) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(c) = &plan.changes {
+        outln!(
+            "changed since {} ({}): {} file{}, {} ignored; {} image{} affected",
+            c.since,
+            &c.commit[..c.commit.len().min(12)],
+            c.files.len(),
+            if c.files.len() == 1 { "" } else { "s" },
+            c.ignored.len(),
+            c.images.len(),
+            if c.images.len() == 1 { "" } else { "s" },
+        )?;
+    }
     let refs: usize = plan.images.iter().map(|i| i.references.len()).sum();
-    let used = plan.layers.iter().filter(|l| !l.used_by.is_empty()).count();
+    let used = plan.layers.iter().filter(|l| l.built.is_some()).count();
     outln!(
         "plan: {} final image{}, {refs} reference{}, {used} compat layer{} to build",
         plan.images.len(),

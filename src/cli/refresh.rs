@@ -6,6 +6,7 @@ use clap::Args;
 use serde_json::json;
 
 use graft::library::Library;
+use graft::ops::plan::{changed_since, revision, Missing};
 use graft::ops::refresh::{
     refresh, ProvenanceContext, RefreshOptions, RefreshRequest, RefreshResult, Signing,
 };
@@ -51,6 +52,10 @@ pub struct RefreshArgs {
     /// `runDetails.metadata.invocationId` (default: from the CI variables).
     #[arg(long, value_name = "ID")]
     pub invocation_id: Option<String>,
+    /// Refresh only the images that `git diff REV..HEAD` of the library affects (as
+    /// `graft plan --changed-since REV` lists them).
+    #[arg(long, value_name = "REV")]
+    pub changed_since: Option<String>,
 }
 
 /// Run `graft refresh`: one call to [`refresh`], rendered.
@@ -65,10 +70,36 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     if let Some(repo) = &args.repo {
         lib = lib.with_repo(repo);
     }
+    // SOURCE_DATE_EPOCH, when set, is read here; git is read by `revision`.
+    let epoch = Timestamp::from_env()?;
+    let rev = revision(lib, &args.build.flags(), epoch, Missing::Refuse)?;
+    let mut lib = rev.library.clone();
+    let mut names = args.names.clone();
+    if let Some(since) = &args.changed_since {
+        // Names narrow the change set further: checked against the whole library first.
+        graft::ops::refresh::select(&lib, &names)?;
+        let changes = changed_since(&lib, rev.repo.as_ref(), since)?;
+        if !global.quiet {
+            eprintln!(
+                "changed since {since}: {} of {} image(s) affected",
+                changes.images.len(),
+                lib.manifests().len()
+            );
+            for a in &changes.images {
+                for r in &a.reasons {
+                    eprintln!("  {}: {}", a.manifest, r.message);
+                }
+            }
+        }
+        lib = lib.retain_manifests(|m| {
+            changes.reasons(&m.rel).is_some() && (names.is_empty() || names.contains(&m.name))
+        });
+        names.clear();
+    }
     let work = tempfile::tempdir()?;
     let options = RefreshOptions {
-        build: args.build.info(&args.library),
-        created: super::library_time(&args.library)?,
+        build: rev.build.clone(),
+        created: rev.created,
         dry_run: args.dry_run,
         jobs: args.jobs.max(1),
         work_dir: work.path().to_path_buf(),
@@ -77,16 +108,15 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         Some(key) => Some(Signing {
             key,
             provenance: match args.provenance {
-                true => Some(provenance_context(&args, &options, started)),
+                true => Some(provenance_context(&args, &options, &rev, started)),
                 false => None,
             },
         }),
         None => None,
     };
     // SOURCE_DATE_EPOCH, when set, was read above: the clock stays at this edge.
-    let epoch = Timestamp::from_env()?;
     let request = RefreshRequest {
-        names: args.names.clone(),
+        names,
         options,
         signing,
         clock: Box::new(move || epoch.unwrap_or_else(super::wall_clock)),
@@ -154,6 +184,7 @@ fn now_or_epoch() -> anyhow::Result<Timestamp> {
 fn provenance_context(
     args: &RefreshArgs,
     opts: &RefreshOptions,
+    rev: &graft::ops::plan::Revision,
     started: Timestamp,
 ) -> ProvenanceContext {
     let ci = BuilderInfo::from_ci_env(&|k| std::env::var(k).ok());
@@ -166,8 +197,8 @@ fn provenance_context(
     }
     ProvenanceContext {
         builder,
-        library_repo: super::git(&args.library, &["remote", "get-url", "origin"]),
-        library_commit: super::git(&args.library, &["rev-parse", "HEAD"]),
+        library_repo: rev.repo.as_ref().and_then(|r| r.origin_url()),
+        library_commit: rev.repo.as_ref().and_then(|r| r.head_commit()),
         options: json!({
             "names": args.names,
             "repo": args.repo,

@@ -403,6 +403,8 @@ impl Loader {
             label_prefix: None,
             platforms: Vec::new(),
             tags: DEFAULT_TAGS.iter().map(|s| s.to_string()).collect(),
+            change_ignore: Vec::new(),
+            rebuild_all: Vec::new(),
         };
         if !file.exists() {
             self.problems.push(Problem::error(
@@ -449,6 +451,18 @@ impl Loader {
                 if let Err(m) = template::check(t, &TAG_PLACEHOLDERS) {
                     self.error(rel, &[key("tags"), Seg::Index(i)], m, "template");
                 }
+            }
+        }
+        for field in ["change_ignore", "rebuild_all"] {
+            let globs = string_list(node.get(field));
+            for (i, g) in globs.iter().enumerate() {
+                if let Err(m) = super::changes::check_glob(g) {
+                    self.error(rel, &[key(field), Seg::Index(i)], m, "glob");
+                }
+            }
+            match field {
+                "change_ignore" => settings.change_ignore = globs,
+                _ => settings.rebuild_all = globs,
             }
         }
         settings

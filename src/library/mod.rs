@@ -13,6 +13,8 @@
 //! ([`Library::compat`]), the final references ([`Library::references`]), labels and
 //! annotations ([`Library::labels`], [`Library::annotations`]).
 
+pub mod changes;
+pub mod git;
 pub mod load;
 pub mod model;
 pub mod plan;
@@ -43,6 +45,9 @@ pub struct Library {
     settings: Settings,
     manifests: Vec<Manifest>,
     layers: BTreeMap<String, Layer>,
+    /// Per layer, the time of the last commit that touched its own directory (set by
+    /// [`Library::with_layer_times`]); a chain's time is the latest of its layers'.
+    layer_times: BTreeMap<String, Timestamp>,
 }
 
 /// The result of checking a library: what could be loaded, and every problem found.
@@ -78,18 +83,25 @@ pub struct CompatLayer {
     pub modes: BTreeMap<String, u32>,
     /// Config merged in chain order (env by variable, labels by key, the rest replaced).
     pub config: ImageConfig,
+    /// The time of the chain's last change, when the library knows it (the latest commit
+    /// that touched any layer directory of the chain): the mtime of every entry.
+    #[serde(skip)]
+    pub mtime: Option<Timestamp>,
 }
 
 impl CompatLayer {
     /// What the layer builder needs: the trees in order, removals, owner, modes, and the
-    /// mtime every entry gets.
-    pub fn spec(&self, mtime: Timestamp) -> LayerSpec {
+    /// mtime every entry gets: the chain's own time ([`CompatLayer::mtime`]) when the library
+    /// knows it, else `fallback` (`SOURCE_DATE_EPOCH`, or the time of the library's HEAD).
+    /// A layer's bytes then depend on its chain's content and history only: a commit that
+    /// touches nothing of the chain leaves its digest as it was.
+    pub fn spec(&self, fallback: Timestamp) -> LayerSpec {
         LayerSpec {
             trees: self.trees.clone(),
             remove: self.remove.clone(),
             owner: self.owner,
             modes: self.modes.clone(),
-            mtime,
+            mtime: self.mtime.unwrap_or(fallback),
         }
     }
 }
@@ -132,9 +144,12 @@ pub fn compat_from_layers(layers_dir: &Path, name: &str) -> Result<CompatLayer> 
             label_prefix: None,
             platforms: Vec::new(),
             tags: Vec::new(),
+            change_ignore: Vec::new(),
+            rebuild_all: Vec::new(),
         },
         manifests: Vec::new(),
         layers,
+        layer_times: BTreeMap::new(),
     };
     loader.layer_checks(&library);
     let mut chain_files: Vec<String> = library
@@ -205,6 +220,7 @@ pub fn validate(root: &Path) -> Result<Validation> {
         settings,
         manifests,
         layers,
+        layer_times: BTreeMap::new(),
     };
     loader.cross_checks(&library);
     let mut problems = loader.problems;
@@ -265,6 +281,50 @@ impl Library {
     pub fn with_repo(mut self, repo: &str) -> Library {
         self.settings.repo = repo.to_string();
         self
+    }
+
+    /// The same library where each layer's own time is given (the last commit that touched
+    /// `layers/NAME/`, from [`git::Repo::last_change`]): a compat layer's entries get the
+    /// latest time of its chain. Layers missing from `times` keep the caller's fallback.
+    pub fn with_layer_times(mut self, times: BTreeMap<String, Timestamp>) -> Library {
+        self.layer_times = times;
+        self
+    }
+
+    /// The same library with only the manifests `keep` accepts (`--changed-since`).
+    pub fn retain_manifests(mut self, keep: impl Fn(&Manifest) -> bool) -> Library {
+        self.manifests.retain(|m| keep(m));
+        self
+    }
+
+    /// The build values some manifest needs but `build` lacks (`build`, `commit`, `branch`),
+    /// each with the first manifest and template (or the breadcrumbs) that needs it: what
+    /// makes a refresh refuse to write a raw `{build}` into a tag or label.
+    pub fn missing_build_values(&self, build: &BuildInfo) -> Vec<(&'static str, String)> {
+        let mut out: Vec<(&'static str, String)> = Vec::new();
+        for m in &self.manifests {
+            for t in &m.tags {
+                for v in template::missing(t, build) {
+                    if !out.iter().any(|(n, _)| *n == v) {
+                        out.push((v, format!("tag template {t:?} of {}", m.rel)));
+                    }
+                }
+            }
+        }
+        if self.settings.label_prefix.is_some() && !self.manifests.is_empty() {
+            for (v, missing) in [
+                ("build", build.build.is_none()),
+                ("commit", build.commit.is_none()),
+            ] {
+                if missing && !out.iter().any(|(n, _)| *n == v) {
+                    out.push((
+                        v,
+                        "the breadcrumb label P.compat.version (label_prefix in graft.yaml)".into(),
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// `graft.yaml`.
@@ -336,6 +396,10 @@ impl Library {
             owner: None,
             modes: BTreeMap::new(),
             config: ImageConfig::default(),
+            mtime: chain
+                .iter()
+                .filter_map(|n| self.layer_times.get(n).copied())
+                .max(),
         };
         for n in &chain {
             let l = &self.layers[n];
@@ -381,12 +445,10 @@ impl Library {
         for t in &m.tags {
             let missing = template::missing(t, build);
             if let Some(first) = missing.first() {
-                return Err(Error::Invalid {
-                    what: format!("tag template {t:?} of {}", m.rel),
-                    reason: format!(
-                        "no value for {{{first}}}: pass --{first} or run inside the library's git repository"
-                    ),
-                });
+                return Err(Error::Unsupported(format!(
+                    "no value for {{{first}}} in tag template {t:?} of {}: pass --{first}, or run inside the library's git repository",
+                    m.rel
+                )));
             }
             let tag = template::expand_tag(t, &m.version, build);
             crate::reference::validate_tag(&tag).map_err(|reason| Error::Invalid {
@@ -414,7 +476,33 @@ impl Library {
     /// `label_prefix`, the compat breadcrumbs (`P.compat.version` =
     /// `<compat>:<version>-<build>-<commit>`, `P.compat.buildtime` = `created`). The science
     /// breadcrumbs depend on each platform's science config and are added by refresh.
+    /// A missing `{build}` or `{commit}` is an error: a label is never written with a raw
+    /// placeholder.
     pub fn labels(
+        &self,
+        m: &Manifest,
+        build: &BuildInfo,
+        created: Timestamp,
+    ) -> Result<BTreeMap<String, String>> {
+        if self.settings.label_prefix.is_some() {
+            for (v, missing) in [
+                ("build", build.build.is_none()),
+                ("commit", build.commit.is_none()),
+            ] {
+                if missing {
+                    return Err(Error::Unsupported(format!(
+                        "no value for {{{v}}} in the breadcrumb label of {} (label_prefix in graft.yaml): pass --build and --commit, or run inside the library's git repository",
+                        m.rel
+                    )));
+                }
+            }
+        }
+        self.label_preview(m, build, created)
+    }
+
+    /// [`Library::labels`] as `graft plan` previews them: a missing value stays visible as
+    /// `{build}`/`{commit}`.
+    pub fn label_preview(
         &self,
         m: &Manifest,
         build: &BuildInfo,
@@ -536,6 +624,46 @@ mod tests {
         );
         let ann = lib.annotations(m);
         assert_eq!(ann["org.opencontainers.image.version"], "2.4");
+    }
+
+    #[test]
+    fn a_chain_takes_the_latest_time_of_its_layers() {
+        let lib = sample().with_layer_times(BTreeMap::from([
+            ("platform-base".to_string(), Timestamp(300)),
+            ("jupyter-compat".to_string(), Timestamp(100)),
+        ]));
+        // platform-base changed last: both chains that include it carry its time.
+        assert_eq!(
+            lib.compat("jupyter-compat").unwrap().mtime,
+            Some(Timestamp(300))
+        );
+        assert_eq!(
+            lib.compat("astro-compat").unwrap().mtime,
+            Some(Timestamp(300))
+        );
+        assert_eq!(
+            lib.compat("platform-base")
+                .unwrap()
+                .spec(Timestamp(9))
+                .mtime,
+            Timestamp(300)
+        );
+        // A layer git knows nothing about keeps the caller's fallback.
+        let lib = lib.with_layer_times(BTreeMap::new());
+        assert_eq!(
+            lib.compat("astro-compat").unwrap().spec(Timestamp(9)).mtime,
+            Timestamp(9)
+        );
+        // Missing build values are named with what needs them.
+        let missing = sample().missing_build_values(&BuildInfo::default());
+        assert_eq!(
+            missing.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            ["build", "commit"]
+        );
+        assert!(
+            missing[0].1.contains("manifests/astro-notebook.yaml"),
+            "{missing:?}"
+        );
     }
 
     #[test]

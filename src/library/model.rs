@@ -34,6 +34,11 @@ pub struct Settings {
     pub platforms: Vec<Platform>,
     /// Default tag templates.
     pub tags: Vec<String>,
+    /// Globs of files whose changes never trigger a rebuild (`--changed-since`): docs, tests.
+    pub change_ignore: Vec<String>,
+    /// Globs of files whose changes rebuild every image (`--changed-since`): shared scripts.
+    /// `graft.yaml` always does.
+    pub rebuild_all: Vec<String>,
 }
 
 /// One maintainer of an image.

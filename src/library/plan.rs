@@ -12,6 +12,7 @@ use crate::layer::{LayerDigests, PlannedKind};
 use crate::oci::Digest;
 use crate::timestamp::Timestamp;
 
+use super::changes::{ChangeSet, Reason};
 use super::{BuildInfo, CompatLayer, ImageConfig, Library};
 
 /// The whole plan.
@@ -25,6 +26,10 @@ pub struct Plan {
     pub layers: Vec<LayerPlan>,
     /// Problems with the plan as a whole.
     pub conflicts: Vec<Conflict>,
+    /// With `--changed-since`: the diff the images were selected by (only the affected
+    /// images are in `images`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangeSet>,
 }
 
 /// The science image of one planned image.
@@ -73,6 +78,9 @@ pub struct ImagePlan {
     pub platform_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Annotations of the final manifests and index.
     pub annotations: BTreeMap<String, String>,
+    /// With `--changed-since`: why this image is affected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<Reason>>,
 }
 
 /// One compat layer.
@@ -109,14 +117,17 @@ pub struct Conflict {
 }
 
 impl Plan {
-    /// Plan every manifest of `lib` for `build`. `build_layer` is called once per layer that
-    /// a manifest uses (as a compat layer) and gives its digests, or `None` to leave them out.
+    /// Plan every manifest of `lib` for `build` (with `changes`, only the affected ones,
+    /// each with its reasons). `build_layer` is called once per layer that a planned manifest
+    /// uses (as a compat layer) and gives its digests, or `None` to leave them out.
     pub fn new(
         lib: &Library,
         build: &BuildInfo,
         created: Timestamp,
+        changes: Option<&ChangeSet>,
         mut build_layer: impl FnMut(&CompatLayer) -> Result<Option<LayerDigests>>,
     ) -> Result<Plan> {
+        let selected = |rel: &str| changes.map_or(true, |c| c.reasons(rel).is_some());
         let mut layers = Vec::new();
         let mut built: BTreeMap<String, Option<LayerDigests>> = BTreeMap::new();
         let mut conflicts = Vec::new();
@@ -128,7 +139,7 @@ impl Plan {
                 .filter(|m| &m.compat == name)
                 .map(|m| m.rel.clone())
                 .collect();
-            let info = if used_by.is_empty() {
+            let info = if !used_by.iter().any(|m| selected(m)) {
                 None
             } else {
                 build_layer(&compat)?
@@ -178,6 +189,17 @@ impl Plan {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for m in lib.manifests() {
             let tags = lib.tag_preview(m, build);
+            let reasons = changes
+                .and_then(|c| c.reasons(&m.rel))
+                .map(<[Reason]>::to_vec);
+            if !selected(&m.rel) {
+                // Not affected, but its references still count for duplicates below.
+                for t in &tags {
+                    seen.entry(lib.reference_text(m, t))
+                        .or_insert_with(|| m.rel.clone());
+                }
+                continue;
+            }
             let mut references = Vec::new();
             for t in &tags {
                 let r = lib.reference_text(m, t);
@@ -207,11 +229,12 @@ impl Plan {
                 chain: lib.chain(&m.compat),
                 layer_digest: built.get(&m.compat).cloned().flatten().map(|i| i.digest),
                 platforms: m.platforms.iter().map(|p| p.to_string()).collect(),
-                labels: lib.labels(m, build, created)?,
+                labels: lib.label_preview(m, build, created)?,
                 platform_labels: BTreeMap::new(),
                 annotations: lib.annotations(m),
                 tags,
                 references,
+                reasons,
             });
         }
         Ok(Plan {
@@ -219,6 +242,7 @@ impl Plan {
             images,
             layers,
             conflicts,
+            changes: changes.cloned(),
         })
     }
 

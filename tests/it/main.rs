@@ -14,6 +14,7 @@ mod keyless;
 mod layer;
 mod layout;
 mod library;
+mod lifecycle;
 mod mirror;
 mod oras;
 mod peers;

@@ -1,0 +1,205 @@
+//! Reading the library's git history: the one place graft runs `git`. The CLI and the use
+//! cases call it and hand plain values (build number, commit, times, changed paths) to the
+//! rest of the library, which never runs a process itself.
+//!
+//! Every command runs in the library directory (`git -C DIR`), so a library that is a
+//! sub-directory of a bigger repository works: paths are relative to the library, and a
+//! change outside it is not a change of the library.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+use crate::timestamp::Timestamp;
+
+/// Most bytes read from one git command: a diff listing or an old manifest. A library's
+/// history is not allowed to fill memory.
+const MAX_OUTPUT: usize = 64 << 20;
+
+/// The git work tree a library directory is in.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    dir: PathBuf,
+}
+
+/// What one git command printed.
+struct Output {
+    ok: bool,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Repo {
+    /// The work tree `dir` is in, or `None` when it is in none (or git is not installed).
+    pub fn discover(dir: &Path) -> Option<Repo> {
+        let repo = Repo {
+            dir: dir.to_path_buf(),
+        };
+        let out = repo.run(&["rev-parse", "--is-inside-work-tree"]).ok()?;
+        (out.ok && out.stdout.trim_ascii() == b"true").then_some(repo)
+    }
+
+    /// The library directory commands run in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&self.dir)
+            // Paths as they are (no octal quoting), no pager, no colour, whatever the user's
+            // configuration says: the output is parsed.
+            .args(["-c", "core.quotepath=off", "-c", "color.ui=false"])
+            .args(args)
+            .env("GIT_PAGER", "cat")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io("running git in", &self.dir, e))?;
+        if out.stdout.len() > MAX_OUTPUT {
+            return Err(Error::Invalid {
+                what: format!("git {} in {}", args.join(" "), self.dir.display()),
+                reason: format!("printed more than {MAX_OUTPUT} bytes"),
+            });
+        }
+        Ok(Output {
+            ok: out.status.success(),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+
+    /// One trimmed line of output of a command that succeeded, if any.
+    fn line(&self, args: &[&str]) -> Option<String> {
+        let out = self.run(args).ok()?;
+        if !out.ok {
+            return None;
+        }
+        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (!s.is_empty()).then_some(s)
+    }
+
+    /// Whether the clone is shallow (CI checkouts default to depth 1): history-derived values
+    /// (build numbers, a layer's last change) would be wrong there.
+    pub fn is_shallow(&self) -> bool {
+        self.line(&["rev-parse", "--is-shallow-repository"])
+            .is_some_and(|s| s == "true")
+    }
+
+    /// `git rev-list --count HEAD`: the build number.
+    pub fn build_number(&self) -> Option<String> {
+        self.line(&["rev-list", "--count", "HEAD"])
+    }
+
+    /// `git rev-parse --short HEAD`.
+    pub fn short_commit(&self) -> Option<String> {
+        self.line(&["rev-parse", "--short", "HEAD"])
+    }
+
+    /// `git rev-parse HEAD`.
+    pub fn head_commit(&self) -> Option<String> {
+        self.line(&["rev-parse", "HEAD"])
+    }
+
+    /// The current branch; `None` on a detached HEAD.
+    pub fn branch(&self) -> Option<String> {
+        self.line(&["rev-parse", "--abbrev-ref", "HEAD"])
+            .filter(|b| b != "HEAD")
+    }
+
+    /// The URL of the `origin` remote.
+    pub fn origin_url(&self) -> Option<String> {
+        self.line(&["remote", "get-url", "origin"])
+    }
+
+    /// The committer time of HEAD; `None` in a repository without commits.
+    pub fn head_time(&self) -> Option<Timestamp> {
+        self.line(&["log", "-1", "--format=%ct", "HEAD"])
+            .and_then(|s| Timestamp::parse_epoch(&s).ok())
+    }
+
+    /// The committer time of the last commit (reachable from HEAD) that touched anything
+    /// under `path` (relative to the library directory); `None` if none did (an untracked
+    /// directory).
+    pub fn last_change(&self, path: &str) -> Option<Timestamp> {
+        self.line(&["log", "-1", "--format=%ct", "HEAD", "--", path])
+            .and_then(|s| Timestamp::parse_epoch(&s).ok())
+    }
+
+    /// `rev` as a full commit hash. An unknown revision is a usage error that names it (and,
+    /// in a shallow clone, says that it may be outside the fetched history).
+    pub fn resolve(&self, rev: &str) -> Result<String> {
+        let bad = |detail: String| {
+            let mut msg = format!(
+                "unknown revision {rev:?} in the git repository of {}",
+                self.dir.display()
+            );
+            if !detail.is_empty() {
+                msg.push_str(&format!(" ({detail})"));
+            }
+            if self.is_shallow() {
+                msg.push_str(
+                    "; this is a shallow clone: fetch the history that has it (git fetch --unshallow, or fetch-depth: 0 in actions/checkout)",
+                );
+            }
+            Error::Unsupported(msg)
+        };
+        // An option-looking revision must not be taken as a flag by git.
+        if rev.is_empty() || rev.starts_with('-') {
+            return Err(bad(String::new()));
+        }
+        let spec = format!("{rev}^{{commit}}");
+        let out = self.run(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &spec,
+        ])?;
+        let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.ok || hash.is_empty() {
+            return Err(bad(out.stderr));
+        }
+        Ok(hash)
+    }
+
+    /// The files that differ between commit `from` and HEAD, relative to the library
+    /// directory (files outside it are left out); a rename counts as its old and new path.
+    pub fn changed_files(&self, from: &str) -> Result<Vec<String>> {
+        let out = self.run(&[
+            "diff",
+            "--name-only",
+            "--no-renames",
+            "--relative",
+            "-z",
+            from,
+            "HEAD",
+            "--",
+        ])?;
+        if !out.ok {
+            return Err(Error::Unsupported(format!(
+                "git diff {from}..HEAD in {} failed: {}",
+                self.dir.display(),
+                out.stderr
+            )));
+        }
+        let mut files: Vec<String> = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).to_string())
+            .collect();
+        files.sort();
+        files.dedup();
+        Ok(files)
+    }
+
+    /// The content of `path` (relative to the library directory) at commit `rev`, or `None`
+    /// when it did not exist there.
+    pub fn file_at(&self, rev: &str, path: &str) -> Option<Vec<u8>> {
+        let out = self.run(&["show", &format!("{rev}:./{path}")]).ok()?;
+        out.ok.then_some(out.stdout)
+    }
+}
