@@ -7,7 +7,8 @@
 //! 2. `graft.yaml` itself, or a file matching a `rebuild_all` glob, triggers every image;
 //! 3. `manifests/X.yaml` triggers its image: "manifest added", "science reference changed"
 //!    (the `science` block differs from the old one), else "manifest changed";
-//! 4. a file under `layers/L/` triggers every image whose compat chain holds `L`;
+//! 4. `layers/L/layer.yaml` or a file under `layers/L/files/` (what the layer is made of,
+//!    [`layer_inputs`]) triggers every image whose compat chain holds `L`;
 //! 5. a file inside a science layout the library holds (`oci:testdata/…`) triggers the images
 //!    built on it.
 //!
@@ -106,10 +107,14 @@ pub fn affected(
             reasons.push(manifest_reason(m, old_manifest(&m.rel)));
         }
         for layer in lib.chain(&m.compat) {
-            let prefix = format!("{}/", layer_dir(lib, &layer));
+            let inputs = layer_inputs(lib, &layer);
             let hits: Vec<String> = files
                 .iter()
-                .filter(|f| f.starts_with(&prefix))
+                .filter(|f| {
+                    inputs
+                        .iter()
+                        .any(|i| *f == i || f.starts_with(&format!("{i}/")))
+                })
                 .cloned()
                 .collect();
             if !hits.is_empty() {
@@ -157,11 +162,19 @@ pub fn affected(
     }
 }
 
-/// `layers/NAME`, relative to the library root.
-fn layer_dir(lib: &Library, name: &str) -> String {
-    lib.layer(name)
-        .and_then(|l| l.rel.rsplit_once('/').map(|(d, _)| d.to_string()))
-        .unwrap_or_else(|| format!("layers/{name}"))
+/// What layer `name`'s bytes are made of, relative to the library root: its `layer.yaml` and
+/// its `files/` directory. A README beside them changes neither the layer nor its time.
+pub fn layer_inputs(lib: &Library, name: &str) -> Vec<String> {
+    let yaml = lib
+        .layer(name)
+        .map(|l| l.rel.clone())
+        .unwrap_or_else(|| format!("layers/{name}/layer.yaml"));
+    let dir = yaml.rsplit_once('/').map_or("", |(d, _)| d);
+    let files = match dir.is_empty() {
+        true => "files".to_string(),
+        false => format!("{dir}/files"),
+    };
+    vec![yaml, files]
 }
 
 /// The directory of `m`'s science image, relative to the library root, when it is a layout

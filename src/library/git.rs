@@ -120,11 +120,15 @@ impl Repo {
             .and_then(|s| Timestamp::parse_epoch(&s).ok())
     }
 
-    /// The committer time of the last commit (reachable from HEAD) that touched anything
-    /// under `path` (relative to the library directory); `None` if none did (an untracked
-    /// directory).
-    pub fn last_change(&self, path: &str) -> Option<Timestamp> {
-        self.line(&["log", "-1", "--format=%ct", "HEAD", "--", path])
+    /// The committer time of the last commit (reachable from HEAD) that touched any of
+    /// `paths` (files or directories, relative to the library directory); `None` if none did
+    /// (untracked files).
+    pub fn last_change(&self, paths: &[String]) -> Option<Timestamp> {
+        let mut args = vec!["log", "-1", "--format=%ct", "HEAD", "--"];
+        // Literal paths: a layer named `*` must not be a pathspec glob.
+        let literal: Vec<String> = paths.iter().map(|p| format!(":(literal){p}")).collect();
+        args.extend(literal.iter().map(String::as_str));
+        self.line(&args)
             .and_then(|s| Timestamp::parse_epoch(&s).ok())
     }
 

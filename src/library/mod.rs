@@ -45,7 +45,7 @@ pub struct Library {
     settings: Settings,
     manifests: Vec<Manifest>,
     layers: BTreeMap<String, Layer>,
-    /// Per layer, the time of the last commit that touched its own directory (set by
+    /// Per layer, the time of the last commit that touched its `layer.yaml` or `files/` (set by
     /// [`Library::with_layer_times`]); a chain's time is the latest of its layers'.
     layer_times: BTreeMap<String, Timestamp>,
 }
@@ -84,7 +84,7 @@ pub struct CompatLayer {
     /// Config merged in chain order (env by variable, labels by key, the rest replaced).
     pub config: ImageConfig,
     /// The time of the chain's last change, when the library knows it (the latest commit
-    /// that touched any layer directory of the chain): the mtime of every entry.
+    /// that touched a `layer.yaml` or `files/` of the chain): the mtime of every entry.
     #[serde(skip)]
     pub mtime: Option<Timestamp>,
 }
@@ -284,7 +284,8 @@ impl Library {
     }
 
     /// The same library where each layer's own time is given (the last commit that touched
-    /// `layers/NAME/`, from [`git::Repo::last_change`]): a compat layer's entries get the
+    /// its inputs, [`changes::layer_inputs`], from [`git::Repo::last_change`]): a compat
+    /// layer's entries get the
     /// latest time of its chain. Layers missing from `times` keep the caller's fallback.
     pub fn with_layer_times(mut self, times: BTreeMap<String, Timestamp>) -> Library {
         self.layer_times = times;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::layer::{self, Compression, LayerDigests};
-use crate::library::changes::{affected, ChangeSet};
+use crate::library::changes::{affected, layer_inputs, ChangeSet};
 use crate::library::git::Repo;
 use crate::library::plan::Plan;
 use crate::library::{BuildInfo, CompatLayer, Library};
@@ -92,14 +92,13 @@ pub fn revision(
         .or_else(|| repo.head_time())
         .unwrap_or(Timestamp::EPOCH);
     // SOURCE_DATE_EPOCH, when set, is every layer's time; otherwise each layer's own last
-    // change (one `git log` per layer directory).
+    // change (one `git log` per layer: its layer.yaml and files/).
     let library = match epoch {
         Some(_) => lib,
         None => {
             let mut times = BTreeMap::new();
-            for (name, l) in lib.layers() {
-                let dir = l.rel.rsplit_once('/').map_or(l.rel.as_str(), |(d, _)| d);
-                if let Some(t) = repo.last_change(dir) {
+            for name in lib.layers().keys() {
+                if let Some(t) = repo.last_change(&layer_inputs(&lib, name)) {
                     times.insert(name.clone(), t);
                 }
             }

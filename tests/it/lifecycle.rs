@@ -144,6 +144,12 @@ fn a_docs_only_commit_changes_no_layer_and_selects_nothing() {
     let before = plan(&lib, &[]);
     write(&lib, "README.md", "# library\n\nMore words.\n");
     write(&lib, "docs/guide.md", "a better guide\n");
+    // Beside layer.yaml, but not part of the layer: neither its bytes nor its time.
+    write(
+        &lib,
+        "layers/jupyter-compat/README.md",
+        "about this layer\n",
+    );
     commit(&lib, 2000, "docs");
 
     let after = plan(&lib, &[]);
@@ -163,7 +169,11 @@ fn a_docs_only_commit_changes_no_layer_and_selects_nothing() {
     assert_eq!(changed["images"], serde_json::json!([]), "{changed:#}");
     assert_eq!(
         changed["changes"]["files"],
-        serde_json::json!(["README.md", "docs/guide.md"])
+        serde_json::json!([
+            "README.md",
+            "docs/guide.md",
+            "layers/jupyter-compat/README.md"
+        ])
     );
     assert_eq!(changed["changes"]["images"], serde_json::json!([]));
     let text = graft_in(
