@@ -415,6 +415,29 @@ mod tests {
     }
 
     #[test]
+    fn no_glob_panics() {
+        // Every glob of up to 4 characters from the special ones, against a few paths.
+        let alphabet = ['*', '?', '[', ']', '!', '-', '\\', 'a', '/'];
+        let mut globs = vec![String::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for g in &globs {
+                for c in alphabet {
+                    next.push(format!("{g}{c}"));
+                }
+            }
+            globs.extend(next);
+            globs.dedup();
+        }
+        for g in &globs {
+            let _ = check_glob(g);
+            for p in ["", "a", "a/b", "[", "a/-/!", "\\"] {
+                let _ = glob_match(g, p);
+            }
+        }
+    }
+
+    #[test]
     fn bad_globs_are_named() {
         assert!(check_glob("docs/**").is_ok());
         assert!(check_glob("").is_err());

@@ -6,6 +6,8 @@
 //! sub-directory of a bigger repository works: paths are relative to the library, and a
 //! change outside it is not a change of the library.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -44,18 +46,25 @@ impl Repo {
         &self.dir
     }
 
-    fn run(&self, args: &[&str]) -> Result<Output> {
-        let out = Command::new("git")
-            .arg("-C")
+    /// `git -C DIR` with settings that keep the output parseable.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C")
             .arg(&self.dir)
             // Paths as they are (no octal quoting), no pager, no colour, whatever the user's
             // configuration says: the output is parsed.
             .args(["-c", "core.quotepath=off", "-c", "color.ui=false"])
-            .args(args)
             .env("GIT_PAGER", "cat")
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        let out = self
+            .command()
+            .args(args)
             .output()
             .map_err(|e| Error::io("running git in", &self.dir, e))?;
         if out.stdout.len() > MAX_OUTPUT {
@@ -120,16 +129,84 @@ impl Repo {
             .and_then(|s| Timestamp::parse_epoch(&s).ok())
     }
 
-    /// The committer time of the last commit (reachable from HEAD) that touched any of
-    /// `paths` (files or directories, relative to the library directory); `None` if none did
-    /// (untracked files).
-    pub fn last_change(&self, paths: &[String]) -> Option<Timestamp> {
-        let mut args = vec!["log", "-1", "--format=%ct", "HEAD", "--"];
+    /// For each group (a name and its paths: files or directories, relative to the library
+    /// directory), the committer time of the last commit reachable from HEAD that touched any
+    /// of its paths; groups no commit touched are left out. One `git log` walks the history
+    /// newest first and stops as soon as every group has its time: a library of 200 layers
+    /// costs one process, not 200 walks.
+    pub fn last_changes(
+        &self,
+        groups: &[(String, Vec<String>)],
+    ) -> Result<BTreeMap<String, Timestamp>> {
+        let mut owner: HashMap<&str, &str> = HashMap::new();
+        for (name, paths) in groups {
+            for p in paths {
+                owner.entry(p.as_str()).or_insert(name.as_str());
+            }
+        }
+        let mut found = BTreeMap::new();
+        if owner.is_empty() {
+            return Ok(found);
+        }
+        let wanted: BTreeSet<&str> = groups.iter().map(|(n, _)| n.as_str()).collect();
+        let mut cmd = self.command();
+        // Commits as `\x01<time>`, then the paths they touched, every record NUL-terminated;
+        // `--relative` makes the paths relative to the library directory.
+        cmd.args([
+            "log",
+            "-z",
+            "--relative",
+            "--no-renames",
+            "--format=%x01%ct",
+            "--name-only",
+            "HEAD",
+            "--",
+        ]);
         // Literal paths: a layer named `*` must not be a pathspec glob.
-        let literal: Vec<String> = paths.iter().map(|p| format!(":(literal){p}")).collect();
-        args.extend(literal.iter().map(String::as_str));
-        self.line(&args)
-            .and_then(|s| Timestamp::parse_epoch(&s).ok())
+        cmd.args(owner.keys().map(|p| format!(":(literal){p}")));
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io("running git in", &self.dir, e))?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err(Error::Unsupported("git log: no output pipe".into()));
+        };
+        let mut reader = BufReader::new(stdout);
+        let mut record = Vec::new();
+        let mut time: Option<Timestamp> = None;
+        loop {
+            record.clear();
+            let n = (&mut reader)
+                .take(64 << 10)
+                .read_until(0, &mut record)
+                .map_err(|e| Error::io("reading git log in", &self.dir, e))?;
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&record);
+            let text = text.trim_end_matches('\0').trim_start_matches('\n');
+            if let Some(t) = text.strip_prefix('\x01') {
+                time = Timestamp::parse_epoch(t).ok();
+                continue;
+            }
+            let Some(t) = time else { continue };
+            // The path itself, or a directory above it, is some group's path.
+            let mut prefix = Some(text);
+            while let Some(p) = prefix {
+                if let Some(name) = owner.get(p) {
+                    found.entry(name.to_string()).or_insert(t);
+                }
+                prefix = p.rsplit_once('/').map(|(d, _)| d);
+            }
+            if found.len() == wanted.len() {
+                break;
+            }
+        }
+        // Every group has its time (or the history ended): stop the walk.
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(found)
     }
 
     /// `rev` as a full commit hash. An unknown revision is a usage error that names it (and,

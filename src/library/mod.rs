@@ -284,7 +284,7 @@ impl Library {
     }
 
     /// The same library where each layer's own time is given (the last commit that touched
-    /// its inputs, [`changes::layer_inputs`], from [`git::Repo::last_change`]): a compat
+    /// its inputs, [`changes::layer_inputs`], from [`git::Repo::last_changes`]): a compat
     /// layer's entries get the
     /// latest time of its chain. Layers missing from `times` keep the caller's fallback.
     pub fn with_layer_times(mut self, times: BTreeMap<String, Timestamp>) -> Library {

@@ -7,8 +7,6 @@
 //! ([`revision`]: build values, times, each layer's last change) and which images a diff
 //! affects ([`changed_since`]).
 
-use std::collections::BTreeMap;
-
 use crate::error::{Error, Result};
 use crate::layer::{self, Compression, LayerDigests};
 use crate::library::changes::{affected, layer_inputs, ChangeSet};
@@ -92,16 +90,16 @@ pub fn revision(
         .or_else(|| repo.head_time())
         .unwrap_or(Timestamp::EPOCH);
     // SOURCE_DATE_EPOCH, when set, is every layer's time; otherwise each layer's own last
-    // change (one `git log` per layer: its layer.yaml and files/).
+    // change (of its layer.yaml and files/, in one walk of the history).
     let library = match epoch {
         Some(_) => lib,
         None => {
-            let mut times = BTreeMap::new();
-            for name in lib.layers().keys() {
-                if let Some(t) = repo.last_change(&layer_inputs(&lib, name)) {
-                    times.insert(name.clone(), t);
-                }
-            }
+            let groups: Vec<(String, Vec<String>)> = lib
+                .layers()
+                .keys()
+                .map(|name| (name.clone(), layer_inputs(&lib, name)))
+                .collect();
+            let times = repo.last_changes(&groups)?;
             lib.with_layer_times(times)
         }
     };

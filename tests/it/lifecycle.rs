@@ -261,6 +261,23 @@ fn a_shared_layer_change_selects_exactly_its_two_images() {
         }
     }
 
+    // The two chains carry platform-base's new time (t=3000), solo keeps its own (t=1000).
+    let at = |t: &str| {
+        let v = graft_in(
+            &lib,
+            &[("SOURCE_DATE_EPOCH", t)],
+            &["plan", "-o", "json", "--build", "1", "--commit", "c0ffee0"],
+        )
+        .ok()
+        .json();
+        layer_digests(&v)
+    };
+    let (at_1000, at_3000) = (at("1000"), at("3000"));
+    assert_eq!(a[0], at_3000[0]);
+    assert_eq!(a[1], at_3000[1]);
+    assert_eq!(a[3], at_1000[3]);
+    assert_ne!(at_1000[3], at_3000[3]);
+
     // refresh takes the same selection (a dry run: the science images are local layouts).
     let run = graft_in(
         &lib,
@@ -513,4 +530,41 @@ fn outside_git_without_build_values_refresh_refuses() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_library_in_a_subdirectory_sees_only_its_own_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = sample_copy(tmp.path(), "");
+    let top = tmp.path();
+    write(top, "other/app.txt", "one\n");
+    git_at(top, 1000, &["init", "-q", "-b", "main"]);
+    commit(top, 1000, "all");
+    // A change outside the library: nothing selected, no digest moves.
+    let before = plan(&lib, &[]);
+    write(top, "other/app.txt", "two\n");
+    commit(top, 2000, "other");
+    let v = plan(&lib, &["--changed-since", "HEAD~1"]);
+    assert_eq!(v["changes"]["files"], serde_json::json!([]));
+    assert_eq!(v["images"], serde_json::json!([]));
+    assert_eq!(layer_digests(&plan(&lib, &[])), layer_digests(&before));
+    // A change inside: paths relative to the library, the right image, the commit's time.
+    write(&lib, "layers/solo-compat/files/etc/solo", "solo 2\n");
+    commit(top, 3000, "solo");
+    let v = plan(&lib, &["--changed-since", "HEAD~1"]);
+    assert_eq!(
+        v["changes"]["files"],
+        serde_json::json!(["layers/solo-compat/files/etc/solo"])
+    );
+    assert_eq!(names(&v), ["solo"]);
+    let at_3000 = graft_in(
+        &lib,
+        &[("SOURCE_DATE_EPOCH", "3000")],
+        &["plan", "-o", "json", "--build", "1", "--commit", "c0ffee0"],
+    )
+    .ok()
+    .json();
+    let now = layer_digests(&plan(&lib, &[]));
+    assert_eq!(now[3], layer_digests(&at_3000)[3]);
+    assert_eq!(now[0], layer_digests(&before)[0]);
 }
