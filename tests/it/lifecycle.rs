@@ -176,6 +176,21 @@ fn a_docs_only_commit_changes_no_layer_and_selects_nothing() {
         ])
     );
     assert_eq!(changed["changes"]["images"], serde_json::json!([]));
+    // A refresh selects nothing and writes nothing.
+    let run = graft_in(
+        &lib,
+        &[],
+        &["-o", "json", "refresh", "--changed-since", "HEAD~1"],
+    )
+    .ok();
+    assert_eq!(run.json()["images"], serde_json::json!([]));
+    assert!(
+        run.stderr
+            .contains("changed since HEAD~1: 0 of 3 image(s) affected"),
+        "{}",
+        run.stderr
+    );
+    assert!(!lib.join("out").exists());
     let text = graft_in(
         &lib,
         &[],
