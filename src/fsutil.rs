@@ -87,6 +87,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, durability: Durability
     file.commit(durability)
 }
 
+/// Create `path` with `bytes` (through a temp file, as [`write_atomic`]) unless it exists:
+/// a file that appears meanwhile (another creator's) is kept, never replaced. Whether this
+/// call created it.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32, durability: Durability) -> Result<bool> {
+    let mut file = AtomicFile::create(path, mode)
+        .map_err(|e| Error::io("creating a temp file in", parent_dir(path), e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("writing", file.tmp.path(), e))?;
+    let AtomicFile { tmp, path } = file;
+    if durability == Durability::Synced {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("writing", tmp.path(), e))?;
+    }
+    match tmp.persist_noclobber(&path) {
+        Ok(_) => {}
+        // The temp file is removed when the error (holding it) is dropped.
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(Error::io("renaming a temp file to", &path, e.error)),
+    }
+    if durability == Durability::Synced {
+        sync_dir(parent_dir(&path))?;
+    }
+    Ok(true)
+}
+
 /// fsync a directory so that renames inside it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
@@ -291,5 +317,15 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
         assert_eq!(parent_dir(Path::new("f")), Path::new("."));
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        assert!(write_new(&path, b"first", 0o600, Durability::Unsynced).unwrap());
+        assert!(!write_new(&path, b"second", 0o600, Durability::Synced).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -1290,13 +1290,13 @@ mod tests {
         for d in [&img.layer.0, &img.config.0] {
             files.push((
                 format!("./blobs/sha256/{}", d.digest.hex()),
-                sink.layout().blob_path(&d.digest),
+                sink.layout().unwrap().blob_path(&d.digest),
             ));
         }
         let md = img.manifest.descriptor();
         files.push((
             format!("./blobs/sha256/{}", md.digest.hex()),
-            sink.layout().blob_path(&md.digest),
+            sink.layout().unwrap().blob_path(&md.digest),
         ));
         for (name, path) in &files {
             let mut data = std::fs::read(path).unwrap();
