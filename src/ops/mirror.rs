@@ -79,11 +79,12 @@ pub fn load_config(path: &Path) -> Result<MirrorConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::Unsupported(format!("cannot read the sync file {}: {e}", path.display()))
     })?;
-    let cfg: MirrorConfig = serde_yaml_ng::from_str(&text).map_err(|e| Error::Invalid {
+    // Its contents are input too: a mistake in them is bad input (exit 2).
+    let cfg: MirrorConfig = serde_yaml_ng::from_str(&text).map_err(|e| Error::Input {
         what: format!("sync file {}", path.display()),
         reason: e.to_string(),
     })?;
-    let bad = |reason: String| Error::Invalid {
+    let bad = |reason: String| Error::Input {
         what: format!("sync file {}", path.display()),
         reason,
     };
