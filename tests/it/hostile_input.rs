@@ -619,3 +619,38 @@ fn invalid_sync_files_unknown_layers_and_missing_libraries_are_bad_input() {
     assert!(!out.exists());
     assert_eq!(entries(dir), ["sync.yaml"]);
 }
+
+#[test]
+fn a_layer_file_linked_out_of_the_tree_is_refused_naming_it() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("id_ed25519"), "PRIVATE-KEY-BYTES").unwrap();
+    let lib = library(&[("layers/c/files/etc/motd", "hello\n")]);
+    let link = lib.path().join("layers/c/files/etc/key");
+    // Relative, through as many `..` as it takes to leave the library.
+    let up = "../".repeat(lib.path().components().count() + 4);
+    let target = format!(
+        "{up}{}",
+        outside
+            .path()
+            .join("id_ed25519")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    symlink(&target, &link).unwrap();
+    let run = refused(
+        lib.path(),
+        &["layer", "build", "c", "--file", "out.tar"],
+        &[],
+        2,
+    );
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {}: the symlink target {target:?} points outside the tree\n",
+            std::path::absolute(&link).unwrap().display()
+        )
+    );
+    assert!(!run.all().contains("PRIVATE"));
+    assert_eq!(entries(lib.path()), ["graft.yaml", "layers", "manifests"]);
+}
