@@ -543,17 +543,6 @@ async fn mirror_one(
         .as_deref()
         .map(str::parse::<Platform>)
         .transpose()?;
-    if let (true, ImageRef::Layout(l) | ImageRef::Archive(l)) = (item.with_attachments, &dst_ref) {
-        if l.tag.as_deref().is_some_and(|t| t.contains('@')) {
-            // Attachments in a multi-image layout are named after their image's `host/repo:`
-            // namespace, which an entry named by digest does not have.
-            return Err(Error::Unsupported(format!(
-                "{}: attachments of a digest-pinned source cannot be exported into a layout \
-                 or archive; mirror it by tag, or without with_attachments",
-                item.source
-            )));
-        }
-    }
     // Resolved once: the root checked below is the root copied (see ops::copy).
     let src = Pinned::pin(open_source(&src_ref, ep).await?).await?;
     let repo = if item.with_attachments || verify_key.is_some() {

@@ -430,43 +430,73 @@ impl Layout {
 /// Reads images from an OCI layout directory (`oci:DIR[:tag]`).
 #[derive(Debug, Clone)]
 pub struct LayoutSource {
-    layout: Layout,
+    /// The directory, as given.
+    path: PathBuf,
     tag: Option<String>,
+    /// The layout; `None` until a sink of this operation creates it
+    /// ([`LayoutSource::open_in`]).
+    layout: Arc<Mutex<Option<Layout>>>,
 }
 
 impl LayoutSource {
     /// Open the layout at `r.path` (which must exist). [`Source::resolve`] picks the entry
     /// tagged `r.tag`, or the only entry when there is no tag.
     pub fn open(r: LayoutRef) -> Result<LayoutSource> {
+        let layout = Layout::open(&r.path)?;
         Ok(LayoutSource {
-            layout: Layout::open(&r.path)?,
+            path: r.path,
             tag: r.tag,
+            layout: Arc::new(Mutex::new(Some(layout))),
         })
     }
 
-    /// The underlying layout.
-    pub fn layout(&self) -> &Layout {
-        &self.layout
+    /// [`LayoutSource::open`] within one operation: a layout that does not exist yet but that
+    /// a [`LayoutSink`] of `local` writes (it is created by the sink's first write) reads as
+    /// empty until then, every image, manifest and blob not found (a destination read to
+    /// merge into its own signatures, before anything was copied).
+    pub fn open_in(r: LayoutRef, local: &LocalStores) -> Result<LayoutSource> {
+        match LayoutSource::open(r.clone()) {
+            Err(Error::NotFound { .. }) if local.has_index_lock(&layout_key(&r.path)) => {
+                Ok(LayoutSource {
+                    path: r.path,
+                    tag: r.tag,
+                    layout: Arc::default(),
+                })
+            }
+            opened => opened,
+        }
+    }
+
+    /// The underlying layout (an error if it does not exist yet).
+    pub fn layout(&self) -> Result<Layout> {
+        let mut slot = self.layout.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(layout) = &*slot {
+            return Ok(layout.clone());
+        }
+        let layout = Layout::open(&self.path)?;
+        *slot = Some(layout.clone());
+        Ok(layout)
     }
 }
 
 #[async_trait]
 impl Source for LayoutSource {
     fn name(&self) -> String {
-        display_ref("oci", self.layout.path(), self.tag.as_deref())
+        display_ref("oci", &self.path, self.tag.as_deref())
     }
 
     async fn resolve(&self) -> Result<RawManifest> {
-        let desc = self.layout.resolve(self.tag.as_deref())?;
-        self.layout.read_manifest(&desc).await
+        let layout = self.layout()?;
+        let desc = layout.resolve(self.tag.as_deref())?;
+        layout.read_manifest(&desc).await
     }
 
     async fn manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
-        self.layout.read_manifest(desc).await
+        self.layout()?.read_manifest(desc).await
     }
 
     async fn blob(&self, desc: &Descriptor) -> Result<BlobStream> {
-        self.layout.read_blob(desc).await
+        self.layout()?.read_blob(desc).await
     }
 }
 

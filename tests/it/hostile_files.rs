@@ -491,15 +491,17 @@ fn a_copy_or_mirror_refused_during_the_walk_creates_no_destination() {
         }
     }
 
-    for dest in [
-        format!("oci:{}", layout.display()),
-        format!("oci-archive:{}", archive.display()),
+    for (dest, attachments) in [
+        (format!("oci:{}", layout.display()), false),
+        (format!("oci:{}", layout.display()), true),
+        (format!("oci-archive:{}", archive.display()), false),
+        (format!("oci-archive:{}", archive.display()), true),
     ] {
         let config = tmp.path().join("sync.yaml");
         std::fs::write(
             &config,
             format!(
-                "destination: {dest}\nsources:\n  - repository: oci:{}\n",
+                "destination: {dest}\nwith_attachments: {attachments}\nsources:\n  - repository: oci:{}\n",
                 src.display()
             ),
         )

@@ -454,3 +454,89 @@ fn a_401_after_an_open_ping_says_whether_credentials_were_sent() {
     );
     assert!(!run.all().contains("wrong"), "{}", run.all());
 }
+
+#[test]
+fn a_digest_pinned_signed_source_mirrors_with_its_signature_into_a_layout_or_archive() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let a = Registry::start(RegistryOpts::plain());
+    a.seed("astro-base", "sci/astro:1.0");
+    let (key, public) = crate::sign::keypair(home, home, "signer");
+    crate::sign::g(
+        home,
+        &[
+            "--tls-verify=false",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            &format!("docker://{}", a.image_ref("sci/astro:1.0")),
+        ],
+    )
+    .ok();
+    let pinned = crate::support::tools::sha256_digest(&a.raw("sci/astro:1.0"));
+    let name = format!("{}@{pinned}", a.image_ref("sci/astro"));
+    let sig_name = format!(
+        "{}:sha256-{}.sig",
+        a.image_ref("sci/astro"),
+        pinned.trim_start_matches("sha256:")
+    );
+    for dest in [
+        format!("oci:{}", home.join("layout").display()),
+        format!("oci-archive:{}", home.join("export.tar").display()),
+    ] {
+        let sync = home.join("sync.yaml");
+        std::fs::write(
+            &sync,
+            format!(
+                "destination: {dest}\nwith_attachments: true\nsources:\n  - repository: docker://{name}\n"
+            ),
+        )
+        .unwrap();
+        let run = crate::graft::capture(command(home).args([
+            "-q",
+            "-o",
+            "json",
+            "--tls-verify=false",
+            "--retries",
+            "0",
+            "mirror",
+            "--config",
+            sync.to_str().unwrap(),
+        ]))
+        .ok();
+        let v = run.json();
+        assert_eq!(
+            (v["copied"].as_u64(), v["failed"].as_u64()),
+            (Some(1), Some(0)),
+            "{dest}: {v}"
+        );
+        assert_eq!(v["images"][0]["digest"], pinned.as_str(), "{v}");
+        assert_eq!(v["images"][0]["attachments"]["found"], 1, "{v}");
+        // Read back: the image by its pinned name, its signature under the repository's
+        // namespace, verified with the signer's key.
+        let ls = crate::graft::capture(command(home).args(["-o", "json", "ls", &dest]))
+            .ok()
+            .json();
+        let names: Vec<&str> = ls
+            .as_array()
+            .or(ls["tags"].as_array())
+            .unwrap_or_else(|| panic!("{ls}"))
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert!(
+            names.contains(&name.as_str()) && names.contains(&sig_name.as_str()),
+            "{dest}: {names:?}"
+        );
+        crate::sign::g(
+            home,
+            &[
+                "verify",
+                "--key",
+                public.to_str().unwrap(),
+                &format!("{dest}:{name}"),
+            ],
+        )
+        .ok();
+    }
+}
