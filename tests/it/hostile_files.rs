@@ -514,13 +514,49 @@ fn a_copy_or_mirror_refused_during_the_walk_creates_no_destination() {
     }
 
     // The source repaired, the same copy creates the layout.
-    std::fs::remove_file(&path).unwrap();
-    run_ok(
-        Command::new("cp")
-            .arg(blob_path(&science_layout("astro-base"), &manifest))
-            .arg(&path),
-    );
+    let restore = |path: &Path, digest: &str| {
+        std::fs::remove_file(path).unwrap();
+        run_ok(
+            Command::new("cp")
+                .arg(blob_path(&science_layout("astro-base"), digest))
+                .arg(path),
+        );
+    };
+    restore(&path, &manifest);
     bounded(home, &["copy", &source, &oci(&layout, Some("t"))]).ok();
+
+    // Refused after some blobs moved (the config a FIFO, copied after the layers): a new
+    // archive listing no image is not made; the blobs wait in the partial file, and the
+    // next run, the source repaired, resumes from it.
+    let m = read_json(&blob_path(&src, &manifest));
+    let config = m["config"]["digest"].as_str().unwrap().to_string();
+    let config_path = blob_path(&src, &config);
+    std::fs::remove_file(&config_path).unwrap();
+    mkfifo(&config_path);
+    let config_file = tmp.path().join("sync.yaml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "destination: oci-archive:{}\njobs: 1\nsources:\n  - repository: oci:{}\n",
+            archive.display(),
+            src.display()
+        ),
+    )
+    .unwrap();
+    let mirror = ["mirror", "--config", config_file.to_str().unwrap()];
+    let run = bounded(home, &mirror).fails(1);
+    assert!(
+        run.all().contains(&format!(
+            "invalid {}: a FIFO, not a regular file",
+            config_path.display()
+        )),
+        "{}",
+        run.all()
+    );
+    assert!(!archive.exists(), "an archive without images was made");
+    restore(&config_path, &config);
+    bounded(home, &mirror).ok();
+    assert!(archive.exists() && !partial.exists());
     assert_eq!(
         read_json(&layout.join("index.json"))["manifests"][0]["annotations"]
             ["org.opencontainers.image.ref.name"],
