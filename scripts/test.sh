@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, installing what it needs: formatting, lints, unit tests and the
-# integration tests against a real docker-registry with skopeo, umoci and openssl.
+# integration tests against real registries (docker-registry, and one with the referrers API)
+# with skopeo, umoci, openssl, cosign, crane, oras and regctl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,10 @@ if ! target/py-intoto/bin/python -c 'import in_toto_attestation' 2>/dev/null; th
   python3 -m venv target/py-intoto
   target/py-intoto/bin/pip install -q --disable-pip-version-check in-toto-attestation==0.9.3
 fi
+
+# The peer tools graft is checked against (cosign, crane, oras, regctl, pinned in
+# scripts/tools.env) and the referrers-API registry (tools/refreg).
+./scripts/install-tools.sh
 
 cargo fmt --all -- --check
 # The layering of docs/architecture.md: no module imports from a layer above its own.

@@ -5,25 +5,40 @@
 //! every digest looks up, in the source repository:
 //! - cosign's tags `sha256-<hex>.sig`, `.att` and `.sbom`;
 //! - OCI 1.1 referrers: the referrers API where the registry has it, else the `sha256-<hex>`
-//!   tag-schema fallback index (the only form in `oci:` layouts and `oci-archive:` files).
+//!   tag-schema fallback index; in `oci:` layouts and `oci-archive:` files, the fallback index
+//!   and, besides it, every `index.json` entry whose manifest names the digest as its
+//!   `subject` (how `oras attach --oci-layout` keeps referrers:
+//!   [`crate::store::repo::Repository::listed_referrers`]).
 //!
 //! Every attachment found is explored the same way, so a signature of an attestation comes too,
 //! up to [`MAX_DEPTH`] attachments deep and [`MAX_ATTACHMENTS`] in all: a registry that
-//! invents a new signature for every lookup must not keep discovery going forever.
+//! invents a new signature for every lookup must not keep discovery going forever (a layout
+//! listing more referrers of one digest than that is refused before they are read).
 //! Requests: 4 manifest lookups per digest (3 tags + the fallback tag, or the referrers API),
 //! plus one GET per referrer; a registry whose referrers API answers 404 once is not asked
-//! again in that discovery.
+//! again in that discovery. A layout's manifests are each read once per discovery to find
+//! their subjects.
 //!
 //! **Copy** ([`copy_attachments`]) goes through the one copy engine ([`copy_graph`]), after the
-//! subject: tag-scheme attachments keep their tag; a fallback index is copied verbatim when the
-//! destination has none (so its digest is kept), and otherwise merged (existing entries kept
-//! exactly, missing ones added, [`crate::sign::attach::merge_referrer_entry`]); a cosign tag
-//! that exists at the destination with another manifest gets our layers added to its own
-//! (cosign's append, [`crate::sign::attach::merge_cosign_layer`]); referrers found through
-//! the API are written by digest and listed in the destination's fallback index. Registries,
-//! `oci:` layouts and `oci-archive:` files merge alike: the destination is opened with
-//! [`Repo::open_destination`] (an archive's merges go into the uncommitted state its sinks
-//! share).
+//! subject: tag-scheme attachments keep their tag; a cosign tag that exists at the destination
+//! with another manifest gets our layers added to its own (cosign's append,
+//! [`crate::sign::attach::merge_cosign_layer`]). Referrers go where the destination looks for
+//! them ([`ReferrersAt`], decided once per copy):
+//! - a registry with the referrers API (its `GET /v2/<name>/referrers/<digest>` answers an
+//!   index; graft does not wait for an `OCI-Subject` header, which go-containerregistry's
+//!   registry never sends): each referrer is pushed by digest, with its `subject`, and the
+//!   registry lists it; the source's fallback indexes are not written;
+//! - a registry without it: referrers by digest, and the fallback index copied verbatim when
+//!   the destination has none (so its digest is kept), otherwise merged (existing entries
+//!   kept exactly, missing ones added, [`crate::sign::attach::merge_referrer_entry`]);
+//!   referrers no source fallback index lists are added to the destination's;
+//! - a layout or archive: each referrer also becomes an untagged `index.json` entry, as oras
+//!   writes them, and the fallback index is written as for a registry without the API (see
+//!   docs/decisions.md, "Referrers in OCI layouts").
+//!
+//! Registries, `oci:` layouts and `oci-archive:` files merge alike: the destination is opened
+//! with [`Repo::open_destination`] (an archive's merges go into the uncommitted state its
+//! sinks share).
 //! An attachment whose tag already points at the same digest costs one HEAD and is skipped.
 //!
 //! **Naming in multi-image layouts**: `graft mirror` names images `host/repo:tag`
@@ -98,6 +113,7 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
     let mut seen: HashSet<Digest> = HashSet::new();
     // A registry without the referrers API answers 404 once: use the fallback tag after that.
     let mut has_api = true;
+    let listed_in_store = repo.store().capabilities().referrers_listed;
     let too_many = |reason: String| Error::Invalid {
         what: format!("the attachments of {}", repo.describe(root.digest())),
         reason,
@@ -150,7 +166,7 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
                 Some(list) => list,
                 None => {
                     let tag = referrers_tag(&d);
-                    match repo.tagged(&tag).await.map_err(|e| ctx(e, repo, &tag))? {
+                    let mut list = match repo.tagged(&tag).await.map_err(|e| ctx(e, repo, &tag))? {
                         Some(index) if index.is_index() => {
                             let list = index.view().manifests.clone();
                             out.push(Attachment {
@@ -161,9 +177,31 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
                             list
                         }
                         _ => Vec::new(),
+                    };
+                    // Layouts: the entries naming `d` as their subject (oras keeps referrers
+                    // so), whether or not a fallback index lists them too.
+                    if listed_in_store {
+                        let more = repo.store().listed_referrers(&d).await.map_err(|e| {
+                            e.context(format!("listing referrers of {}", repo.describe(&d)))
+                        })?;
+                        for desc in more {
+                            if !list.iter().any(|e| e.digest == desc.digest) {
+                                list.push(desc);
+                            }
+                        }
                     }
+                    list
                 }
             };
+            if out.len() + listed.len() > MAX_ATTACHMENTS {
+                return Err(too_many(format!(
+                    "more than {MAX_ATTACHMENTS} attachments (signatures, attestations, \
+                     referrers; {} list {} alone); graft stops there rather than follow a \
+                     registry that keeps inventing them",
+                    repo.describe(&d),
+                    listed.len()
+                )));
+            }
             for desc in listed {
                 let r = repo.manifest(&desc).await.map_err(|e| {
                     e.context(format!(
@@ -211,15 +249,76 @@ pub struct AttachmentsReport {
     pub present: usize,
     /// Entries added to an existing destination fallback index.
     pub merged: usize,
+    /// Source fallback indexes not written because the destination has the referrers API
+    /// (it lists the referrers, copied by digest, itself).
+    pub fallback_skipped: usize,
+    /// How the destination lists referrers: `api`, `fallback-tag` or `layout` (untagged
+    /// `index.json` entries and the fallback tag), see [`ReferrersAt`]; absent when no
+    /// referrer was found.
+    pub referrers_at: Option<ReferrersAt>,
     /// Bytes of blobs uploaded.
     pub bytes_uploaded: u64,
+}
+
+/// How a destination lists the referrers graft copies into it (see `docs/interop/oras.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReferrersAt {
+    /// A registry with the OCI 1.1 referrers API (its `GET /v2/<name>/referrers/<digest>`
+    /// answers an index): referrers are pushed by digest with their `subject` and the
+    /// registry lists them; no fallback tag is written.
+    Api,
+    /// A registry without the API: referrers by digest, listed in the `sha256-<hex>` fallback
+    /// index (the source's copied verbatim when the destination has none, else merged).
+    FallbackTag,
+    /// An OCI layout or archive: each referrer is an untagged `index.json` entry (as `oras
+    /// attach --oci-layout` writes) and is also listed in the fallback index (as regclient
+    /// and graft before it read).
+    Layout,
+}
+
+/// How `dst_ref` lists referrers, `None` when there are none to copy: a registry's is asked of
+/// `merge_repo` (one referrers API request, about a subject already copied).
+async fn referrers_at(
+    dst_ref: &ImageRef,
+    merge_repo: Option<&Repo>,
+    attachments: &[Attachment],
+) -> Result<Option<ReferrersAt>> {
+    let Some(first) = attachments
+        .iter()
+        .find(|a| a.tag.is_none() || a.is_fallback_index())
+    else {
+        return Ok(None);
+    };
+    if let ImageRef::Layout(_) | ImageRef::Archive(_) = dst_ref {
+        return Ok(Some(ReferrersAt::Layout));
+    }
+    let Some(repo) = merge_repo else {
+        return Ok(Some(ReferrersAt::FallbackTag));
+    };
+    if repo.store().capabilities().referrers_listed {
+        return Ok(Some(ReferrersAt::Layout));
+    }
+    let api = repo
+        .has_referrers_api(&first.subject)
+        .await
+        .map_err(|e| e.context(format!("asking {dst_ref} for its referrers API")))?;
+    Ok(Some(match api {
+        true => ReferrersAt::Api,
+        false => ReferrersAt::FallbackTag,
+    }))
 }
 
 /// Copy `attachments` (from [`discover`]; their subjects already at the destination) from
 /// `src` into `dst`, a sink opened for `dst_ref`. `merge_repo` is the destination repository
 /// ([`Repo::open_destination`] on `dst_ref`) used to merge into an existing `.sig`/`.att`
-/// manifest or fallback index there; without it an existing `.sig`/`.att` is replaced and a
-/// differing fallback index is an error rather than an overwrite.
+/// manifest or fallback index there, and to ask whether it has the referrers API; without it
+/// an existing `.sig`/`.att` is replaced, a differing fallback index is an error rather than
+/// an overwrite, and a registry is taken to have no referrers API.
+///
+/// Referrers go where the destination looks for them ([`ReferrersAt`]): through the referrers
+/// API (the source's fallback indexes are not written there), the fallback tag, or, in
+/// layouts, untagged `index.json` entries and the fallback tag.
 pub async fn copy_attachments(
     src: &Repo,
     dst: &dyn Sink,
@@ -229,14 +328,30 @@ pub async fn copy_attachments(
     opts: &CopyOptions,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<AttachmentsReport> {
+    let at = referrers_at(dst_ref, merge_repo, attachments).await?;
     let mut report = AttachmentsReport {
         found: attachments.len(),
+        referrers_at: at,
         ..AttachmentsReport::default()
     };
-    // Referrers listed in a fallback index that is copied verbatim travel inside it.
+    let by_digest = CopyOptions {
+        tags: Vec::new(),
+        commit: false,
+        ..opts.clone()
+    };
+    // Referrers listed in a fallback index that is copied verbatim travel inside it (a
+    // registry without the API; a layout lists each one as an entry of its own as well).
     let mut via_index: HashSet<Digest> = HashSet::new();
+    // Referrers (subject, digest) some source fallback index lists: that index, copied or
+    // merged, lists them at the destination too.
+    let mut in_src_index: HashSet<(Digest, Digest)> = HashSet::new();
     let mut plans = Vec::new();
     for a in attachments {
+        if a.is_fallback_index() && at == Some(ReferrersAt::Api) {
+            // The destination's API lists the referrers: no fallback tag there.
+            report.fallback_skipped += 1;
+            continue;
+        }
         if let Some(tag) = &a.tag {
             let dtag = layout_tag(dst_ref, tag);
             let there = dst.tag_digest(&dtag).await?;
@@ -247,12 +362,16 @@ pub async fn copy_attachments(
     }
     for (a, t) in &plans {
         if let Some((_, there)) = t {
-            if a.is_fallback_index() && there.is_none() {
-                via_index.extend(a.manifest.view().manifests.iter().map(|d| d.digest.clone()));
+            if a.is_fallback_index() {
+                let listed = a.manifest.view().manifests.iter();
+                in_src_index.extend(listed.map(|d| (a.subject.clone(), d.digest.clone())));
+                if there.is_none() && at != Some(ReferrersAt::Layout) {
+                    via_index.extend(a.manifest.view().manifests.iter().map(|d| d.digest.clone()));
+                }
             }
         }
     }
-    let mut api_referrers: Vec<&Attachment> = Vec::new();
+    let mut unlisted: Vec<&Attachment> = Vec::new();
     for (a, t) in plans {
         match t {
             Some((_, Some(there))) if there == *a.manifest.digest() => report.present += 1,
@@ -290,36 +409,41 @@ pub async fn copy_attachments(
             None => {
                 let desc = a.manifest.descriptor();
                 if dst.has_manifest(&desc).await? {
-                    report.present += 1;
-                } else {
-                    let graph = Graph::walk(src.source(), a.manifest.clone(), opts.jobs).await?;
-                    let o = CopyOptions {
-                        tags: Vec::new(),
-                        commit: false,
-                        ..opts.clone()
+                    // In a layout it must be listed too: `put_root` adds the untagged entry
+                    // unless the digest is listed already.
+                    let listed_now = match at {
+                        Some(ReferrersAt::Layout) => dst.put_root(&a.manifest).await?,
+                        _ => false,
                     };
-                    let r = copy_graph(src.source(), dst, &graph, &o, reporter).await?;
+                    match listed_now {
+                        true => report.copied += 1,
+                        false => report.present += 1,
+                    }
+                } else {
+                    // Without a tag the copy ends with `put_root`: by digest in a registry,
+                    // an untagged `index.json` entry in a layout.
+                    let graph = Graph::walk(src.source(), a.manifest.clone(), opts.jobs).await?;
+                    let r = copy_graph(src.source(), dst, &graph, &by_digest, reporter).await?;
                     report.bytes_uploaded += r.uploaded.bytes;
                     report.copied += 1;
                 }
-                api_referrers.push(a);
+                if !in_src_index.contains(&(a.subject.clone(), a.manifest.digest().clone())) {
+                    unlisted.push(a);
+                }
             }
         }
     }
-    // Referrers the source listed through its API (no fallback index to copy): list them in
-    // the destination's fallback index.
-    let has_index = |d: &Digest| {
-        attachments
-            .iter()
-            .any(|a| a.is_fallback_index() && &a.subject == d)
-    };
-    for a in api_referrers {
-        if has_index(&a.subject) {
-            continue;
-        }
-        if let Some(repo) = merge_repo {
-            if repo.referrers_api(&a.subject).await?.is_none() {
-                merge_referrer_entry(repo, &a.subject, &entry_for(&a.manifest)).await?;
+    // Referrers no source fallback index lists (found through the source's API or as layout
+    // entries): list them in the destination's fallback index, unless its API lists them.
+    if at == Some(ReferrersAt::Api) {
+        return Ok(report);
+    }
+    if let Some(repo) = merge_repo {
+        for a in unlisted {
+            if merge_referrer_entry(repo, &a.subject, &entry_for(&a.manifest))
+                .await?
+                .added
+            {
                 report.merged += 1;
             }
         }

@@ -1,5 +1,6 @@
 //! One image copy, with everything attached to it when asked: `graft copy` is one call to
-//! [`copy`], and `graft mirror` copies each of its images through [`copy_attached`].
+//! [`copy`], and `graft mirror` copies each of its images with [`discover_attached`] and
+//! [`copy_attachments`].
 //!
 //! **Check, then use, the same bytes.** A source's reference is resolved once: the root
 //! manifest read then is the one that is verified ([`verify_root`]), searched for attachments

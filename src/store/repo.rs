@@ -42,6 +42,10 @@ pub struct Capabilities {
     /// It can answer the OCI 1.1 referrers API (registries: asked per registry, see
     /// [`Repository::referrers`]; layouts and archives never).
     pub referrers_api: bool,
+    /// Referrers are kept as entries of their own that name their subject, found by
+    /// [`Repository::listed_referrers`]: OCI layouts and archives, where oras lists them
+    /// untagged in `index.json` (no registry: there the API or the fallback tag lists them).
+    pub referrers_listed: bool,
 }
 
 /// A repository in a registry, an OCI layout directory or an OCI layout archive.
@@ -83,6 +87,15 @@ pub trait Repository: Send + Sync {
     /// (a registry without it, a layout, an archive): then the tag-schema fallback index
     /// `sha256-<hex>` lists them.
     async fn referrers(&self, subject: &Digest) -> Result<Option<Vec<Descriptor>>>;
+
+    /// The referrers of `subject` the store lists as entries of their own (see
+    /// [`Capabilities::referrers_listed`]): in an OCI layout or archive, the `index.json`
+    /// entries, tagged or not, whose manifest's `subject` is `subject` (how `oras attach
+    /// --oci-layout` keeps them). Empty for registries. Complements the fallback index: a
+    /// layout may have either, or both.
+    async fn listed_referrers(&self, _subject: &Digest) -> Result<Vec<Descriptor>> {
+        Ok(Vec::new())
+    }
 
     /// Delete the manifest `digest` (and with it, in registries, every tag pointing at it).
     async fn delete_manifest(&self, digest: &Digest) -> Result<()>;
@@ -172,6 +185,7 @@ impl Repository for RegistryRepository {
             delete: true,
             mount: true,
             referrers_api: true,
+            referrers_listed: false,
         }
     }
 
@@ -271,7 +285,14 @@ pub struct LayoutRepository {
     path: std::path::PathBuf,
     namespace: Option<String>,
     sink: Option<Box<dyn Sink>>,
+    /// Subject → referrers listed in `index.json`, built once by the first
+    /// [`Repository::listed_referrers`] of a read-only handle (a writable one may change under
+    /// it, so it reads `index.json` again each time).
+    by_subject: tokio::sync::OnceCell<ReferrerMap>,
 }
+
+/// Referrers listed in a layout's `index.json`, by subject.
+type ReferrerMap = std::collections::HashMap<Digest, Vec<Descriptor>>;
 
 impl LayoutRepository {
     /// The repository of `r` (a directory, or an archive with `archive`); its namespace comes
@@ -314,7 +335,45 @@ impl LayoutRepository {
                 .and_then(layout_namespace)
                 .map(str::to_string),
             sink,
+            by_subject: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Every `index.json` entry whose manifest has a `subject`, by subject. Each entry's
+    /// manifest is read once (at most [`crate::store::MANIFEST_LIMIT`] bytes, verified); entries
+    /// that are not manifests or indexes (by their media type) are not read.
+    async fn scan_referrers(&self) -> Result<ReferrerMap> {
+        let source = self.source(None)?;
+        let mut map = ReferrerMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for entry in self.entries()? {
+            if !crate::oci::media_types::is_any_manifest(&entry.media_type)
+                || !seen.insert(entry.digest.clone())
+            {
+                continue;
+            }
+            let m = source.manifest(&entry).await.map_err(|e| {
+                e.context(format!(
+                    "{}: reading index.json entry {} to find referrers",
+                    self.name(),
+                    entry.digest
+                ))
+            })?;
+            if let Some(subject) = &m.view().subject {
+                // The entry as index.json has it, without its ref name (a tag is not part of a
+                // referrer), with the artifact type the referrers API would list.
+                let mut desc = m.descriptor();
+                desc.artifact_type = m.view().artifact_type.clone().or_else(|| {
+                    m.view()
+                        .config
+                        .as_ref()
+                        .map(|c| c.media_type.clone())
+                        .filter(|t| t != crate::oci::media_types::OCI_EMPTY)
+                });
+                map.entry(subject.digest.clone()).or_default().push(desc);
+            }
+        }
+        Ok(map)
     }
 
     fn layout_ref(&self, name: Option<String>) -> LayoutRef {
@@ -354,6 +413,7 @@ impl Repository for LayoutRepository {
             delete: false,
             mount: false,
             referrers_api: false,
+            referrers_listed: true,
         }
     }
 
@@ -396,6 +456,19 @@ impl Repository for LayoutRepository {
 
     async fn referrers(&self, _subject: &Digest) -> Result<Option<Vec<Descriptor>>> {
         Ok(None)
+    }
+
+    async fn listed_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let found = match self.sink {
+            None => self
+                .by_subject
+                .get_or_try_init(|| self.scan_referrers())
+                .await?
+                .get(subject)
+                .cloned(),
+            Some(_) => self.scan_referrers().await?.remove(subject),
+        };
+        Ok(found.unwrap_or_default())
     }
 
     async fn delete_manifest(&self, digest: &Digest) -> Result<()> {
@@ -471,5 +544,70 @@ mod tests {
         );
         let plain: ImageRef = "oci:/x:1.0".parse().unwrap();
         assert_eq!(layout_tag(&plain, "latest"), "latest");
+    }
+
+    /// A manifest of `image`'s blobs naming `subject` (an oras-style referrer).
+    fn referrer(
+        img: &crate::store::layout::test_image::TestImage,
+        subject: &RawManifest,
+    ) -> RawManifest {
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::media_types::OCI_MANIFEST,
+            "artifactType": "application/vnd.graft.test.note",
+            "config": img.config.0,
+            "layers": [img.layer.0],
+            "subject": subject.descriptor(),
+        });
+        RawManifest::from_bytes(Bytes::from(serde_json::to_vec(&m).unwrap()), None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn layout_referrers_are_the_entries_naming_their_subject() {
+        use crate::store::layout::test_image::{image, put};
+        let dir = tempfile::tempdir().unwrap();
+        let r: LayoutRef = format!("oci:{}:v1", dir.path().display())
+            .parse::<ImageRef>()
+            .map(|i| match i {
+                ImageRef::Layout(l) => l,
+                _ => unreachable!(),
+            })
+            .unwrap();
+        let local = LocalStores::new();
+        let repo = LayoutRepository::open(&r, false, true, &local).unwrap();
+        let img = image("subject");
+        put(repo.sink().unwrap(), &img, "v1").await;
+        let untagged = referrer(&img, &img.manifest);
+        let tagged = referrer(&image("other"), &img.manifest);
+        put(repo.sink().unwrap(), &image("other"), "other").await;
+        let of_referrer = referrer(&img, &untagged);
+        repo.sink().unwrap().put_root(&untagged).await.unwrap();
+        repo.sink().unwrap().put_tag(&tagged, "note").await.unwrap();
+        repo.sink().unwrap().put_root(&of_referrer).await.unwrap();
+        assert!(repo.capabilities().referrers_listed);
+        assert_eq!(repo.referrers(img.manifest.digest()).await.unwrap(), None);
+
+        // Read-only (cached) and writable handles answer alike.
+        let ro = LayoutRepository::open(&r, false, false, &local).unwrap();
+        for h in [&repo, &ro] {
+            let found = h.listed_referrers(img.manifest.digest()).await.unwrap();
+            let digests: Vec<_> = found.iter().map(|d| d.digest.clone()).collect();
+            assert_eq!(
+                digests,
+                vec![untagged.digest().clone(), tagged.digest().clone()]
+            );
+            assert!(found.iter().all(|d| d.annotations.is_none()));
+            assert_eq!(
+                found[0].artifact_type.as_deref(),
+                Some("application/vnd.graft.test.note")
+            );
+            let nested = h.listed_referrers(untagged.digest()).await.unwrap();
+            assert_eq!(nested.len(), 1);
+            assert!(h
+                .listed_referrers(tagged.digest())
+                .await
+                .unwrap()
+                .is_empty());
+        }
     }
 }

@@ -408,7 +408,8 @@ impl Registry {
     /// The referrers of `digest` from the OCI 1.1 referrers API
     /// (`GET /v2/<repo>/referrers/<digest>`): the descriptors of the index it answers, or
     /// `Ok(None)` when the registry does not implement the API (404, as distribution 2.8
-    /// answers), in which case clients use the `sha256-<hex>` tag-schema fallback.
+    /// answers), in which case clients use the `sha256-<hex>` tag-schema fallback. A 200 with
+    /// an image index is the API (see `docs/interop/oras.md`).
     pub async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<Descriptor>>> {
         let url = self.url(&format!("v2/{repo}/referrers/{digest}")).await?;
         let mut h = HeaderMap::new();
@@ -422,13 +423,27 @@ impl Registry {
             Document::Status(resp) if resp.status() == StatusCode::NOT_FOUND => return Ok(None),
             Document::Status(resp) => return Err(self.error(&Method::GET, &url, resp).await),
         };
+        // The answer alone says the API is there: a registry with it need not send
+        // `OCI-Subject` on manifest PUTs (go-containerregistry's does not), so graft never waits
+        // for that header. What it answers must be an image index, though: `manifests` is
+        // required, and a `mediaType`, when given, must be the index's.
         #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
         struct Index {
             #[serde(default)]
+            media_type: Option<String>,
             manifests: Vec<Descriptor>,
         }
-        let index: Index =
-            serde_json::from_slice(&body).map_err(|e| Error::Json { what, source: e })?;
+        let index: Index = serde_json::from_slice(&body).map_err(|e| Error::Json {
+            what: what.clone(),
+            source: e,
+        })?;
+        if let Some(t) = index.media_type.filter(|t| t != media_types::OCI_INDEX) {
+            return Err(Error::Invalid {
+                what,
+                reason: format!("its mediaType is {t}, not {}", media_types::OCI_INDEX),
+            });
+        }
         Ok(Some(index.manifests))
     }
 

@@ -1,7 +1,8 @@
 //! Integration-test support: a real `docker-registry` (distribution 2.8) with
 //! optional htpasswd/token auth and TLS, an in-process token server, a
-//! fault-injecting reverse proxy, and helpers to run real clients (skopeo,
-//! umoci).
+//! fault-injecting reverse proxy, helpers to run real clients (skopeo,
+//! umoci), and the pinned peer tools (cosign, crane, oras, regctl) with a
+//! referrers-API registry (`peers`).
 //!
 //! Everything here is synchronous to the caller: in-process servers run on a
 //! dedicated support runtime (see [`runtime`]), so the helpers work from plain
@@ -12,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod peers;
 pub mod proxy;
 pub mod registry;
 pub mod token;
