@@ -3,6 +3,7 @@
 
 mod append;
 mod copy;
+mod cosign;
 mod graft;
 mod harness;
 mod hostile_files;
