@@ -663,6 +663,26 @@ fn bundles_both_ways_with_cosign_v2() {
             &["verify", "--key", &path(&graft_pub), &docker],
         )
         .fails(1);
+        // A second bundle signer, graft after cosign: graft adds its entry to the referrers
+        // (or cosign's fallback index) and both signatures verify in both tools.
+        graft(
+            home.path(),
+            &[
+                "sign",
+                "--format",
+                "bundle",
+                "--key",
+                &path(&graft_key),
+                &docker,
+            ],
+        )
+        .ok();
+        let (index, _) = tools.digests(&image);
+        let by_digest = format!("{}@{index}", repository(&image));
+        for public in [&graft_pub, &cosign_pub] {
+            tools.verifies(Cosign::V2Bundle, public, &by_digest, COSIGN_SIGN_V1);
+            graft(home.path(), &["verify", "--key", &path(public), &docker]).ok();
+        }
 
         // graft → cosign, the index and every platform.
         let image = seed(host, "jupyter-sci", "b2/graft:2.4");
@@ -789,5 +809,63 @@ fn bundles_both_ways_with_cosign_v3() {
             tools.verifies(Cosign::V3, public, &by_digest, COSIGN_SIGN_V1);
             graft(home.path(), &["verify", "--key", &path(public), &docker]).ok();
         }
+    }
+}
+
+/// `graft sign --format both` (a `.sig` layer and a bundle referrer): cosign v2 and v3 verify
+/// it. Once an image has any bundle referrer, cosign verifies only bundles (v2.6 always, and
+/// then needs `--trusted-root` even for the `.sig` form; v3 unless `--new-bundle-format=false`):
+/// the `.sig` half stays readable by v3 with that flag, by containers/image and by graft, which
+/// reads both forms and so also verifies a cosign `.sig` signer added beside graft's bundle.
+#[test]
+fn both_forms_verify_with_cosign_and_graft_reads_mixed_signers() {
+    let home = tempfile::tempdir().unwrap();
+    let refreg = RefRegistry::start();
+    let tools = Tools::new();
+    let (graft_key, graft_pub) = keypair(home.path(), home.path(), "graft");
+    let (cosign_key, cosign_pub) = tools.generate_key_pair(Cosign::V2, "cosign");
+    let image = seed(refreg.host(), "astro-base", "both/astro:1.0");
+    let docker = format!("docker://{image}");
+    let j = graft(
+        home.path(),
+        &[
+            "-o",
+            "json",
+            "sign",
+            "--format",
+            "both",
+            "--key",
+            &path(&graft_key),
+            &docker,
+        ],
+    )
+    .ok()
+    .json();
+    assert!(j.to_string().contains(".sig"), "{j}");
+    let (index, _) = tools.digests(&image);
+    let by_digest = format!("{}@{index}", repository(&image));
+    tools.verifies(Cosign::V2Bundle, &graft_pub, &by_digest, COSIGN_SIGN_V1);
+    tools.verifies(Cosign::V3, &graft_pub, &by_digest, COSIGN_SIGN_V1);
+    let legacy = |public: &Path| {
+        let out = tools.peer.try_run(
+            "cosign3",
+            [
+                "verify",
+                "--key",
+                &path(public),
+                "--insecure-ignore-tlog=true",
+                "--new-bundle-format=false",
+                &by_digest,
+            ],
+        );
+        let text = stdout_ok(&out, "cosign3 verify --new-bundle-format=false");
+        assert!(text.contains("cosign container image signature"), "{text}");
+    };
+    legacy(&graft_pub);
+    // A cosign `.sig` signer beside graft's bundle: graft verifies each key in its form.
+    tools.sign(Cosign::V2, &cosign_key, &by_digest, &[]);
+    legacy(&cosign_pub);
+    for public in [&graft_pub, &cosign_pub] {
+        graft(home.path(), &["verify", "--key", &path(public), &docker]).ok();
     }
 }
