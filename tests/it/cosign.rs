@@ -491,8 +491,9 @@ fn cosign_v2_tag_scheme_signatures_and_attestations_verify_with_graft() {
     .fails(1);
 }
 
-/// Keys made by `cosign generate-key-pair` (v2 and v3) sign and verify in graft, and graft's
-/// keys sign in cosign; each tool verifies the other's signature made with them.
+/// Keys made by `cosign generate-key-pair` (v2 and v3) and `cosign import-key-pair` (P-256)
+/// sign and verify in graft, and graft's keys sign in cosign; each tool verifies the other's
+/// signature made with them. Imported RSA keys are refused by graft, clearly.
 #[test]
 fn keys_from_each_tool_sign_and_verify_in_the_other() {
     let home = tempfile::tempdir().unwrap();
@@ -563,6 +564,81 @@ fn keys_from_each_tool_sign_and_verify_in_the_other() {
         )
         .fails(1);
     }
+    // `cosign import-key-pair` of a P-256 key made by openssl: graft signs with it, cosign
+    // verifies. Of the other types it imports (RSA, Ed25519) graft refuses the files as bad
+    // input (exit 2) with a message naming the type, before touching the registry.
+    let dir = tools.peer.home();
+    crate::support::tools::run_ok(
+        std::process::Command::new("openssl")
+            .args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ])
+            .arg(dir.join("ec.pem")),
+    );
+    crate::support::tools::run_ok(
+        std::process::Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(dir.join("rsa.pem"))
+            .arg("2048"),
+    );
+    for name in ["ec", "rsa"] {
+        tools.peer.ok(
+            "cosign",
+            [
+                "import-key-pair",
+                "--key",
+                &format!("{name}.pem"),
+                "--output-key-prefix",
+                &format!("imported-{name}"),
+            ],
+        );
+    }
+    let c = seed(reg.addr(), "astro-base", "keys/imported:1.0");
+    let imported = |name: &str, ext: &str| path(&dir.join(format!("imported-{name}.{ext}")));
+    graft(
+        home.path(),
+        &[
+            "sign",
+            "--key",
+            &imported("ec", "key"),
+            &format!("docker://{c}"),
+        ],
+    )
+    .ok();
+    let (index, _) = tools.digests(&c);
+    tools.verifies(
+        Cosign::V2,
+        &dir.join("imported-ec.pub"),
+        &format!("{}@{index}", repository(&c)),
+        "cosign container image signature",
+    );
+    let r = graft(
+        home.path(),
+        &[
+            "sign",
+            "--key",
+            &imported("rsa", "key"),
+            &format!("docker://{c}"),
+        ],
+    )
+    .fails(2);
+    assert!(r.stderr.contains("RSA"), "{}", r.stderr);
+    let r = graft(
+        home.path(),
+        &[
+            "verify",
+            "--key",
+            &imported("rsa", "pub"),
+            &format!("docker://{c}"),
+        ],
+    )
+    .fails(2);
+    assert!(r.stderr.contains("RSA"), "{}", r.stderr);
 }
 
 /// One signer of each tool on one image, in both orders: both signatures survive, and each
@@ -836,6 +912,8 @@ fn both_forms_verify_with_cosign_and_graft_reads_mixed_signers() {
             "both",
             "--key",
             &path(&graft_key),
+            "-a",
+            "team=astro",
             &docker,
         ],
     )
@@ -862,6 +940,30 @@ fn both_forms_verify_with_cosign_and_graft_reads_mixed_signers() {
         assert!(text.contains("cosign container image signature"), "{text}");
     };
     legacy(&graft_pub);
+    // graft's `-a` annotations are the ones cosign v3 checks with `-a`, in both forms.
+    for (extra, ok) in [
+        (&["-a", "team=astro"][..], true),
+        (&["-a", "team=other"][..], false),
+        (&["-a", "team=astro", "--new-bundle-format=false"][..], true),
+        (
+            &["-a", "team=other", "--new-bundle-format=false"][..],
+            false,
+        ),
+    ] {
+        let mut a = vec!["verify", "--key"];
+        let p = path(&graft_pub);
+        a.push(&p);
+        a.push("--insecure-ignore-tlog=true");
+        a.extend_from_slice(extra);
+        a.push(&by_digest);
+        let out = tools.peer.try_run("cosign3", &a);
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "cosign3 {a:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // A cosign `.sig` signer beside graft's bundle: graft verifies each key in its form.
     tools.sign(Cosign::V2, &cosign_key, &by_digest, &[]);
     legacy(&cosign_pub);
