@@ -711,21 +711,37 @@ fn bundles_both_ways_with_cosign_v2() {
     let pred = predicate(home.path());
     for host in [refreg.host(), reg.addr()] {
         // cosign → graft
-        let image = seed(host, "astro-base", "b2/cosign:1.0");
-        tools.sign(Cosign::V2Bundle, &cosign_key, &image, &[]);
-        tools.attest(Cosign::V2Bundle, &cosign_key, &pred, &image, &[]);
+        // cosign → graft, the index and every platform.
+        let image = seed(host, "jupyter-sci", "b2/cosign:2.4");
+        tools.sign(Cosign::V2Bundle, &cosign_key, &image, &["--recursive"]);
+        let (index, kids) = tools.digests(&image);
+        for d in std::iter::once(&index).chain(&kids) {
+            let by_digest = format!("{}@{d}", repository(&image));
+            tools.attest(Cosign::V2Bundle, &cosign_key, &pred, &by_digest, &[]);
+        }
         let docker = format!("docker://{image}");
         let j = graft(
             home.path(),
-            &["-o", "json", "verify", "--key", &path(&cosign_pub), &docker],
+            &[
+                "-o",
+                "json",
+                "verify",
+                "-r",
+                "--key",
+                &path(&cosign_pub),
+                &docker,
+            ],
         )
         .ok()
         .json();
-        assert_eq!(j["signatures"][0]["form"], "bundle", "{host}: {j}");
+        let sigs = j["signatures"].as_array().unwrap();
+        assert_eq!(sigs.len(), 3, "{host}: {j}");
+        assert!(sigs.iter().all(|s| s["form"] == "bundle"), "{host}: {j}");
         graft(
             home.path(),
             &[
                 "verify-attestation",
+                "-r",
                 "--key",
                 &path(&cosign_pub),
                 "--type",
@@ -753,7 +769,6 @@ fn bundles_both_ways_with_cosign_v2() {
             ],
         )
         .ok();
-        let (index, _) = tools.digests(&image);
         let by_digest = format!("{}@{index}", repository(&image));
         for public in [&graft_pub, &cosign_pub] {
             tools.verifies(Cosign::V2Bundle, public, &by_digest, COSIGN_SIGN_V1);
@@ -813,21 +828,37 @@ fn bundles_both_ways_with_cosign_v3() {
     let pred = predicate(home.path());
     for host in [refreg.host(), reg.addr()] {
         // cosign → graft
-        let image = seed(host, "astro-base", "b3/cosign:1.0");
-        tools.sign(Cosign::V3, &cosign_key, &image, &[]);
-        tools.attest(Cosign::V3, &cosign_key, &pred, &image, &[]);
+        // cosign → graft, the index and every platform.
+        let image = seed(host, "jupyter-sci", "b3/cosign:2.4");
+        tools.sign(Cosign::V3, &cosign_key, &image, &["--recursive"]);
+        let (index, kids) = tools.digests(&image);
+        for d in std::iter::once(&index).chain(&kids) {
+            let by_digest = format!("{}@{d}", repository(&image));
+            tools.attest(Cosign::V3, &cosign_key, &pred, &by_digest, &[]);
+        }
         let docker = format!("docker://{image}");
         let j = graft(
             home.path(),
-            &["-o", "json", "verify", "--key", &path(&cosign_pub), &docker],
+            &[
+                "-o",
+                "json",
+                "verify",
+                "-r",
+                "--key",
+                &path(&cosign_pub),
+                &docker,
+            ],
         )
         .ok()
         .json();
-        assert_eq!(j["signatures"][0]["form"], "bundle", "{host}: {j}");
+        let sigs = j["signatures"].as_array().unwrap();
+        assert_eq!(sigs.len(), 3, "{host}: {j}");
+        assert!(sigs.iter().all(|s| s["form"] == "bundle"), "{host}: {j}");
         graft(
             home.path(),
             &[
                 "verify-attestation",
+                "-r",
                 "--key",
                 &path(&cosign_pub),
                 "--type",
