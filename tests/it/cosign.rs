@@ -1002,3 +1002,56 @@ fn both_forms_verify_with_cosign_and_graft_reads_mixed_signers() {
         graft(home.path(), &["verify", "--key", &path(public), &docker]).ok();
     }
 }
+
+/// `graft copy --with-attachments` carries cosign's signatures and attestations so that cosign
+/// verifies them at the destination: v2's `.sig`/`.att` tags and v3's bundle referrers, from
+/// the referrers-API registry to distribution 2.8 (where they land in the fallback index).
+#[test]
+fn graft_copy_with_attachments_carries_cosign_signatures_cosign_verifies_them() {
+    let home = tempfile::tempdir().unwrap();
+    let refreg = RefRegistry::start();
+    let reg = Registry::plain();
+    let tools = Tools::new();
+    let (key, public) = tools.generate_key_pair(Cosign::V3, "cosign");
+    let pred = predicate(home.path());
+    for v in [Cosign::V2, Cosign::V3] {
+        let src = seed(
+            refreg.host(),
+            "astro-base",
+            &format!("src/{v:?}:1.0").to_lowercase(),
+        );
+        tools.sign(v, &key, &src, &[]);
+        tools.attest(v, &key, &pred, &src, &[]);
+        let dst = reg.image_ref(&format!("dst/{v:?}:1.0").to_lowercase());
+        graft(
+            home.path(),
+            &[
+                "-q",
+                "copy",
+                "--with-attachments",
+                &format!("docker://{src}"),
+                &format!("docker://{dst}"),
+            ],
+        )
+        .ok();
+        let (index, _) = tools.digests(&dst);
+        let by_digest = format!("{}@{index}", repository(&dst));
+        let kind = if v == Cosign::V3 {
+            COSIGN_SIGN_V1
+        } else {
+            "cosign container image signature"
+        };
+        tools.verifies(v, &public, &by_digest, kind);
+        tools.verifies_attestation(v, &public, &by_digest);
+        graft(
+            home.path(),
+            &[
+                "verify",
+                "--key",
+                &path(&public),
+                &format!("docker://{dst}"),
+            ],
+        )
+        .ok();
+    }
+}
