@@ -5,14 +5,15 @@
 #     benches/fuzz.sh TARGET|all SECONDS
 #
 # TARGET is a test of tests/fuzz.rs (digest, reference, platform, manifest, index_json,
-# archive, library, sync_file, cosign_key, payload, dsse, bundle). Each round runs the target
+# archive, library, sync_file, cosign_key, payload, dsse, bundle, trusted_root,
+# keyless_material, keyless_verify). Each round runs the target
 # with PROPTEST_CASES=$FUZZ_CASES (default 256) and PROPTEST_RNG_SEED = the round's seed
 # (starting at $FUZZ_SEED, default the current time), until SECONDS have passed. A finding
 # stops that target and prints proptest's minimal failing input; the exit code is then 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(digest reference platform manifest index_json archive library sync_file cosign_key payload dsse bundle)
+TARGETS=(digest reference platform manifest index_json archive library sync_file cosign_key payload dsse bundle trusted_root keyless_material keyless_verify)
 
 usage() {
     echo "usage: $0 TARGET|all SECONDS   (targets: ${TARGETS[*]})" >&2

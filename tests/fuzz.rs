@@ -1,7 +1,7 @@
 //! Property and structure-aware random tests over every parser that reads outside input:
 //! references, digests, platforms, manifests and indexes (lenient view), a layout's
 //! `index.json`, archive scanning, library YAML, sync files, cosign keys, signature payloads,
-//! DSSE envelopes and bundles.
+//! DSSE envelopes and bundles, and the keyless material (trusted roots, Rekor entries, SCTs).
 //!
 //! The properties: no panic and no hang on any input (inputs are small), and for the types that
 //! round-trip (references, digests, platforms) `parse(display(x)) == x`. Inputs are either
@@ -624,6 +624,170 @@ fn dsse() {
 fn bundle() {
     check(document(), |bytes| {
         let _ = graft::sign::bundle::Bundle::parse(&bytes);
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keyless: trusted roots, bundles' verification material, cosign's Rekor annotation, SCT
+// lists, certificates, checkpoints, and the whole check on altered real signatures.
+
+fn fixture(path: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/interop")
+        .join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// `bytes`, cut at a point or with up to three bytes replaced.
+fn mutated(bytes: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    let n = bytes.len().max(1);
+    (
+        any::<bool>(),
+        proptest::collection::vec((0..n, any::<u8>()), 1..4),
+    )
+        .prop_map(move |(cut, edits)| {
+            let mut b = bytes.clone();
+            if cut {
+                b.truncate(edits[0].0);
+            } else {
+                for (at, v) in edits {
+                    if at < b.len() {
+                        b[at] = v;
+                    }
+                }
+            }
+            b
+        })
+}
+
+#[test]
+fn trusted_root() {
+    use graft::sign::keyless::trust::{parse_rfc3339, TrustedRoot};
+    let real = fixture("attestations/sigstore-go/public-good.json");
+    let doc = (json_value(), json_value(), json_value()).prop_map(|(a, b, c)| {
+        serde_json::to_vec(&serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+            "tlogs": a, "ctlogs": b, "certificateAuthorities": c,
+        }))
+        .unwrap()
+    });
+    check(prop_oneof![mutated(real), doc, document()], |bytes| {
+        let _ = TrustedRoot::parse(&bytes);
+        Ok(())
+    });
+    check(text(), |s| {
+        let _ = parse_rfc3339(&s);
+        Ok(())
+    });
+}
+
+#[test]
+fn keyless_material() {
+    use graft::sign::keyless::cert::{parse_sct_list, Leaf};
+    use graft::sign::keyless::tlog::{verify_checkpoint, TlogEntry};
+    use graft::sign::keyless::Material;
+    let bundles = [
+        fixture("attestations/sigstore-go/sigstore.js@2.0.0-provenance.sigstore.json"),
+        fixture("attestations/sigstore-go/dsse.sigstore.json"),
+    ];
+    check(
+        prop_oneof![
+            mutated(bundles[0].clone()),
+            mutated(bundles[1].clone()),
+            document()
+        ],
+        |bytes| {
+            if let Ok(Some(m)) = Material::from_bundle(&bytes) {
+                let _ = Leaf::parse(&m.certificate);
+            }
+            Ok(())
+        },
+    );
+    let sig: serde_json::Value = serde_json::from_slice(&fixture(
+        "cosign-signatures/zarf-podinfo-keyless/sig-manifest.json",
+    ))
+    .unwrap();
+    let rekor = sig["layers"][0]["annotations"]["dev.sigstore.cosign/bundle"]
+        .as_str()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    check(prop_oneof![mutated(rekor), document()], |bytes| {
+        let _ = TlogEntry::from_cosign_bundle(&String::from_utf8_lossy(&bytes));
+        Ok(())
+    });
+    check(proptest::collection::vec(any::<u8>(), 0..300), |bytes| {
+        let _ = parse_sct_list(&bytes);
+        let _ = Leaf::parse(&bytes);
+        Ok(())
+    });
+    check((text(), any::<u64>()), |(note, size)| {
+        let _ = verify_checkpoint(&note, &[0x30, 0x00], &[1, 2, 3, 4], size, &[0; 32]);
+        let _ = verify_checkpoint(
+            &format!("o\n{size}\nAAAA\n\n— o {note}\n"),
+            &[],
+            &[],
+            size,
+            &[],
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn keyless_verify() {
+    // The whole check over a real keyless signature with its certificate, Rekor annotation or
+    // payload altered: never a panic, and never a pass unless nothing that matters changed.
+    use graft::sign::keyless::{Content, Keyless, Matcher, Material, TrustedRoot};
+    let root = TrustedRoot::parse(&fixture("attestations/sigstore-go/public-good.json")).unwrap();
+    let keyless = Keyless {
+        root,
+        identity: Matcher::Regex(regex::Regex::new(".").unwrap()),
+        issuer: Matcher::Regex(regex::Regex::new(".").unwrap()),
+        ignore_sct: false,
+    };
+    let sig: serde_json::Value = serde_json::from_slice(&fixture(
+        "cosign-signatures/zarf-podinfo-keyless/sig-manifest.json",
+    ))
+    .unwrap();
+    let ann = sig["layers"][0]["annotations"].clone();
+    let payload = fixture("cosign-signatures/zarf-podinfo-keyless/payload.json");
+    let get = |a: &serde_json::Value, k: &str| a[k].as_str().unwrap().as_bytes().to_vec();
+    let field = prop_oneof![
+        Just("dev.sigstore.cosign/certificate"),
+        Just("dev.sigstore.cosign/bundle"),
+        Just("dev.cosignproject.cosign/signature"),
+        Just("payload"),
+    ];
+    let case = field.prop_flat_map(move |f| {
+        let original = if f == "payload" {
+            payload.clone()
+        } else {
+            get(&ann, f)
+        };
+        (Just(f), mutated(original))
+    });
+    let ann = sig["layers"][0]["annotations"].clone();
+    let payload = fixture("cosign-signatures/zarf-podinfo-keyless/payload.json");
+    check(case, |(field, bytes)| {
+        let mut a = ann.clone();
+        let mut p = payload.clone();
+        if field == "payload" {
+            p = bytes.clone();
+        } else {
+            a[field] = serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        let material = Material::from_annotations(|k| a.get(k).and_then(|v| v.as_str()));
+        let sig = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            a["dev.cosignproject.cosign/signature"].as_str().unwrap(),
+        );
+        if let (Ok(Some(m)), Ok(sig)) = (material, sig) {
+            let ok = keyless.verify(&m, Content::Payload(&p), &sig).is_ok();
+            // A changed payload never passes.
+            prop_assert!(!(ok && p != payload), "an altered payload verified");
+        }
         Ok(())
     });
 }

@@ -1,20 +1,67 @@
-//! `graft verify --key PUB [--recursive] REF`.
+//! `graft verify (--key PUB | --certificate-identity[-regexp] ID
+//! --certificate-oidc-issuer[-regexp] ISS --trusted-root FILE) [--recursive] REF`.
+
+use std::path::PathBuf;
 
 use clap::Args;
 
-use graft::ops::sign::verify_all;
+use graft::ops::sign::{load_verifier, verify_all, VerifyBy};
 use graft::reference::ImageRef;
-use graft::sign::{PublicKey, VerifyFailure};
+use graft::sign::VerifyFailure;
 
 use super::output::{outln, print_error};
 use super::{print_json, GlobalArgs, Output};
 
+/// How to verify: a key, or keyless (shared by `verify` and `verify-attestation`).
+#[derive(Debug, Args)]
+pub struct VerifyWith {
+    /// Public key: a PEM file or env://VAR. Alternative to the keyless flags.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Keyless: the certificate identity (SAN email or URI) the signer must have.
+    #[arg(long, value_name = "ID")]
+    pub certificate_identity: Option<String>,
+    /// Keyless: a regular expression the certificate identity must match (unanchored, as in
+    /// cosign: anchor it with ^ and $).
+    #[arg(long, value_name = "RE")]
+    pub certificate_identity_regexp: Option<String>,
+    /// Keyless: the OIDC issuer the certificate must name.
+    #[arg(long, value_name = "ISS")]
+    pub certificate_oidc_issuer: Option<String>,
+    /// Keyless: a regular expression the certificate's OIDC issuer must match.
+    #[arg(long, value_name = "RE")]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+    /// Keyless: the sigstore trusted root (trusted_root.json: Fulcio CAs, Rekor and CT log
+    /// keys). Required: graft never fetches trust roots.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
+    /// Keyless: accept certificates without a verifiable SCT (a private Fulcio without a CT
+    /// log), as cosign's flag of the same name.
+    #[arg(long)]
+    pub insecure_ignore_sct: bool,
+}
+
+impl VerifyWith {
+    /// The library's form of the flags.
+    pub fn by(&self) -> VerifyBy {
+        VerifyBy {
+            key: self.key.clone(),
+            identity: self.certificate_identity.clone(),
+            identity_regexp: self.certificate_identity_regexp.clone(),
+            issuer: self.certificate_oidc_issuer.clone(),
+            issuer_regexp: self.certificate_oidc_issuer_regexp.clone(),
+            trusted_root: self.trusted_root.clone(),
+            ignore_sct: self.insecure_ignore_sct,
+        }
+    }
+}
+
 /// Arguments of `graft verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Public key: a PEM file or env://VAR.
-    #[arg(long)]
-    pub key: String,
+    /// A key or keyless.
+    #[command(flatten)]
+    pub with: VerifyWith,
     /// Also verify every manifest listed by an index (each must be signed).
     #[arg(long, short = 'r')]
     pub recursive: bool,
@@ -25,13 +72,14 @@ pub struct VerifyArgs {
 /// Run `graft verify`: exit 0 only when every digest asked about carries a valid signature
 /// by the key.
 pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let key = PublicKey::load(&args.key)?;
+    let by = args.with.by();
+    let loaded = load_verifier(&by)?;
     let reference: ImageRef = args.reference.parse()?;
     let ep = global.registry.endpoint(None)?;
-    let outcomes = verify_all(&reference, args.recursive, &key, &ep).await?;
+    let outcomes = verify_all(&reference, args.recursive, loaded.verifier(), &ep).await?;
     report(
         &args.reference,
-        &args.key,
+        &loaded.describe(&by),
         "signatures",
         outcomes,
         global,
@@ -41,10 +89,11 @@ pub async fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 
 /// Print what a verification found (JSON, or the verified documents on stdout and a summary on
 /// stderr) and fail with the first failure, listing the others. Shared by `verify` and
-/// `verify-attestation`; `what` names the verified items (`signatures`, `attestations`).
+/// `verify-attestation`; `by` says how (`key PATH`, `identity … from issuer …`), `what` names
+/// the verified items (`signatures`, `attestations`).
 pub fn report<T: serde::Serialize>(
     reference: &str,
-    key: &str,
+    by: &str,
     what: &str,
     outcomes: Vec<graft::Result<Vec<T>>>,
     global: &GlobalArgs,
@@ -74,7 +123,7 @@ pub fn report<T: serde::Serialize>(
             }
             if !global.quiet && failures.is_empty() {
                 eprintln!(
-                    "Verified {} digest(s) of {reference} with key {key}: {} valid {what}",
+                    "Verified {} digest(s) of {reference} with {by}: {} valid {what}",
                     results.len(),
                     results.iter().map(Vec::len).sum::<usize>()
                 );

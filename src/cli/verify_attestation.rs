@@ -1,19 +1,20 @@
-//! `graft verify-attestation --key PUB [--type TYPE] [--recursive] REF`.
+//! `graft verify-attestation (--key PUB | keyless flags) [--type TYPE] [--recursive] REF`.
 
 use clap::Args;
 
-use graft::ops::sign::verify_attestations_all;
+use graft::ops::sign::{load_verifier, verify_attestations_all};
 use graft::reference::ImageRef;
-use graft::sign::{predicate_type_uri, PublicKey};
+use graft::sign::predicate_type_uri;
 
+use super::verify::VerifyWith;
 use super::GlobalArgs;
 
 /// Arguments of `graft verify-attestation`.
 #[derive(Debug, Args)]
 pub struct VerifyAttestationArgs {
-    /// Public key: a PEM file or env://VAR.
-    #[arg(long)]
-    pub key: String,
+    /// A key or keyless.
+    #[command(flatten)]
+    pub with: VerifyWith,
     /// Only attestations of this predicate type (slsaprovenance1, …, or a URI).
     #[arg(long = "type", value_name = "TYPE")]
     pub predicate_type: Option<String>,
@@ -26,7 +27,8 @@ pub struct VerifyAttestationArgs {
 
 /// Run `graft verify-attestation`: prints the verified statements.
 pub async fn run(args: VerifyAttestationArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let key = PublicKey::load(&args.key)?;
+    let by = args.with.by();
+    let loaded = load_verifier(&by)?;
     let wanted = args
         .predicate_type
         .as_deref()
@@ -34,11 +36,17 @@ pub async fn run(args: VerifyAttestationArgs, global: &GlobalArgs) -> anyhow::Re
         .transpose()?;
     let reference: ImageRef = args.reference.parse()?;
     let ep = global.registry.endpoint(None)?;
-    let outcomes =
-        verify_attestations_all(&reference, args.recursive, &key, wanted.as_deref(), &ep).await?;
+    let outcomes = verify_attestations_all(
+        &reference,
+        args.recursive,
+        loaded.verifier(),
+        wanted.as_deref(),
+        &ep,
+    )
+    .await?;
     super::verify::report(
         &args.reference,
-        &args.key,
+        &loaded.describe(&by),
         "attestations",
         outcomes,
         global,

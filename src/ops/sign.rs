@@ -14,7 +14,8 @@ use crate::reference::ImageRef;
 use crate::sign::attach::{self, AttachReport};
 use crate::sign::verify::{FoundAttestation, VerifiedSignature};
 use crate::sign::{
-    verify_attestations, verify_signatures, AttestOptions, PublicKey, Repo, SignOptions, SigningKey,
+    verify_attestations, verify_attestations_with, verify_signatures_with, AttestOptions, Keyless,
+    Matcher, PublicKey, Repo, SignOptions, SigningKey, TrustedRoot, Verifier,
 };
 use crate::store::open::Endpoint;
 
@@ -105,35 +106,141 @@ pub async fn attach_all(
         .await
 }
 
-/// The signatures by `key` on every subject of `reference`: one outcome per subject (a
-/// subject without a valid signature is an `Err` naming what was found).
+/// How `verify` and `verify-attestation` check: the flags as given.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyBy {
+    /// `--key`: a public key file or `env://VAR`.
+    pub key: Option<String>,
+    /// `--certificate-identity`.
+    pub identity: Option<String>,
+    /// `--certificate-identity-regexp`.
+    pub identity_regexp: Option<String>,
+    /// `--certificate-oidc-issuer`.
+    pub issuer: Option<String>,
+    /// `--certificate-oidc-issuer-regexp`.
+    pub issuer_regexp: Option<String>,
+    /// `--trusted-root`: the sigstore trusted-root JSON file.
+    pub trusted_root: Option<std::path::PathBuf>,
+    /// `--insecure-ignore-sct`.
+    pub ignore_sct: bool,
+}
+
+/// What [`VerifyBy`] loads to: a key, or a keyless policy with its trusted root.
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    /// A public key.
+    Key(PublicKey),
+    /// Keyless.
+    Keyless(Box<Keyless>),
+}
+
+impl Loaded {
+    /// The verifier to pass down.
+    pub fn verifier(&self) -> Verifier<'_> {
+        match self {
+            Loaded::Key(k) => Verifier::Key(k),
+            Loaded::Keyless(k) => Verifier::Keyless(k),
+        }
+    }
+
+    /// How it verifies, for messages: `key PATH` or `identity … issued by …`.
+    pub fn describe(&self, by: &VerifyBy) -> String {
+        match self {
+            Loaded::Key(_) => format!("key {}", by.key.as_deref().unwrap_or("")),
+            Loaded::Keyless(k) => format!("identity {} from issuer {}", k.identity, k.issuer),
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> crate::Error {
+    crate::Error::Unsupported(msg.into())
+}
+
+fn matcher(exact: &Option<String>, re: &Option<String>, flag: &str) -> Result<Matcher> {
+    match (exact, re) {
+        (Some(_), Some(_)) => Err(usage(format!(
+            "--{flag} and --{flag}-regexp are alternatives: give one"
+        ))),
+        (Some(e), None) => Ok(Matcher::Exact(e.clone())),
+        (None, Some(r)) => regex::Regex::new(r).map(Matcher::Regex).map_err(|e| {
+            usage(format!(
+                "--{flag}-regexp {r:?} is not a regular expression: {e}"
+            ))
+        }),
+        (None, None) => Err(usage(format!(
+            "keyless verification needs --{flag} or --{flag}-regexp"
+        ))),
+    }
+}
+
+/// Check the flags (a key, or keyless flags with a trusted root: exactly one way) and load
+/// the key or the trusted root. Every problem is a usage error.
+pub fn load_verifier(by: &VerifyBy) -> Result<Loaded> {
+    let keyless = by.identity.is_some()
+        || by.identity_regexp.is_some()
+        || by.issuer.is_some()
+        || by.issuer_regexp.is_some()
+        || by.trusted_root.is_some()
+        || by.ignore_sct;
+    match (&by.key, keyless) {
+        (Some(_), true) => Err(usage(
+            "--key and the keyless flags (--certificate-identity, --certificate-oidc-issuer, \
+             --trusted-root) are alternatives: give one way to verify",
+        )),
+        (None, false) => Err(usage(
+            "give --key PUB, or --certificate-identity[-regexp] with \
+             --certificate-oidc-issuer[-regexp] and --trusted-root FILE for keyless signatures",
+        )),
+        (Some(k), false) => Ok(Loaded::Key(PublicKey::load(k)?)),
+        (None, true) => {
+            let identity = matcher(&by.identity, &by.identity_regexp, "certificate-identity")?;
+            let issuer = matcher(&by.issuer, &by.issuer_regexp, "certificate-oidc-issuer")?;
+            let Some(path) = &by.trusted_root else {
+                return Err(usage(
+                    "keyless verification needs --trusted-root FILE (the sigstore trusted_root \
+                     JSON, e.g. from `cosign trusted-root create` or the TUF repository): graft \
+                     never fetches trust roots",
+                ));
+            };
+            Ok(Loaded::Keyless(Box::new(Keyless {
+                root: TrustedRoot::load(path)?,
+                identity,
+                issuer,
+                ignore_sct: by.ignore_sct,
+            })))
+        }
+    }
+}
+
+/// The signatures on every subject of `reference` that `verifier` accepts: one outcome per
+/// subject (a subject without a valid signature is an `Err` naming what was found).
 pub async fn verify_all(
     reference: &ImageRef,
     recursive: bool,
-    key: &PublicKey,
+    verifier: Verifier<'_>,
     ep: &Endpoint,
 ) -> Result<Vec<Result<Vec<VerifiedSignature>>>> {
     let (repo, subjects) = targets(reference, ep, recursive, false).await?;
     let mut outcomes = Vec::new();
     for s in &subjects {
-        outcomes.push(verify_signatures(&repo, &s.digest, key).await);
+        outcomes.push(verify_signatures_with(&repo, &s.digest, verifier).await);
     }
     Ok(outcomes)
 }
 
-/// The attestations by `key` (of `predicate_type`, when given) on every subject of
-/// `reference`: one outcome per subject.
+/// The attestations that `verifier` accepts (of `predicate_type`, when given) on every
+/// subject of `reference`: one outcome per subject.
 pub async fn verify_attestations_all(
     reference: &ImageRef,
     recursive: bool,
-    key: &PublicKey,
+    verifier: Verifier<'_>,
     predicate_type: Option<&str>,
     ep: &Endpoint,
 ) -> Result<Vec<Result<Vec<FoundAttestation>>>> {
     let (repo, subjects) = targets(reference, ep, recursive, false).await?;
     let mut outcomes = Vec::new();
     for s in &subjects {
-        outcomes.push(verify_attestations(&repo, &s.digest, key, predicate_type).await);
+        outcomes.push(verify_attestations_with(&repo, &s.digest, verifier, predicate_type).await);
     }
     Ok(outcomes)
 }

@@ -7,6 +7,7 @@
 //!   tags (appending, never dropping others') and bundle referrers with the referrers
 //!   tag-schema fallback.
 //! - [`verify`]: checking them, with distinct failure kinds.
+//! - [`keyless`]: keyless (Fulcio certificate + Rekor entry) checks against a trusted root.
 //! - [`provenance`]: SLSA v1 provenance statements.
 //!
 //! Typical use (what `graft refresh --sign-key --provenance` does for each pushed manifest):
@@ -26,6 +27,7 @@
 pub mod attach;
 pub mod bundle;
 pub mod dsse;
+pub mod keyless;
 pub mod keys;
 pub mod payload;
 pub mod provenance;
@@ -33,10 +35,14 @@ pub mod repo;
 pub mod verify;
 
 pub use attach::{attest, sign, AttachReport, AttestOptions, Format, SignOptions};
+pub use keyless::{Keyless, Matcher, TrustedRoot};
 pub use keys::{PublicKey, SigningKey};
 pub use provenance::{BuilderInfo, Provenance, RefreshProvenance, ResourceDescriptor};
 pub use repo::Repo;
-pub use verify::{verify_attestations, verify_signatures, FailureKind, VerifyFailure};
+pub use verify::{
+    verify_attestations, verify_attestations_with, verify_signatures, verify_signatures_with,
+    FailureKind, Verifier, VerifyFailure,
+};
 
 /// The full predicate type URI for a `--type` value: cosign's short names
 /// (`slsaprovenance1`, `slsaprovenance02`, `slsaprovenance`, `spdx`, `spdxjson`, `cyclonedx`,

@@ -6,6 +6,10 @@
 //! signature over another digest, a tampered payload (content that no longer matches its
 //! digest, or a signature that names this key but does not match its payload), a signature
 //! by another key, a malformed signature, or no signature at all.
+//!
+//! Keyless signatures ([`Verifier::Keyless`]) are checked by [`crate::sign::keyless`]: the
+//! certificate and Rekor entry carried with each one (layer annotations, or the bundle's
+//! verification material) against a trusted root, and the identity and issuer asked for.
 
 use std::fmt;
 
@@ -22,6 +26,7 @@ use crate::sign::attach::{
 };
 use crate::sign::bundle::{Bundle, BundleContent};
 use crate::sign::dsse::{Envelope, Statement, IN_TOTO_PAYLOAD_TYPE};
+use crate::sign::keyless::{Check, Content, Keyless, KeylessError, KeylessVerified, Material};
 use crate::sign::keys::PublicKey;
 use crate::sign::payload::SimpleSigning;
 use crate::sign::repo::Repo;
@@ -36,6 +41,11 @@ pub enum FailureKind {
     Malformed,
     /// Signatures exist but were made with other keys.
     WrongKey,
+    /// Keyless signatures exist but do not verify against the trusted root (certificate
+    /// chain, validity at signing time, SCT, or transparency-log entry).
+    Untrusted,
+    /// Keyless signatures verify but were made by another identity or OIDC issuer.
+    WrongIdentity,
     /// Content was altered after signing.
     Tampered,
     /// A valid signature by this key, but over another digest.
@@ -90,6 +100,18 @@ impl fmt::Display for VerifyFailure {
             FailureKind::WrongKey => {
                 write!(f, "no {w} of {s} verifies with the given key: {details}")
             }
+            FailureKind::Untrusted => {
+                write!(
+                    f,
+                    "no {w} of {s} verifies against the trusted root: {details}"
+                )
+            }
+            FailureKind::WrongIdentity => {
+                write!(
+                    f,
+                    "no {w} of {s} was made by the expected identity: {details}"
+                )
+            }
             FailureKind::Tampered => write!(f, "a {w} of {s} was tampered with: {details}"),
             FailureKind::OtherDigest => {
                 write!(
@@ -117,6 +139,125 @@ fn failure(subject: String, what: &'static str, problems: Vec<Problem>) -> Error
     }))
 }
 
+/// How signatures are checked.
+#[derive(Debug, Clone, Copy)]
+pub enum Verifier<'a> {
+    /// With a public key.
+    Key(&'a PublicKey),
+    /// Keyless: certificate, transparency log, identity and issuer against a trusted root.
+    Keyless(&'a Keyless),
+}
+
+impl Problem {
+    /// The problem a failed keyless check is, located.
+    fn keyless(e: KeylessError) -> Problem {
+        let kind = match e.check {
+            Check::Malformed => FailureKind::Malformed,
+            Check::Signature => FailureKind::Tampered,
+            Check::Tlog | Check::Body | Check::Chain | Check::Expired | Check::Sct => {
+                FailureKind::Untrusted
+            }
+            Check::Identity | Check::Issuer => FailureKind::WrongIdentity,
+        };
+        Problem::new(kind, e.to_string())
+    }
+
+    fn not_keyless() -> Problem {
+        Problem::new(
+            FailureKind::WrongKey,
+            "signed with a key, not keyless (no certificate)",
+        )
+    }
+}
+
+/// The keyless material of a cosign `.sig`/`.att` layer, or the problem reading it.
+fn layer_material(layer: &Descriptor) -> std::result::Result<Material, Problem> {
+    match Material::from_annotations(|k| layer.annotation(k)) {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(Problem::not_keyless()),
+        Err(e) => Err(Problem::keyless(e)),
+    }
+}
+
+/// The keyless material of a bundle, or the problem reading it.
+fn bundle_material(raw: &[u8]) -> std::result::Result<Material, Problem> {
+    match Material::from_bundle(raw) {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(Problem::not_keyless()),
+        Err(e) => Err(Problem::keyless(e)),
+    }
+}
+
+/// A DSSE envelope verified keylessly: the first of its signatures that passes.
+fn keyless_envelope(
+    keyless: &Keyless,
+    material: &Material,
+    env: &Envelope,
+) -> std::result::Result<KeylessVerified, Problem> {
+    let payload = env
+        .payload_bytes()
+        .map_err(|e| Problem::new(FailureKind::Malformed, e))?;
+    let mut first = None;
+    for s in &env.signatures {
+        let Ok(sig) = B64.decode(&s.sig) else {
+            continue;
+        };
+        let content = Content::Dsse {
+            payload_type: &env.payload_type,
+            payload: &payload,
+        };
+        match keyless.verify(material, content, &sig) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(match first {
+        Some(e) => Problem::keyless(e),
+        None => Problem::new(
+            FailureKind::Malformed,
+            "the envelope has no base64 signature",
+        ),
+    })
+}
+
+/// The keyless verification core for one simple-signing layer: `payload` bytes, the base64
+/// signature annotation and the layer's certificate, chain and Rekor annotations.
+pub fn check_simple_signing_keyless(
+    payload: &[u8],
+    signature_b64: &str,
+    material: &Material,
+    keyless: &Keyless,
+    expected: &Digest,
+) -> std::result::Result<(SimpleSigning, KeylessVerified), Problem> {
+    let sig = B64.decode(signature_b64).map_err(|e| {
+        Problem::new(
+            FailureKind::Malformed,
+            format!("the signature annotation is not base64: {e}"),
+        )
+    })?;
+    let verified = keyless
+        .verify(material, Content::Payload(payload), &sig)
+        .map_err(Problem::keyless)?;
+    let parsed = SimpleSigning::parse(payload).map_err(|e| {
+        Problem::new(
+            FailureKind::Malformed,
+            format!("the signature verifies but its payload is not a cosign simple-signing payload: {e}"),
+        )
+    })?;
+    if parsed.digest != *expected {
+        return Err(Problem::new(
+            FailureKind::OtherDigest,
+            format!(
+                "the signature verifies but signs {}, not {expected}",
+                parsed.digest
+            ),
+        ));
+    }
+    Ok((parsed, verified))
+}
+
 /// A signature that verified.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifiedSignature {
@@ -130,6 +271,9 @@ pub struct VerifiedSignature {
     pub docker_reference: String,
     /// The verified payload, in cosign's `verify` output shape.
     pub payload: Value,
+    /// For a keyless signature: who signed, and when the log recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessVerified>,
 }
 
 /// An attestation that verified (or, from [`read_attestations`], was merely found).
@@ -145,10 +289,16 @@ pub struct FoundAttestation {
     pub predicate_type: String,
     /// The statement.
     pub statement: Value,
+    /// For a keyless attestation that verified: who signed, and when the log recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessVerified>,
     #[serde(skip)]
     envelope: Envelope,
     #[serde(skip)]
     hint: Option<String>,
+    /// Certificate and log entries, or why they could not be read (keyless only).
+    #[serde(skip)]
+    material: Option<std::result::Result<Material, Problem>>,
 }
 
 /// Classify a signature that does not verify, using the (unsigned) key hint.
@@ -320,6 +470,7 @@ pub async fn bundle_referrers(repo: &Repo, digest: &Digest) -> Result<Vec<Descri
 struct FoundBundle {
     location: String,
     bundle: Bundle,
+    raw: bytes::Bytes,
 }
 
 async fn collect_bundles(
@@ -372,7 +523,11 @@ async fn collect_bundles(
             }
         };
         match Bundle::parse(&bytes) {
-            Ok(bundle) => out.push(FoundBundle { location, bundle }),
+            Ok(bundle) => out.push(FoundBundle {
+                location,
+                bundle,
+                raw: bytes,
+            }),
             Err(e) => problems.push(Problem::new(
                 FailureKind::Malformed,
                 format!("{location}: {e}"),
@@ -393,6 +548,17 @@ pub async fn verify_signatures(
     repo: &Repo,
     digest: &Digest,
     key: &PublicKey,
+) -> Result<Vec<VerifiedSignature>> {
+    verify_signatures_with(repo, digest, Verifier::Key(key)).await
+}
+
+/// Verify that `digest` carries at least one signature that `verifier` accepts (by a key, or
+/// keyless), in either storage form. Returns every signature that verified; fails with a
+/// [`VerifyFailure`] otherwise.
+pub async fn verify_signatures_with(
+    repo: &Repo,
+    digest: &Digest,
+    verifier: Verifier<'_>,
 ) -> Result<Vec<VerifiedSignature>> {
     let mut verified = Vec::new();
     let mut problems = Vec::new();
@@ -421,19 +587,28 @@ pub async fn verify_signatures(
                     continue;
                 }
             };
-            match check_simple_signing(
-                &payload,
-                sig,
-                layer.annotation(KEY_HINT_ANNOTATION),
-                key,
-                digest,
-            ) {
-                Ok(p) => verified.push(VerifiedSignature {
+            let outcome = match verifier {
+                Verifier::Key(key) => check_simple_signing(
+                    &payload,
+                    sig,
+                    layer.annotation(KEY_HINT_ANNOTATION),
+                    key,
+                    digest,
+                )
+                .map(|p| (p, None)),
+                Verifier::Keyless(k) => layer_material(layer).and_then(|m| {
+                    check_simple_signing_keyless(&payload, sig, &m, k, digest)
+                        .map(|(p, v)| (p, Some(v)))
+                }),
+            };
+            match outcome {
+                Ok((p, keyless)) => verified.push(VerifiedSignature {
                     digest: digest.clone(),
                     form: "simple",
                     location,
                     docker_reference: p.docker_reference,
                     payload: serde_json::from_slice(&payload).unwrap_or(Value::Null),
+                    keyless,
                 }),
                 Err(p) => problems.push(p.at(&location)),
             }
@@ -457,20 +632,32 @@ pub async fn verify_signatures(
                 if statement.predicate_type() != COSIGN_SIGN_PREDICATE {
                     continue; // an attestation, not a signature
                 }
-                match env.verify(key) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        problems.push(bad_signature(hint, key).at(&location));
-                        continue;
+                let keyless = match verifier {
+                    Verifier::Key(key) => match env.verify(key) {
+                        Ok(true) => None,
+                        Ok(false) => {
+                            problems.push(bad_signature(hint, key).at(&location));
+                            continue;
+                        }
+                        Err(e) => {
+                            problems.push(Problem::new(
+                                FailureKind::Malformed,
+                                format!("{location}: {e}"),
+                            ));
+                            continue;
+                        }
+                    },
+                    Verifier::Keyless(k) => {
+                        match bundle_material(&found.raw).and_then(|m| keyless_envelope(k, &m, env))
+                        {
+                            Ok(v) => Some(v),
+                            Err(p) => {
+                                problems.push(p.at(&location));
+                                continue;
+                            }
+                        }
                     }
-                    Err(e) => {
-                        problems.push(Problem::new(
-                            FailureKind::Malformed,
-                            format!("{location}: {e}"),
-                        ));
-                        continue;
-                    }
-                }
+                };
                 if !statement.has_subject(digest) {
                     problems.push(Problem::new(
                         FailureKind::OtherDigest,
@@ -490,17 +677,32 @@ pub async fn verify_signatures(
                     location,
                     payload: payload_json(&reference, digest, COSIGN_SIGN_PREDICATE, optional),
                     docker_reference: reference,
+                    keyless,
                 });
             }
             BundleContent::MessageSignature {
                 digest: signed,
                 signature,
             } => {
-                let valid = key.verify_prehash(signed, signature);
-                if !valid {
-                    problems.push(bad_signature(hint, key).at(&location));
-                    continue;
-                }
+                let keyless = match verifier {
+                    Verifier::Key(key) => {
+                        if !key.verify_prehash(signed, signature) {
+                            problems.push(bad_signature(hint, key).at(&location));
+                            continue;
+                        }
+                        None
+                    }
+                    Verifier::Keyless(k) => match bundle_material(&found.raw).and_then(|m| {
+                        k.verify(&m, Content::Digest(signed), signature)
+                            .map_err(Problem::keyless)
+                    }) {
+                        Ok(v) => Some(v),
+                        Err(p) => {
+                            problems.push(p.at(&location));
+                            continue;
+                        }
+                    },
+                };
                 if hex::encode(signed) != digest.hex() {
                     problems.push(Problem::new(
                         FailureKind::OtherDigest,
@@ -517,6 +719,7 @@ pub async fn verify_signatures(
                     location,
                     docker_reference: String::new(),
                     payload: payload_json("", digest, "message-signature", Value::Null),
+                    keyless,
                 });
             }
         }
@@ -568,10 +771,10 @@ pub async fn read_attestations(
                 &mut found,
                 &mut problems,
                 digest,
-                "simple",
-                location,
+                ("simple", location),
                 envelope,
                 hint,
+                layer_material(layer),
             );
         }
     }
@@ -581,10 +784,10 @@ pub async fn read_attestations(
                 &mut found,
                 &mut problems,
                 digest,
-                "bundle",
-                b.location,
+                ("bundle", b.location),
                 env,
                 b.bundle.hint,
+                bundle_material(&b.raw),
             );
         }
     }
@@ -595,10 +798,10 @@ fn push_found(
     found: &mut Vec<FoundAttestation>,
     problems: &mut Vec<Problem>,
     digest: &Digest,
-    form: &'static str,
-    location: String,
+    (form, location): (&'static str, String),
     envelope: Envelope,
     hint: Option<String>,
+    material: std::result::Result<Material, Problem>,
 ) {
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
         problems.push(Problem::new(
@@ -618,8 +821,10 @@ fn push_found(
             location,
             predicate_type: st.predicate_type().to_string(),
             statement: st.value,
+            keyless: None,
             envelope,
             hint,
+            material: Some(material),
         }),
         Err(e) => problems.push(Problem::new(
             FailureKind::Malformed,
@@ -636,26 +841,54 @@ pub async fn verify_attestations(
     key: &PublicKey,
     predicate_type: Option<&str>,
 ) -> Result<Vec<FoundAttestation>> {
+    verify_attestations_with(repo, digest, Verifier::Key(key), predicate_type).await
+}
+
+/// Verify that `digest` carries at least one attestation that `verifier` accepts (of
+/// `predicate_type`, when given) whose statement names `digest`. Returns the ones that
+/// verified.
+pub async fn verify_attestations_with(
+    repo: &Repo,
+    digest: &Digest,
+    verifier: Verifier<'_>,
+    predicate_type: Option<&str>,
+) -> Result<Vec<FoundAttestation>> {
     let (found, mut problems) = read_attestations(repo, digest).await?;
     let mut verified = Vec::new();
     let mut other_types = Vec::new();
-    for a in found {
+    for mut a in found {
         if predicate_type.is_some_and(|t| t != a.predicate_type) {
             other_types.push(a.predicate_type.clone());
             continue;
         }
-        match a.envelope.verify(key) {
-            Ok(true) => {}
-            Ok(false) => {
-                problems.push(bad_signature(a.hint.as_deref(), key).at(&a.location));
-                continue;
-            }
-            Err(e) => {
-                problems.push(Problem::new(
-                    FailureKind::Malformed,
-                    format!("{}: {e}", a.location),
-                ));
-                continue;
+        match verifier {
+            Verifier::Key(key) => match a.envelope.verify(key) {
+                Ok(true) => {}
+                Ok(false) => {
+                    problems.push(bad_signature(a.hint.as_deref(), key).at(&a.location));
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(Problem::new(
+                        FailureKind::Malformed,
+                        format!("{}: {e}", a.location),
+                    ));
+                    continue;
+                }
+            },
+            Verifier::Keyless(k) => {
+                let outcome = match a.material.take() {
+                    Some(Ok(m)) => keyless_envelope(k, &m, &a.envelope),
+                    Some(Err(p)) => Err(p),
+                    None => Err(Problem::not_keyless()),
+                };
+                match outcome {
+                    Ok(v) => a.keyless = Some(v),
+                    Err(p) => {
+                        problems.push(p.at(&a.location));
+                        continue;
+                    }
+                }
             }
         }
         let st = Statement {

@@ -10,6 +10,7 @@ mod hostile_files;
 mod hostile_input;
 mod hostile_registry;
 mod hostile_verify;
+mod keyless;
 mod layer;
 mod layout;
 mod library;
