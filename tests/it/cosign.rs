@@ -432,8 +432,8 @@ fn refresh_signatures_and_provenance_verify_with_cosign_v2_and_v3() {
 }
 
 /// What cosign v2 writes by default (`cosign sign --recursive`, `cosign attest`, with `--key
-/// --tlog-upload=false`, for the index and every platform) is accepted by `graft verify -r` and `graft verify-attestation -r`, and
-/// refused with another key (exit 1).
+/// --tlog-upload=false`, for the index and every platform) is accepted by `graft verify -r`
+/// and `graft verify-attestation -r`, and refused with another key (exit 1).
 #[test]
 fn cosign_v2_tag_scheme_signatures_and_attestations_verify_with_graft() {
     let home = tempfile::tempdir().unwrap();
