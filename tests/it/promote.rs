@@ -606,3 +606,49 @@ fn tag_in_an_oci_layout_keeps_the_bytes_and_delete_there_is_refused() {
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     assert_eq!(after["manifests"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn tag_in_an_oci_archive_is_packed_once_with_the_new_tags() {
+    let home = tempfile::tempdir().unwrap();
+    let archive = home.path().join("sci.tar");
+    let src = format!("oci-archive:{}:2.4", archive.display());
+    run(
+        home.path(),
+        &[
+            "copy",
+            &format!("oci:{}:2.4", science_layout("jupyter-sci").display()),
+            &src,
+        ],
+    )
+    .ok();
+    let out = run(
+        home.path(),
+        &["-o", "json", "tag", &src, "stable", "v0.1.1"],
+    )
+    .ok()
+    .json();
+    assert_eq!(out["digest"], JUPYTER_INDEX, "{out}");
+    let listed = run(
+        home.path(),
+        &["ls", &format!("oci-archive:{}", archive.display())],
+    )
+    .ok()
+    .stdout;
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        vec!["2.4", "stable", "v0.1.1"]
+    );
+    let raw = |t: &str| {
+        run(
+            home.path(),
+            &[
+                "inspect",
+                "--raw",
+                &format!("oci-archive:{}:{t}", archive.display()),
+            ],
+        )
+        .ok()
+        .stdout
+    };
+    assert_eq!(raw("stable"), raw("2.4"));
+}
