@@ -20,6 +20,7 @@ mod mirror;
 mod oras;
 mod peers;
 mod pipe;
+mod promote;
 mod refresh;
 mod repo;
 mod sign;
