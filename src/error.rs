@@ -133,6 +133,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Input named on the command line is wrong: a sync file whose contents are invalid, a
+    /// library or layer that does not exist. Bad input (exit 2), unlike a document read from
+    /// a store or registry ([`Error::Invalid`]).
+    #[error("invalid {what}: {reason}")]
+    Input {
+        /// The file, directory or name given.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A blob stream failed on the reading side (the full error is reported by the engine).
     #[error("the source stream failed: {0}")]
     SourceStream(String),
@@ -268,6 +278,7 @@ impl Error {
                 | Error::InvalidDigest { .. }
                 | Error::InvalidPlatform { .. }
                 | Error::Unsupported(_)
+                | Error::Input { .. }
                 | Error::Layer { .. }
                 | Error::LayerSpec { .. }
                 | Error::Key { .. }

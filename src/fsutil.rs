@@ -87,6 +87,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, durability: Durability
     file.commit(durability)
 }
 
+/// Create `path` with `bytes` (through a temp file, as [`write_atomic`]) unless it exists:
+/// a file that appears meanwhile (another creator's) is kept, never replaced. Whether this
+/// call created it.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32, durability: Durability) -> Result<bool> {
+    let mut file = AtomicFile::create(path, mode)
+        .map_err(|e| Error::io("creating a temp file in", parent_dir(path), e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("writing", file.tmp.path(), e))?;
+    let AtomicFile { tmp, path } = file;
+    if durability == Durability::Synced {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("writing", tmp.path(), e))?;
+    }
+    match tmp.persist_noclobber(&path) {
+        Ok(_) => {}
+        // The temp file is removed when the error (holding it) is dropped.
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(Error::io("renaming a temp file to", &path, e.error)),
+    }
+    if durability == Durability::Synced {
+        sync_dir(parent_dir(&path))?;
+    }
+    Ok(true)
+}
+
 /// fsync a directory so that renames inside it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
@@ -139,8 +165,7 @@ impl OpenRefused {
 /// file's reads) and its type checked on the opened handle, so a file swapped for another
 /// kind after a check is caught too. The checked real path is opened with `O_NOFOLLOW`.
 pub fn open_regular(path: &Path, within: Option<&Path>) -> std::result::Result<File, OpenRefused> {
-    let mut flags = libc::O_NONBLOCK;
-    let target = match within {
+    match within {
         Some(root) => {
             let real = std::fs::canonicalize(path).map_err(OpenRefused::Io)?;
             if !real.starts_with(root) {
@@ -150,16 +175,37 @@ pub fn open_regular(path: &Path, within: Option<&Path>) -> std::result::Result<F
                     root.display()
                 )));
             }
-            flags |= libc::O_NOFOLLOW;
-            real
+            open_regular_nofollow(&real)
         }
-        None => path.to_path_buf(),
-    };
-    let file = std::fs::OpenOptions::new()
+        None => open_checked(path, libc::O_NONBLOCK),
+    }
+}
+
+/// Open `path` for reading if it is a regular file and not a symlink: for a file found (and
+/// checked) by path earlier, which may have been swapped since. A symlink in its last
+/// component is refused, not followed (`O_NOFOLLOW`), a FIFO does not block the open
+/// (`O_NONBLOCK`), and the type is checked on the opened handle (`fstat`), so what is read is
+/// what the check saw: a regular file at that name.
+pub fn open_regular_nofollow(path: &Path) -> std::result::Result<File, OpenRefused> {
+    open_checked(path, libc::O_NONBLOCK | libc::O_NOFOLLOW)
+}
+
+/// Open `path` with `flags`, then refuse anything but a regular file.
+fn open_checked(path: &Path, flags: i32) -> std::result::Result<File, OpenRefused> {
+    let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(flags)
-        .open(&target)
-        .map_err(OpenRefused::Io)?;
+        .open(path)
+    {
+        Ok(file) => file,
+        // What O_NOFOLLOW answers for a symlink.
+        Err(e) if flags & libc::O_NOFOLLOW != 0 && e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(OpenRefused::Refused(
+                "a symlink, not a regular file: graft does not follow it here".into(),
+            ))
+        }
+        Err(e) => return Err(OpenRefused::Io(e)),
+    };
     let meta = file.metadata().map_err(OpenRefused::Io)?;
     if !meta.is_file() {
         return Err(OpenRefused::Refused(format!(
@@ -291,5 +337,56 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
         assert_eq!(parent_dir(Path::new("f")), Path::new("."));
+    }
+
+    #[test]
+    fn nofollow_opens_refuse_links_and_fifos_on_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"data").unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"secret").unwrap();
+        let mut text = String::new();
+        open_regular_nofollow(&f)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "data");
+        // The checked file swapped for a link: refused, not followed.
+        std::fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink(&outside, &f).unwrap();
+        let err = open_regular_nofollow(&f).unwrap_err().into_error(&f);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid {}: a symlink, not a regular file: graft does not follow it here",
+                f.display()
+            )
+        );
+        // ... or for a FIFO: refused without blocking.
+        std::fs::remove_file(&f).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&f)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = open_regular_nofollow(&f).unwrap_err().into_error(&f);
+        assert!(
+            err.to_string().contains("a FIFO, not a regular file"),
+            "{err}"
+        );
+        assert!(open_regular_nofollow(&dir.path().join("nope"))
+            .unwrap_err()
+            .is_not_found());
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        assert!(write_new(&path, b"first", 0o600, Durability::Unsynced).unwrap());
+        assert!(!write_new(&path, b"second", 0o600, Durability::Synced).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

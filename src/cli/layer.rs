@@ -70,7 +70,11 @@ fn source_spec(args: &BuildArgs) -> anyhow::Result<LayerSpec> {
         }
         let dir = std::path::absolute(src)?;
         let (Some(name), Some(layers)) = (dir.file_name(), dir.parent()) else {
-            anyhow::bail!("{} is not a layer directory", src.display());
+            return Err(graft::Error::Input {
+                what: format!("layer directory {}", src.display()),
+                reason: "it has no name and parent directory".into(),
+            }
+            .into());
         };
         let compat = library::compat_from_layers(layers, &name.to_string_lossy())?;
         return Ok(compat.spec(mtime));
@@ -78,10 +82,16 @@ fn source_spec(args: &BuildArgs) -> anyhow::Result<LayerSpec> {
     let lib = args.library.clone().unwrap_or_else(|| PathBuf::from("."));
     let name = src.to_string_lossy();
     if name.contains('/') {
-        anyhow::bail!(
-            "{name} is not a directory, and a layer NAME has no '/': pass the NAME of a directory under {}",
-            lib.join("layers").display()
-        );
+        // A mistyped argument: bad input (exit 2).
+        return Err(graft::Error::Input {
+            what: format!("layer {name:?}"),
+            reason: format!(
+                "not a directory, and a layer NAME has no '/': pass the NAME of a directory \
+                 under {}",
+                lib.join("layers").display()
+            ),
+        }
+        .into());
     }
     let compat = library::compat_from_layers(&lib.join("layers"), &name)?;
     Ok(compat.spec(mtime))

@@ -3,6 +3,7 @@
 pub mod append;
 pub mod attest;
 pub mod copy;
+pub mod delete;
 pub mod generate_key_pair;
 pub mod inspect;
 pub mod layer;
@@ -11,9 +12,11 @@ pub mod mirror;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod promote;
 pub mod provenance;
 pub mod refresh;
 pub mod sign;
+pub mod tag;
 pub mod validate;
 pub mod verify;
 pub mod verify_attestation;
@@ -162,6 +165,12 @@ pub enum Command {
     VerifyAttestation(verify_attestation::VerifyAttestationArgs),
     /// Print the SLSA provenance attached to an image.
     Provenance(provenance::ProvenanceArgs),
+    /// Add tags to an image inside its repository: one manifest GET, one PUT per tag.
+    Tag(tag::TagArgs),
+    /// Tag the library's final images (their `{version}` digest) as stable or as a release.
+    Promote(promote::PromoteArgs),
+    /// Delete manifests from a registry, refusing when another tag points at one of them.
+    Delete(delete::DeleteArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

@@ -327,8 +327,7 @@ fn write_entries(entries: &[PlannedEntry], spec: &LayerSpec, out: &mut Blocks<'_
         );
         out.write_all(&header)?;
         if let PlannedKind::File { source, size } = &e.kind {
-            let mut file = std::fs::File::open(source)
-                .map_err(|err| Error::io("reading layer file", source, err))?;
+            let mut file = tree::open_source_file(source)?;
             out.copy_exact(&mut file, *size, source)?;
             out.write_all(&zeros[..tar::padding(*size)])?;
         }

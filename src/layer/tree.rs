@@ -9,6 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fsutil::{open_regular_nofollow, OpenRefused};
 
 use super::LayerSpec;
 
@@ -252,6 +253,21 @@ pub fn plan(spec: &LayerSpec) -> Result<Vec<PlannedEntry>> {
         entries.push(PlannedEntry { name, kind, mode });
     }
     Ok(entries)
+}
+
+/// Open the file `path` that the walk of a layer tree found (and `lstat`ed) as a regular file,
+/// to copy its bytes into the layer: without following a symlink or blocking on a FIFO swapped
+/// in since, and only if the opened handle is a regular file. Whatever replaced it is refused
+/// (naming the file), never read: a link to a file outside the tree does not put that file's
+/// bytes into the layer.
+pub(crate) fn open_source_file(path: &Path) -> Result<fs::File> {
+    open_regular_nofollow(path).map_err(|e| match e {
+        OpenRefused::Io(err) => Error::io("reading layer file", path, err),
+        OpenRefused::Refused(reason) => layer_error(
+            path,
+            format!("{reason} (it was a regular file when the layer tree was read)"),
+        ),
+    })
 }
 
 fn layer_error(path: &Path, reason: impl Into<String>) -> Error {
@@ -585,5 +601,40 @@ mod tests {
             .contains("more than 40 symlinks"));
         let long = "./".repeat(MAX_LINK_STEPS);
         assert!(resolve(&[], &long).unwrap_err().contains("steps"));
+    }
+
+    #[test]
+    fn a_layer_file_swapped_for_a_link_after_the_walk_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        let file = tree.join("key");
+        fs::write(&file, b"public").unwrap();
+        let outside = dir.path().join("secret");
+        fs::write(&outside, b"PRIVATE").unwrap();
+        let mut nodes = BTreeMap::new();
+        add_tree(&tree, &mut nodes).unwrap();
+        assert!(matches!(
+            nodes.values().next(),
+            Some(Node::File { size: 6, .. })
+        ));
+        // The walk saw a regular file; by the time it is opened it is a link out of the tree.
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&outside, &file).unwrap();
+        let err = open_source_file(&file).unwrap_err();
+        assert!(err.is_usage());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: a symlink, not a regular file: graft does not follow it here (it was a \
+                 regular file when the layer tree was read)",
+                file.display()
+            )
+        );
+        fs::remove_file(&file).unwrap();
+        fs::write(&file, b"public").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut open_source_file(&file).unwrap(), &mut text).unwrap();
+        assert_eq!(text, "public");
     }
 }

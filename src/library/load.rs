@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::fsutil::{open_regular_nofollow, OpenRefused};
+
 use crate::oci::{Digest, Platform};
 use crate::reference::{validate_tag, ImageRef};
 
@@ -267,17 +269,24 @@ impl Loader {
                 "io",
             )
         };
-        // Checked before opening (opening a fifo would block), on the resolved path (no link
-        // left in it), and again on the open file.
+        // Checked before opening, on the resolved path (no link left in it), for the message;
+        // then opened without following a link or blocking on a fifo swapped in since, and
+        // checked again on the open file.
         let meta = std::fs::symlink_metadata(&real).map_err(io)?;
         if !meta.is_file() {
             return Err(not_file(meta.file_type()));
         }
-        let file = std::fs::File::open(&real).map_err(io)?;
+        let file = match open_regular_nofollow(&real) {
+            Ok(file) => file,
+            Err(OpenRefused::Io(e)) => return Err(io(e)),
+            Err(OpenRefused::Refused(reason)) => {
+                return Err((
+                    format!("is {reason}; a library file must be a regular file"),
+                    "io",
+                ))
+            }
+        };
         let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
-            return Err(not_file(meta.file_type()));
-        }
         let too_big = || {
             (
                 format!(

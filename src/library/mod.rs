@@ -126,13 +126,17 @@ pub fn compat_from_layers(layers_dir: &Path, name: &str) -> Result<CompatLayer> 
         }
     }
     if !layers_dir.join(name).join("layer.yaml").exists() {
-        return Err(Error::NotFound {
-            what: format!("layer {name:?}"),
-            detail: Some(format!(
-                "no {} (layers there: {})",
+        // The name was given on the command line: bad input.
+        return Err(Error::Input {
+            what: format!("layer name {name:?}"),
+            reason: format!(
+                "there is no {} (layers there: {})",
                 layers_dir.join(name).join("layer.yaml").display(),
-                list(&layers_dir, true)?.join(", ")
-            )),
+                match list(&layers_dir, true)?.join(", ") {
+                    none if none.is_empty() => "none".to_string(),
+                    names => names,
+                }
+            ),
         });
     }
     let library = Library {
@@ -174,12 +178,19 @@ pub fn compat_from_layers(layers_dir: &Path, name: &str) -> Result<CompatLayer> 
 /// Check the library in `root`: every file, then the library as a whole. `Err` only when
 /// `root` is not a directory; everything else is a [`Problem`].
 pub fn validate(root: &Path) -> Result<Validation> {
-    let meta = std::fs::metadata(root).map_err(|e| Error::io("opening the library", root, e))?;
+    // The directory was given on the command line: missing, it is bad input.
+    let not_a_library = |reason: &str| Error::Input {
+        what: format!("library {}", root.display()),
+        reason: reason.into(),
+    };
+    let meta = match std::fs::metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_a_library("no such directory"))
+        }
+        meta => meta.map_err(|e| Error::io("opening the library", root, e))?,
+    };
     if !meta.is_dir() {
-        return Err(Error::Invalid {
-            what: format!("library {}", root.display()),
-            reason: "not a directory".into(),
-        });
+        return Err(not_a_library("not a directory"));
     }
     let root = std::path::absolute(root).map_err(|e| Error::io("resolving", root, e))?;
     let mut loader = load::Loader::new(&root);

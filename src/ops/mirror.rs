@@ -79,11 +79,12 @@ pub fn load_config(path: &Path) -> Result<MirrorConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::Unsupported(format!("cannot read the sync file {}: {e}", path.display()))
     })?;
-    let cfg: MirrorConfig = serde_yaml_ng::from_str(&text).map_err(|e| Error::Invalid {
+    // Its contents are input too: a mistake in them is bad input (exit 2).
+    let cfg: MirrorConfig = serde_yaml_ng::from_str(&text).map_err(|e| Error::Input {
         what: format!("sync file {}", path.display()),
         reason: e.to_string(),
     })?;
-    let bad = |reason: String| Error::Invalid {
+    let bad = |reason: String| Error::Input {
         what: format!("sync file {}", path.display()),
         reason,
     };
@@ -542,17 +543,6 @@ async fn mirror_one(
         .as_deref()
         .map(str::parse::<Platform>)
         .transpose()?;
-    if let (true, ImageRef::Layout(l) | ImageRef::Archive(l)) = (item.with_attachments, &dst_ref) {
-        if l.tag.as_deref().is_some_and(|t| t.contains('@')) {
-            // Attachments in a multi-image layout are named after their image's `host/repo:`
-            // namespace, which an entry named by digest does not have.
-            return Err(Error::Unsupported(format!(
-                "{}: attachments of a digest-pinned source cannot be exported into a layout \
-                 or archive; mirror it by tag, or without with_attachments",
-                item.source
-            )));
-        }
-    }
     // Resolved once: the root checked below is the root copied (see ops::copy).
     let src = Pinned::pin(open_source(&src_ref, ep).await?).await?;
     let repo = if item.with_attachments || verify_key.is_some() {

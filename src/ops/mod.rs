@@ -8,7 +8,9 @@
 //! - [`attachments`]: finding and copying signatures, attestations and referrers;
 //! - [`sign`]: signing, attesting and verifying images as CI steps;
 //! - [`inspect`]: an image's root, config or breadcrumbs (`graft inspect`);
-//! - [`copy`]: one image copy, with its attachments when asked (used by `copy` and `mirror`).
+//! - [`copy`]: one image copy, with its attachments when asked (used by `copy` and `mirror`);
+//! - [`tag`]: tags inside one repository, registry-cheap (`graft tag`, `delete`, `ls`);
+//! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`).
 
 pub mod append;
 pub mod attachments;
@@ -17,5 +19,7 @@ pub mod inspect;
 pub mod memo;
 pub mod mirror;
 pub mod plan;
+pub mod promote;
 pub mod refresh;
 pub mod sign;
+pub mod tag;

@@ -448,14 +448,33 @@ pub async fn bundle_referrers(repo: &Repo, digest: &Digest) -> Result<Vec<Descri
             list
         }
     };
-    Ok(all
-        .into_iter()
-        .filter(|d| {
-            d.artifact_type
-                .as_deref()
-                .is_some_and(|t| t.starts_with("application/vnd.dev.sigstore.bundle"))
-        })
-        .collect())
+    let is_bundle = |t: &str| t.starts_with("application/vnd.dev.sigstore.bundle");
+    let mut out = Vec::new();
+    for d in all {
+        match d.artifact_type.as_deref() {
+            Some(t) if is_bundle(t) => out.push(d),
+            // go-containerregistry lists a referrer under its config media type, not its
+            // `artifactType`: cosign v2's fallback index and ggcr's registry name cosign's
+            // bundles `application/vnd.oci.empty.v1+json`. Such an entry (or one without a
+            // type) is a bundle when its manifest says so; a manifest that cannot be read is
+            // kept, for collect_bundles to report.
+            None | Some(crate::oci::media_types::OCI_EMPTY) => {
+                let keep = match repo.manifest(&d).await {
+                    Ok(m) => {
+                        let v = m.view();
+                        v.artifact_type.as_deref().is_some_and(is_bundle)
+                            || v.layers.iter().any(|l| is_bundle(&l.media_type))
+                    }
+                    Err(_) => true,
+                };
+                if keep {
+                    out.push(d);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 /// A bundle found as a referrer of `digest`, with its location.

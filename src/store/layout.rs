@@ -26,8 +26,8 @@ use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result};
 use crate::fsutil::{
-    open_regular, parent_dir, read_limited, sync_dir, too_large_reason, write_atomic, Durability,
-    OpenRefused, TMP_PREFIX,
+    open_regular, parent_dir, read_limited, sync_dir, too_large_reason, write_atomic, write_new,
+    Durability, OpenRefused, TMP_PREFIX,
 };
 use crate::oci::{Descriptor, Digest, Digester, RawManifest};
 use crate::reference::LayoutRef;
@@ -113,42 +113,69 @@ impl Layout {
 
     /// Open a layout, creating it (directory, `oci-layout`, empty `index.json`) if needed.
     /// An existing non-empty directory without an `oci-layout` file is refused rather than
-    /// written into.
+    /// written into ([`Layout::check_writable`]). Safe against another creator of the same
+    /// directory at the same time: files that appear meanwhile are kept, never replaced.
     pub fn open_or_create(path: impl AsRef<Path>) -> Result<Layout> {
         let root = path.as_ref();
         std::fs::create_dir_all(root).map_err(|e| Error::io("creating directory", root, e))?;
         let marker = root.join(OCI_LAYOUT_FILE);
         if !exists(&marker)? {
-            // Only an empty directory becomes a layout (graft's own leftover temp files from an
-            // interrupted creation do not count).
-            let listing = std::fs::read_dir(root).map_err(|e| Error::io("listing", root, e))?;
-            let mut names = listing.filter_map(|e| e.ok().map(|e| e.file_name()));
-            if names.any(|n| !n.to_string_lossy().starts_with(TMP_PREFIX)) {
-                return Err(Error::Invalid {
-                    what: layout_what(root),
-                    reason: "the directory is not empty and has no oci-layout file; refusing to \
-                             turn it into an OCI layout"
-                        .into(),
-                });
-            }
-            write_atomic(&marker, OCI_LAYOUT_CONTENT, DOC_MODE, Durability::Synced)?;
+            Layout::check_writable(root)?;
+            write_new(&marker, OCI_LAYOUT_CONTENT, DOC_MODE, Durability::Synced)?;
         }
         let index = root.join(INDEX_FILE);
         if !exists(&index)? {
-            write_atomic(&index, &empty_index_bytes(), DOC_MODE, Durability::Synced)?;
+            write_new(&index, &empty_index_bytes(), DOC_MODE, Durability::Synced)?;
         }
         let blobs = root.join(BLOBS_DIR);
         std::fs::create_dir_all(&blobs).map_err(|e| Error::io("creating directory", &blobs, e))?;
         Layout::open(root)
     }
 
+    /// Whether [`Layout::open_or_create`] may write at `path`, checked without writing
+    /// anything: it does not exist, or is a directory that is empty or holds an `oci-layout`
+    /// file. (graft's own leftover temp files from an interrupted creation do not count.)
+    pub fn check_writable(path: &Path) -> Result<()> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("checking", path, e)),
+        };
+        if !meta.is_dir() {
+            return Err(Error::Invalid {
+                what: layout_what(path),
+                reason: "not a directory (for a tar of a layout use oci-archive:)".into(),
+            });
+        }
+        let marker = path.join(OCI_LAYOUT_FILE);
+        if exists(&marker)? {
+            return Ok(());
+        }
+        let listing = std::fs::read_dir(path).map_err(|e| Error::io("listing", path, e))?;
+        let mut names = listing.filter_map(|e| e.ok().map(|e| e.file_name()));
+        // A creator in another thread writes `oci-layout` first: once anything else is
+        // there, so is the marker (checked again, after the listing).
+        if names.any(|n| !n.to_string_lossy().starts_with(TMP_PREFIX)) && !exists(&marker)? {
+            return Err(Error::Invalid {
+                what: layout_what(path),
+                reason: "the directory is not empty and has no oci-layout file; refusing to \
+                         turn it into an OCI layout"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// The same layout, its `index.json` edits serialised with everything else `local` opens
     /// on it.
     pub fn sharing(self, local: &LocalStores) -> Result<Layout> {
-        Ok(Layout {
-            lock: local.index_lock(&self.real_root),
-            ..self
-        })
+        let lock = local.index_lock(&self.real_root);
+        Ok(self.with_lock(lock))
+    }
+
+    /// The same layout, its `index.json` edits serialised by `lock`.
+    fn with_lock(self, lock: Arc<Mutex<()>>) -> Layout {
+        Layout { lock, ..self }
     }
 
     /// The layout directory, as given.
@@ -403,78 +430,142 @@ impl Layout {
 /// Reads images from an OCI layout directory (`oci:DIR[:tag]`).
 #[derive(Debug, Clone)]
 pub struct LayoutSource {
-    layout: Layout,
+    /// The directory, as given.
+    path: PathBuf,
     tag: Option<String>,
+    /// The layout; `None` until a sink of this operation creates it
+    /// ([`LayoutSource::open_in`]).
+    layout: Arc<Mutex<Option<Layout>>>,
 }
 
 impl LayoutSource {
     /// Open the layout at `r.path` (which must exist). [`Source::resolve`] picks the entry
     /// tagged `r.tag`, or the only entry when there is no tag.
     pub fn open(r: LayoutRef) -> Result<LayoutSource> {
+        let layout = Layout::open(&r.path)?;
         Ok(LayoutSource {
-            layout: Layout::open(&r.path)?,
+            path: r.path,
             tag: r.tag,
+            layout: Arc::new(Mutex::new(Some(layout))),
         })
     }
 
-    /// The underlying layout.
-    pub fn layout(&self) -> &Layout {
-        &self.layout
+    /// [`LayoutSource::open`] within one operation: a layout that does not exist yet but that
+    /// a [`LayoutSink`] of `local` writes (it is created by the sink's first write) reads as
+    /// empty until then, every image, manifest and blob not found (a destination read to
+    /// merge into its own signatures, before anything was copied).
+    pub fn open_in(r: LayoutRef, local: &LocalStores) -> Result<LayoutSource> {
+        match LayoutSource::open(r.clone()) {
+            Err(Error::NotFound { .. }) if local.has_index_lock(&layout_key(&r.path)) => {
+                Ok(LayoutSource {
+                    path: r.path,
+                    tag: r.tag,
+                    layout: Arc::default(),
+                })
+            }
+            opened => opened,
+        }
+    }
+
+    /// The underlying layout (an error if it does not exist yet).
+    pub fn layout(&self) -> Result<Layout> {
+        let mut slot = self.layout.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(layout) = &*slot {
+            return Ok(layout.clone());
+        }
+        let layout = Layout::open(&self.path)?;
+        *slot = Some(layout.clone());
+        Ok(layout)
     }
 }
 
 #[async_trait]
 impl Source for LayoutSource {
     fn name(&self) -> String {
-        display_ref("oci", self.layout.path(), self.tag.as_deref())
+        display_ref("oci", &self.path, self.tag.as_deref())
     }
 
     async fn resolve(&self) -> Result<RawManifest> {
-        let desc = self.layout.resolve(self.tag.as_deref())?;
-        self.layout.read_manifest(&desc).await
+        let layout = self.layout()?;
+        let desc = layout.resolve(self.tag.as_deref())?;
+        layout.read_manifest(&desc).await
     }
 
     async fn manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
-        self.layout.read_manifest(desc).await
+        self.layout()?.read_manifest(desc).await
     }
 
     async fn blob(&self, desc: &Descriptor) -> Result<BlobStream> {
-        self.layout.read_blob(desc).await
+        self.layout()?.read_blob(desc).await
     }
 }
 
-/// Writes images into an OCI layout directory (created if needed).
+/// Writes images into an OCI layout directory (created on the first write).
 ///
 /// Manifests are stored as blobs, byte for byte; [`Sink::put_manifest`] does not touch
 /// `index.json`. Entries are recorded by [`Sink::put_tag`] (replacing the entry that holds the
 /// tag) and by [`Sink::put_root`], which the copy engine calls for a destination without a tag
 /// (`oci:DIR`): it lists the manifest **untagged**, once per digest, as `skopeo copy … oci:DIR`
 /// does, so the image stays reachable. An empty tag given to `put_tag` also means "untagged".
+///
+/// Opening writes nothing: the directory, `oci-layout` and `index.json` are created by the
+/// first write, so a copy refused while its source is walked (a hostile layout, a missing
+/// manifest) leaves no new directory behind. Until then the layout reads as empty.
 #[derive(Debug, Clone)]
 pub struct LayoutSink {
-    layout: Layout,
+    /// The directory, as given.
+    path: PathBuf,
     tag: Option<String>,
+    /// The `index.json` lock of this layout, shared by the operation ([`LocalStores`]).
+    lock: Arc<Mutex<()>>,
+    /// The layout once it exists (shared by clones: it is created once).
+    layout: Arc<Mutex<Option<Layout>>>,
 }
 
 impl LayoutSink {
-    /// Open (or create) the layout at `r.path`. `r.tag` is only used in [`Sink::name`]: the
-    /// caller says which tags to write.
+    /// Prepare to write the layout at `r.path`: refused now if it could not become one (a
+    /// non-empty directory that is no layout, a file), created on the first write. `r.tag` is
+    /// only used in [`Sink::name`]: the caller says which tags to write.
     pub fn open(r: LayoutRef, local: &LocalStores) -> Result<LayoutSink> {
-        Ok(LayoutSink {
-            layout: Layout::open_or_create(&r.path)?.sharing(local)?,
+        Layout::check_writable(&r.path)?;
+        let sink = LayoutSink {
+            lock: local.index_lock(&layout_key(&r.path)),
+            path: r.path,
             tag: r.tag,
-        })
+            layout: Arc::default(),
+        };
+        // An existing layout is opened (and checked) now, as a source would be.
+        sink.existing()?;
+        Ok(sink)
     }
 
-    /// The underlying layout.
-    pub fn layout(&self) -> &Layout {
-        &self.layout
+    /// The underlying layout, created if it does not exist yet.
+    pub fn layout(&self) -> Result<Layout> {
+        let mut slot = self.layout.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(layout) = &*slot {
+            return Ok(layout.clone());
+        }
+        let layout = Layout::open_or_create(&self.path)?.with_lock(self.lock.clone());
+        *slot = Some(layout.clone());
+        Ok(layout)
+    }
+
+    /// The layout if it exists (created by this sink, another of this operation, or before);
+    /// `None` while nothing has been written.
+    fn existing(&self) -> Result<Option<Layout>> {
+        {
+            let slot = self.layout.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_some() || !exists(&self.path.join(OCI_LAYOUT_FILE))? {
+                return Ok(slot.clone());
+            }
+        }
+        self.layout().map(Some)
     }
 
     /// Write the manifest blob and record it in `index.json` under `tag` (untagged if `None`).
     async fn put_entry(&self, manifest: &RawManifest, tag: Option<&str>) -> Result<()> {
         self.put_manifest(manifest).await?;
-        let layout = self.layout.clone();
+        let layout = self.layout()?;
         let desc = manifest.descriptor();
         let tag = tag.map(str::to_string);
         let index = layout.index_path();
@@ -487,31 +578,34 @@ impl LayoutSink {
 #[async_trait]
 impl Sink for LayoutSink {
     fn name(&self) -> String {
-        display_ref("oci", self.layout.path(), self.tag.as_deref())
+        display_ref("oci", &self.path, self.tag.as_deref())
     }
 
     fn scope(&self) -> String {
-        display_ref("oci", self.layout.path(), None)
+        display_ref("oci", &self.path, None)
     }
 
     async fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        self.layout.has_blob(desc)
+        match self.existing()? {
+            Some(layout) => layout.has_blob(desc),
+            None => Ok(false),
+        }
     }
 
     async fn put_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<()> {
-        self.layout.write_blob(desc, data).await
+        self.layout()?.write_blob(desc, data).await
     }
 
     async fn has_manifest(&self, desc: &Descriptor) -> Result<bool> {
-        self.layout.has_blob(desc)
+        self.has_blob(desc).await
     }
 
     async fn tag_digest(&self, tag: &str) -> Result<Option<Digest>> {
-        if tag.is_empty() {
-            return Ok(None);
-        }
-        Ok(self
-            .layout
+        let layout = match self.existing()? {
+            Some(layout) if !tag.is_empty() => layout,
+            _ => return Ok(None),
+        };
+        Ok(layout
             .entries()?
             .into_iter()
             .find(|d| d.annotation(REF_NAME) == Some(tag))
@@ -519,7 +613,7 @@ impl Sink for LayoutSink {
     }
 
     async fn put_manifest(&self, manifest: &RawManifest) -> Result<()> {
-        self.layout
+        self.layout()?
             .write_bytes(&manifest.descriptor(), manifest.bytes().clone())
             .await
     }
@@ -528,13 +622,9 @@ impl Sink for LayoutSink {
     /// listed already; `Ok(false)` when both were already there.
     async fn put_root(&self, manifest: &RawManifest) -> Result<bool> {
         let desc = manifest.descriptor();
-        if self.layout.has_blob(&desc)? {
-            let listed = self
-                .layout
-                .entries()?
-                .iter()
-                .any(|d| d.digest == desc.digest);
-            if listed {
+        if let Some(layout) = self.existing()? {
+            if layout.has_blob(&desc)? && layout.entries()?.iter().any(|d| d.digest == desc.digest)
+            {
                 return Ok(false);
             }
         }
@@ -545,6 +635,29 @@ impl Sink for LayoutSink {
     async fn put_tag(&self, manifest: &RawManifest, tag: &str) -> Result<()> {
         self.put_entry(manifest, (!tag.is_empty()).then_some(tag))
             .await
+    }
+}
+
+/// The key of the layout at `path` in [`LocalStores`], the same before and after the
+/// directory exists: its nearest existing ancestor resolved, the rest appended.
+fn layout_key(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+            }
+            _ => return path.to_path_buf(),
+        }
     }
 }
 
@@ -1090,6 +1203,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sink_creates_its_layout_on_the_first_write_only() {
+        let local = LocalStores::default();
+        let dir = tmp();
+        let root = dir.path().join("new").join("layout");
+        let img = image("lazy");
+        let sink = LayoutSink::open(lref(&root, Some("t")), &local).unwrap();
+        assert!(!sink.has_blob(&img.layer.0).await.unwrap());
+        assert_eq!(sink.tag_digest("t").await.unwrap(), None);
+        assert!(!root.exists() && !dir.path().join("new").exists());
+        // A second sink of the same operation sees what the first one creates, and both
+        // share one index lock (keyed the same before and after the directory exists).
+        let other = LayoutSink::open(lref(&root, None), &local).unwrap();
+        put(&sink, &img, "t").await;
+        assert_eq!(
+            other.tag_digest("t").await.unwrap(),
+            Some(img.manifest.digest().clone())
+        );
+        assert!(Arc::ptr_eq(&sink.lock, &other.lock));
+        assert!(Arc::ptr_eq(
+            &sink.lock,
+            &local.index_lock(&std::fs::canonicalize(&root).unwrap())
+        ));
+
+        // What could never become a layout is refused when opened, before any write.
+        let plain = dir.path().join("plain");
+        std::fs::create_dir(&plain).unwrap();
+        std::fs::write(plain.join("README"), "hi").unwrap();
+        let err = LayoutSink::open(lref(&plain, None), &local).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = LayoutSink::open(lref(&file, None), &local).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+
+    #[tokio::test]
     async fn put_manifest_does_not_touch_index() {
         let local = LocalStores::default();
         let dir = tmp();
@@ -1097,7 +1246,7 @@ mod tests {
         let sink = LayoutSink::open(lref(dir.path(), Some("t")), &local).unwrap();
         sink.put_manifest(&img.manifest).await.unwrap();
         assert!(sink.has_manifest(&img.manifest.descriptor()).await.unwrap());
-        assert!(sink.layout().entries().unwrap().is_empty());
+        assert!(sink.layout().unwrap().entries().unwrap().is_empty());
     }
 
     #[tokio::test]

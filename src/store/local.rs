@@ -34,6 +34,12 @@ impl LocalStores {
             .clone()
     }
 
+    /// Whether a layout sink of this operation has the layout at canonical path `key` open
+    /// (it may not have created it yet).
+    pub(crate) fn has_index_lock(&self, key: &Path) -> bool {
+        lock(&self.index_locks).contains_key(key)
+    }
+
     /// The writer state of the archive `path`, if a sink of this operation has it open.
     pub(crate) fn archive(&self, path: &Path) -> Option<Arc<ArchiveState>> {
         lock(&self.archives)

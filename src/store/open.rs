@@ -44,7 +44,7 @@ pub async fn open_source(r: &ImageRef, ep: &Endpoint) -> Result<Box<dyn Source>>
             let client = ep.pool.get(&ep.key, &d.registry, &ep.config)?;
             Box::new(RegistrySource::new(client, d.clone()))
         }
-        ImageRef::Layout(l) => Box::new(LayoutSource::open(l.clone())?),
+        ImageRef::Layout(l) => Box::new(LayoutSource::open_in(l.clone(), &ep.local)?),
         ImageRef::Archive(l) => Box::new(ArchiveSource::open(l.clone(), &ep.local)?),
     })
 }

@@ -241,13 +241,20 @@ impl Repository for RegistryRepository {
     }
 }
 
-/// The namespace of a layout entry name as `graft mirror` writes them (`host/repo:tag` →
-/// `host/repo`); `None` for a plain tag (plain tags never contain `:`).
+/// The namespace of a layout entry name as `graft mirror` writes them: `host/repo:tag`,
+/// `host/repo@sha256:…` (a digest-pinned source) and `host/repo:tag@sha256:…` all give
+/// `host/repo`; `None` for a plain tag (plain tags contain neither `:` nor `@`).
 pub fn layout_namespace(name: &str) -> Option<&str> {
-    match name.rsplit_once(':') {
-        Some((repo, _)) if !repo.is_empty() => Some(repo),
-        _ => None,
-    }
+    // The digest first: its own `:` (`sha256:…`) is not a tag separator.
+    let repo = match name.split_once('@') {
+        Some((named, _)) => match named.rsplit_once(':') {
+            // A tag has no `/`; what follows a registry's `host:port` does.
+            Some((repo, tag)) if !tag.contains('/') => repo,
+            _ => named,
+        },
+        None => name.rsplit_once(':')?.0,
+    };
+    (!repo.is_empty()).then_some(repo)
 }
 
 /// The entry name a layout repository opened for `image` stores the plain tag `tag` under
@@ -509,6 +516,27 @@ mod tests {
         );
         assert_eq!(layout_namespace("v1"), None);
         assert_eq!(layout_namespace(":v1"), None);
+        // Digest-pinned entries, with and without a tag, with and without a port.
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        for (name, ns) in [
+            (format!("reg.io/team/app@{digest}"), "reg.io/team/app"),
+            (format!("reg.io/team/app:1.0@{digest}"), "reg.io/team/app"),
+            (format!("localhost:5000/app@{digest}"), "localhost:5000/app"),
+            (
+                format!("localhost:5000/app:v1@{digest}"),
+                "localhost:5000/app",
+            ),
+        ] {
+            assert_eq!(layout_namespace(&name), Some(ns), "{name}");
+        }
+        assert_eq!(layout_namespace(&format!("@{digest}")), None);
+        let pinned: ImageRef = format!("oci:/x:localhost:5000/app@{digest}")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            layout_tag(&pinned, "sha256-ab.sig"),
+            "localhost:5000/app:sha256-ab.sig"
+        );
         let image: ImageRef = "oci:/x:reg.io/app:1.0".parse().unwrap();
         assert_eq!(
             layout_tag(&image, "sha256-ab.sig"),

@@ -550,3 +550,107 @@ fn missing_key_and_sync_files_and_invalid_libraries_are_bad_input() {
     }
     assert_eq!(entries(lib.path()), ["graft.yaml", "layers", "manifests"]);
 }
+
+#[test]
+fn invalid_sync_files_unknown_layers_and_missing_libraries_are_bad_input() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let out = dir.join("out");
+    let out_ref = format!("oci:{}", out.display());
+    for (content, message) in [
+        (
+            format!("destination: {out_ref}\nsource: []\n"),
+            "unknown field `source`, expected one of `destination`, `jobs`, `with_attachments`, \
+             `sources` at line 2 column 1",
+        ),
+        (
+            format!("destination: {out_ref}\nsources:\n  - repository: nowhere\n"),
+            "sources[0].repository: invalid reference \"nowhere\"",
+        ),
+        (
+            "destination: 42x\nsources: []\n".to_string(),
+            "destination: invalid reference \"42x\"",
+        ),
+    ] {
+        std::fs::write(dir.join("sync.yaml"), content).unwrap();
+        let run = refused(dir, &["mirror", "--config", "sync.yaml"], &[], 2);
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: invalid sync file sync.yaml: {message}")),
+            "{}",
+            run.stderr
+        );
+    }
+
+    let lib = library(&[]);
+    for (args, message) in [
+        (
+            vec!["layer", "build", "nosuch", "--file", "out.tar"],
+            format!(
+                "error: invalid layer name \"nosuch\": there is no {}/layers/nosuch/layer.yaml \
+                 (layers there: c)\n",
+                lib.path().display()
+            ),
+        ),
+        (
+            vec!["layer", "build", "no/such", "--file", "out.tar"],
+            "error: invalid layer \"no/such\": not a directory, and a layer NAME has no '/': \
+             pass the NAME of a directory under ./layers\n"
+                .to_string(),
+        ),
+        (
+            vec!["validate", "--library", "missing"],
+            "error: invalid library missing: no such directory\n".to_string(),
+        ),
+        (
+            vec!["validate", "--library", "graft.yaml"],
+            "error: invalid library graft.yaml: not a directory\n".to_string(),
+        ),
+        (
+            vec!["plan", "--library", "missing"],
+            "error: invalid library missing: no such directory\n".to_string(),
+        ),
+    ] {
+        let run = refused(lib.path(), &args, &[], 2);
+        assert_eq!(run.stderr, message, "{args:?}");
+    }
+    // Nothing written anywhere.
+    assert_eq!(entries(lib.path()), ["graft.yaml", "layers", "manifests"]);
+    assert!(!out.exists());
+    assert_eq!(entries(dir), ["sync.yaml"]);
+}
+
+#[test]
+fn a_layer_file_linked_out_of_the_tree_is_refused_naming_it() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("id_ed25519"), "PRIVATE-KEY-BYTES").unwrap();
+    let lib = library(&[("layers/c/files/etc/motd", "hello\n")]);
+    let link = lib.path().join("layers/c/files/etc/key");
+    // Relative, through as many `..` as it takes to leave the library.
+    let up = "../".repeat(lib.path().components().count() + 4);
+    let target = format!(
+        "{up}{}",
+        outside
+            .path()
+            .join("id_ed25519")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    symlink(&target, &link).unwrap();
+    let run = refused(
+        lib.path(),
+        &["layer", "build", "c", "--file", "out.tar"],
+        &[],
+        2,
+    );
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {}: the symlink target {target:?} points outside the tree\n",
+            std::path::absolute(&link).unwrap().display()
+        )
+    );
+    assert!(!run.all().contains("PRIVATE"));
+    assert_eq!(entries(lib.path()), ["graft.yaml", "layers", "manifests"]);
+}

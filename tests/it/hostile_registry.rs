@@ -454,3 +454,248 @@ fn a_401_after_an_open_ping_says_whether_credentials_were_sent() {
     );
     assert!(!run.all().contains("wrong"), "{}", run.all());
 }
+
+#[test]
+fn a_digest_pinned_signed_source_mirrors_with_its_signature_into_a_layout_or_archive() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let a = Registry::start(RegistryOpts::plain());
+    a.seed("astro-base", "sci/astro:1.0");
+    let (key, public) = crate::sign::keypair(home, home, "signer");
+    crate::sign::g(
+        home,
+        &[
+            "--tls-verify=false",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            &format!("docker://{}", a.image_ref("sci/astro:1.0")),
+        ],
+    )
+    .ok();
+    let pinned = crate::support::tools::sha256_digest(&a.raw("sci/astro:1.0"));
+    let name = format!("{}@{pinned}", a.image_ref("sci/astro"));
+    let sig_name = format!(
+        "{}:sha256-{}.sig",
+        a.image_ref("sci/astro"),
+        pinned.trim_start_matches("sha256:")
+    );
+    for dest in [
+        format!("oci:{}", home.join("layout").display()),
+        format!("oci-archive:{}", home.join("export.tar").display()),
+    ] {
+        let sync = home.join("sync.yaml");
+        std::fs::write(
+            &sync,
+            format!(
+                "destination: {dest}\nwith_attachments: true\nsources:\n  - repository: docker://{name}\n"
+            ),
+        )
+        .unwrap();
+        let run = crate::graft::capture(command(home).args([
+            "-q",
+            "-o",
+            "json",
+            "--tls-verify=false",
+            "--retries",
+            "0",
+            "mirror",
+            "--config",
+            sync.to_str().unwrap(),
+        ]))
+        .ok();
+        let v = run.json();
+        assert_eq!(
+            (v["copied"].as_u64(), v["failed"].as_u64()),
+            (Some(1), Some(0)),
+            "{dest}: {v}"
+        );
+        assert_eq!(v["images"][0]["digest"], pinned.as_str(), "{v}");
+        assert_eq!(v["images"][0]["attachments"]["found"], 1, "{v}");
+        // Read back: the image by its pinned name, its signature under the repository's
+        // namespace, verified with the signer's key.
+        let ls = crate::graft::capture(command(home).args(["-o", "json", "ls", &dest]))
+            .ok()
+            .json();
+        let names: Vec<&str> = ls
+            .as_array()
+            .or(ls["tags"].as_array())
+            .unwrap_or_else(|| panic!("{ls}"))
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert!(
+            names.contains(&name.as_str()) && names.contains(&sig_name.as_str()),
+            "{dest}: {names:?}"
+        );
+        crate::sign::g(
+            home,
+            &[
+                "verify",
+                "--key",
+                public.to_str().unwrap(),
+                &format!("{dest}:{name}"),
+            ],
+        )
+        .ok();
+    }
+}
+
+/// A TLS front on 127.0.0.1 (free port), with a new self-signed certificate for 127.0.0.1:
+/// every connection is decrypted and its bytes piped, as they are, to the plain-HTTP server
+/// at `upstream`. graft, trusting [`TlsFront::cert_dir`], sees a verified-TLS registry whose
+/// answers the server behind decides (the suite's [`Hostile`] server and proxy speak plain
+/// HTTP only). Stops when dropped.
+struct TlsFront {
+    addr: String,
+    cert_dir: tempfile::TempDir,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl TlsFront {
+    fn start(upstream: &str) -> TlsFront {
+        use tokio_rustls::rustls;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        ))];
+        let cert = params.self_signed(&key).unwrap();
+        let cert_dir = tempfile::tempdir().unwrap();
+        std::fs::write(cert_dir.path().join("ca.crt"), cert.pem()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = crate::support::block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the TLS front");
+        let addr = listener.local_addr().unwrap().to_string();
+        let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+        let upstream = upstream.to_string();
+        crate::support::runtime().spawn(async move {
+            loop {
+                let (client, _) = tokio::select! {
+                    _ = stop.changed() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(c) => c,
+                        Err(_) => continue,
+                    },
+                };
+                let acceptor = acceptor.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsFront {
+            addr,
+            cert_dir,
+            shutdown,
+        }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+#[test]
+fn an_upload_location_downgraded_to_plain_http_gets_no_credentials() {
+    let reg = Registry::plain();
+    let upstream = reg.addr().to_string();
+    // The listener the Location is moved to: it forwards to the registry, so that an upload
+    // it accepts lands, and records what reached it.
+    let foreign = Hostile::start({
+        let upstream = upstream.clone();
+        move |_| Reply::forward(&upstream)
+    });
+    let to = foreign.origin();
+    assert!(to.starts_with("http://127.0.0.1:"), "{to}");
+    let front = Hostile::start(basic_auth(move |r| {
+        if r.method == "POST" && r.path().ends_with("/blobs/uploads/") {
+            Reply::Forward {
+                upstream: upstream.clone(),
+                location_to: Some(to.clone()),
+            }
+        } else {
+            Reply::forward(&upstream)
+        }
+    }));
+    let tls = TlsFront::start(&front.addr());
+    let dest = format!("docker://{}/hostile/astro:1.0", tls.addr);
+    let copy = |verify: &str| {
+        let mut a = vec![
+            "-q".to_string(),
+            format!("--tls-verify={verify}"),
+            "--cert-dir".to_string(),
+            tls.cert_dir.path().display().to_string(),
+            "--retries".to_string(),
+            "0".to_string(),
+        ];
+        a.extend(
+            [
+                "copy",
+                &science_oci_ref("astro-base"),
+                &dest,
+                "--creds",
+                "u:p",
+            ]
+            .map(String::from),
+        );
+        graft_bounded(&a, Duration::from_secs(120)).0
+    };
+
+    // TLS verified: the plain-HTTP Location is refused, nothing is sent to it.
+    let run = copy("true").fails(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "the upload Location {}/v2/hostile/astro/blobs/uploads/",
+            foreign.origin()
+        )) && run
+            .stderr
+            .contains("is not HTTPS; refused while TLS verification is on"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        foreign.seen().is_empty(),
+        "requests reached the plain-HTTP Location: {:?}",
+        foreign.seen()
+    );
+    // The registry was reached over TLS, with credentials: the refusal is the Location's.
+    assert!(front.seen().iter().any(Seen::has_auth));
+    assert!(front.seen().iter().any(|r| r.method == "POST"));
+    let tags = crate::support::block_on({
+        let client = reg.http_client();
+        let url = format!("{}/v2/hostile/astro/tags/list", reg.base_url());
+        async move { client.get(&url).send().await.unwrap().status().as_u16() }
+    });
+    assert_eq!(tags, 404, "the image was pushed");
+
+    // Without verification the upload may continue there, but the credentials stay behind.
+    copy("false").ok();
+    let uploads = foreign.seen();
+    assert!(uploads.iter().any(|r| r.method == "PUT"), "{uploads:?}");
+    assert!(
+        uploads.iter().all(|r| !r.has_auth()),
+        "credentials went to plain HTTP: {uploads:?}"
+    );
+    assert!(!reg.raw("hostile/astro:1.0").is_empty());
+}

@@ -657,9 +657,11 @@ fn layer_build_reports_problems_of_its_chain_only() {
         run.stderr
     );
     assert!(!run.stderr.contains("layers/other"), "{}", run.stderr);
-    let run = run_in(lib.path(), &["layer", "build", "nope"]).fails(1);
+    // An unknown layer name is bad input.
+    let run = run_in(lib.path(), &["layer", "build", "nope"]).fails(2);
     assert!(
-        run.stderr.contains("layer \"nope\" not found"),
+        run.stderr
+            .contains("invalid layer name \"nope\": there is no "),
         "{}",
         run.stderr
     );

@@ -1,8 +1,10 @@
-//! graft's integration tests: real registries (Debian's docker-registry), real clients
-//! (skopeo, umoci, openssl), and the graft binary.
+//! graft's integration tests: real registries (Debian's docker-registry, and refreg with the
+//! referrers API), real clients (skopeo, umoci, openssl, cosign, crane, oras, regctl), and the
+//! graft binary.
 
 mod append;
 mod copy;
+mod cosign;
 mod crane_regctl;
 mod graft;
 mod harness;
@@ -19,6 +21,7 @@ mod mirror;
 mod oras;
 mod peers;
 mod pipe;
+mod promote;
 mod refresh;
 mod repo;
 mod sign;

@@ -179,7 +179,7 @@ fn mirror_failures_do_not_stop_the_others() {
     );
     // A bad sync file is bad input.
     std::fs::write(&cfg, "destination: oci:x\nsource: []\n").unwrap();
-    let run = capture(command(home.path()).args(["mirror", "--config"]).arg(&cfg)).fails(1);
+    let run = capture(command(home.path()).args(["mirror", "--config"]).arg(&cfg)).fails(2);
     assert!(
         run.stderr.contains("m.yaml") && run.stderr.contains("source"),
         "{}",

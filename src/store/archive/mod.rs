@@ -446,8 +446,11 @@ impl Sink for ArchiveSink {
         let _one = self.shared.committing.lock().await;
         let s = self.session().await?;
         let path = self.shared.path.clone();
-        if !s.dirty() {
-            if let (Some(p), false) = (s.partial.get(), s.resumed) {
+        // A new archive listing no image is not made: every copy into it failed (its blobs
+        // stay in the partial file, to be resumed, as after a failed copy that never commits).
+        let no_image = s.base.is_none() && s.lists_nothing();
+        if !s.dirty() || no_image {
+            if let (Some(p), false, false) = (s.partial.get(), s.resumed, s.wrote()) {
                 // Created by this run for a write that failed: only a copy of FILE's blobs.
                 p.wait_idle().await;
                 match std::fs::remove_file(p.path()) {
@@ -637,7 +640,20 @@ impl Session {
     }
 
     fn dirty(&self) -> bool {
-        self.wrote.load(Ordering::SeqCst) || *self.index() != self.base_index
+        self.wrote() || *self.index() != self.base_index
+    }
+
+    /// Whether a blob was written in this session.
+    fn wrote(&self) -> bool {
+        self.wrote.load(Ordering::SeqCst)
+    }
+
+    /// Whether `index.json` as it will be written lists no image.
+    fn lists_nothing(&self) -> bool {
+        self.index()
+            .get("manifests")
+            .and_then(Value::as_array)
+            .map_or(true, Vec::is_empty)
     }
 
     fn tag_digest(&self, tag: &str) -> Option<Digest> {
@@ -1290,13 +1306,13 @@ mod tests {
         for d in [&img.layer.0, &img.config.0] {
             files.push((
                 format!("./blobs/sha256/{}", d.digest.hex()),
-                sink.layout().blob_path(&d.digest),
+                sink.layout().unwrap().blob_path(&d.digest),
             ));
         }
         let md = img.manifest.descriptor();
         files.push((
             format!("./blobs/sha256/{}", md.digest.hex()),
-            sink.layout().blob_path(&md.digest),
+            sink.layout().unwrap().blob_path(&md.digest),
         ));
         for (name, path) in &files {
             let mut data = std::fs::read(path).unwrap();

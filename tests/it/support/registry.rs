@@ -51,6 +51,9 @@ pub struct RegistryOpts {
     pub auth: Auth,
     /// Serve HTTPS with a self-signed certificate (SAN IP:127.0.0.1, DNS:localhost).
     pub tls: bool,
+    /// Leave `storage.delete.enabled` off, as distribution ships: manifest DELETEs are
+    /// answered 405 `UNSUPPORTED`. (By default the test registry allows deletes.)
+    pub no_delete: bool,
 }
 
 impl RegistryOpts {
@@ -66,7 +69,7 @@ impl RegistryOpts {
                 user: user.into(),
                 pass: pass.into(),
             },
-            tls: false,
+            ..Self::default()
         }
     }
 
@@ -77,13 +80,19 @@ impl RegistryOpts {
                 user: user.into(),
                 pass: pass.into(),
             },
-            tls: false,
+            ..Self::default()
         }
     }
 
     /// The same options, served over TLS.
     pub fn with_tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// The same options, with manifest deletes refused (see [`RegistryOpts::no_delete`]).
+    pub fn without_delete(mut self) -> Self {
+        self.no_delete = true;
         self
     }
 }
@@ -177,11 +186,12 @@ impl Registry {
             let config = format!(
                 "version: 0.1\n\
                  log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
-                 storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
+                 storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: {delete}\n  \
                  maintenance:\n    uploadpurging:\n      enabled: false\n\
                  http:\n  addr: {addr}\n  secret: graft-test-secret\n{tls_yaml}\
                  {auth_yaml}",
                 storage = yaml_str(&root.join("storage")),
+                delete = !opts.no_delete,
             );
             let config_path = root.join("config.yml");
             fs::write(&config_path, config).unwrap();

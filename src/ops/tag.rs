@@ -1,0 +1,411 @@
+//! Tags inside one repository, registry-cheap (`graft tag`, `graft delete`, `graft ls
+//! --omit-digest-tags`).
+//!
+//! **A tag is one manifest PUT.** Within one repository the image's children and blobs are
+//! already there, so a new tag needs only the root's bytes: one GET of the source, then one
+//! PUT of exactly those bytes, with the media type they came with, per new tag. Nothing else
+//! is read (no child manifest, no blob HEAD): this is why `tag` is not a `copy`. A tag in
+//! another repository is a copy (its children and blobs must exist there) and is refused with
+//! a pointer to `graft copy`.
+//!
+//! **A delete takes every tag with it.** The distribution API deletes manifests by digest
+//! only, and a deleted manifest loses every tag that points at it. [`delete`] therefore finds
+//! every tag of the repository that points at the digest (one HEAD each) and refuses when one
+//! of them is not among the tags being deleted: deleting a branch tag must never take
+//! `stable` with it. Between that check and the DELETE another writer may still tag the
+//! digest; the registry has no conditional delete to close that window.
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::oci::{Digest, RawManifest};
+use crate::reference::{validate_tag, ImageRef};
+use crate::store::open::{open_repository, open_source, Endpoint};
+use crate::store::repo::{layout_namespace, Repository};
+
+/// HEAD requests in flight at once while finding the tags on a digest.
+const RESOLVE_JOBS: usize = 8;
+
+/// What [`tag`] wrote.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TagReport {
+    /// The source as given.
+    pub source: String,
+    /// The repository the tags were written in.
+    pub repository: String,
+    /// The digest every new tag points at (the source's root, as read once).
+    pub digest: Digest,
+    /// Its media type, sent with every PUT.
+    pub media_type: String,
+    /// The tags written, in order.
+    pub tags: Vec<String>,
+}
+
+/// The plain tag `arg` names in the repository of `source`: a tag (`stable`), or a reference
+/// in the same repository (`docker://host/repo:stable`, `oci:DIR:stable`). A reference in
+/// another repository is refused: tagging there is a copy.
+pub fn target_tag(source: &ImageRef, arg: &str) -> Result<String> {
+    let is_reference = ["docker://", "oci:", "oci-archive:"]
+        .iter()
+        .any(|p| arg.starts_with(p));
+    if !is_reference {
+        validate_tag(arg).map_err(|reason| Error::InvalidReference {
+            input: arg.to_string(),
+            reason: format!("{reason} (give a tag, or a reference in the source's repository)"),
+        })?;
+        return Ok(arg.to_string());
+    }
+    let target: ImageRef = arg.parse()?;
+    let elsewhere = || {
+        Error::Unsupported(format!(
+            "{arg} is not in the repository of {source}: a tag there is a copy (its child \
+             manifests and blobs must be there too); use `graft copy {source} {arg}`"
+        ))
+    };
+    let tag = match (source, &target) {
+        (ImageRef::Docker(s), ImageRef::Docker(t)) => {
+            if s.registry != t.registry || s.repository != t.repository {
+                return Err(elsewhere());
+            }
+            if t.digest.is_some() {
+                return Err(Error::InvalidReference {
+                    input: arg.to_string(),
+                    reason: "a tag is wanted here, not a digest".into(),
+                });
+            }
+            t.tag.clone().unwrap_or_else(|| "latest".into())
+        }
+        (ImageRef::Layout(s), ImageRef::Layout(t))
+        | (ImageRef::Archive(s), ImageRef::Archive(t)) => {
+            let ns = |tag: &Option<String>| {
+                tag.as_deref()
+                    .and_then(layout_namespace)
+                    .map(str::to_string)
+            };
+            if s.path != t.path || ns(&s.tag) != ns(&t.tag) {
+                return Err(elsewhere());
+            }
+            let Some(full) = &t.tag else {
+                return Err(Error::InvalidReference {
+                    input: arg.to_string(),
+                    reason: "no tag after the layout path".into(),
+                });
+            };
+            match layout_namespace(full) {
+                Some(ns) => full[ns.len() + 1..].to_string(),
+                None => full.clone(),
+            }
+        }
+        _ => return Err(elsewhere()),
+    };
+    validate_tag(&tag).map_err(|reason| Error::InvalidReference {
+        input: arg.to_string(),
+        reason,
+    })?;
+    Ok(tag)
+}
+
+/// Point every tag in `tags` (see [`target_tag`]) at the image `source` names, in its own
+/// repository: one manifest GET, then one PUT per tag of the bytes that GET returned. Every
+/// argument is checked before the first request; a missing source writes nothing.
+pub async fn tag(source: &ImageRef, tags: &[String], ep: &Endpoint) -> Result<TagReport> {
+    if tags.is_empty() {
+        return Err(Error::Unsupported("give at least one tag to add".into()));
+    }
+    let mut plain = Vec::new();
+    for t in tags {
+        let t = target_tag(source, t)?;
+        if !plain.contains(&t) {
+            plain.push(t);
+        }
+    }
+    // The source is read before the repository is opened for writing: opening a layout for
+    // writing creates it, and a missing source must leave nothing behind.
+    let root = open_source(source, ep)
+        .await?
+        .resolve()
+        .await
+        .map_err(|e| e.context(format!("reading {source} to tag it")))?;
+    let repo = open_repository(source, ep, true)?;
+    put_tags(repo.as_ref(), &root, &plain).await?;
+    Ok(TagReport {
+        source: source.to_string(),
+        repository: repo.name(),
+        digest: root.digest().clone(),
+        media_type: root.media_type().to_string(),
+        tags: plain,
+    })
+}
+
+/// Store `root` (its exact bytes) under every tag of `repo` in `tags`, then commit the
+/// repository's sink (an archive is packed once). One manifest PUT per tag on registries.
+pub async fn put_tags(repo: &dyn Repository, root: &RawManifest, tags: &[String]) -> Result<()> {
+    for t in tags {
+        repo.put_tag(root, t).await.map_err(|e| {
+            e.context(format!(
+                "tagging {} as {t} in {}",
+                root.digest(),
+                repo.name()
+            ))
+        })?;
+    }
+    repo.sink()?.commit().await
+}
+
+/// Whether `tag` is one graft and cosign derive from a digest: `sha256-<hex>` (a referrers
+/// fallback index) or `sha256-<hex>.sig`, `.att`, `.sbom` (cosign's attachments).
+pub fn is_digest_tag(tag: &str) -> bool {
+    let Some(rest) = tag.strip_prefix("sha256-") else {
+        return false;
+    };
+    let hex = match rest.split_once('.') {
+        Some((hex, "sig" | "att" | "sbom")) => hex,
+        Some(_) => return false,
+        None => rest,
+    };
+    hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The tags of the repository `r` names, without the digest-derived ones (see
+/// [`is_digest_tag`]) when `omit_digest_tags`.
+pub async fn list_tags(r: &ImageRef, ep: &Endpoint, omit_digest_tags: bool) -> Result<Vec<String>> {
+    let mut tags = open_repository(r, ep, false)?.list_tags().await?;
+    if omit_digest_tags {
+        tags.retain(|t| !is_digest_tag(t));
+    }
+    Ok(tags)
+}
+
+/// One manifest [`delete`] removes (or, in a dry run, would remove).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Deleted {
+    /// The repository.
+    pub repository: String,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The tags that pointed at it (all of them named by the request).
+    pub tags: Vec<String>,
+}
+
+/// What [`delete`] did.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeleteReport {
+    /// Nothing was deleted: the report says what would have been.
+    pub dry_run: bool,
+    /// The manifests deleted, in the order of the request.
+    pub deleted: Vec<Deleted>,
+}
+
+/// A manifest to delete: where, which, and the tags the request names on it.
+struct Target {
+    reference: ImageRef,
+    repo: Box<dyn Repository>,
+    digest: Digest,
+    named: Vec<String>,
+}
+
+/// Delete the manifests `references` name (tags or digests, registries only). First, for each
+/// manifest, every tag of its repository that points at it is found; when one of them is not
+/// named by `references`, nothing is deleted and the error names those tags. With `dry_run`,
+/// the same checks, and no DELETE.
+pub async fn delete(references: &[ImageRef], dry_run: bool, ep: &Endpoint) -> Result<DeleteReport> {
+    if references.is_empty() {
+        return Err(Error::Unsupported(
+            "give at least one reference to delete".into(),
+        ));
+    }
+    let mut targets: Vec<Target> = Vec::new();
+    for r in references {
+        let ImageRef::Docker(d) = r else {
+            return Err(Error::Unsupported(format!(
+                "{r}: graft delete works on registries; deleting from an OCI layout or archive \
+                 is not supported"
+            )));
+        };
+        let repo = open_repository(r, ep, false)?;
+        if !repo.capabilities().delete {
+            return Err(Error::Unsupported(format!(
+                "{}: this repository cannot delete manifests",
+                repo.name()
+            )));
+        }
+        // A tag is resolved with one HEAD; a digest is checked the same way (a DELETE of a
+        // missing manifest would fail anyway, a dry run must say so too).
+        let asked = d.reference();
+        let digest = repo.resolve(&asked).await?.ok_or_else(|| Error::NotFound {
+            what: r.to_string(),
+            detail: Some("nothing to delete".into()),
+        })?;
+        if let Some(pinned) = &d.digest {
+            if *pinned != digest {
+                return Err(Error::DigestMismatch {
+                    what: r.to_string(),
+                    expected: pinned.clone(),
+                    found: digest,
+                });
+            }
+        }
+        let named = match (&d.tag, &d.digest) {
+            (Some(t), None) => vec![t.clone()],
+            // `repo:tag@digest` names the digest: the tag is only a label, as in pulls.
+            _ => Vec::new(),
+        };
+        match targets
+            .iter_mut()
+            .find(|t| t.repo.name() == repo.name() && t.digest == digest)
+        {
+            Some(t) => {
+                for n in named {
+                    if !t.named.contains(&n) {
+                        t.named.push(n);
+                    }
+                }
+            }
+            None => targets.push(Target {
+                reference: r.clone(),
+                repo,
+                digest,
+                named,
+            }),
+        }
+    }
+    // Every tag on every digest, per repository (listed once each).
+    let mut listed: BTreeMap<String, Vec<(String, Option<Digest>)>> = BTreeMap::new();
+    for t in &targets {
+        if listed.contains_key(&t.repo.name()) {
+            continue;
+        }
+        let tags = t.repo.list_tags().await?;
+        let repo = t.repo.as_ref();
+        let resolved: Vec<(String, Option<Digest>)> = futures::stream::iter(tags)
+            .map(|tag| async move {
+                let d = repo.resolve(&tag).await?;
+                Ok::<_, Error>((tag, d))
+            })
+            .buffered(RESOLVE_JOBS)
+            .try_collect()
+            .await?;
+        listed.insert(t.repo.name(), resolved);
+    }
+    let mut report = DeleteReport {
+        dry_run,
+        deleted: Vec::new(),
+    };
+    for t in &targets {
+        let on_digest: Vec<String> = listed
+            .get(&t.repo.name())
+            .into_iter()
+            .flatten()
+            .filter(|(_, d)| d.as_ref() == Some(&t.digest))
+            .map(|(tag, _)| tag.clone())
+            .collect();
+        let others: Vec<&String> = on_digest.iter().filter(|x| !t.named.contains(x)).collect();
+        if !others.is_empty() {
+            let mut list: Vec<&str> = others.iter().map(|s| s.as_str()).collect();
+            list.sort_unstable();
+            return Err(Error::Invalid {
+                what: format!("request to delete {}", t.reference),
+                reason: format!(
+                    "{} is also tagged {}, and a registry deletes a manifest with every tag on \
+                     it, so nothing was deleted (name those tags too to delete them all, or \
+                     move them first)",
+                    t.digest,
+                    list.join(", ")
+                ),
+            });
+        }
+        report.deleted.push(Deleted {
+            repository: t.repo.name(),
+            digest: t.digest.clone(),
+            tags: on_digest,
+        });
+    }
+    if dry_run {
+        return Ok(report);
+    }
+    for (t, d) in targets.iter().zip(&report.deleted) {
+        t.repo.delete_manifest(&t.digest).await.map_err(|e| {
+            let refused = matches!(e.root(), Error::Registry { status: 405, .. });
+            let why = if refused {
+                " (the registry does not allow deletes; distribution needs \
+                 storage.delete.enabled: true in its configuration)"
+            } else {
+                ""
+            };
+            e.context(format!(
+                "deleting {}@{} (tags: {}){why}",
+                t.repo.name(),
+                d.digest,
+                if d.tags.is_empty() {
+                    "none".to_string()
+                } else {
+                    d.tags.join(", ")
+                }
+            ))
+        })?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_tags_are_recognised() {
+        let hex = "a".repeat(64);
+        for t in [
+            format!("sha256-{hex}"),
+            format!("sha256-{hex}.sig"),
+            format!("sha256-{hex}.att"),
+            format!("sha256-{hex}.sbom"),
+        ] {
+            assert!(is_digest_tag(&t), "{t}");
+        }
+        for t in [
+            "stable".to_string(),
+            "sha256-abc.sig".into(),
+            format!("sha256-{hex}.txt"),
+            format!("sha256-{}", "A".repeat(64)),
+            format!("sha512-{hex}"),
+            format!("sha256-{hex}x"),
+        ] {
+            assert!(!is_digest_tag(&t), "{t}");
+        }
+    }
+
+    #[test]
+    fn target_tags_stay_in_the_source_repository() {
+        let src: ImageRef = "docker://reg.example/team/app:1.0".parse().unwrap();
+        assert_eq!(target_tag(&src, "stable").unwrap(), "stable");
+        assert_eq!(
+            target_tag(&src, "docker://reg.example/team/app:v0.1.1").unwrap(),
+            "v0.1.1"
+        );
+        let other = target_tag(&src, "docker://reg.example/team/other:stable").unwrap_err();
+        assert!(other.to_string().contains("graft copy"), "{other}");
+        assert!(other.is_usage());
+        let bad = target_tag(&src, "-bad").unwrap_err();
+        assert!(bad.is_usage(), "{bad}");
+        assert!(bad.to_string().contains("\"-bad\""), "{bad}");
+        assert!(target_tag(
+            &src,
+            "docker://reg.example/team/app@sha256:".to_string().as_str()
+        )
+        .is_err());
+        assert!(target_tag(&src, "oci:/x:stable").unwrap_err().is_usage());
+
+        let layout: ImageRef = "oci:/lib/out:reg.io/app:1.0".parse().unwrap();
+        assert_eq!(
+            target_tag(&layout, "oci:/lib/out:reg.io/app:stable").unwrap(),
+            "stable"
+        );
+        assert!(target_tag(&layout, "oci:/lib/out:reg.io/other:stable").is_err());
+        assert!(target_tag(&layout, "oci:/elsewhere:reg.io/app:stable").is_err());
+        let plain: ImageRef = "oci:/lib/out:1.0".parse().unwrap();
+        assert_eq!(target_tag(&plain, "oci:/lib/out:stable").unwrap(), "stable");
+    }
+}
