@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use graft::layer::Compression;
 use graft::library::plan::Plan;
 use graft::library::Library;
 use graft::ops::plan::{changed_since, plan, revision, Missing};
+use graft::ops::shard::Shard;
 use graft::timestamp::Timestamp;
 
 use super::output::outln;
@@ -34,6 +35,24 @@ pub struct PlanArgs {
     /// reason (graft.yaml's change_ignore and rebuild_all apply).
     #[arg(long, value_name = "REV")]
     pub changed_since: Option<String>,
+    /// Only the images of shard I of N (by a stable hash of the name), as
+    /// `graft refresh --shard I/N` selects them.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Print only a CI job matrix of the selected images, one job per image name: a GitHub
+    /// Actions `strategy.matrix` (JSON `{"include":[…]}`, for fromJSON) or a GitLab
+    /// `parallel:matrix` (YAML list; with -o json, JSON). See docs/ci.md.
+    #[arg(long, value_name = "CI", value_enum)]
+    pub matrix: Option<MatrixFor>,
+}
+
+/// The CI system `--matrix` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MatrixFor {
+    /// GitHub Actions `strategy.matrix`.
+    Github,
+    /// GitLab CI `parallel:matrix`.
+    Gitlab,
 }
 
 /// Run `graft plan`.
@@ -60,12 +79,14 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         rev.created,
         args.compression,
         changes.as_ref(),
+        args.shard,
         ep.as_ref(),
     )
     .await?;
-    match global.output {
-        Output::Json => print_json(&plan)?,
-        Output::Text => print_text(&plan, global.verbose > 0)?,
+    match (args.matrix, global.output) {
+        (Some(ci), output) => print_matrix(&plan, ci, output, global.quiet)?,
+        (None, Output::Json) => print_json(&plan)?,
+        (None, Output::Text) => print_text(&plan, global.verbose > 0)?,
     }
     let missing = rev.library.missing_build_values(&rev.build);
     if let Some((_, first)) = missing.first() {
@@ -82,6 +103,40 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     if plan.has_errors() {
         anyhow::bail!("the plan has conflicts");
+    }
+    Ok(())
+}
+
+/// The matrix alone on stdout, one document: GitHub's is JSON on one line (for
+/// `$GITHUB_OUTPUT`) in both formats; GitLab's is YAML, or one line of JSON with `-o json`.
+fn print_matrix(plan: &Plan, ci: MatrixFor, output: Output, quiet: bool) -> anyhow::Result<()> {
+    use graft::ops::plan::{matrix, matrix_jobs, CiSystem};
+    let jobs = matrix_jobs(plan);
+    let (system, limit) = match ci {
+        MatrixFor::Github => (CiSystem::Github, 256),
+        MatrixFor::Gitlab => (CiSystem::Gitlab, 200),
+    };
+    let doc = matrix(&jobs, system);
+    match (ci, output) {
+        (MatrixFor::Gitlab, Output::Text) => {
+            outln!("{}", serde_yaml_ng::to_string(&doc)?.trim_end())?
+        }
+        _ => outln!("{}", serde_json::to_string(&doc)?)?,
+    }
+    if !quiet {
+        eprintln!(
+            "matrix: {} job{} for {} image{}",
+            jobs.len(),
+            if jobs.len() == 1 { "" } else { "s" },
+            plan.images.len(),
+            if plan.images.len() == 1 { "" } else { "s" },
+        );
+    }
+    if jobs.len() > limit {
+        eprintln!(
+            "warning: {} jobs exceed the CI's limit of {limit} per matrix; hint: split the library with --shard I/N (docs/ci.md)",
+            jobs.len()
+        );
     }
     Ok(())
 }

@@ -56,6 +56,10 @@ pub struct RefreshArgs {
     /// `graft plan --changed-since REV` lists them).
     #[arg(long, value_name = "REV")]
     pub changed_since: Option<String>,
+    /// Refresh only the images of shard I of N (by a stable hash of the name): N jobs with
+    /// 1/N … N/N refresh the selection exactly once between them.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<graft::ops::shard::Shard>,
 }
 
 /// Run `graft refresh`: one call to [`refresh`], rendered.
@@ -95,6 +99,14 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             changes.reasons(&m.rel).is_some() && (names.is_empty() || names.contains(&m.name))
         });
         names.clear();
+    }
+    if let Some(shard) = args.shard {
+        let of = lib.manifests().len();
+        lib = graft::ops::shard::select(lib, &names, shard)?;
+        names.clear();
+        if !global.quiet {
+            eprintln!("shard {shard}: {} of {of} image(s)", lib.manifests().len());
+        }
     }
     let work = tempfile::tempdir()?;
     let options = RefreshOptions {

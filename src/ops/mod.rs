@@ -10,7 +10,8 @@
 //! - [`inspect`]: an image's root, config or breadcrumbs (`graft inspect`);
 //! - [`copy`]: one image copy, with its attachments when asked (used by `copy` and `mirror`);
 //! - [`tag`]: tags inside one repository, registry-cheap (`graft tag`, `delete`, `ls`);
-//! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`).
+//! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
+//! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`).
 
 pub mod append;
 pub mod attachments;
@@ -21,5 +22,6 @@ pub mod mirror;
 pub mod plan;
 pub mod promote;
 pub mod refresh;
+pub mod shard;
 pub mod sign;
 pub mod tag;

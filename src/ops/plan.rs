@@ -7,6 +7,8 @@
 //! ([`revision`]: build values, times, each layer's last change) and which images a diff
 //! affects ([`changed_since`]).
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
 use crate::layer::{self, Compression, LayerDigests};
 use crate::library::changes::{affected, layer_inputs, ChangeSet};
@@ -14,6 +16,7 @@ use crate::library::git::Repo;
 use crate::library::plan::Plan;
 use crate::library::{BuildInfo, CompatLayer, Library};
 use crate::ops::refresh::{prepare, LayerCache, RefreshOptions};
+use crate::ops::shard::Shard;
 use crate::store::open::{open_source, Endpoint};
 use crate::timestamp::Timestamp;
 
@@ -146,7 +149,8 @@ pub fn changed_since(lib: &Library, repo: Option<&Repo>, since: &str) -> Result<
 }
 
 /// The plan of `lib` for `build` (layer times from the library, else `mtime`, layers
-/// compressed with `compression`); with `changes`, only the affected images; with `resolve`,
+/// compressed with `compression`); with `changes`, only the affected images; with `shard`,
+/// only its images (conflicts are still those of the whole library); with `resolve`,
 /// every science reference is resolved through it (one manifest read each).
 pub async fn plan(
     lib: &Library,
@@ -154,11 +158,17 @@ pub async fn plan(
     mtime: Timestamp,
     compression: Compression,
     changes: Option<&ChangeSet>,
+    shard: Option<Shard>,
     resolve: Option<&Endpoint>,
 ) -> Result<Plan> {
+    let in_shard = |name: &str| shard.map_or(true, |s| s.contains(name));
     let mut plan = Plan::new(lib, build, mtime, changes, |c| {
-        build_layer(c, mtime, compression)
+        match shard_uses(lib, changes, shard, &c.name) {
+            true => build_layer(c, mtime, compression),
+            false => Ok(None),
+        }
     })?;
+    plan.images.retain(|i| in_shard(&i.name));
     if let Some(ep) = resolve {
         let work = tempfile::tempdir()
             .map_err(|e| Error::io("creating a work directory", std::env::temp_dir(), e))?;
@@ -174,6 +184,7 @@ pub async fn plan(
             .manifests()
             .iter()
             .filter(|m| changes.map_or(true, |c| c.reasons(&m.rel).is_some()))
+            .filter(|m| in_shard(&m.name))
             .enumerate()
         {
             let src = open_source(&m.science.image.image, ep).await?;
@@ -207,4 +218,129 @@ fn build_layer(
     layer::build(&spec, compression, std::io::sink())
         .map(Some)
         .map_err(|e| e.context(format!("building compat layer {:?}", compat.name)))
+}
+
+/// Whether a selected image of `shard` has `layer` as its compat layer (with no shard: every
+/// layer a selected image uses, as [`Plan::new`] asks). Layers of other shards' images are
+/// not built: a shard's plan costs its share.
+fn shard_uses(
+    lib: &Library,
+    changes: Option<&ChangeSet>,
+    shard: Option<Shard>,
+    layer: &str,
+) -> bool {
+    let Some(shard) = shard else {
+        return true;
+    };
+    lib.manifests().iter().any(|m| {
+        m.compat == layer
+            && shard.contains(&m.name)
+            && changes.map_or(true, |c| c.reasons(&m.rel).is_some())
+    })
+}
+
+/// One job of a CI matrix: one final image name with all its manifests, because
+/// `graft refresh NAME` refreshes every manifest of a name (and a shard never splits a name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatrixJob {
+    /// The image name: what the job passes to `graft refresh`.
+    pub name: String,
+    /// Its versions in the plan, space-separated (for job titles and logs).
+    pub versions: String,
+    /// Its manifest files in the plan, space-separated.
+    pub manifests: String,
+}
+
+/// The CI system a matrix is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiSystem {
+    /// GitHub Actions: `strategy.matrix`, `{"include": [{"name": …}, …]}` (for `fromJSON`).
+    Github,
+    /// GitLab CI: `parallel:matrix`, a list of variable maps `[{"IMAGE": …}, …]`.
+    Gitlab,
+}
+
+/// The plan's images as matrix jobs, one per name, in the plan's order (first manifest of
+/// each name).
+pub fn matrix_jobs(plan: &Plan) -> Vec<MatrixJob> {
+    let mut jobs: Vec<MatrixJob> = Vec::new();
+    for img in &plan.images {
+        match jobs.iter_mut().find(|j| j.name == img.name) {
+            Some(j) => {
+                j.versions = format!("{} {}", j.versions, img.version);
+                j.manifests = format!("{} {}", j.manifests, img.manifest);
+            }
+            None => jobs.push(MatrixJob {
+                name: img.name.clone(),
+                versions: img.version.clone(),
+                manifests: img.manifest.clone(),
+            }),
+        }
+    }
+    jobs
+}
+
+/// The matrix document for `ci` (a value: the caller encodes it as JSON or YAML). Every
+/// value is a string (GitLab's variables are strings). No jobs give `{"include":[]}` or `[]`:
+/// valid documents that a workflow tests to skip its refresh jobs (see docs/ci.md).
+pub fn matrix(jobs: &[MatrixJob], ci: CiSystem) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let entries: Vec<Value> = jobs
+        .iter()
+        .map(|j| match ci {
+            CiSystem::Github => json!({
+                "name": j.name,
+                "versions": j.versions,
+                "manifests": j.manifests,
+            }),
+            CiSystem::Gitlab => json!({
+                "IMAGE": j.name,
+                "VERSIONS": j.versions,
+                "MANIFESTS": j.manifests,
+            }),
+        })
+        .collect();
+    match ci {
+        CiSystem::Github => json!({ "include": entries }),
+        CiSystem::Gitlab => Value::Array(entries),
+    }
+}
+
+#[cfg(test)]
+mod matrix_tests {
+    use super::*;
+
+    fn job(name: &str, versions: &str, manifests: &str) -> MatrixJob {
+        MatrixJob {
+            name: name.into(),
+            versions: versions.into(),
+            manifests: manifests.into(),
+        }
+    }
+
+    #[test]
+    fn github_and_gitlab_shapes() {
+        let jobs = [
+            job("a", "1.0", "manifests/a.yaml"),
+            job("b", "2.4 2.5", "manifests/b.yaml manifests/b25.yaml"),
+        ];
+        assert_eq!(
+            matrix(&jobs, CiSystem::Github).to_string(),
+            r#"{"include":[{"name":"a","versions":"1.0","manifests":"manifests/a.yaml"},{"name":"b","versions":"2.4 2.5","manifests":"manifests/b.yaml manifests/b25.yaml"}]}"#
+        );
+        assert_eq!(
+            matrix(&jobs, CiSystem::Gitlab).to_string(),
+            r#"[{"IMAGE":"a","VERSIONS":"1.0","MANIFESTS":"manifests/a.yaml"},{"IMAGE":"b","VERSIONS":"2.4 2.5","MANIFESTS":"manifests/b.yaml manifests/b25.yaml"}]"#
+        );
+    }
+
+    /// The exact bytes docs/ci.md tells workflows to compare against.
+    #[test]
+    fn empty_matrices_are_valid_documents() {
+        assert_eq!(
+            matrix(&[], CiSystem::Github).to_string(),
+            r#"{"include":[]}"#
+        );
+        assert_eq!(matrix(&[], CiSystem::Gitlab).to_string(), "[]");
+    }
 }

@@ -3,6 +3,7 @@
 //! graft binary.
 
 mod append;
+mod ci_scale;
 mod copy;
 mod cosign;
 mod crane_regctl;
