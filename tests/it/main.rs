@@ -3,6 +3,7 @@
 //! graft binary.
 
 mod append;
+mod branch_policy;
 mod copy;
 mod cosign;
 mod crane_regctl;
