@@ -206,7 +206,10 @@ pub struct BuildArgs {
     /// Commit for `{commit}` (default: `git rev-parse --short HEAD` in the library).
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
-    /// Branch for `{branch}` (default: the library's current git branch).
+    /// The branch the run is on: it decides the tags (graft.yaml's branch policy) and fills
+    /// `{branch}`. Default: the library's current git branch; on a detached HEAD, the CI's
+    /// variables (GITHUB_HEAD_REF, GITHUB_REF_NAME, CI_MERGE_REQUEST_SOURCE_BRANCH_NAME,
+    /// CI_COMMIT_REF_NAME, BRANCH_NAME, GIT_BRANCH).
     #[arg(long, value_name = "BRANCH")]
     pub branch: Option<String>,
 }
@@ -220,5 +223,11 @@ impl BuildArgs {
             commit: self.commit.clone(),
             branch: self.branch.clone(),
         }
+    }
+
+    /// The branch the CI's variables name (for a detached HEAD): the environment is read
+    /// here, at the edge.
+    pub fn ci_branch(&self) -> Option<String> {
+        graft::library::git::ci_branch(&|k: &str| std::env::var(k).ok())
     }
 }

@@ -62,9 +62,13 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let rev = revision(
         lib,
         &args.build.flags(),
+        args.build.ci_branch(),
         Timestamp::from_env()?,
         Missing::Preview,
     )?;
+    for w in &rev.warnings {
+        eprintln!("warning: {w}");
+    }
     let changes = match &args.changed_since {
         Some(since) => Some(changed_since(&rev.library, rev.repo.as_ref(), since)?),
         None => None,
@@ -176,6 +180,14 @@ fn print_text(plan: &Plan, verbose: bool) -> anyhow::Result<()> {
         for r in &img.references {
             outln!("  -> {r}")?;
         }
+        for row in &img.branch_tags {
+            let name = match row.default {
+                true => format!("{} (default)", row.branch),
+                false => row.branch.clone(),
+            };
+            let mark = if row.current { "  <- this run" } else { "" };
+            outln!("  on {name}: {}{mark}", row.tags.join(", "))?;
+        }
     }
     if verbose {
         for l in &plan.layers {
@@ -196,6 +208,15 @@ fn print_text(plan: &Plan, verbose: bool) -> anyhow::Result<()> {
                 outln!("  used by    {}", l.used_by.join(", "))?;
             }
         }
+    }
+    if let Some(b) = &plan.branch {
+        let what = match (b.is_default, &b.default_branch) {
+            (true, Some(_)) => "the default branch".to_string(),
+            (true, None) => "default branch unknown".to_string(),
+            (false, Some(d)) => format!("not the default branch {d}"),
+            (false, None) => "not the default branch".to_string(),
+        };
+        outln!("branch {} ({what})", b.name)?;
     }
     if let Some(c) = &plan.changes {
         outln!(

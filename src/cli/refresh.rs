@@ -76,7 +76,13 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     // SOURCE_DATE_EPOCH, when set, is read here; git is read by `revision`.
     let epoch = Timestamp::from_env()?;
-    let rev = revision(lib, &args.build.flags(), epoch, Missing::Refuse)?;
+    let rev = revision(
+        lib,
+        &args.build.flags(),
+        args.build.ci_branch(),
+        epoch,
+        Missing::Refuse,
+    )?;
     let mut lib = rev.library.clone();
     let mut names = args.names.clone();
     if let Some(since) = &args.changed_since {

@@ -303,7 +303,7 @@ pub fn glob_match(glob: &str, path: &str) -> bool {
     (1..=parts.len()).any(|n| segments_match(&globs, &parts[..n]))
 }
 
-fn segments_match(globs: &[&str], parts: &[&str]) -> bool {
+pub(crate) fn segments_match(globs: &[&str], parts: &[&str]) -> bool {
     match globs.split_first() {
         None => parts.is_empty(),
         Some((&"**", rest)) => (0..=parts.len()).any(|i| segments_match(rest, &parts[i..])),

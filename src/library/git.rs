@@ -118,6 +118,14 @@ impl Repo {
             .filter(|b| b != "HEAD")
     }
 
+    /// The default branch as the `origin` remote says it (`refs/remotes/origin/HEAD`, set by
+    /// `git clone` or `git remote set-head origin --auto`); `None` when it is not recorded.
+    pub fn remote_default_branch(&self) -> Option<String> {
+        self.line(&["symbolic-ref", "--quiet", "refs/remotes/origin/HEAD"])
+            .and_then(|r| r.strip_prefix("refs/remotes/origin/").map(str::to_string))
+            .filter(|b| !b.is_empty())
+    }
+
     /// The URL of the `origin` remote.
     pub fn origin_url(&self) -> Option<String> {
         self.line(&["remote", "get-url", "origin"])
@@ -282,5 +290,67 @@ impl Repo {
     pub fn file_at(&self, rev: &str, path: &str) -> Option<Vec<u8>> {
         let out = self.run(&["show", &format!("{rev}:./{path}")]).ok()?;
         out.ok.then_some(out.stdout)
+    }
+}
+
+/// The branch a CI job builds, from its variables (read by the binary and passed as `var`),
+/// for a detached HEAD: GitHub Actions (`GITHUB_HEAD_REF` in a pull request, else
+/// `GITHUB_REF_NAME` unless the ref is a tag), GitLab CI (`CI_MERGE_REQUEST_SOURCE_BRANCH_NAME`,
+/// else `CI_COMMIT_REF_NAME`), Jenkins (`BRANCH_NAME`, else `GIT_BRANCH` without its
+/// `origin/`). Empty values count as unset.
+pub fn ci_branch(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let get = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+    if let Some(b) = get("GITHUB_HEAD_REF") {
+        return Some(b);
+    }
+    if get("GITHUB_REF_TYPE").as_deref() != Some("tag") {
+        if let Some(b) = get("GITHUB_REF_NAME") {
+            return Some(b);
+        }
+    }
+    get("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME")
+        .or_else(|| get("CI_COMMIT_REF_NAME"))
+        .or_else(|| get("BRANCH_NAME"))
+        .or_else(|| {
+            get("GIT_BRANCH").map(|b| match b.strip_prefix("origin/") {
+                Some(rest) if !rest.is_empty() => rest.to_string(),
+                _ => b,
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn ci_variables_name_the_branch() {
+        assert_eq!(ci_branch(&env(&[])), None);
+        let pr = [
+            ("GITHUB_HEAD_REF", "fix/x"),
+            ("GITHUB_REF_NAME", "12/merge"),
+        ];
+        assert_eq!(ci_branch(&env(&pr)).as_deref(), Some("fix/x"));
+        let push = [("GITHUB_HEAD_REF", ""), ("GITHUB_REF_NAME", "main")];
+        assert_eq!(ci_branch(&env(&push)).as_deref(), Some("main"));
+        let tag = [("GITHUB_REF_TYPE", "tag"), ("GITHUB_REF_NAME", "v1")];
+        assert_eq!(ci_branch(&env(&tag)), None);
+        let mr = [
+            ("CI_COMMIT_REF_NAME", "main"),
+            ("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", "feat"),
+        ];
+        assert_eq!(ci_branch(&env(&mr)).as_deref(), Some("feat"));
+        let jenkins = [("GIT_BRANCH", "origin/dev")];
+        assert_eq!(ci_branch(&env(&jenkins)).as_deref(), Some("dev"));
+        let jenkins = [("BRANCH_NAME", "PR-7"), ("GIT_BRANCH", "origin/dev")];
+        assert_eq!(ci_branch(&env(&jenkins)).as_deref(), Some("PR-7"));
     }
 }

@@ -414,6 +414,8 @@ impl Loader {
             tags: DEFAULT_TAGS.iter().map(|s| s.to_string()).collect(),
             change_ignore: Vec::new(),
             rebuild_all: Vec::new(),
+            default_branch: None,
+            branches: Vec::new(),
         };
         if !file.exists() {
             self.problems.push(Problem::error(
@@ -474,7 +476,51 @@ impl Loader {
                 _ => settings.rebuild_all = globs,
             }
         }
+        settings.default_branch = text_of(&node, "default_branch");
+        settings.branches = self.branch_rules(rel, &node);
         settings
+    }
+
+    /// `branches:` of `graft.yaml`: each pattern and tag template checked, each problem at
+    /// its line (an unknown placeholder, a pattern or expansion that is not valid).
+    fn branch_rules(&mut self, rel: &str, node: &Node) -> Vec<super::branches::BranchRule> {
+        let mut out = Vec::new();
+        for (i, item) in node
+            .get("branches")
+            .map(Node::items)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let Some(branch) = text_of(item, "branch") else {
+                continue;
+            };
+            let at = |k: &str| vec![key("branches"), Seg::Index(i), key(k)];
+            if let Err(m) = super::changes::check_glob(&branch) {
+                self.error(rel, &at("branch"), m, "glob");
+            }
+            let tags = string_list(item.get("tags"));
+            for (j, t) in tags.iter().enumerate() {
+                let mut path = at("tags");
+                path.push(Seg::Index(j));
+                if let Err(m) = template::check(t, &TAG_PLACEHOLDERS) {
+                    self.error(rel, &path, m, "template");
+                    continue;
+                }
+                // Expanded with sample values, it must be a valid tag.
+                let tag = template::expand_tag(t, "1.0", &BuildInfo::sentinel());
+                if let Err(reason) = validate_tag(&tag) {
+                    self.error(
+                        rel,
+                        &path,
+                        format!("tag template {t:?} gives {tag:?} for version \"1.0\", which is not a valid tag: {reason}"),
+                        "template",
+                    );
+                }
+            }
+            out.push(super::branches::BranchRule { branch, tags });
+        }
+        out
     }
 
     pub(crate) fn manifest(

@@ -13,6 +13,7 @@
 //! ([`Library::compat`]), the final references ([`Library::references`]), labels and
 //! annotations ([`Library::labels`], [`Library::annotations`]).
 
+pub mod branches;
 pub mod changes;
 pub mod git;
 pub mod load;
@@ -48,6 +49,9 @@ pub struct Library {
     /// Per layer, the time of the last commit that touched its `layer.yaml` or `files/` (set by
     /// [`Library::with_layer_times`]); a chain's time is the latest of its layers'.
     layer_times: BTreeMap<String, Timestamp>,
+    /// The branch the run is on (set by [`Library::with_branch`]); none writes the
+    /// manifests' own tags, as outside git.
+    branch: Option<branches::Branch>,
 }
 
 /// The result of checking a library: what could be loaded, and every problem found.
@@ -150,10 +154,13 @@ pub fn compat_from_layers(layers_dir: &Path, name: &str) -> Result<CompatLayer> 
             tags: Vec::new(),
             change_ignore: Vec::new(),
             rebuild_all: Vec::new(),
+            default_branch: None,
+            branches: Vec::new(),
         },
         manifests: Vec::new(),
         layers,
         layer_times: BTreeMap::new(),
+        branch: None,
     };
     loader.layer_checks(&library);
     let mut chain_files: Vec<String> = library
@@ -232,6 +239,7 @@ pub fn validate(root: &Path) -> Result<Validation> {
         manifests,
         layers,
         layer_times: BTreeMap::new(),
+        branch: None,
     };
     loader.cross_checks(&library);
     let mut problems = loader.problems;
@@ -303,6 +311,85 @@ impl Library {
         self
     }
 
+    /// The same library on `branch` (from [`crate::ops::plan::revision`]): tags follow the
+    /// branch policy ([`branches`]).
+    pub fn with_branch(mut self, branch: Option<branches::Branch>) -> Library {
+        self.branch = branch;
+        self
+    }
+
+    /// The branch the library is on, if known.
+    pub fn branch(&self) -> Option<&branches::Branch> {
+        self.branch.as_ref()
+    }
+
+    /// The tag templates `m` writes on the library's branch: the manifest's `tags` on the
+    /// default branch (or with no branch, as outside git), else the branch policy's.
+    pub fn templates<'a>(&'a self, m: &'a Manifest) -> Vec<&'a str> {
+        match &self.branch {
+            Some(b) if !b.is_default => branches::rule_for(&self.settings.branches, &b.name).1,
+            _ => m.tags.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// `m`'s tags on every branch, as `graft plan` shows them: the default branch's, each
+    /// `branches:` entry's, then the fallback for other branches (when no entry is `**`),
+    /// expanded for `build` (unknown values kept visible); the row the run writes is marked.
+    pub fn branch_table(&self, m: &Manifest, build: &BuildInfo) -> Vec<branches::BranchTags> {
+        // Rows other than the run's keep `{branch}` visible: they are for other branches.
+        let other = BuildInfo {
+            branch: None,
+            ..build.clone()
+        };
+        let row = |branch: String, default: bool, templates: Vec<&str>, current: bool| {
+            let b = if current { build } else { &other };
+            branches::BranchTags {
+                branch,
+                default,
+                tags: templates
+                    .into_iter()
+                    .map(|t| template::expand_tag(t, &m.version, b))
+                    .collect(),
+                current,
+            }
+        };
+        let current_rule = match &self.branch {
+            Some(b) if !b.is_default => {
+                Some(branches::rule_for(&self.settings.branches, &b.name).0)
+            }
+            _ => None,
+        };
+        let default_name = self
+            .branch
+            .as_ref()
+            .and_then(|b| b.default_branch.clone())
+            .or_else(|| self.settings.default_branch.clone())
+            .unwrap_or_else(|| "(default branch)".into());
+        let mut out = vec![row(
+            default_name,
+            true,
+            m.tags.iter().map(String::as_str).collect(),
+            current_rule.is_none(),
+        )];
+        for (i, r) in self.settings.branches.iter().enumerate() {
+            out.push(row(
+                r.branch.clone(),
+                false,
+                r.tags.iter().map(String::as_str).collect(),
+                current_rule == Some(Some(i)),
+            ));
+        }
+        if !self.settings.branches.iter().any(|r| r.branch == "**") {
+            out.push(row(
+                "**".into(),
+                false,
+                branches::OTHER_BRANCH_TAGS.to_vec(),
+                current_rule == Some(None),
+            ));
+        }
+        out
+    }
+
     /// The same library with only the manifests `keep` accepts (`--changed-since`).
     pub fn retain_manifests(mut self, keep: impl Fn(&Manifest) -> bool) -> Library {
         self.manifests.retain(|m| keep(m));
@@ -315,7 +402,7 @@ impl Library {
     pub fn missing_build_values(&self, build: &BuildInfo) -> Vec<(&'static str, String)> {
         let mut out: Vec<(&'static str, String)> = Vec::new();
         for m in &self.manifests {
-            for t in &m.tags {
+            for t in self.templates(m) {
                 for v in template::missing(t, build) {
                     if !out.iter().any(|(n, _)| *n == v) {
                         out.push((v, format!("tag template {t:?} of {}", m.rel)));
@@ -445,8 +532,8 @@ impl Library {
     /// The tags of `m` for `build`; placeholders without a value stay as `{build}` etc.
     /// (a preview, as `graft plan` shows it).
     pub fn tag_preview(&self, m: &Manifest, build: &BuildInfo) -> Vec<String> {
-        m.tags
-            .iter()
+        self.templates(m)
+            .into_iter()
             .map(|t| template::expand_tag(t, &m.version, build))
             .collect()
     }
@@ -454,7 +541,7 @@ impl Library {
     /// The tags of `m` for `build`; an error names the template and the missing value.
     pub fn tags(&self, m: &Manifest, build: &BuildInfo) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for t in &m.tags {
+        for t in self.templates(m) {
             let missing = template::missing(t, build);
             if let Some(first) = missing.first() {
                 return Err(Error::Unsupported(format!(

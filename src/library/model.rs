@@ -39,6 +39,11 @@ pub struct Settings {
     /// Globs of files whose changes rebuild every image (`--changed-since`): shared scripts.
     /// `graft.yaml` always does.
     pub rebuild_all: Vec<String>,
+    /// The default branch (`default_branch`); none means the remote's HEAD.
+    pub default_branch: Option<String>,
+    /// What branches other than the default write (`branches:`), first match wins; none
+    /// matching means [`super::branches::OTHER_BRANCH_TAGS`].
+    pub branches: Vec<super::branches::BranchRule>,
 }
 
 /// One maintainer of an image.

@@ -20,6 +20,9 @@ use super::{BuildInfo, CompatLayer, ImageConfig, Library};
 pub struct Plan {
     /// Build number, commit and branch used in tags (null where unknown).
     pub build: BuildInfo,
+    /// The branch the plan is for and whether it is the default one (null when no branch
+    /// is known: outside git, the manifests' own tags).
+    pub branch: Option<super::branches::Branch>,
     /// One entry per manifest, in file name order.
     pub images: Vec<ImagePlan>,
     /// One entry per layer directory, by name.
@@ -68,6 +71,9 @@ pub struct ImagePlan {
     pub tags: Vec<String>,
     /// Final references, `{target}:{tag}`, as written (relative to the library root).
     pub references: Vec<String>,
+    /// The tags on every branch (the default branch, each `branches:` entry of graft.yaml,
+    /// the fallback `**`), the row this run writes marked `current`.
+    pub branch_tags: Vec<super::branches::BranchTags>,
     /// Labels of the final configs (compat layer's, manifest's, breadcrumbs). With
     /// `--resolve`, exactly what refresh writes into every platform's config (the science
     /// image's own labels and its breadcrumbs included; see [`Plan::set_written_labels`]).
@@ -232,6 +238,7 @@ impl Plan {
                 labels: lib.label_preview(m, build, created)?,
                 platform_labels: BTreeMap::new(),
                 annotations: lib.annotations(m),
+                branch_tags: lib.branch_table(m, build),
                 tags,
                 references,
                 reasons,
@@ -239,6 +246,7 @@ impl Plan {
         }
         Ok(Plan {
             build: build.clone(),
+            branch: lib.branch().cloned(),
             images,
             layers,
             conflicts,

@@ -103,15 +103,49 @@ pub fn expand(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String
     out
 }
 
-/// Expand a tag template for `version` and `build`.
+/// Most characters of a tag (the distribution spec's limit).
+pub const MAX_TAG: usize = 128;
+
+/// Expand a tag template for `version` and `build`. `{branch}` is sanitised
+/// ([`sanitize_branch`]) and cut so that the whole tag stays within [`MAX_TAG`]: a long
+/// branch name must not make a branch run fail.
 pub fn expand_tag(template: &str, version: &str, build: &BuildInfo) -> String {
-    expand(template, |p| match p {
-        "version" => Some(version.to_string()),
-        "build" => build.build.clone(),
-        "commit" => build.commit.clone(),
-        "branch" => build.branch.as_deref().map(sanitize_branch),
-        _ => None,
-    })
+    let fixed = |branch: &str| {
+        expand(template, |p| match p {
+            "version" => Some(version.to_string()),
+            "build" => build.build.clone(),
+            "commit" => build.commit.clone(),
+            "branch" => Some(branch.to_string()),
+            _ => None,
+        })
+    };
+    let Some(branch) = build.branch.as_deref().map(sanitize_branch) else {
+        return expand(template, |p| match p {
+            "version" => Some(version.to_string()),
+            "build" => build.build.clone(),
+            "commit" => build.commit.clone(),
+            _ => None,
+        });
+    };
+    let full = fixed(&branch);
+    if full.len() <= MAX_TAG {
+        return full;
+    }
+    // The rest of the tag without the branch, per occurrence of `{branch}`.
+    let uses = parse(template)
+        .map(|p| {
+            p.iter()
+                .filter(|p| **p == Piece::Placeholder("branch"))
+                .count()
+        })
+        .unwrap_or(0);
+    if uses == 0 {
+        return full;
+    }
+    let rest = fixed("").len();
+    let keep = (MAX_TAG.saturating_sub(rest) / uses).max(1);
+    // Sanitised branches are ASCII: cutting at a byte is cutting at a character.
+    fixed(&branch[..keep.min(branch.len())])
 }
 
 /// The placeholders of `template` that `build` has no value for.
@@ -134,20 +168,26 @@ pub fn missing(template: &str, build: &BuildInfo) -> Vec<&'static str> {
     out
 }
 
-/// A branch name as a tag fragment: characters other than letters, digits, `_`, `.` and `-`
-/// become `-` (`feature/x` → `feature-x`), leading `.`/`-` are dropped.
+/// A branch name as a tag fragment: lowercase; characters other than letters, digits, `_`,
+/// `.` and `-` (`/` among them) become `-` (`Feature/X` → `feature-x`); it starts with a
+/// letter, digit or `_` (leading `.`/`-` dropped; `_` when nothing is left) and has at most
+/// [`MAX_TAG`] characters.
 pub fn sanitize_branch(branch: &str) -> String {
     let s: String = branch
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
+                c.to_ascii_lowercase()
             } else {
                 '-'
             }
         })
         .collect();
-    s.trim_start_matches(['.', '-']).to_string()
+    let s = s.trim_start_matches(['.', '-']);
+    match s.is_empty() {
+        true => "_".to_string(),
+        false => s[..s.len().min(MAX_TAG)].to_string(),
+    }
 }
 
 /// Expand `graft.yaml`'s target for one image.
@@ -175,6 +215,21 @@ mod tests {
             "2.4-42-{commit}"
         );
         assert_eq!(expand_tag("{branch}", "1", &b), "feature-x");
+        let odd = BuildInfo {
+            branch: Some("-Fix/Ü ber".into()),
+            ..BuildInfo::default()
+        };
+        assert_eq!(expand_tag("{version}-{branch}", "1", &odd), "1-fix---ber");
+        assert_eq!(sanitize_branch("///"), "_");
+        // A long branch is cut so the whole tag is a valid tag.
+        let long = BuildInfo {
+            branch: Some("x".repeat(300)),
+            ..BuildInfo::default()
+        };
+        let tag = expand_tag("{version}-{branch}", "2.4", &long);
+        assert_eq!(tag.len(), MAX_TAG);
+        assert!(tag.starts_with("2.4-xxx"));
+        assert!(crate::reference::validate_tag(&tag).is_ok());
         assert_eq!(missing("{version}-{build}-{commit}", &b), vec!["commit"]);
         assert_eq!(
             expand_target("{repo}/rel/{name}", "docker://r/x/", "a"),

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::layer::{self, Compression, LayerDigests};
+use crate::library::branches::Branch;
 use crate::library::changes::{affected, layer_inputs, ChangeSet};
 use crate::library::git::Repo;
 use crate::library::plan::Plan;
@@ -33,6 +34,9 @@ pub struct Revision {
     pub created: Timestamp,
     /// The library's git repository, if it is in one.
     pub repo: Option<Repo>,
+    /// What [`Missing::Preview`] let pass that a refresh would refuse (the branch or the
+    /// default branch unknown), for the CLI to print.
+    pub warnings: Vec<String>,
 }
 
 /// How strict [`revision`] is about missing build values.
@@ -45,23 +49,42 @@ pub enum Missing {
 }
 
 /// Read what `lib` needs from its git history. `flags` are `--build/--commit/--branch`
-/// (they win), `epoch` is `SOURCE_DATE_EPOCH` (read by the binary). Errors (usage):
-/// - outside git without the flags a tag or breadcrumb needs (with [`Missing::Refuse`]);
-/// - in a shallow clone, when a value would come from the (cut) history: the build number
-///   without `--build`, the layer times without `SOURCE_DATE_EPOCH`.
+/// (they win), `ci_branch` is the branch the CI's variables name ([`crate::library::git::ci_branch`],
+/// read by the binary; used on a detached HEAD only), `epoch` is `SOURCE_DATE_EPOCH` (read by
+/// the binary). The library comes back on its branch ([`Library::with_branch`]): the branch
+/// policy decides its tags. Errors (usage), with [`Missing::Refuse`]:
+/// - outside git without the flags a tag or breadcrumb needs;
+/// - a detached HEAD with neither `--branch` nor a CI variable naming the branch;
+/// - a branch known, but no default branch to compare it with (`default_branch` in
+///   graft.yaml, else the remote's HEAD).
+///
+/// and in a shallow clone, when a value would come from the (cut) history: the build number
+/// without `--build`, the layer times without `SOURCE_DATE_EPOCH`.
 pub fn revision(
     lib: Library,
     flags: &BuildInfo,
+    ci_branch: Option<String>,
     epoch: Option<Timestamp>,
     missing: Missing,
 ) -> Result<Revision> {
     let repo = Repo::discover(lib.root());
     let Some(repo) = repo else {
+        // Outside git there is no branch unless --branch says one: the manifests' own tags.
+        let mut warnings = Vec::new();
+        let branch = on_branch(
+            &lib,
+            flags.branch.clone(),
+            None,
+            false,
+            missing,
+            &mut warnings,
+        )?;
         let out = Revision {
             created: epoch.unwrap_or(Timestamp::EPOCH),
             build: flags.clone(),
-            library: lib,
+            library: lib.with_branch(branch),
             repo: None,
+            warnings,
         };
         if missing == Missing::Refuse {
             refuse_missing(&out.library, &out.build, "is not in a git repository")?;
@@ -84,10 +107,27 @@ pub fn revision(
             )));
         }
     }
+    // The branch: --branch, else git's, else (a detached HEAD: pull-request builds) the CI's.
+    let name = flags.branch.clone().or_else(|| repo.branch()).or(ci_branch);
+    let mut warnings = Vec::new();
+    let branch = on_branch(
+        &lib,
+        name.clone(),
+        // The remote's HEAD only when graft.yaml does not say: one git process less.
+        lib.settings()
+            .default_branch
+            .is_none()
+            .then(|| repo.remote_default_branch())
+            .flatten(),
+        true,
+        missing,
+        &mut warnings,
+    )?;
+    let lib = lib.with_branch(branch);
     let build = BuildInfo {
         build: flags.build.clone().or_else(|| repo.build_number()),
         commit: flags.commit.clone().or_else(|| repo.short_commit()),
-        branch: flags.branch.clone().or_else(|| repo.branch()),
+        branch: name,
     };
     let created = epoch
         .or_else(|| repo.head_time())
@@ -114,7 +154,61 @@ pub fn revision(
         build,
         created,
         repo: Some(repo),
+        warnings,
     })
+}
+
+/// Which branch the run is on and whether it is the default one. `in_git`: the library is in
+/// a git work tree (no branch there means a detached HEAD). What [`Missing::Refuse`] turns
+/// into errors, [`Missing::Preview`] turns into `warnings` and the default branch's tags.
+fn on_branch(
+    lib: &Library,
+    name: Option<String>,
+    remote_default: Option<String>,
+    in_git: bool,
+    missing: Missing,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Branch>> {
+    let settings = lib.settings();
+    let refuse = |msg: String, warnings: &mut Vec<String>| match missing {
+        Missing::Refuse => Err(Error::Unsupported(msg)),
+        Missing::Preview => {
+            warnings.push(format!("{msg} (shown: the default branch's tags)"));
+            Ok(())
+        }
+    };
+    let Some(name) = name else {
+        if in_git {
+            refuse(
+                format!(
+                    "the git HEAD of the library {} is detached and no branch is known, so graft cannot tell which tags the branch policy allows; pass --branch NAME (in CI: GITHUB_HEAD_REF or GITHUB_REF_NAME, CI_MERGE_REQUEST_SOURCE_BRANCH_NAME or CI_COMMIT_REF_NAME, BRANCH_NAME or GIT_BRANCH name it)",
+                    lib.root().display()
+                ),
+                warnings,
+            )?;
+        }
+        return Ok(None);
+    };
+    let default_branch = settings.default_branch.clone().or(remote_default);
+    let Some(default) = default_branch else {
+        refuse(
+            format!(
+                "cannot tell whether branch {name:?} is the library's default branch (only the default branch writes the production tags): set default_branch in {}, or record the remote's HEAD (git remote set-head origin --auto)",
+                settings.file.display()
+            ),
+            warnings,
+        )?;
+        return Ok(Some(Branch {
+            name,
+            default_branch: None,
+            is_default: true,
+        }));
+    };
+    Ok(Some(Branch {
+        is_default: name == default,
+        name,
+        default_branch: Some(default),
+    }))
 }
 
 fn refuse_missing(lib: &Library, build: &BuildInfo, why: &str) -> Result<()> {

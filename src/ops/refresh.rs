@@ -19,6 +19,7 @@ use crate::image::append::{
 use crate::image::breadcrumbs::science_labels;
 use crate::image::config::{config_labels, RuntimeConfig};
 use crate::layer::{build_spilling, Built, Compression, LayerDigests};
+use crate::library::branches::BRANCH_ANNOTATION;
 use crate::library::{BuildInfo, Library, Manifest};
 use crate::oci::{Descriptor, Digest};
 use crate::ops::memo::Memo;
@@ -246,6 +247,11 @@ pub async fn prepare(
         "org.opencontainers.image.created".into(),
         opts.created.rfc3339(),
     );
+    // The branch as git names it: `graft prune --branch-tags` asks git whether it still
+    // exists (two branches can sanitise to one tag, so the tag alone cannot say).
+    if let Some(branch) = &build.branch {
+        annotations.insert(BRANCH_ANNOTATION.into(), branch.clone());
+    }
     let mut runtime = runtime_of(lib, &m.compat)?;
     runtime.labels.clear(); // already in `labels`, which the breadcrumbs follow
     let req = AppendRequest {

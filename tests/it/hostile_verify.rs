@@ -553,11 +553,14 @@ fn plan_resolve_shows_the_labels_refresh_writes() {
         "7",
         "--commit",
         "abc",
+        // The sample's default branch, whatever the checkout's own branch is.
+        "--branch",
+        "main",
     ])
     .ok()
     .json();
     run(&[
-        "-q", "refresh", "--repo", &repo, "--build", "7", "--commit", "abc",
+        "-q", "refresh", "--repo", &repo, "--build", "7", "--commit", "abc", "--branch", "main",
     ])
     .ok();
     for image in plan["images"].as_array().unwrap() {

@@ -128,7 +128,7 @@ fn unknown_fields() {
     );
     one_problem(
         &[("graft.yaml", "repo: oci:out\nfoo: 1\n")],
-        "graft.yaml:2:1: foo: unknown field; expected one of: repo, target, label_prefix, platforms, tags, change_ignore, rebuild_all",
+        "graft.yaml:2:1: foo: unknown field; expected one of: repo, target, label_prefix, platforms, tags, change_ignore, rebuild_all, default_branch, branches",
     );
 }
 
@@ -436,7 +436,10 @@ fn sample_plan_json_is_stable() {
 fn sample_plan_text_and_verbose() {
     let run = run_in(
         &sample(),
-        &["plan", "--build", "42", "--commit", "abc1234", "-v"],
+        // The checkout's own branch would decide the tags: the sample's default branch.
+        &[
+            "plan", "--build", "42", "--commit", "abc1234", "--branch", "main", "-v",
+        ],
     )
     .ok();
     for line in [

@@ -3,6 +3,7 @@
 //! graft binary.
 
 mod append;
+mod branch_policy;
 mod ci_scale;
 mod copy;
 mod cosign;

@@ -31,8 +31,11 @@ fn with_closed_stdout(args: &[&str]) -> (i32, String) {
 fn a_closed_stdout_ends_quietly_with_exit_0() {
     let astro = "oci:testdata/science/astro-base";
     for args in [
-        &["plan", "--build", "1", "--commit", "c"][..],
-        &["plan", "--build", "1", "--commit", "c", "-o", "json"],
+        // --branch: a detached checkout would warn that no branch is known.
+        &["plan", "--build", "1", "--commit", "c", "--branch", "main"][..],
+        &[
+            "plan", "--build", "1", "--commit", "c", "--branch", "main", "-o", "json",
+        ],
         &["validate"],
         &["inspect", astro],
         &["inspect", "--raw", astro],
