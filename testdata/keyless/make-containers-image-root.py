@@ -3,8 +3,8 @@
 containers/image's keyless tests trust, interop/cosign-signatures/containers-image/
 fulcio-chain (the Fulcio intermediate, then the root: fulcio_v1.crt.pem) and rekor.pub (the
 Rekor key). They are public-good's Fulcio CA and Rekor key. The CA entry holds the
-intermediate too: a trusted root's CA entry is the whole path above the leaf (graft, as
-cosign and sigstore-go with a trusted root, takes no intermediate from the signature).
+intermediate too: a trusted root's CA entry is the whole path above the leaf (graft takes
+no intermediate from the signature).
 containers/image checks no SCT, so there is no CT log key here and graft needs
 --insecure-ignore-sct with this root. validFor starts are fixed: the Fulcio root's notBefore
 (2021-10-07T13:56:59Z) and the Rekor key's start in public-good's trusted root.
