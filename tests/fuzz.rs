@@ -743,8 +743,8 @@ fn keyless_verify() {
     let root = TrustedRoot::parse(&fixture("attestations/sigstore-go/public-good.json")).unwrap();
     let keyless = Keyless {
         root,
-        identity: Matcher::Regex(regex::Regex::new(".").unwrap()),
-        issuer: Matcher::Regex(regex::Regex::new(".").unwrap()),
+        identity: Matcher::regex(".").unwrap(),
+        issuer: Matcher::regex(".").unwrap(),
         ignore_sct: false,
     };
     let sig: serde_json::Value = serde_json::from_slice(&fixture(

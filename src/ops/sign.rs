@@ -162,7 +162,7 @@ fn matcher(exact: &Option<String>, re: &Option<String>, flag: &str) -> Result<Ma
             "--{flag} and --{flag}-regexp are alternatives: give one"
         ))),
         (Some(e), None) => Ok(Matcher::Exact(e.clone())),
-        (None, Some(r)) => regex::Regex::new(r).map(Matcher::Regex).map_err(|e| {
+        (None, Some(r)) => Matcher::regex(r).map_err(|e| {
             usage(format!(
                 "--{flag}-regexp {r:?} is not a regular expression: {e}"
             ))

@@ -243,8 +243,9 @@ fn containers_image_keyless_signature_verifies_from_a_real_registry() {
     .fails(1);
     assert!(e.stderr.contains("identity mismatch"), "{}", e.stderr);
 
-    // The trusted root containers/image's tests use: its fulcio_v1.crt.pem and rekor.pub,
-    // without a CT log key, so the SCT cannot be checked unless asked not to.
+    // The trusted root containers/image's tests use: its fulcio-chain (intermediate and
+    // fulcio_v1.crt.pem) and rekor.pub, without a CT log key, so the SCT cannot be checked
+    // unless asked not to.
     let ci_root = testdata_dir().join("keyless/containers-image-trusted-root.json");
     let e = verify(home.path(), &image, "mitr@redhat.com", oauth, &ci_root, &[]).fails(1);
     assert!(e.stderr.contains("SCT check failed"), "{}", e.stderr);
@@ -260,7 +261,7 @@ fn containers_image_keyless_signature_verifies_from_a_real_registry() {
 }
 
 #[test]
-fn the_containers_image_trusted_root_is_made_from_its_two_files() {
+fn the_containers_image_trusted_root_is_made_from_its_fixture_files() {
     // testdata/keyless/make-containers-image-root.py wrote it; the same bytes again.
     let out = std::process::Command::new("python3")
         .arg(testdata_dir().join("keyless/make-containers-image-root.py"))
@@ -368,6 +369,35 @@ impl Pki {
         from: i64,
         to: i64,
     ) -> (Vec<u8>, p256::ecdsa::SigningKey) {
+        self.leaf_by((&self.ca, &self.ca_key), email, issuer, from, to)
+    }
+
+    /// An intermediate CA issued by the root, valid 2020 to 2040.
+    fn intermediate(&self) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "graft test fulcio intermediate");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        (p.signed_by(&key, &self.ca, &self.ca_key).unwrap(), key)
+    }
+
+    /// As [`Pki::leaf`], issued by the CA `(certificate, key)`.
+    fn leaf_by(
+        &self,
+        (ca, ca_key): (&rcgen::Certificate, &rcgen::KeyPair),
+        email: &str,
+        issuer: &str,
+        from: i64,
+        to: i64,
+    ) -> (Vec<u8>, p256::ecdsa::SigningKey) {
         let leaf_kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let key = p256::ecdsa::SigningKey::from_pkcs8_der(&leaf_kp.serialize_der()).unwrap();
         let date = |t: i64| {
@@ -402,15 +432,13 @@ impl Pki {
             p
         };
         // The precertificate's TBS: the same certificate without the SCT list (last).
-        let pre = params(None)
-            .signed_by(&leaf_kp, &self.ca, &self.ca_key)
-            .unwrap();
+        let pre = params(None).signed_by(&leaf_kp, ca, ca_key).unwrap();
         let tbs = x509_cert::Certificate::from_der(pre.der())
             .unwrap()
             .tbs_certificate
             .to_der()
             .unwrap();
-        let ca_spki = x509_cert::Certificate::from_der(self.ca.der())
+        let ca_spki = x509_cert::Certificate::from_der(ca.der())
             .unwrap()
             .tbs_certificate
             .subject_public_key_info
@@ -438,9 +466,7 @@ impl Pki {
             .unwrap()
             .to_der()
             .unwrap();
-        let cert = params(Some(ext))
-            .signed_by(&leaf_kp, &self.ca, &self.ca_key)
-            .unwrap();
+        let cert = params(Some(ext)).signed_by(&leaf_kp, ca, ca_key).unwrap();
         (cert.der().to_vec(), key)
     }
 
@@ -499,7 +525,19 @@ fn pem(der: &[u8]) -> String {
 fn signed_layout(
     pki: &Pki,
     dir: &Path,
+    leaf: &(Vec<u8>, p256::ecdsa::SigningKey),
+    time: i64,
+    payload_edit: impl Fn(Vec<u8>) -> Vec<u8>,
+) -> String {
+    signed_layout_chain(pki, dir, leaf, &pem(pki.ca.der()), time, payload_edit)
+}
+
+/// As [`signed_layout`], with `chain` (PEM) as the `dev.sigstore.cosign/chain` annotation.
+fn signed_layout_chain(
+    pki: &Pki,
+    dir: &Path,
     (leaf, key): &(Vec<u8>, p256::ecdsa::SigningKey),
+    chain: &str,
     time: i64,
     payload_edit: impl Fn(Vec<u8>) -> Vec<u8>,
 ) -> String {
@@ -524,7 +562,7 @@ fn signed_layout(
     let annotations = json!({
         "dev.cosignproject.cosign/signature": B64.encode(&sig),
         "dev.sigstore.cosign/certificate": cert_pem,
-        "dev.sigstore.cosign/chain": pem(pki.ca.der()),
+        "dev.sigstore.cosign/chain": chain,
         "dev.sigstore.cosign/bundle": pki.rekor_bundle(&payload, &sig, &cert_pem, time),
     });
     let payload = payload_edit(payload);
@@ -647,6 +685,63 @@ fn keyless_failures_name_the_check_and_exit_1() {
         |p| p,
     );
     verify(home.path(), &in_time, id, iss, &root, &[]).ok();
+}
+
+/// A trusted root whose CA entry with an intermediate ended on 2023-12-31 (a later entry has
+/// the same root alone): a signature of 2024 carrying that intermediate in its chain
+/// annotation does not bring it back, as cosign builds the path from the entry alone.
+#[test]
+fn a_carried_intermediate_of_an_ended_ca_entry_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let (inter, inter_key) = pki.intermediate();
+    let (id, iss) = ("dev@example.org", "https://issuer.test");
+    let noon = JAN1 + DAY / 2;
+    let leaf = pki.leaf_by((&inter, &inter_key), id, iss, JAN1, JAN1 + DAY);
+    let chain = format!("{}{}", pem(inter.der()), pem(pki.ca.der()));
+    let image = signed_layout_chain(&pki, &home.path().join("l"), &leaf, &chain, noon, |p| p);
+    let write_root = |name: &str, entries: Value| {
+        let mut root = pki.trusted_root();
+        root["certificateAuthorities"] = entries;
+        let path = home.path().join(name);
+        std::fs::write(&path, serde_json::to_vec(&root).unwrap()).unwrap();
+        path
+    };
+    let entry = |certs: &[&[u8]], valid: Value| {
+        let certs: Vec<Value> = certs
+            .iter()
+            .map(|c| json!({"rawBytes": B64.encode(c)}))
+            .collect();
+        json!({"uri": "https://fulcio.test", "certChain": {"certificates": certs},
+            "validFor": valid})
+    };
+    let with_inter = [inter.der().as_ref(), pki.ca.der().as_ref()];
+    // The control: the entry with the intermediate still valid (the SCT is checked with the
+    // intermediate's key).
+    let open = write_root(
+        "open.json",
+        json!([entry(&with_inter, json!({"start": "2020-01-01T00:00:00Z"}))]),
+    );
+    verify(home.path(), &image, id, iss, &open, &[]).ok();
+    let ended = write_root(
+        "ended.json",
+        json!([
+            entry(
+                &with_inter,
+                json!({"start": "2020-01-01T00:00:00Z", "end": "2023-12-31T00:00:00Z"})
+            ),
+            entry(
+                &[pki.ca.der().as_ref()],
+                json!({"start": "2023-12-31T00:00:00Z"})
+            ),
+        ]),
+    );
+    let r = verify(home.path(), &image, id, iss, &ended, &[]).fails(1);
+    assert!(
+        r.stderr.contains("certificate chain check failed"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

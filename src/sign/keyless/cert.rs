@@ -20,6 +20,8 @@ const EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
 const CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
 /// DER contents of the code-signing EKU OID, for webpki.
 const CODE_SIGNING_DER: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+/// Fulcio's username SAN otherName type (a UTF8String identity).
+pub const FULCIO_USERNAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.7");
 /// Fulcio's OIDC issuer, legacy form: the raw string as the extension value.
 pub const ISSUER_V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.1");
 /// Fulcio's OIDC issuer, current form: a DER UTF8String.
@@ -34,7 +36,7 @@ pub struct Leaf {
     pub der: Vec<u8>,
     /// Its SubjectPublicKeyInfo, DER.
     pub spki: Vec<u8>,
-    /// SAN email addresses, URIs and UTF-8 other names, in order.
+    /// SAN email addresses, URIs and Fulcio username other names (UTF-8), in order.
     pub identities: Vec<String>,
     /// The OIDC issuer from extension 1.3.6.1.4.1.57264.1.8, else .1.1.
     pub issuer: Option<String>,
@@ -66,7 +68,9 @@ impl Leaf {
                     match name {
                         GeneralName::Rfc822Name(s) => identities.push(s.to_string()),
                         GeneralName::UniformResourceIdentifier(s) => identities.push(s.to_string()),
-                        GeneralName::OtherName(o) => {
+                        // Only Fulcio's username otherName is an identity, as cosign reads
+                        // it; another type's UTF-8 value is not.
+                        GeneralName::OtherName(o) if o.type_id == FULCIO_USERNAME => {
                             if let Ok(s) = o.value.decode_as::<String>() {
                                 identities.push(s);
                             }
@@ -108,23 +112,20 @@ impl Leaf {
             })
     }
 
-    /// `notBefore`/`notAfter`, Unix seconds, for messages.
-    fn validity(&self) -> (u64, u64) {
-        let v = &self.cert.tbs_certificate.validity;
-        (
-            v.not_before.to_unix_duration().as_secs(),
-            v.not_after.to_unix_duration().as_secs(),
-        )
-    }
-
-    /// The certificate chains to a CA of `root` valid at `time` (Unix seconds), every
-    /// certificate of the path is valid at `time`, and the leaf is for code signing. `extra`
-    /// are intermediates carried with the signature (untrusted, only candidates for the path).
-    /// Returns the DER of the CA certificates that may have issued the leaf.
+    /// The certificate chains to a CA entry of `root` valid at `time` (Unix seconds), every
+    /// certificate of the path is valid at `time`, and the leaf is for code signing.
+    ///
+    /// Each CA entry is tried on its own: its last certificate the only anchor, its other
+    /// certificates the only intermediates. Certificates carried with the signature (cosign's
+    /// chain annotation, a bundle's `x509CertificateChain`) are not path candidates: one
+    /// byte-equal to a certificate of the entry adds nothing, and any other would let a
+    /// signature bring back an intermediate whose entry's `validFor` has ended, or mix the
+    /// certificates of two entries. webpki does not check the anchor's dates, so an entry
+    /// whose root certificate is not valid at `time` is skipped here.
+    /// Returns the DER of the CA certificates of the entry that may have issued the leaf.
     pub fn verify_chain(
         &self,
         root: &TrustedRoot,
-        extra: &[Vec<u8>],
         time: i64,
     ) -> Result<Vec<Vec<u8>>, KeylessError> {
         if !self.has_code_signing() {
@@ -144,21 +145,6 @@ impl Leaf {
                 ),
             ));
         }
-        let anchor_ders: Vec<CertificateDer<'static>> = cas
-            .iter()
-            .filter_map(|c| c.chain.last())
-            .map(|d| CertificateDer::from(d.clone()))
-            .collect();
-        let anchors: Vec<TrustAnchor<'_>> = anchor_ders
-            .iter()
-            .filter_map(|d| webpki::anchor_from_trusted_cert(d).ok())
-            .collect();
-        let intermediates: Vec<CertificateDer<'static>> = cas
-            .iter()
-            .flat_map(|c| c.chain.iter().rev().skip(1))
-            .chain(extra.iter())
-            .map(|d| CertificateDer::from(d.clone()))
-            .collect();
         let leaf = CertificateDer::from(self.der.clone());
         let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| {
             malformed(format!(
@@ -178,56 +164,139 @@ impl Leaf {
         ];
         // The leaf's code-signing EKU is checked above; CAs may omit the extension.
         let usage = webpki::KeyUsage::required_if_present(CODE_SIGNING_DER);
-        let path_certs: Vec<Vec<u8>> =
-            match ee.verify_for_usage(&algs, &anchors, &intermediates, at, usage, None, None) {
-                // The intermediates of the verified path (possibly from `extra`) are trusted now.
-                Ok(path) => path
-                    .intermediate_certificates()
-                    .map(|c| c.der().to_vec())
-                    .collect(),
+        // The most telling failure is reported: a leaf not valid at the time, then a problem
+        // with an entry that knew the leaf's issuer, then an entry's root out of its dates,
+        // then an unknown issuer (ranks 3 to 0; the first of a rank wins).
+        let mut failure: Option<(u8, KeylessError)> = None;
+        let mut note = |rank: u8, e: KeylessError| {
+            if failure.as_ref().map_or(true, |(r, _)| rank > *r) {
+                failure = Some((rank, e));
+            }
+        };
+        for ca in cas {
+            let Some(anchor_der) = ca.chain.last() else {
+                continue;
+            };
+            let name = if ca.uri.is_empty() {
+                "(no uri)"
+            } else {
+                ca.uri.as_str()
+            };
+            match Certificate::from_der(anchor_der) {
+                Ok(c) if cert_valid_at(&c, time) => {}
+                Ok(c) => {
+                    let (nb, na) = cert_validity(&c);
+                    note(
+                        1,
+                        KeylessError::new(
+                            Check::Chain,
+                            format!(
+                                "the root certificate of certificate authority {name} is valid \
+                                 from {} to {}, not at the log's integrated time {}",
+                                fmt_time(nb),
+                                fmt_time(na),
+                                fmt_time(time)
+                            ),
+                        ),
+                    );
+                    continue;
+                }
                 Err(e) => {
-                    let (nb, na) = self.validity();
-                    let detail = match e {
+                    note(
+                        1,
+                        KeylessError::new(
+                            Check::Chain,
+                            format!(
+                            "the root certificate of certificate authority {name} is not X.509 \
+                             DER: {e}"
+                            ),
+                        ),
+                    );
+                    continue;
+                }
+            }
+            let anchor_cert = CertificateDer::from(anchor_der.clone());
+            let anchors: Vec<TrustAnchor<'_>> = webpki::anchor_from_trusted_cert(&anchor_cert)
+                .into_iter()
+                .collect();
+            let intermediates: Vec<CertificateDer<'static>> = ca.chain[..ca.chain.len() - 1]
+                .iter()
+                .map(|d| CertificateDer::from(d.clone()))
+                .collect();
+            match ee.verify_for_usage(&algs, &anchors, &intermediates, at, usage, None, None) {
+                Ok(_) => {
+                    // The leaf's possible issuers: this entry's certificates whose subject
+                    // is its issuer.
+                    let issuer = &self.cert.tbs_certificate.issuer;
+                    return Ok(ca
+                        .chain
+                        .iter()
+                        .filter(|d| {
+                            Certificate::from_der(d)
+                                .is_ok_and(|c| c.tbs_certificate.subject == *issuer)
+                        })
+                        .cloned()
+                        .collect());
+                }
+                Err(e) => {
+                    let (nb, na) = cert_validity(&self.cert);
+                    match e {
                         webpki::Error::CertExpired { .. }
                         | webpki::Error::CertNotValidYet { .. } => {
-                            return Err(KeylessError::new(
-                                Check::Expired,
-                                format!(
-                                "a certificate of the chain was not valid at the log's integrated \
-                                 time {} (the leaf is valid from {} to {}): {e}",
-                                fmt_time(time),
-                                fmt_time(nb as i64),
-                                fmt_time(na as i64)
-                            ),
-                            ))
+                            note(
+                                3,
+                                KeylessError::new(
+                                    Check::Expired,
+                                    format!(
+                                        "a certificate of the chain was not valid at the log's \
+                                         integrated time {} (the leaf is valid from {} to {}): {e}",
+                                        fmt_time(time),
+                                        fmt_time(nb),
+                                        fmt_time(na)
+                                    ),
+                                ),
+                            );
                         }
-                        webpki::Error::InvalidSignatureForPublicKey => format!(
-                            "the certificate does not chain to a certificate authority of the \
-                         trusted root valid at {} (a CA of its issuer's name is there, but did \
-                         not sign it)",
-                            fmt_time(time)
+                        webpki::Error::InvalidSignatureForPublicKey => note(
+                            2,
+                            KeylessError::new(
+                                Check::Chain,
+                                format!(
+                                    "the certificate does not chain to a certificate authority \
+                                     of the trusted root valid at {} (a CA of its issuer's name \
+                                     is there, but did not sign it)",
+                                    fmt_time(time)
+                                ),
+                            ),
                         ),
-                        webpki::Error::UnknownIssuer => format!(
-                            "the certificate does not chain to a certificate authority of the \
-                         trusted root valid at {}",
-                            fmt_time(time)
+                        webpki::Error::UnknownIssuer => note(
+                            0,
+                            KeylessError::new(
+                                Check::Chain,
+                                format!(
+                                    "the certificate does not chain to a certificate authority \
+                                     of the trusted root valid at {}",
+                                    fmt_time(time)
+                                ),
+                            ),
                         ),
-                        other => format!("the certificate chain is not valid: {other}"),
-                    };
-                    return Err(KeylessError::new(Check::Chain, detail));
+                        other => note(
+                            2,
+                            KeylessError::new(
+                                Check::Chain,
+                                format!("the certificate chain is not valid: {other}"),
+                            ),
+                        ),
+                    }
                 }
-            };
-        // The leaf's possible issuers: trusted CA certificates whose subject is its issuer.
-        let issuer = &self.cert.tbs_certificate.issuer;
-        Ok(cas
-            .iter()
-            .flat_map(|c| c.chain.iter())
-            .chain(path_certs.iter())
-            .filter(|d| {
-                Certificate::from_der(d).is_ok_and(|c| c.tbs_certificate.subject == *issuer)
-            })
-            .cloned()
-            .collect())
+            }
+        }
+        Err(failure.map(|(_, e)| e).unwrap_or_else(|| {
+            KeylessError::new(
+                Check::Chain,
+                "no certificate authority to check the chain against",
+            )
+        }))
     }
 
     /// At least one embedded SCT verifies with a CT log key of `root` valid at its timestamp,
@@ -381,6 +450,20 @@ pub fn parse_sct_list(bytes: &[u8]) -> Result<Vec<Sct>, String> {
         });
     }
     Ok(out)
+}
+
+/// `notBefore`/`notAfter` of `c`, Unix seconds.
+fn cert_validity(c: &Certificate) -> (i64, i64) {
+    let v = &c.tbs_certificate.validity;
+    let secs =
+        |t: &x509_cert::time::Time| t.to_unix_duration().as_secs().min(i64::MAX as u64) as i64;
+    (secs(&v.not_before), secs(&v.not_after))
+}
+
+/// Whether `c` is valid at `time` (Unix seconds), both ends inclusive as RFC 5280 says.
+fn cert_valid_at(c: &Certificate, time: i64) -> bool {
+    let (nb, na) = cert_validity(c);
+    nb <= time && time <= na
 }
 
 /// Unix seconds as RFC 3339, for messages.

@@ -9,11 +9,12 @@
 //!    inclusion proof (when present) leads to the root hash of a checkpoint signed by that log;
 //! 3. the entry's body records this signature, this certificate and this content's digest;
 //! 4. the certificate chains (rustls-webpki) to a Fulcio CA of the trusted root that is valid at
-//!    the integrated time, every certificate of the path is valid at that time (not at the wall
+//!    the integrated time (each entry on its own, its root certificate valid at that time too;
+//!    certificates carried with the signature play no part), every certificate of the path is valid at that time (not at the wall
 //!    clock: this code reads no clock), and the leaf's extended key usage is code signing;
 //! 5. an embedded SCT verifies with a `ctlogs` key of the trusted root (unless the caller
 //!    asked to skip it, as cosign's `--insecure-ignore-sct`);
-//! 6. a SAN (email, URI or UTF-8 other name) matches the identity, and the OIDC issuer
+//! 6. a SAN (email, URI or Fulcio username other name) matches the identity, and the OIDC issuer
 //!    extension (1.3.6.1.4.1.57264.1.8, else the legacy .1.1) matches the issuer.
 
 pub mod cert;
@@ -112,16 +113,29 @@ impl std::error::Error for KeylessError {}
 pub enum Matcher {
     /// Equal to this string.
     Exact(String),
-    /// Matched by this expression somewhere.
-    Regex(regex::Regex),
+    /// Matched by this expression somewhere, over the UTF-8 bytes. Build it with
+    /// [`Matcher::regex`]: cosign's expressions are Go RE2, whose `\d`, `\w`, `\s` and `\b`
+    /// are ASCII, where the `regex` crate's are Unicode unless Unicode is turned off.
+    Regex(regex::bytes::Regex),
 }
 
 impl Matcher {
+    /// A [`Matcher::Regex`] of `pattern` with ASCII classes, as Go's RE2 reads it. Unicode
+    /// mode is off, so `.` and negated classes match a byte: the same strings match as in
+    /// RE2 except where a count applies to non-ASCII characters (and `(?i)` folds ASCII
+    /// only).
+    pub fn regex(pattern: &str) -> Result<Matcher, regex::Error> {
+        regex::bytes::RegexBuilder::new(pattern)
+            .unicode(false)
+            .build()
+            .map(Matcher::Regex)
+    }
+
     /// Whether `s` matches.
     pub fn matches(&self, s: &str) -> bool {
         match self {
             Matcher::Exact(e) => e == s,
-            Matcher::Regex(r) => r.is_match(s),
+            Matcher::Regex(r) => r.is_match(s.as_bytes()),
         }
     }
 }
@@ -154,7 +168,8 @@ pub struct Keyless {
 pub struct Material {
     /// The leaf certificate, DER.
     pub certificate: Vec<u8>,
-    /// Further certificates (untrusted; path candidates only), DER.
+    /// Further certificates, DER. Not used for trust: a chain is built from one CA entry of
+    /// the trusted root alone.
     pub chain: Vec<Vec<u8>>,
     /// Transparency-log entries.
     pub entries: Vec<TlogEntry>,
@@ -386,7 +401,7 @@ impl Keyless {
         };
         let time = entry.integrated_time;
         // 4. The chain at the integrated time.
-        let issuers = leaf.verify_chain(&self.root, &material.chain, time)?;
+        let issuers = leaf.verify_chain(&self.root, time)?;
         // 5. The SCT.
         if !self.ignore_sct {
             leaf.verify_sct(&self.root, &issuers)?;

@@ -185,11 +185,11 @@ fn each_check_fails_on_its_own_alteration() {
     assert_eq!(e.check, Check::Issuer);
     assert!(e.to_string().contains(GITHUB_ACTIONS), "{e}");
     let mut r = keyless(PODINFO_ID, GITHUB_ACTIONS);
-    r.identity = Matcher::Regex(regex::Regex::new("^https://github.com/stefanprodan/").unwrap());
+    r.identity = Matcher::regex("^https://github.com/stefanprodan/").unwrap();
     assert!(r
         .verify(&material, Content::Payload(&payload), &sig)
         .is_ok());
-    r.identity = Matcher::Regex(regex::Regex::new("^https://github.com/attacker/").unwrap());
+    r.identity = Matcher::regex("^https://github.com/attacker/").unwrap();
     assert_eq!(check(&r, &material, &payload).check, Check::Identity);
     // A tampered payload.
     let mut tampered = payload.clone();
@@ -224,4 +224,158 @@ fn each_check_fails_on_its_own_alteration() {
     let mut m = material.clone();
     m.entries.clear();
     assert_eq!(check(&k, &m, &payload).check, Check::Tlog);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A test PKI for the chain rules (rcgen): roots, an intermediate, leaves.
+
+/// 2024-01-01T00:00:00Z.
+const JAN1: i64 = 1704067200;
+
+struct Ca {
+    key: rcgen::KeyPair,
+    cert: rcgen::Certificate,
+}
+
+/// A CA named `cn`, valid from `from` to `to` (years), self-signed or issued by `by`.
+fn ca(cn: &str, from: i32, to: i32, by: Option<&Ca>) -> Ca {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    p.not_before = rcgen::date_time_ymd(from, 1, 1);
+    p.not_after = rcgen::date_time_ymd(to, 1, 1);
+    let cert = match by {
+        Some(i) => p.signed_by(&key, &i.cert, &i.key).unwrap(),
+        None => p.self_signed(&key).unwrap(),
+    };
+    Ca { key, cert }
+}
+
+/// A code-signing leaf valid in 2024 with SAN `san`, issued by `by`.
+fn leaf_with(by: &Ca, san: rcgen::SanType) -> Leaf {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.subject_alt_names = vec![san];
+    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2025, 1, 1);
+    let cert = p.signed_by(&key, &by.cert, &by.key).unwrap();
+    Leaf::parse(cert.der()).unwrap()
+}
+
+fn leaf_by(by: &Ca) -> Leaf {
+    leaf_with(
+        by,
+        rcgen::SanType::Rfc822Name("dev@example.org".try_into().unwrap()),
+    )
+}
+
+fn entry(chain: &[&Ca], start: i64, end: Option<i64>) -> trust::CertificateAuthority {
+    trust::CertificateAuthority {
+        chain: chain.iter().map(|c| c.cert.der().to_vec()).collect(),
+        valid: trust::Validity { start, end },
+        uri: "https://fulcio.test".into(),
+    }
+}
+
+fn root_of(cas: Vec<trust::CertificateAuthority>) -> TrustedRoot {
+    TrustedRoot {
+        cas,
+        ..TrustedRoot::default()
+    }
+}
+
+/// The chain check at noon on 2024-01-01.
+fn chain_at_noon(leaf: &Leaf, root: &TrustedRoot) -> Result<Vec<Vec<u8>>, KeylessError> {
+    leaf.verify_chain(root, JAN1 + 43200)
+}
+
+/// Each CA entry is a path of its own (the signature's own chain is not a candidate: the
+/// CLI test `a_carried_intermediate_of_an_ended_ca_entry_is_refused` shows that end).
+#[test]
+fn each_ca_entry_is_checked_on_its_own() {
+    let root_ca = ca("test root", 2020, 2040, None);
+    let inter = ca("test intermediate", 2020, 2040, Some(&root_ca));
+    let leaf = leaf_by(&inter);
+    // The control: the entry with the intermediate, still valid, verifies; the issuers are
+    // that entry's intermediate.
+    let open = root_of(vec![entry(&[&inter, &root_ca], JAN1 - 86400, None)]);
+    let issuers = chain_at_noon(&leaf, &open).unwrap();
+    assert_eq!(issuers, vec![inter.cert.der().to_vec()]);
+    // The entry with the intermediate ended on Dec 31 2023; a later entry has the same root
+    // without it: the intermediate is not trusted at noon.
+    let ended = root_of(vec![
+        entry(&[&inter, &root_ca], JAN1 - 400 * 86400, Some(JAN1 - 86400)),
+        entry(&[&root_ca], JAN1 - 86400, None),
+    ]);
+    let e = chain_at_noon(&leaf, &ended).unwrap_err();
+    assert_eq!(e.check, Check::Chain, "{e}");
+    assert!(e.detail.contains("does not chain"), "{e}");
+    // Nor are two entries mixed: the intermediate in one valid entry, the root in another.
+    let inter_only_root = ca("another root", 2020, 2040, None);
+    let mixed = root_of(vec![
+        entry(&[&inter, &inter_only_root], JAN1 - 86400, None),
+        entry(&[&root_ca], JAN1 - 86400, None),
+    ]);
+    let e = chain_at_noon(&leaf, &mixed).unwrap_err();
+    assert_eq!(e.check, Check::Chain, "{e}");
+}
+
+#[test]
+fn a_ca_entry_whose_root_certificate_expired_is_skipped() {
+    // The root certificate ended on 2023-01-01; the entry's validFor is still open and the
+    // leaf (2024) is in its own dates: webpki alone does not look at the anchor's dates.
+    let old_root = ca("test root", 2020, 2023, None);
+    let leaf = leaf_by(&old_root);
+    let root = root_of(vec![entry(&[&old_root], JAN1 - 86400, None)]);
+    let e = chain_at_noon(&leaf, &root).unwrap_err();
+    assert_eq!(e.check, Check::Chain, "{e}");
+    assert!(e.detail.contains("root certificate"), "{e}");
+    assert!(e.detail.contains("2023-01-01T00:00:00Z"), "{e}");
+    // The control: the same shape with a root valid in 2024 verifies.
+    let good_root = ca("test root", 2020, 2040, None);
+    let leaf = leaf_by(&good_root);
+    let root = root_of(vec![entry(&[&good_root], JAN1 - 86400, None)]);
+    chain_at_noon(&leaf, &root).unwrap();
+}
+
+#[test]
+fn only_fulcio_username_other_names_are_identities() {
+    let root_ca = ca("test root", 2020, 2040, None);
+    let other = |oid: &[u64]| {
+        leaf_with(
+            &root_ca,
+            rcgen::SanType::OtherName((oid.to_vec(), "dev@example.org".into())),
+        )
+        .identities
+    };
+    assert_eq!(
+        other(&[1, 3, 6, 1, 4, 1, 57264, 1, 7]),
+        vec!["dev@example.org".to_string()]
+    );
+    assert!(other(&[1, 3, 6, 1, 4, 1, 99999, 1]).is_empty());
+}
+
+#[test]
+fn identity_regexps_have_ascii_classes_as_go_re2() {
+    let r = Matcher::regex(r"v\d+").unwrap();
+    assert!(r.matches("refs/tags/v12"));
+    // Arabic-Indic digits are `\d` to a Unicode regex, not to RE2.
+    assert!(!r.matches("refs/tags/v\u{0661}\u{0662}"));
+    let w = Matcher::regex(r"^\w+@example\.org$").unwrap();
+    assert!(w.matches("dev_1@example.org"));
+    assert!(!w.matches("d\u{e9}v@example.org"));
+    // `.` and negated classes still work over non-ASCII identities.
+    let any = Matcher::regex(r"^https://github\.com/[^/]+/.+@refs/tags/").unwrap();
+    assert!(any.matches("https://github.com/\u{e9}quipe/repo/.github/w.yml@refs/tags/v1"));
+    assert!(!any.matches("https://github.com/x@refs/tags/v1"));
+    assert!(Matcher::regex("(").is_err());
 }

@@ -401,10 +401,12 @@ pub fn check_body(
         }
         ("intoto", "0.0.2", Signed::Dsse { payload, signature }) => {
             let content = spec.get("content").unwrap_or(&Value::Null);
-            if let Some(h) = content.get("payloadHash") {
-                if !hash_matches(Some(h), &Sha256::digest(payload)) {
-                    return Err(fail("the log entry records another payload".into()));
-                }
+            // Required, as in the dsse kind: without it nothing ties the entry to this
+            // payload but the signature.
+            if !hash_matches(content.get("payloadHash"), &Sha256::digest(payload)) {
+                return Err(fail(
+                    "the log entry records another payload (or no spec.content.payloadHash)".into(),
+                ));
             }
             let sigs = content
                 .pointer("/envelope/signatures")
@@ -515,5 +517,33 @@ mod tests {
             );
         }
         assert!(!verify_inclusion(7, 7, &leaves[0], &[], &r));
+    }
+
+    #[test]
+    fn an_intoto_entry_without_payload_hash_is_refused() {
+        let (payload, signature, cert) = (b"statement".as_slice(), b"sig".as_slice(), b"cert");
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            B64.encode(cert)
+        );
+        let body = |payload_hash: Option<&[u8]>| {
+            let mut content = serde_json::json!({"envelope": {
+                "payloadType": "application/vnd.in-toto+json",
+                "signatures": [{"sig": B64.encode(B64.encode(signature)),
+                    "publicKey": B64.encode(&pem)}]}});
+            if let Some(p) = payload_hash {
+                content["payloadHash"] = serde_json::json!({"algorithm": "sha256", "value": hex::encode(Sha256::digest(p))});
+            }
+            serde_json::to_vec(&serde_json::json!({"apiVersion": "0.0.2", "kind": "intoto",
+                "spec": {"content": content}}))
+            .unwrap()
+        };
+        let signed = Signed::Dsse { payload, signature };
+        check_body(&body(Some(payload)), &signed, cert, b"spki").unwrap();
+        let e = check_body(&body(Some(b"other")), &signed, cert, b"spki").unwrap_err();
+        assert_eq!(e.check, Check::Body);
+        let e = check_body(&body(None), &signed, cert, b"spki").unwrap_err();
+        assert_eq!(e.check, Check::Body);
+        assert!(e.detail.contains("payloadHash"), "{e}");
     }
 }
