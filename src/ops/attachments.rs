@@ -67,8 +67,9 @@ use crate::store::Sink;
 /// signature of its attestation 2). Real chains stop at 2 or 3.
 pub const MAX_DEPTH: usize = 8;
 
-/// How many attachments one image may have, all depths together.
-pub const MAX_ATTACHMENTS: usize = 1000;
+/// How many attachments one image may have, all depths together (the same bound as the
+/// referrers `graft verify` reads for one digest, [`crate::store::MAX_REFERRERS`]).
+pub const MAX_ATTACHMENTS: usize = crate::store::MAX_REFERRERS;
 
 /// The cosign tag suffixes graft copies.
 pub const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
