@@ -730,6 +730,88 @@ fn verify_refuses_more_referrers_than_the_limit() {
     assert!(start.elapsed() < std::time::Duration::from_secs(60));
 }
 
+/// A fallback index that lists, besides a true referrer, a manifest whose own `subject` is
+/// another digest: `copy --with-attachments` copies the true one, skips the stray (and the
+/// index, which would list it), says so in its JSON, and the destination lists only the
+/// true referrer.
+#[test]
+fn copy_skips_a_listed_referrer_whose_subject_is_another_digest() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("src");
+    layout_with_referrers(&dir, 1, false);
+    let blobs = dir.join("blobs/sha256");
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let root = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let good = index["manifests"][1].clone();
+    let empty_digest = sha256_digest(b"{}");
+    let stray = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": NOTE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest, "size": 2}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": empty_digest, "size": 2},
+    });
+    let stray = serde_json::to_vec(&stray).unwrap();
+    let stray_digest = sha256_digest(&stray);
+    std::fs::write(blobs.join(&stray_digest[7..]), &stray).unwrap();
+    let stray_desc = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": stray_digest,
+        "size": stray.len(), "artifactType": NOTE,
+    });
+    let fallback = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [good, stray_desc],
+    });
+    let fallback = serde_json::to_vec(&fallback).unwrap();
+    let fallback_digest = sha256_digest(&fallback);
+    std::fs::write(blobs.join(&fallback_digest[7..]), &fallback).unwrap();
+    let tag = format!("sha256-{}", &root[7..]);
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": fallback_digest,
+            "size": fallback.len(), "annotations": {"org.opencontainers.image.ref.name": tag},
+        }));
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let out = home.path().join("out");
+    let r = copy(
+        home.path(),
+        &format!("oci:{}:1.0", dir.display()),
+        &format!("oci:{}:1.0", out.display()),
+    );
+    let skipped = r["attachments"]["skipped"].as_array().expect("skipped");
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.as_str().unwrap().contains(&stray_digest)),
+        "{r}"
+    );
+    assert!(!out.join("blobs/sha256").join(&stray_digest[7..]).exists());
+    let listed: Vec<String> = entries(&out).into_iter().map(|(_, d)| d).collect();
+    assert!(
+        listed.contains(&good["digest"].as_str().unwrap().to_string()),
+        "{listed:?}"
+    );
+    assert!(!listed.contains(&stray_digest), "{listed:?}");
+    // The destination's fallback index, if any, lists the true referrer only.
+    for (t, d) in entries(&out) {
+        if t.as_deref() == Some(tag.as_str()) {
+            let idx = std::fs::read(out.join("blobs/sha256").join(&d[7..])).unwrap();
+            let idx = String::from_utf8_lossy(&idx);
+            assert!(!idx.contains(&stray_digest), "{idx}");
+            assert!(idx.contains(good["digest"].as_str().unwrap()), "{idx}");
+        }
+    }
+}
+
 #[test]
 fn a_referrers_answer_that_is_not_an_index_is_an_error_not_an_empty_api() {
     // distribution 2.8 behind a peer whose referrers endpoint answers 200 with a JSON object
