@@ -217,7 +217,8 @@ impl Repo {
         if ended {
             let status = status.map_err(|e| Error::io("running git in", &self.dir, e))?;
             // A repository without commits has no history: no group has a time.
-            if !status.success() && !(self.is_work_tree() && self.head_commit().is_none()) {
+            let unborn = || self.is_work_tree() && self.head_commit().is_none();
+            if !status.success() && !unborn() {
                 return Err(Error::Unsupported(format!(
                     "git log in {} failed ({status}){}",
                     self.dir.display(),
@@ -413,6 +414,21 @@ mod tests {
         let err = repo.last_changes(&groups).unwrap_err().to_string();
         assert!(err.contains("git log"), "{err}");
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn last_changes_of_a_repository_without_commits_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = Command::new("git")
+            .arg("init")
+            .arg("-q")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(init.success());
+        let repo = Repo::discover(dir.path()).expect("a work tree");
+        let groups = vec![("a".to_string(), vec!["a".to_string()])];
+        assert!(repo.last_changes(&groups).unwrap().is_empty());
     }
 
     #[test]

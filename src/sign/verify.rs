@@ -479,7 +479,7 @@ enum Listed {
     /// Not a sigstore bundle.
     Other,
     /// A bundle, with its manifest when reading it was how that was found out.
-    Bundle(Option<RawManifest>),
+    Bundle(Option<Box<RawManifest>>),
     /// A manifest that could not be read (tampered or missing).
     Unreadable(Problem),
 }
@@ -499,7 +499,7 @@ async fn classify(repo: &Repo, d: &Descriptor) -> Result<Listed> {
                     match v.artifact_type.as_deref().is_some_and(is_bundle_type)
                         || v.layers.iter().any(|l| is_bundle_type(&l.media_type))
                     {
-                        true => Listed::Bundle(Some(m)),
+                        true => Listed::Bundle(Some(Box::new(m))),
                         false => Listed::Other,
                     }
                 }
@@ -549,7 +549,7 @@ async fn for_each_bundle(
                 problems.push(p.at(&location));
                 continue;
             }
-            Listed::Bundle(Some(m)) => m,
+            Listed::Bundle(Some(m)) => *m,
             Listed::Bundle(None) => match fetch_manifest(repo, &desc).await? {
                 Ok(m) => m,
                 Err(p) => {
