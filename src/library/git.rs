@@ -18,6 +18,20 @@ use crate::timestamp::Timestamp;
 /// history is not allowed to fill memory.
 const MAX_OUTPUT: usize = 64 << 20;
 
+/// Longest record (a commit line or a path) read from `git log -z`.
+const MAX_RECORD: usize = 64 << 10;
+
+/// How much of a failing git's stderr is kept for its error message.
+const STDERR_KEPT: u64 = 4 << 10;
+
+/// How reading `git log` ended.
+enum Walk {
+    /// Every group has its time; git was stopped early.
+    Complete,
+    /// The output ended: git's exit status says whether the history was complete.
+    Ended,
+}
+
 /// The git work tree a library directory is in.
 #[derive(Debug, Clone)]
 pub struct Repo {
@@ -174,23 +188,85 @@ impl Repo {
         cmd.args(owner.keys().map(|p| format!(":(literal){p}")));
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::io("running git in", &self.dir, e))?;
-        let Some(stdout) = child.stdout.take() else {
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
             return Err(Error::Unsupported("git log: no output pipe".into()));
         };
+        // Drained on its own thread so a chatty git never blocks on a full stderr pipe while
+        // stdout is read; only its start is kept, for the message.
+        let stderr = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut stderr = stderr;
+            let _ = (&mut stderr).take(STDERR_KEPT).read_to_end(&mut kept);
+            let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+            String::from_utf8_lossy(&kept).trim().to_string()
+        });
+        let walked = self.read_log(stdout, &owner, wanted.len(), &mut found);
+        let ended = matches!(walked, Ok(Walk::Ended));
+        if !ended {
+            // Every group has its time, or reading failed: stop the walk.
+            let _ = child.kill();
+        }
+        let status = child.wait();
+        let stderr = stderr.join().unwrap_or_default();
+        walked?;
+        if ended {
+            let status = status.map_err(|e| Error::io("running git in", &self.dir, e))?;
+            // A repository without commits has no history: no group has a time.
+            let unborn = || self.is_work_tree() && self.head_commit().is_none();
+            if !status.success() && !unborn() {
+                return Err(Error::Unsupported(format!(
+                    "git log in {} failed ({status}){}",
+                    self.dir.display(),
+                    match stderr.is_empty() {
+                        true => String::new(),
+                        false => format!(": {stderr}"),
+                    }
+                )));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether the library directory is in a git work tree.
+    fn is_work_tree(&self) -> bool {
+        self.line(&["rev-parse", "--is-inside-work-tree"])
+            .is_some_and(|s| s == "true")
+    }
+
+    /// Read `git log -z --format=%x01%ct --name-only` output, recording in `found` the first
+    /// (newest) time of each group owning a path, until every one of `wanted` groups has one
+    /// ([`Walk::Complete`]) or the output ends ([`Walk::Ended`]).
+    fn read_log(
+        &self,
+        stdout: impl Read,
+        owner: &HashMap<&str, &str>,
+        wanted: usize,
+        found: &mut BTreeMap<String, Timestamp>,
+    ) -> Result<Walk> {
         let mut reader = BufReader::new(stdout);
         let mut record = Vec::new();
         let mut time: Option<Timestamp> = None;
         loop {
             record.clear();
             let n = (&mut reader)
-                .take(64 << 10)
+                .take(MAX_RECORD as u64)
                 .read_until(0, &mut record)
                 .map_err(|e| Error::io("reading git log in", &self.dir, e))?;
             if n == 0 {
-                break;
+                return Ok(Walk::Ended);
+            }
+            if n == MAX_RECORD && record.last() != Some(&0) {
+                // The rest of this record would be read as a record of its own: a path
+                // belonging to nobody, or to the wrong group.
+                return Err(Error::Invalid {
+                    what: format!("git log in {}", self.dir.display()),
+                    reason: format!("a path or commit record longer than {MAX_RECORD} bytes"),
+                });
             }
             let text = String::from_utf8_lossy(&record);
             let text = text.trim_end_matches('\0').trim_start_matches('\n');
@@ -207,14 +283,10 @@ impl Repo {
                 }
                 prefix = p.rsplit_once('/').map(|(d, _)| d);
             }
-            if found.len() == wanted.len() {
-                break;
+            if found.len() == wanted {
+                return Ok(Walk::Complete);
             }
         }
-        // Every group has its time (or the history ended): stop the walk.
-        let _ = child.kill();
-        let _ = child.wait();
-        Ok(found)
     }
 
     /// `rev` as a full commit hash. An unknown revision is a usage error that names it (and,
@@ -329,6 +401,55 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn last_changes_fails_when_git_fails() {
+        // Not a repository: git log exits 128 having printed nothing; that is no history.
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo {
+            dir: dir.path().to_path_buf(),
+        };
+        let groups = vec![("a".to_string(), vec!["a".to_string()])];
+        let err = repo.last_changes(&groups).unwrap_err().to_string();
+        assert!(err.contains("git log"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn last_changes_of_a_repository_without_commits_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = Command::new("git")
+            .arg("init")
+            .arg("-q")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(init.success());
+        let repo = Repo::discover(dir.path()).expect("a work tree");
+        let groups = vec![("a".to_string(), vec!["a".to_string()])];
+        assert!(repo.last_changes(&groups).unwrap().is_empty());
+    }
+
+    #[test]
+    fn last_changes_refuses_an_oversized_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo {
+            dir: dir.path().to_path_buf(),
+        };
+        let owner: HashMap<&str, &str> = HashMap::from([("a", "a")]);
+        let mut log = b"\x011700000000\0".to_vec();
+        log.extend(std::iter::repeat_n(b'x', MAX_RECORD + 10));
+        log.extend(b"/a\0");
+        let mut found = BTreeMap::new();
+        let err = repo.read_log(&log[..], &owner, 1, &mut found);
+        assert!(err.is_err());
+        assert!(found.is_empty());
+        // Within the limit, the path is found.
+        let log = b"\x011700000000\0\na\0".to_vec();
+        let walk = repo.read_log(&log[..], &owner, 1, &mut found).unwrap();
+        assert!(matches!(walk, Walk::Complete));
+        assert_eq!(found.len(), 1);
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //!   `subject` (how `oras attach --oci-layout` keeps referrers:
 //!   [`crate::store::repo::Repository::listed_referrers`]).
 //!
+//! A manifest listed as a referrer of a digest that is not its own `subject` (or that has
+//! none) is skipped and reported ([`AttachmentsReport::skipped`]), with the fallback index
+//! that lists it: that index is not copied verbatim, the true referrers are listed at the
+//! destination one by one.
+//!
 //! Every attachment found is explored the same way, so a signature of an attestation comes too,
 //! up to [`MAX_DEPTH`] attachments deep and [`MAX_ATTACHMENTS`] in all: a registry that
 //! invents a new signature for every lookup must not keep discovery going forever (a layout
@@ -67,8 +72,9 @@ use crate::store::Sink;
 /// signature of its attestation 2). Real chains stop at 2 or 3.
 pub const MAX_DEPTH: usize = 8;
 
-/// How many attachments one image may have, all depths together.
-pub const MAX_ATTACHMENTS: usize = 1000;
+/// How many attachments one image may have, all depths together (the same bound as the
+/// referrers `graft verify` reads for one digest, [`crate::store::MAX_REFERRERS`]).
+pub const MAX_ATTACHMENTS: usize = crate::store::MAX_REFERRERS;
 
 /// The cosign tag suffixes graft copies.
 pub const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
@@ -94,6 +100,10 @@ pub struct Attachment {
     pub tag: Option<String>,
     /// The attachment's manifest (or the fallback index), exact bytes.
     pub manifest: RawManifest,
+    /// Why it is not copied, when it is not: a referrer whose own `subject` is not the digest
+    /// it was listed under, or a fallback index that lists one (its other referrers are
+    /// listed at the destination one by one instead).
+    pub skipped: Option<String>,
 }
 
 impl Attachment {
@@ -150,6 +160,7 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
                         subject: d.clone(),
                         tag: Some(tag),
                         manifest: a.clone(),
+                        skipped: None,
                     });
                     queue.push_back((a, depth + 1));
                 }
@@ -173,6 +184,7 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
                                 subject: d.clone(),
                                 tag: Some(tag),
                                 manifest: index,
+                                skipped: None,
                             });
                             list
                         }
@@ -212,16 +224,48 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
                 })?;
                 // Referrers go before the fallback index that lists them.
                 let at = out.iter().rposition(|a| a.tag.is_some() && a.subject == d);
+                // A manifest listed under `d` whose own subject is another digest (or none)
+                // is no referrer of `d`: copied, the destination would list it as one.
+                let skipped = match &r.view().subject {
+                    Some(s) if s.digest == d => None,
+                    Some(s) => Some(format!(
+                        "{} is listed as a referrer of {} but its subject is {}",
+                        desc.digest,
+                        repo.describe(&d),
+                        s.digest
+                    )),
+                    None => Some(format!(
+                        "{} is listed as a referrer of {} but has no subject",
+                        desc.digest,
+                        repo.describe(&d)
+                    )),
+                };
+                if let (Some(why), Some(i)) = (&skipped, at) {
+                    // Its fallback index cannot travel verbatim (it would list the stray
+                    // manifest at the destination, and bring it along).
+                    if out[i].is_fallback_index() && out[i].skipped.is_none() {
+                        out[i].skipped = Some(format!(
+                            "the fallback index {} of {} lists a stray referrer ({why}); \
+                             its other referrers are listed one by one",
+                            out[i].manifest.digest(),
+                            repo.describe(&d)
+                        ));
+                    }
+                }
+                let follow = skipped.is_none();
                 let item = Attachment {
                     subject: d.clone(),
                     tag: None,
                     manifest: r.clone(),
+                    skipped,
                 };
                 match at {
                     Some(i) if out[i].is_fallback_index() => out.insert(i, item),
                     _ => out.push(item),
                 }
-                queue.push_back((r, depth + 1));
+                if follow {
+                    queue.push_back((r, depth + 1));
+                }
             }
         }
     }
@@ -241,8 +285,11 @@ fn ctx(e: Error, repo: &Repo, tag: &str) -> Error {
 /// What copying the attachments did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AttachmentsReport {
-    /// Attachments found at the source.
+    /// Attachments found at the source (not counting those skipped).
     pub found: usize,
+    /// What was found but not copied, and why: manifests listed as referrers of a digest
+    /// that is not their `subject`, and the fallback indexes listing them.
+    pub skipped: Vec<String>,
     /// Attachments written (manifests or tags).
     pub copied: usize,
     /// Attachments already at the destination.
@@ -286,6 +333,7 @@ async fn referrers_at(
 ) -> Result<Option<ReferrersAt>> {
     let Some(first) = attachments
         .iter()
+        .filter(|a| a.skipped.is_none())
         .find(|a| a.tag.is_none() || a.is_fallback_index())
     else {
         return Ok(None);
@@ -330,7 +378,11 @@ pub async fn copy_attachments(
 ) -> Result<AttachmentsReport> {
     let at = referrers_at(dst_ref, merge_repo, attachments).await?;
     let mut report = AttachmentsReport {
-        found: attachments.len(),
+        found: attachments.iter().filter(|a| a.skipped.is_none()).count(),
+        skipped: attachments
+            .iter()
+            .filter_map(|a| a.skipped.clone())
+            .collect(),
         referrers_at: at,
         ..AttachmentsReport::default()
     };
@@ -346,7 +398,7 @@ pub async fn copy_attachments(
     // merged, lists them at the destination too.
     let mut in_src_index: HashSet<(Digest, Digest)> = HashSet::new();
     let mut plans = Vec::new();
-    for a in attachments {
+    for a in attachments.iter().filter(|a| a.skipped.is_none()) {
         if a.is_fallback_index() && at == Some(ReferrersAt::Api) {
             // The destination's API lists the referrers: no fallback tag there.
             report.fallback_skipped += 1;

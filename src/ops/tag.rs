@@ -295,6 +295,29 @@ pub async fn delete(references: &[ImageRef], dry_run: bool, ep: &Endpoint) -> Re
         deleted: Vec::new(),
     };
     for t in &targets {
+        // A listed tag that does not resolve (it went between the listing and the HEAD, or
+        // the registry lists what it cannot serve) may still be on this digest: a DELETE
+        // could take it too, so nothing is deleted.
+        let mut unresolved: Vec<&str> = listed
+            .get(&t.repo.name())
+            .into_iter()
+            .flatten()
+            .filter(|(tag, d)| d.is_none() && !t.named.contains(tag))
+            .map(|(tag, _)| tag.as_str())
+            .collect();
+        if !unresolved.is_empty() {
+            unresolved.sort_unstable();
+            return Err(Error::Invalid {
+                what: format!("request to delete {}", t.reference),
+                reason: format!(
+                    "{} lists the tag {} but does not resolve it, so graft cannot tell \
+                     whether a delete of {} would take it too; nothing was deleted",
+                    t.repo.name(),
+                    unresolved.join(", "),
+                    t.digest
+                ),
+            });
+        }
         let on_digest: Vec<String> = listed
             .get(&t.repo.name())
             .into_iter()

@@ -30,6 +30,7 @@ use crate::sign::keyless::{Check, Content, Keyless, KeylessError, KeylessVerifie
 use crate::sign::keys::PublicKey;
 use crate::sign::payload::SimpleSigning;
 use crate::sign::repo::Repo;
+use crate::store::MAX_REFERRERS;
 
 /// Why verification failed, in increasing order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -428,9 +429,10 @@ async fn fetch_manifest(
     }
 }
 
-/// Descriptors of the bundle referrers of `digest`: the referrers API, else the fallback tag
-/// and, in layouts, the untagged `index.json` entries with that subject.
-pub async fn bundle_referrers(repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>> {
+/// Every referrer listed for `digest`: the referrers API, else the fallback tag and, in
+/// layouts, the untagged `index.json` entries with that subject; at most
+/// [`MAX_REFERRERS`], else an error naming the digest (each one may cost a request).
+async fn referrer_list(repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>> {
     let all = match repo.referrers_api(digest).await? {
         Some(list) => list,
         None => {
@@ -440,7 +442,10 @@ pub async fn bundle_referrers(repo: &Repo, digest: &Digest) -> Result<Vec<Descri
                 Some(m) if m.is_index() => m.view().manifests.clone(),
                 _ => Vec::new(),
             };
-            for d in repo.listed_referrers(digest).await? {
+            check_referrer_count(repo, digest, list.len())?;
+            let listed = repo.listed_referrers(digest).await?;
+            check_referrer_count(repo, digest, listed.len())?;
+            for d in listed {
                 if !list.iter().any(|e| e.digest == d.digest) {
                     list.push(d);
                 }
@@ -448,56 +453,110 @@ pub async fn bundle_referrers(repo: &Repo, digest: &Digest) -> Result<Vec<Descri
             list
         }
     };
-    let is_bundle = |t: &str| t.starts_with("application/vnd.dev.sigstore.bundle");
-    let mut out = Vec::new();
-    for d in all {
-        match d.artifact_type.as_deref() {
-            Some(t) if is_bundle(t) => out.push(d),
-            // go-containerregistry lists a referrer under its config media type, not its
-            // `artifactType`: cosign v2's fallback index and ggcr's registry name cosign's
-            // bundles `application/vnd.oci.empty.v1+json`. Such an entry (or one without a
-            // type) is a bundle when its manifest says so; a manifest that cannot be read is
-            // kept, for collect_bundles to report.
-            None | Some(crate::oci::media_types::OCI_EMPTY) => {
-                let keep = match repo.manifest(&d).await {
-                    Ok(m) => {
-                        let v = m.view();
-                        v.artifact_type.as_deref().is_some_and(is_bundle)
-                            || v.layers.iter().any(|l| is_bundle(&l.media_type))
+    check_referrer_count(repo, digest, all.len())?;
+    Ok(all)
+}
+
+fn check_referrer_count(repo: &Repo, digest: &Digest, n: usize) -> Result<()> {
+    if n <= MAX_REFERRERS {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        what: format!("the referrers of {}", repo.describe(digest)),
+        reason: format!(
+            "{n} are listed, more than {MAX_REFERRERS}; graft stops there rather than read \
+             every one of a list a registry may have padded"
+        ),
+    })
+}
+
+fn is_bundle_type(t: &str) -> bool {
+    t.starts_with("application/vnd.dev.sigstore.bundle")
+}
+
+/// What a listed referrer is, its manifest read at most once.
+enum Listed {
+    /// Not a sigstore bundle.
+    Other,
+    /// A bundle, with its manifest when reading it was how that was found out.
+    Bundle(Option<Box<RawManifest>>),
+    /// A manifest that could not be read (tampered or missing).
+    Unreadable(Problem),
+}
+
+async fn classify(repo: &Repo, d: &Descriptor) -> Result<Listed> {
+    match d.artifact_type.as_deref() {
+        Some(t) if is_bundle_type(t) => Ok(Listed::Bundle(None)),
+        // go-containerregistry lists a referrer under its config media type, not its
+        // `artifactType`: cosign v2's fallback index and ggcr's registry name cosign's
+        // bundles `application/vnd.oci.empty.v1+json`. Such an entry (or one without a
+        // type) is a bundle when its manifest says so; that manifest is kept for the caller,
+        // so it is fetched once.
+        None | Some(crate::oci::media_types::OCI_EMPTY) => {
+            Ok(match fetch_manifest(repo, d).await? {
+                Ok(m) => {
+                    let v = m.view();
+                    match v.artifact_type.as_deref().is_some_and(is_bundle_type)
+                        || v.layers.iter().any(|l| is_bundle_type(&l.media_type))
+                    {
+                        true => Listed::Bundle(Some(Box::new(m))),
+                        false => Listed::Other,
                     }
-                    Err(_) => true,
-                };
-                if keep {
-                    out.push(d);
                 }
-            }
-            Some(_) => {}
+                Err(p) => Listed::Unreadable(p),
+            })
+        }
+        Some(_) => Ok(Listed::Other),
+    }
+}
+
+/// Descriptors of the bundle referrers of `digest`: the referrers API, else the fallback tag
+/// and, in layouts, the untagged `index.json` entries with that subject (at most
+/// [`MAX_REFERRERS`] listed). A listed manifest that cannot be read is kept.
+pub async fn bundle_referrers(repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>> {
+    let mut out = Vec::new();
+    for d in referrer_list(repo, digest).await? {
+        match classify(repo, &d).await? {
+            Listed::Other => {}
+            Listed::Bundle(_) | Listed::Unreadable(_) => out.push(d),
         }
     }
     Ok(out)
 }
 
-/// A bundle found as a referrer of `digest`, with its location.
-struct FoundBundle {
+/// A bundle found as a referrer of `digest`, with its location and its raw bytes (for the
+/// keyless material), handed to the caller one at a time.
+struct FoundBundle<'a> {
     location: String,
     bundle: Bundle,
-    raw: bytes::Bytes,
+    raw: &'a [u8],
 }
 
-async fn collect_bundles(
+/// Call `each` with every bundle referrer of `digest`, one at a time: only one bundle's
+/// bytes are held at once, and each referrer manifest is fetched once. Referrers that are
+/// not usable bundles become `problems`.
+async fn for_each_bundle(
     repo: &Repo,
     digest: &Digest,
     problems: &mut Vec<Problem>,
-) -> Result<Vec<FoundBundle>> {
-    let mut out = Vec::new();
-    for desc in bundle_referrers(repo, digest).await? {
+    mut each: impl FnMut(FoundBundle<'_>, &mut Vec<Problem>),
+) -> Result<()> {
+    for desc in referrer_list(repo, digest).await? {
         let location = format!("referrer {}", desc.digest);
-        let m = match fetch_manifest(repo, &desc).await? {
-            Ok(m) => m,
-            Err(p) => {
+        let m = match classify(repo, &desc).await? {
+            Listed::Other => continue,
+            Listed::Unreadable(p) => {
                 problems.push(p.at(&location));
                 continue;
             }
+            Listed::Bundle(Some(m)) => *m,
+            Listed::Bundle(None) => match fetch_manifest(repo, &desc).await? {
+                Ok(m) => m,
+                Err(p) => {
+                    problems.push(p.at(&location));
+                    continue;
+                }
+            },
         };
         match &m.view().subject {
             Some(s) if s.digest == *digest => {}
@@ -516,10 +575,12 @@ async fn collect_bundles(
                 continue;
             }
         }
-        let Some(layer) = m.view().layers.iter().find(|l| {
-            l.media_type
-                .starts_with("application/vnd.dev.sigstore.bundle")
-        }) else {
+        let Some(layer) = m
+            .view()
+            .layers
+            .iter()
+            .find(|l| is_bundle_type(&l.media_type))
+        else {
             problems.push(Problem::new(
                 FailureKind::Malformed,
                 format!("{location}: no bundle layer"),
@@ -534,18 +595,21 @@ async fn collect_bundles(
             }
         };
         match Bundle::parse(&bytes) {
-            Ok(bundle) => out.push(FoundBundle {
-                location,
-                bundle,
-                raw: bytes,
-            }),
+            Ok(bundle) => each(
+                FoundBundle {
+                    location,
+                    bundle,
+                    raw: &bytes,
+                },
+                problems,
+            ),
             Err(e) => problems.push(Problem::new(
                 FailureKind::Malformed,
                 format!("{location}: {e}"),
             )),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The layers of the cosign manifest at `tag`, if the tag exists.
@@ -625,7 +689,7 @@ pub async fn verify_signatures_with(
             }
         }
     }
-    for found in collect_bundles(repo, digest, &mut problems).await? {
+    for_each_bundle(repo, digest, &mut problems, |found, problems| {
         let location = found.location;
         let hint = found.bundle.hint.as_deref();
         match &found.bundle.content {
@@ -637,34 +701,34 @@ pub async fn verify_signatures_with(
                             FailureKind::Malformed,
                             format!("{location}: {e}"),
                         ));
-                        continue;
+                        return;
                     }
                 };
                 if statement.predicate_type() != COSIGN_SIGN_PREDICATE {
-                    continue; // an attestation, not a signature
+                    return; // an attestation, not a signature
                 }
                 let keyless = match verifier {
                     Verifier::Key(key) => match env.verify(key) {
                         Ok(true) => None,
                         Ok(false) => {
                             problems.push(bad_signature(hint, key).at(&location));
-                            continue;
+                            return;
                         }
                         Err(e) => {
                             problems.push(Problem::new(
                                 FailureKind::Malformed,
                                 format!("{location}: {e}"),
                             ));
-                            continue;
+                            return;
                         }
                     },
                     Verifier::Keyless(k) => {
-                        match bundle_material(&found.raw).and_then(|m| keyless_envelope(k, &m, env))
+                        match bundle_material(found.raw).and_then(|m| keyless_envelope(k, &m, env))
                         {
                             Ok(v) => Some(v),
                             Err(p) => {
                                 problems.push(p.at(&location));
-                                continue;
+                                return;
                             }
                         }
                     }
@@ -677,7 +741,7 @@ pub async fn verify_signatures_with(
                             statement.subject_digests()
                         ),
                     ));
-                    continue;
+                    return;
                 }
                 let subject = &statement.value["subject"][0];
                 let reference = subject["name"].as_str().unwrap_or("").to_string();
@@ -699,18 +763,18 @@ pub async fn verify_signatures_with(
                     Verifier::Key(key) => {
                         if !key.verify_prehash(signed, signature) {
                             problems.push(bad_signature(hint, key).at(&location));
-                            continue;
+                            return;
                         }
                         None
                     }
-                    Verifier::Keyless(k) => match bundle_material(&found.raw).and_then(|m| {
+                    Verifier::Keyless(k) => match bundle_material(found.raw).and_then(|m| {
                         k.verify(&m, Content::Digest(signed), signature)
                             .map_err(Problem::keyless)
                     }) {
                         Ok(v) => Some(v),
                         Err(p) => {
                             problems.push(p.at(&location));
-                            continue;
+                            return;
                         }
                     },
                 };
@@ -722,7 +786,7 @@ pub async fn verify_signatures_with(
                             hex::encode(signed)
                         ),
                     ));
-                    continue;
+                    return;
                 }
                 verified.push(VerifiedSignature {
                     digest: digest.clone(),
@@ -734,7 +798,8 @@ pub async fn verify_signatures_with(
                 });
             }
         }
-    }
+    })
+    .await?;
     if verified.is_empty() {
         return Err(failure(repo.describe(digest), "signature", problems));
     }
@@ -789,19 +854,20 @@ pub async fn read_attestations(
             );
         }
     }
-    for b in collect_bundles(repo, digest, &mut problems).await? {
+    for_each_bundle(repo, digest, &mut problems, |b, problems| {
         if let BundleContent::Dsse(env) = b.bundle.content {
             push_found(
                 &mut found,
-                &mut problems,
+                problems,
                 digest,
                 ("bundle", b.location),
                 env,
                 b.bundle.hint,
-                bundle_material(&b.raw),
+                bundle_material(b.raw),
             );
         }
-    }
+    })
+    .await?;
     Ok((found, problems))
 }
 

@@ -2,6 +2,11 @@
 //! OCI layout directory, OCI layout archive). Bytes move between them only in
 //! [`crate::copy`].
 
+/// The most referrers graft reads for one digest (the referrers API's answer, or a fallback
+/// index plus a layout's own entries), and the most attachments one image may have: a list
+/// of 4 MiB can name tens of thousands of descriptors, each costing a request.
+pub const MAX_REFERRERS: usize = 1000;
+
 pub mod archive;
 pub mod index_json;
 pub mod layout;

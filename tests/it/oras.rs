@@ -596,6 +596,12 @@ fn referrers_in_vendored_oras_and_regclient_layouts_travel() {
 /// A layout whose image has `n` referrers, each naming the previous one as its subject when
 /// `chain`, else all naming the image: written by hand, as a hostile or careless tool could.
 fn layout_with_referrers(dir: &Path, n: usize, chain: bool) {
+    layout_with_typed_referrers(dir, n, chain, Some(NOTE));
+}
+
+/// [`layout_with_referrers`], the referrers of type `artifact_type` (none: no `artifactType`,
+/// so a reader must fetch each manifest to learn what it is).
+fn layout_with_typed_referrers(dir: &Path, n: usize, chain: bool, artifact_type: Option<&str>) {
     copy_dir(&science_layout("astro-base"), dir);
     let empty = b"{}";
     let empty_digest = sha256_digest(empty);
@@ -609,15 +615,17 @@ fn layout_with_referrers(dir: &Path, n: usize, chain: bool) {
     });
     let list = index["manifests"].as_array_mut().unwrap();
     for i in 0..n {
-        let m = serde_json::json!({
+        let mut m = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": NOTE,
             "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest, "size": 2},
             "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest, "size": 2}],
             "subject": subject,
             "annotations": {"n": i.to_string()},
         });
+        if let Some(t) = artifact_type {
+            m["artifactType"] = t.into();
+        }
         let bytes = serde_json::to_vec(&m).unwrap();
         let d = sha256_digest(&bytes);
         std::fs::write(blobs.join(&d[7..]), &bytes).unwrap();
@@ -680,6 +688,128 @@ fn layout_referrers_discovery_is_bounded() {
         "{:?}",
         entries(&out)
     );
+}
+
+/// `graft verify` reads at most 1000 referrers of a digest: a layout listing 1001 without an
+/// artifact type (each would cost a manifest read) is refused, naming the digest, in bounded
+/// time.
+#[test]
+fn verify_refuses_more_referrers_than_the_limit() {
+    let home = tempfile::tempdir().unwrap();
+    let (_, public) = crate::sign::keypair(home.path(), home.path(), "signer");
+    let public = public.to_str().unwrap();
+    let at_limit = home.path().join("at-limit");
+    layout_with_typed_referrers(&at_limit, 1000, false, None);
+    let run = graft(
+        home.path(),
+        &[
+            "verify",
+            "--key",
+            public,
+            &format!("oci:{}:1.0", at_limit.display()),
+        ],
+    )
+    .fails(1);
+    assert!(run.stderr.contains("no signatures found"), "{}", run.stderr);
+    let many = home.path().join("many");
+    layout_with_typed_referrers(&many, 1001, false, None);
+    let start = std::time::Instant::now();
+    let run = graft(
+        home.path(),
+        &[
+            "verify",
+            "--key",
+            public,
+            &format!("oci:{}:1.0", many.display()),
+        ],
+    )
+    .fails(1);
+    let digest = entries(&many)[0].1.clone();
+    assert!(run.stderr.contains("more than 1000"), "{}", run.stderr);
+    assert!(run.stderr.contains(&digest), "{}", run.stderr);
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+}
+
+/// A fallback index that lists, besides a true referrer, a manifest whose own `subject` is
+/// another digest: `copy --with-attachments` copies the true one, skips the stray (and the
+/// index, which would list it), says so in its JSON, and the destination lists only the
+/// true referrer.
+#[test]
+fn copy_skips_a_listed_referrer_whose_subject_is_another_digest() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("src");
+    layout_with_referrers(&dir, 1, false);
+    let blobs = dir.join("blobs/sha256");
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let root = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let good = index["manifests"][1].clone();
+    let empty_digest = sha256_digest(b"{}");
+    let stray = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": NOTE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest, "size": 2}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": empty_digest, "size": 2},
+    });
+    let stray = serde_json::to_vec(&stray).unwrap();
+    let stray_digest = sha256_digest(&stray);
+    std::fs::write(blobs.join(&stray_digest[7..]), &stray).unwrap();
+    let stray_desc = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": stray_digest,
+        "size": stray.len(), "artifactType": NOTE,
+    });
+    let fallback = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [good, stray_desc],
+    });
+    let fallback = serde_json::to_vec(&fallback).unwrap();
+    let fallback_digest = sha256_digest(&fallback);
+    std::fs::write(blobs.join(&fallback_digest[7..]), &fallback).unwrap();
+    let tag = format!("sha256-{}", &root[7..]);
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": fallback_digest,
+            "size": fallback.len(), "annotations": {"org.opencontainers.image.ref.name": tag},
+        }));
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let out = home.path().join("out");
+    let r = copy(
+        home.path(),
+        &format!("oci:{}:1.0", dir.display()),
+        &format!("oci:{}:1.0", out.display()),
+    );
+    let skipped = r["attachments"]["skipped"].as_array().expect("skipped");
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.as_str().unwrap().contains(&stray_digest)),
+        "{r}"
+    );
+    assert!(!out.join("blobs/sha256").join(&stray_digest[7..]).exists());
+    let listed: Vec<String> = entries(&out).into_iter().map(|(_, d)| d).collect();
+    assert!(
+        listed.contains(&good["digest"].as_str().unwrap().to_string()),
+        "{listed:?}"
+    );
+    assert!(!listed.contains(&stray_digest), "{listed:?}");
+    // The destination's fallback index, if any, lists the true referrer only.
+    for (t, d) in entries(&out) {
+        if t.as_deref() == Some(tag.as_str()) {
+            let idx = std::fs::read(out.join("blobs/sha256").join(&d[7..])).unwrap();
+            let idx = String::from_utf8_lossy(&idx);
+            assert!(!idx.contains(&stray_digest), "{idx}");
+            assert!(idx.contains(good["digest"].as_str().unwrap()), "{idx}");
+        }
+    }
 }
 
 #[test]

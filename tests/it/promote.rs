@@ -538,6 +538,40 @@ fn delete_on_a_registry_that_refuses_deletes_fails_clearly_and_keeps_everything(
     assert!(gone.stderr.contains("not found"), "{}", gone.stderr);
 }
 
+/// A registry that lists a tag it does not resolve (HEAD 404): graft cannot tell whether the
+/// DELETE would take that tag too, so it refuses, names the tag and deletes nothing.
+#[test]
+fn delete_refuses_when_a_listed_tag_does_not_resolve() {
+    let reg = Registry::start(RegistryOpts::plain());
+    reg.seed("jupyter-sci", "lib/sci:2.4");
+    let upstream = reg.addr().to_string();
+    let front = crate::support::hostile::Hostile::start(move |seen| {
+        if seen.method == "GET" && seen.path().ends_with("/tags/list") {
+            let tags = serde_json::json!(["2.4", "ghost"]);
+            crate::support::hostile::Reply::json(
+                200,
+                serde_json::json!({"name": "lib/sci", "tags": tags}),
+            )
+        } else {
+            crate::support::hostile::Reply::forward(&upstream)
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let r = format!("docker://{}/lib/sci:2.4", front.addr());
+    let out = run(home.path(), &["delete", &r]).fails(1);
+    assert!(
+        out.stderr.contains("ghost") && out.stderr.contains("nothing was deleted"),
+        "{}",
+        out.stderr
+    );
+    assert!(front.seen().iter().all(|s| s.method != "DELETE"));
+    let peer = Peer::new().plain_http(reg.addr());
+    assert_eq!(
+        crane_digest(&peer, &reg.image_ref("lib/sci:2.4")),
+        JUPYTER_INDEX
+    );
+}
+
 #[test]
 fn tag_in_an_oci_layout_keeps_the_bytes_and_delete_there_is_refused() {
     let home = tempfile::tempdir().unwrap();
