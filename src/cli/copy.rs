@@ -4,6 +4,7 @@ use clap::Args;
 
 use graft::copy::CopyReport;
 use graft::oci::Platform;
+use graft::ops::attachments::ReferrersAt;
 use graft::ops::copy::{copy, CopyRequest};
 use graft::store::open::Endpoint;
 
@@ -83,6 +84,22 @@ pub async fn run(args: CopyArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                         "Attachments: {} found, {} copied, {} already present, {} merged into fallback indexes",
                         a.found, a.copied, a.present, a.merged
                     );
+                    match a.referrers_at {
+                        Some(ReferrersAt::Api) => eprintln!(
+                            "Referrers: listed by the destination's referrers API ({} source fallback index(es) not written)",
+                            a.fallback_skipped
+                        ),
+                        Some(ReferrersAt::FallbackTag) => eprintln!(
+                            "Referrers: listed in sha256-<hex> fallback indexes (the destination has no referrers API)"
+                        ),
+                        Some(ReferrersAt::Layout) => eprintln!(
+                            "Referrers: untagged index.json entries, also listed in the fallback index"
+                        ),
+                        None => {}
+                    }
+                    for s in &a.skipped {
+                        eprintln!("Skipped: {s}");
+                    }
                 }
             }
             outln!("{}", outcome.report.digest)?;

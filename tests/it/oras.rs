@@ -345,6 +345,26 @@ fn copy_between_referrers_api_registries_uses_the_api() {
     );
     assert_eq!(out["attachments"]["present"], 4, "{out}");
     assert_eq!(out["attachments"]["copied"], 0, "{out}");
+
+    // The text report says where the referrers went (stderr; stdout is the digest).
+    let run = graft(
+        home.path(),
+        &[
+            "--tls-verify=false",
+            "copy",
+            "--with-attachments",
+            &a.docker_ref("sci/astro:1.0"),
+            &b.docker_ref("sci/astro:1.0"),
+        ],
+    )
+    .ok();
+    assert!(
+        run.stderr
+            .contains("Referrers: listed by the destination's referrers API"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.trim().starts_with("sha256:"), "{}", run.stdout);
 }
 
 #[test]
