@@ -123,7 +123,6 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
     let mut seen: HashSet<Digest> = HashSet::new();
     // A registry without the referrers API answers 404 once: use the fallback tag after that.
     let mut has_api = true;
-    let listed_in_store = repo.store().capabilities().referrers_listed;
     let too_many = |reason: String| Error::Invalid {
         what: format!("the attachments of {}", repo.describe(root.digest())),
         reason,
@@ -176,31 +175,14 @@ pub async fn discover(repo: &Repo, root: &RawManifest) -> Result<Vec<Attachment>
             let listed = match api {
                 Some(list) => list,
                 None => {
-                    let tag = referrers_tag(&d);
-                    let mut list = match repo.tagged(&tag).await.map_err(|e| ctx(e, repo, &tag))? {
-                        Some(index) if index.is_index() => {
-                            let list = index.view().manifests.clone();
-                            out.push(Attachment {
-                                subject: d.clone(),
-                                tag: Some(tag),
-                                manifest: index,
-                                skipped: None,
-                            });
-                            list
-                        }
-                        _ => Vec::new(),
-                    };
-                    // Layouts: the entries naming `d` as their subject (oras keeps referrers
-                    // so), whether or not a fallback index lists them too.
-                    if listed_in_store {
-                        let more = repo.store().listed_referrers(&d).await.map_err(|e| {
-                            e.context(format!("listing referrers of {}", repo.describe(&d)))
-                        })?;
-                        for desc in more {
-                            if !list.iter().any(|e| e.digest == desc.digest) {
-                                list.push(desc);
-                            }
-                        }
+                    let (index, list) = repo.referrers_without_api(&d).await?;
+                    if let Some(index) = index {
+                        out.push(Attachment {
+                            subject: d.clone(),
+                            tag: Some(referrers_tag(&d)),
+                            manifest: index,
+                            skipped: None,
+                        });
                     }
                     list
                 }

@@ -194,4 +194,32 @@ impl Repo {
     pub async fn listed_referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>> {
         self.store.listed_referrers(digest).await
     }
+
+    /// The referrers of `digest` where there is no referrers API: those of the `sha256-<hex>`
+    /// fallback index (returned too, for copies that carry it) and, in OCI layouts and
+    /// archives, the `index.json` entries with that subject (how oras keeps them). A layout
+    /// may hold either or both; each referrer is listed once.
+    pub async fn referrers_without_api(
+        &self,
+        digest: &Digest,
+    ) -> Result<(Option<RawManifest>, Vec<Descriptor>)> {
+        let tag = crate::sign::attach::referrers_tag(digest);
+        let index = self
+            .tagged(&tag)
+            .await
+            .map_err(|e| e.context(format!("looking up {tag} in {}", self.describe_repo())))?
+            .filter(RawManifest::is_index);
+        let mut list = index
+            .as_ref()
+            .map(|m| m.view().manifests.clone())
+            .unwrap_or_default();
+        let listed = self
+            .listed_referrers(digest)
+            .await
+            .map_err(|e| e.context(format!("listing referrers of {}", self.describe(digest))))?;
+        let mut seen: std::collections::HashSet<Digest> =
+            list.iter().map(|d| d.digest.clone()).collect();
+        list.extend(listed.into_iter().filter(|d| seen.insert(d.digest.clone())));
+        Ok((index, list))
+    }
 }

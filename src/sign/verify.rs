@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::oci::{Descriptor, Digest, RawManifest};
 use crate::sign::attach::{
-    attestation_tag, referrers_tag, signature_tag, COSIGN_SIGN_PREDICATE, DSSE_MEDIA_TYPE,
-    KEY_HINT_ANNOTATION, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE,
+    attestation_tag, signature_tag, COSIGN_SIGN_PREDICATE, DSSE_MEDIA_TYPE, KEY_HINT_ANNOTATION,
+    SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE,
 };
 use crate::sign::bundle::{Bundle, BundleContent};
 use crate::sign::dsse::{Envelope, Statement, IN_TOTO_PAYLOAD_TYPE};
@@ -223,24 +223,21 @@ fn keyless_envelope(
     })
 }
 
-/// The keyless verification core for one simple-signing layer: `payload` bytes, the base64
-/// signature annotation and the layer's certificate, chain and Rekor annotations.
-pub fn check_simple_signing_keyless(
-    payload: &[u8],
-    signature_b64: &str,
-    material: &Material,
-    keyless: &Keyless,
-    expected: &Digest,
-) -> std::result::Result<(SimpleSigning, KeylessVerified), Problem> {
-    let sig = B64.decode(signature_b64).map_err(|e| {
+/// The `dev.cosignproject.cosign/signature` annotation, decoded.
+fn decode_signature(signature_b64: &str) -> std::result::Result<Vec<u8>, Problem> {
+    B64.decode(signature_b64).map_err(|e| {
         Problem::new(
             FailureKind::Malformed,
             format!("the signature annotation is not base64: {e}"),
         )
-    })?;
-    let verified = keyless
-        .verify(material, Content::Payload(payload), &sig)
-        .map_err(Problem::keyless)?;
+    })
+}
+
+/// A verified simple-signing payload, parsed, and checked to sign `expected`.
+fn signed_payload(
+    payload: &[u8],
+    expected: &Digest,
+) -> std::result::Result<SimpleSigning, Problem> {
     let parsed = SimpleSigning::parse(payload).map_err(|e| {
         Problem::new(
             FailureKind::Malformed,
@@ -256,6 +253,23 @@ pub fn check_simple_signing_keyless(
             ),
         ));
     }
+    Ok(parsed)
+}
+
+/// The keyless verification core for one simple-signing layer: `payload` bytes, the base64
+/// signature annotation and the layer's certificate, chain and Rekor annotations.
+pub fn check_simple_signing_keyless(
+    payload: &[u8],
+    signature_b64: &str,
+    material: &Material,
+    keyless: &Keyless,
+    expected: &Digest,
+) -> std::result::Result<(SimpleSigning, KeylessVerified), Problem> {
+    let sig = decode_signature(signature_b64)?;
+    let verified = keyless
+        .verify(material, Content::Payload(payload), &sig)
+        .map_err(Problem::keyless)?;
+    let parsed = signed_payload(payload, expected)?;
     Ok((parsed, verified))
 }
 
@@ -331,30 +345,11 @@ pub fn check_simple_signing(
     key: &PublicKey,
     expected: &Digest,
 ) -> std::result::Result<SimpleSigning, Problem> {
-    let sig = B64.decode(signature_b64).map_err(|e| {
-        Problem::new(
-            FailureKind::Malformed,
-            format!("the signature annotation is not base64: {e}"),
-        )
-    })?;
+    let sig = decode_signature(signature_b64)?;
     if !key.verify(payload, &sig) {
         return Err(bad_signature(hint, key));
     }
-    let parsed = SimpleSigning::parse(payload).map_err(|e| {
-        Problem::new(
-            FailureKind::Malformed,
-            format!("the signature verifies but its payload is not a cosign simple-signing payload: {e}"),
-        )
-    })?;
-    if parsed.digest != *expected {
-        return Err(Problem::new(
-            FailureKind::OtherDigest,
-            format!(
-                "the signature verifies but signs {}, not {expected}",
-                parsed.digest
-            ),
-        ));
-    }
+    let parsed = signed_payload(payload, expected)?;
     Ok(parsed)
 }
 
@@ -435,39 +430,19 @@ async fn fetch_manifest(
 async fn referrer_list(repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>> {
     let all = match repo.referrers_api(digest).await? {
         Some(list) => list,
-        None => {
-            // Without the API, the fallback index and (in layouts) the untagged entries with
-            // this subject: a layout may hold either or both; each referrer counts once.
-            let mut list = match repo.tagged(&referrers_tag(digest)).await? {
-                Some(m) if m.is_index() => m.view().manifests.clone(),
-                _ => Vec::new(),
-            };
-            check_referrer_count(repo, digest, list.len())?;
-            let listed = repo.listed_referrers(digest).await?;
-            check_referrer_count(repo, digest, listed.len())?;
-            for d in listed {
-                if !list.iter().any(|e| e.digest == d.digest) {
-                    list.push(d);
-                }
-            }
-            list
-        }
+        None => repo.referrers_without_api(digest).await?.1,
     };
-    check_referrer_count(repo, digest, all.len())?;
-    Ok(all)
-}
-
-fn check_referrer_count(repo: &Repo, digest: &Digest, n: usize) -> Result<()> {
-    if n <= MAX_REFERRERS {
-        return Ok(());
+    if all.len() > MAX_REFERRERS {
+        return Err(Error::Invalid {
+            what: format!("the referrers of {}", repo.describe(digest)),
+            reason: format!(
+                "{} are listed, more than {MAX_REFERRERS}; graft stops there rather than read \
+                 every one of a list a registry may have padded",
+                all.len()
+            ),
+        });
     }
-    Err(Error::Invalid {
-        what: format!("the referrers of {}", repo.describe(digest)),
-        reason: format!(
-            "{n} are listed, more than {MAX_REFERRERS}; graft stops there rather than read \
-             every one of a list a registry may have padded"
-        ),
-    })
+    Ok(all)
 }
 
 fn is_bundle_type(t: &str) -> bool {
@@ -508,20 +483,6 @@ async fn classify(repo: &Repo, d: &Descriptor) -> Result<Listed> {
         }
         Some(_) => Ok(Listed::Other),
     }
-}
-
-/// Descriptors of the bundle referrers of `digest`: the referrers API, else the fallback tag
-/// and, in layouts, the untagged `index.json` entries with that subject (at most
-/// [`MAX_REFERRERS`] listed). A listed manifest that cannot be read is kept.
-pub async fn bundle_referrers(repo: &Repo, digest: &Digest) -> Result<Vec<Descriptor>> {
-    let mut out = Vec::new();
-    for d in referrer_list(repo, digest).await? {
-        match classify(repo, &d).await? {
-            Listed::Other => {}
-            Listed::Bundle(_) | Listed::Unreadable(_) => out.push(d),
-        }
-    }
-    Ok(out)
 }
 
 /// A bundle found as a referrer of `digest`, with its location and its raw bytes (for the

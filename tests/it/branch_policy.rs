@@ -4,6 +4,7 @@
 //! neither it is a usage error; a bad policy is an error at its file and line; `plan` shows the
 //! tags of every branch.
 
+use crate::support::tools::{copy_dir, write_file};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,27 +27,6 @@ const CI_VARS: [&str; 8] = [
     "GIT_BRANCH",
     "SOURCE_DATE_EPOCH",
 ];
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-            std::fs::set_permissions(&t, std::fs::metadata(e.path()).unwrap().permissions())
-                .unwrap();
-        }
-    }
-}
-
-fn write(dir: &Path, path: &str, text: &str) {
-    let p = dir.join(path);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
 
 /// git in `dir` with a fixed identity and date, no user or system configuration.
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -90,7 +70,7 @@ fn library(dir: &Path, extra: &str, science: Option<&str>) -> PathBuf {
     let settings = std::fs::read_to_string(root.join("graft.yaml")).unwrap();
     assert!(settings.contains("\ndefault_branch: main\n"));
     let settings = settings.replace("\ndefault_branch: main\n", "\n");
-    write(&lib, "graft.yaml", &format!("{settings}{extra}"));
+    write_file(&lib, "graft.yaml", &format!("{settings}{extra}"));
     if let Some(science) = science {
         for (file, from, to) in [
             (
@@ -210,7 +190,7 @@ fn a_branch_run_writes_only_its_branch_tag() {
     // A feature branch that changes the compat layer: its image differs, and it must not
     // touch the production tags.
     git(&lib, &["checkout", "-q", "-b", "Fix/X"]);
-    write(&lib, "layers/jupyter-compat/files/etc/fix", "fix\n");
+    write_file(&lib, "layers/jupyter-compat/files/etc/fix", "fix\n");
     commit(&lib, "fix");
     let branch = refresh(&[]);
     assert_eq!(

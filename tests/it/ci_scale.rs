@@ -2,6 +2,7 @@
 //! `graft plan --matrix github|gitlab` lists the selected images as a CI job matrix, on a
 //! copy of the sample library grown to 12 image names (one of them with two manifests).
 
+use crate::support::tools::{copy_dir, write_file};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,25 +10,6 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::graft::{capture, command, Run};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
-
-fn write(dir: &Path, path: &str, text: &str) {
-    let p = dir.join(path);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
 
 /// The sample library (astro-notebook, sci-notebook) plus image-00 … image-09 (image-05 and
 /// image-07 on their own layer, extra-compat) and a second version of image-03: 12 names,
@@ -45,20 +27,20 @@ fn library(dir: &Path) -> PathBuf {
         } else {
             "astro-compat"
         };
-        write(
+        write_file(
             &lib,
             &format!("manifests/image-{i:02}.yaml"),
             &format!("name: image-{i:02}\nversion: 1.0\nscience:\n  image: oci:testdata/science/astro-base:1.0\ncompat: {compat}\n"),
         );
     }
-    write(
+    write_file(
         &lib,
         "manifests/image-03-v2.yaml",
         "name: image-03\nversion: 2.0\nscience:\n  image: oci:testdata/science/astro-base:1.0\ncompat: astro-compat\n",
     );
-    write(&lib, "layers/extra-compat/layer.yaml", "{}\n");
-    write(&lib, "layers/extra-compat/files/etc/extra", "extra\n");
-    write(&lib, "README.md", "# library\n");
+    write_file(&lib, "layers/extra-compat/layer.yaml", "{}\n");
+    write_file(&lib, "layers/extra-compat/files/etc/extra", "extra\n");
+    write_file(&lib, "README.md", "# library\n");
     lib
 }
 
@@ -268,9 +250,9 @@ fn with_changed_since_the_matrix_has_only_the_changed_images_or_is_empty() {
     let lib = library(tmp.path());
     git(&lib, &["init", "-q", "-b", "main"]);
     commit(&lib, "library");
-    write(&lib, "layers/extra-compat/files/etc/extra", "changed\n");
+    write_file(&lib, "layers/extra-compat/files/etc/extra", "changed\n");
     commit(&lib, "extra-compat");
-    write(&lib, "README.md", "# docs only\n");
+    write_file(&lib, "README.md", "# docs only\n");
     commit(&lib, "docs");
 
     let matrix = |since: &str, ci: &str| {

@@ -16,6 +16,7 @@
 //! layer. For those the test asserts that graft's signature fails exactly as cosign's own does,
 //! that `--fast` passes, and that every blob reads back with its digest.
 
+use crate::support::tools::copy_dir;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -464,19 +465,6 @@ fn library(dir: &Path, host: &str) -> PathBuf {
         std::fs::write(&p, text.replace(from, &to)).unwrap();
     }
     lib
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
 
 /// The cosign attachments (`.sig`, `.att` tags) of `repo`: each passes `crane validate

@@ -1,6 +1,7 @@
 //! OCI layout directories and archives against the real tools: what graft writes, skopeo and
 //! umoci read; what skopeo, umoci, crane, oras and regclient wrote, graft reads.
 
+use crate::support::tools::copy_dir;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -529,19 +530,6 @@ async fn walk_layout(layout: &Layout) -> (usize, usize) {
         }
     }
     (read, missing)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 fn find_layouts(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -2,6 +2,7 @@
 //! and history only, and `--changed-since REV` (which images a diff affects, and why), on git
 //! repositories the tests make from the sample library (fixed commit dates).
 
+use crate::support::tools::{copy_dir, write_file};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,27 +13,6 @@ use crate::graft::{capture, command, Run};
 /// A third image whose layer includes nothing: a change to `platform-base` must not touch it.
 const SOLO_MANIFEST: &str = "name: solo\nversion: 3.0\nscience:\n  image: oci:testdata/science/astro-base:1.0\ncompat: solo-compat\n";
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-            std::fs::set_permissions(&t, std::fs::metadata(e.path()).unwrap().permissions())
-                .unwrap();
-        }
-    }
-}
-
-fn write(dir: &Path, path: &str, text: &str) {
-    let p = dir.join(path);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
 /// The sample library plus the `solo` image, a README and docs, in `dir/library` (no git).
 fn sample_copy(dir: &Path, graft_yaml_extra: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -41,13 +21,13 @@ fn sample_copy(dir: &Path, graft_yaml_extra: &str) -> PathBuf {
         copy_dir(&root.join(sub), &lib.join(sub));
     }
     let settings = std::fs::read_to_string(root.join("graft.yaml")).unwrap();
-    write(&lib, "graft.yaml", &format!("{settings}{graft_yaml_extra}"));
-    write(&lib, "manifests/solo.yaml", SOLO_MANIFEST);
-    write(&lib, "layers/solo-compat/layer.yaml", "{}\n");
-    write(&lib, "layers/solo-compat/files/etc/solo", "solo\n");
-    write(&lib, "README.md", "# library\n");
-    write(&lib, "docs/guide.md", "guide\n");
-    write(&lib, "scripts/build.sh", "#!/bin/sh\n");
+    write_file(&lib, "graft.yaml", &format!("{settings}{graft_yaml_extra}"));
+    write_file(&lib, "manifests/solo.yaml", SOLO_MANIFEST);
+    write_file(&lib, "layers/solo-compat/layer.yaml", "{}\n");
+    write_file(&lib, "layers/solo-compat/files/etc/solo", "solo\n");
+    write_file(&lib, "README.md", "# library\n");
+    write_file(&lib, "docs/guide.md", "guide\n");
+    write_file(&lib, "scripts/build.sh", "#!/bin/sh\n");
     lib
 }
 
@@ -142,10 +122,10 @@ fn a_docs_only_commit_changes_no_layer_and_selects_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = sample_repo(tmp.path(), "");
     let before = plan(&lib, &[]);
-    write(&lib, "README.md", "# library\n\nMore words.\n");
-    write(&lib, "docs/guide.md", "a better guide\n");
+    write_file(&lib, "README.md", "# library\n\nMore words.\n");
+    write_file(&lib, "docs/guide.md", "a better guide\n");
     // Beside layer.yaml, but not part of the layer: neither its bytes nor its time.
-    write(
+    write_file(
         &lib,
         "layers/jupyter-compat/README.md",
         "about this layer\n",
@@ -218,7 +198,7 @@ fn a_shared_layer_change_selects_exactly_its_two_images() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = sample_repo(tmp.path(), "");
     let before = plan(&lib, &[]);
-    write(
+    write_file(
         &lib,
         "layers/platform-base/files/etc/graft/platform.conf",
         "changed = yes\n",
@@ -329,8 +309,8 @@ fn change_ignore_rebuild_all_and_science_changes() {
         "change_ignore:\n  - docs/**\n  - layers/*/NOTES.md\nrebuild_all:\n  - scripts/**\n",
     );
     // Ignored, even inside a layer directory.
-    write(&lib, "layers/solo-compat/NOTES.md", "notes\n");
-    write(&lib, "docs/guide.md", "v2\n");
+    write_file(&lib, "layers/solo-compat/NOTES.md", "notes\n");
+    write_file(&lib, "docs/guide.md", "v2\n");
     commit(&lib, 2000, "ignored");
     let v = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(v["images"], serde_json::json!([]));
@@ -340,7 +320,7 @@ fn change_ignore_rebuild_all_and_science_changes() {
     );
 
     // A shared script rebuilds everything.
-    write(&lib, "scripts/build.sh", "#!/bin/sh\necho 2\n");
+    write_file(&lib, "scripts/build.sh", "#!/bin/sh\necho 2\n");
     commit(&lib, 3000, "script");
     let v = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(names(&v), ["astro-notebook", "sci-notebook", "solo"]);
@@ -351,13 +331,13 @@ fn change_ignore_rebuild_all_and_science_changes() {
     );
 
     // A new science reference is named as such; a description edit is a manifest change.
-    write(
+    write_file(
         &lib,
         "manifests/solo.yaml",
         &SOLO_MANIFEST.replace("astro-base:1.0", "jupyter-sci:2.4"),
     );
     let sci = std::fs::read_to_string(lib.join("manifests/sci-notebook.yaml")).unwrap();
-    write(
+    write_file(
         &lib,
         "manifests/sci-notebook.yaml",
         &sci.replace("description: Jupyter", "description: The Jupyter"),
@@ -446,7 +426,7 @@ fn unknown_revisions_and_no_git_are_usage_errors() {
 fn a_shallow_clone_names_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = sample_repo(tmp.path(), "");
-    write(&lib, "README.md", "two\n");
+    write_file(&lib, "README.md", "two\n");
     commit(&lib, 2000, "two");
     let url = format!("file://{}", lib.display());
     let shallow = tmp.path().join("shallow");
@@ -503,7 +483,7 @@ fn outside_git_without_build_values_refresh_refuses() {
     assert_eq!(run.stdout, "");
     // Tags without {build}: the breadcrumbs still need the values.
     let settings = std::fs::read_to_string(lib.join("graft.yaml")).unwrap();
-    write(
+    write_file(
         &lib,
         "graft.yaml",
         &settings.replace("  - \"{version}-{build}-{commit}\"\n", ""),
@@ -552,19 +532,19 @@ fn a_library_in_a_subdirectory_sees_only_its_own_changes() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = sample_copy(tmp.path(), "");
     let top = tmp.path();
-    write(top, "other/app.txt", "one\n");
+    write_file(top, "other/app.txt", "one\n");
     git_at(top, 1000, &["init", "-q", "-b", "main"]);
     commit(top, 1000, "all");
     // A change outside the library: nothing selected, no digest moves.
     let before = plan(&lib, &[]);
-    write(top, "other/app.txt", "two\n");
+    write_file(top, "other/app.txt", "two\n");
     commit(top, 2000, "other");
     let v = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(v["changes"]["files"], serde_json::json!([]));
     assert_eq!(v["images"], serde_json::json!([]));
     assert_eq!(layer_digests(&plan(&lib, &[])), layer_digests(&before));
     // A change inside: paths relative to the library, the right image, the commit's time.
-    write(&lib, "layers/solo-compat/files/etc/solo", "solo 2\n");
+    write_file(&lib, "layers/solo-compat/files/etc/solo", "solo 2\n");
     commit(top, 3000, "solo");
     let v = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(

@@ -4,6 +4,7 @@
 //! docker-registry, distribution 2.8: the `sha256-<hex>` fallback tag), and `oci:` layouts
 //! (where oras keeps referrers as untagged `index.json` entries). See docs/interop/oras.md.
 
+use crate::support::tools::copy_dir;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -236,20 +237,6 @@ fn seed(host: &str) {
         &science_oci_ref("astro-base"),
         &format!("docker://{host}/sci/astro:1.0"),
     ]);
-}
-
-/// A writable copy of a layout directory.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
 }
 
 fn copy(home: &Path, src: &str, dst: &str) -> Value {

@@ -4,6 +4,7 @@
 //! same digest; a delete that would take another tag with it is refused with nothing deleted;
 //! bad input and a registry that refuses deletes fail clearly and change nothing.
 
+use crate::support::tools::copy_dir;
 use std::path::{Path, PathBuf};
 
 use crate::graft::{capture, command, graft, Run};
@@ -229,19 +230,6 @@ fn library(dir: &Path) -> PathBuf {
         std::fs::write(&p, text.replace(from, to)).unwrap();
     }
     lib
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
 
 fn promote(home: &Path, lib: &Path, repo: &str, extra: &[&str]) -> Run {

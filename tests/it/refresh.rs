@@ -2,6 +2,7 @@
 //! mounted, never downloaded; breadcrumbs and annotations land; reruns upload nothing; an
 //! interrupted run leaves no tag and a rerun finishes; bad input writes nothing.
 
+use crate::support::tools::copy_dir;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -38,21 +39,6 @@ fn library(dir: &Path, science: &str) -> PathBuf {
         std::fs::write(&p, text.replace(from, &to)).unwrap();
     }
     lib
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), &t).unwrap();
-            std::fs::set_permissions(&t, std::fs::metadata(e.path()).unwrap().permissions())
-                .unwrap();
-        }
-    }
 }
 
 fn refresh(home: &Path, lib: &Path, extra: &[&str]) -> Run {

@@ -3,6 +3,7 @@
 //! keys graft writes, the `in-toto-attestation` package validates the SLSA statements, and
 //! the documents are read back from a real registry over plain HTTP.
 
+use crate::support::tools::copy_dir;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1130,18 +1131,6 @@ fn cosign_made_keys_load_sign_and_verify() {
             "{key}: {}",
             out.stderr
         );
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.path().strip_prefix(from).unwrap());
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
     }
 }
 

@@ -593,13 +593,13 @@ impl Registry {
     /// reqwest's own. It is addressed to port 0 of the loopback address, so that nothing can
     /// be reached even if the connector starts before the deadline is checked.
     ///
-    /// The connector and the deadline race: a refused connection can come back first. So
-    /// it asks again until the error is the timeout (in practice within a few tries), and
-    /// after 1000 tries settles for the last error, a connection error that is retried
-    /// the same way.
+    /// The connector and the deadline race: a refused connection can come back first. So it
+    /// asks again until the error is the timeout (in practice within a few tries), and after
+    /// 1000 tries settles for the last error, a connection error that is retried the same way.
     async fn timed_out(&self) -> reqwest::Error {
-        let mut last = None;
-        for _ in 0..1000 {
+        let mut tries = 0;
+        loop {
+            tries += 1;
             let r = self
                 .upload
                 .head("http://127.0.0.1:0/")
@@ -608,16 +608,10 @@ impl Registry {
                 .await;
             if let Err(e) = r {
                 let e = e.without_url();
-                if e.is_timeout() {
+                if e.is_timeout() || tries >= 1000 {
                     return e;
                 }
-                last = Some(e);
             }
-        }
-        match last {
-            Some(e) => e,
-            // Every answer was a success from port 0: impossible; keep asking for an error.
-            None => Box::pin(self.timed_out()).await,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use sha2::{Digest, Sha256};
@@ -130,4 +130,26 @@ pub fn science_oci_ref(name: &str) -> String {
         other => panic!("unknown science image {other:?}"),
     };
     format!("oci:{}:{tag}", science_layout(name).display())
+}
+
+/// Copies the tree `from` to `to` (created), files with their permission bits (as
+/// `std::fs::copy` does); a symlink is copied as the file it points to.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
+/// Writes `text` to `dir/path`, creating its parent directories.
+pub fn write_file(dir: &Path, path: &str, text: &str) {
+    let p = dir.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
 }
