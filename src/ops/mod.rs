@@ -11,11 +11,13 @@
 //! - [`copy`]: one image copy, with its attachments when asked (used by `copy` and `mirror`);
 //! - [`tag`]: tags inside one repository, registry-cheap (`graft tag`, `delete`, `ls`);
 //! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
+//! - [`inputs`]: the input digest that says an image is up to date (`refresh`, `status`);
 //! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`).
 
 pub mod append;
 pub mod attachments;
 pub mod copy;
+pub mod inputs;
 pub mod inspect;
 pub mod memo;
 pub mod mirror;
