@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             Command::Provenance(a) => cli::provenance::run(a, &cli.global).await,
             Command::Tag(a) => cli::tag::run(a, &cli.global).await,
             Command::Promote(a) => cli::promote::run(a, &cli.global).await,
+            Command::Status(a) => cli::status::run(a, &cli.global).await,
             Command::Delete(a) => cli::delete::run(a, &cli.global).await,
         }
     });

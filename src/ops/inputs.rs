@@ -205,7 +205,9 @@ mod tests {
     }
 
     fn d(c: char) -> Digest {
-        format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap()
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
     }
 
     fn layer() -> LayerDigests {
@@ -238,7 +240,9 @@ mod tests {
             "{doc}"
         );
         assert!(
-            doc.ends_with(r#""platforms":["linux/amd64","linux/arm64"],"label_prefix":"org.graft"}"#),
+            doc.ends_with(
+                r#""platforms":["linux/amd64","linux/arm64"],"label_prefix":"org.graft"}"#
+            ),
             "{doc}"
         );
         assert_eq!(
@@ -255,16 +259,21 @@ mod tests {
         for key in ["org.graft.compat.version", "org.graft.compat.buildtime"] {
             assert!(!i.labels.contains_key(key), "{key}");
         }
-        assert_eq!(i.labels["org.opencontainers.image.title"], "Science notebook");
+        assert_eq!(
+            i.labels["org.opencontainers.image.title"],
+            "Science notebook"
+        );
         assert_eq!(i.annotations["org.opencontainers.image.version"], "2.4");
         // A manifest that sets the per-build annotations itself: still left out.
         let mut m2 = m.clone();
         m2.annotations
             .insert("org.opencontainers.image.created".into(), "2020".into());
-        m2.annotations
-            .insert("org.graft.branch".into(), "x".into());
+        m2.annotations.insert("org.graft.branch".into(), "x".into());
         assert_eq!(
-            Inputs::of(&lib, &m2, &d('c'), &layer()).unwrap().digest().unwrap(),
+            Inputs::of(&lib, &m2, &d('c'), &layer())
+                .unwrap()
+                .digest()
+                .unwrap(),
             i.digest().unwrap()
         );
     }

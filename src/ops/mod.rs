@@ -12,6 +12,7 @@
 //! - [`tag`]: tags inside one repository, registry-cheap (`graft tag`, `delete`, `ls`);
 //! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
 //! - [`inputs`]: the input digest that says an image is up to date (`refresh`, `status`);
+//! - [`status`]: the registry against the library: up to date, stale, missing, orphaned;
 //! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`).
 
 pub mod append;
@@ -26,4 +27,5 @@ pub mod promote;
 pub mod refresh;
 pub mod shard;
 pub mod sign;
+pub mod status;
 pub mod tag;
