@@ -28,3 +28,4 @@ mod refresh;
 mod repo;
 mod sign;
 mod support;
+mod uptodate;
