@@ -689,7 +689,9 @@ pub async fn refresh(
     let mut to_assemble = Vec::new();
     for (m, (probe, existing)) in manifests.iter().zip(checked) {
         match existing.and_then(|e| e.up_to_date(probe.inputs()).map(|d| (e, d))) {
-            Some((e, digest)) => slots.push(Slot::Kept(up_to_date(lib, m, &probe, &e, digest))),
+            Some((e, digest)) => {
+                slots.push(Slot::Kept(Box::new(up_to_date(lib, m, &probe, &e, digest))))
+            }
             None => {
                 slots.push(Slot::Write);
                 to_assemble.push((*m, probe));
@@ -736,7 +738,7 @@ pub async fn refresh(
 /// Where one image's result comes from, in the library's order.
 enum Slot {
     /// Up to date: its result is ready.
-    Kept(RefreshResult),
+    Kept(Box<RefreshResult>),
     /// The next result of the images written.
     Write,
 }
@@ -747,7 +749,7 @@ fn merge(slots: Vec<Slot>, written: Vec<RefreshResult>) -> Vec<RefreshResult> {
     slots
         .into_iter()
         .filter_map(|s| match s {
-            Slot::Kept(r) => Some(r),
+            Slot::Kept(r) => Some(*r),
             Slot::Write => written.next(),
         })
         .collect()

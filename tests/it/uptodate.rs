@@ -273,7 +273,6 @@ fn a_second_refresh_on_an_unrelated_commit_writes_nothing_and_force_writes() {
     assert_eq!(w.tags("sci-notebook"), tags_before, "no new build tag");
 
     // Text says so; a dry run says it would skip.
-    let repo = w.repo();
     let text = w.graft(&[], &["refresh"]).ok();
     assert!(
         text.stdout.contains("sci-notebook 2.4 ") && text.stdout.contains(" up to date"),
@@ -367,7 +366,6 @@ fn a_moved_science_tag_is_stale_in_status_and_plan_and_refresh_writes_it() {
         "only the science moved, the compat inputs did not"
     );
     assert_eq!(image(&st, "astro-notebook")["state"], "up-to-date");
-    let repo = w.repo();
     let text = w.graft(&[], &["status"]).ok();
     assert!(
         text.stdout.contains("sci-notebook 2.4 stale")
