@@ -498,3 +498,29 @@ fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+#[test]
+fn with_only_per_build_tags_nothing_is_compared_and_every_run_writes() {
+    let w = World::new();
+    // Branches under ci/ write only a per-build tag.
+    let settings = std::fs::read_to_string(w.lib.join("graft.yaml")).unwrap();
+    write_file(
+        &w.lib,
+        "graft.yaml",
+        &format!(
+            "{settings}branches:\n  - branch: \"ci/**\"\n    tags: [\"{{version}}-{{build}}-{{commit}}\"]\n"
+        ),
+    );
+    commit(&w.lib, 1500, "ci tags");
+    git_at(&w.lib, 1500, &["checkout", "-q", "-b", "ci/x"]);
+    let first = w.refresh(&[], &["sci-notebook"]);
+    assert_eq!(statuses(&first), [pair("sci-notebook", "written")]);
+    let st = w.status(&["sci-notebook"]);
+    assert_eq!(image(&st, "sci-notebook")["state"], "untracked", "{st}");
+    assert_eq!(image(&st, "sci-notebook")["tags"], serde_json::json!([]));
+    // The build tags are the manifest's own: not orphans.
+    assert_eq!(st["orphans"], serde_json::json!([]), "{st}");
+    w.proxy.clear();
+    let second = w.refresh(&[], &["sci-notebook"]);
+    assert_eq!(statuses(&second), [pair("sci-notebook", "written")]);
+}
