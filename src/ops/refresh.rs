@@ -1,7 +1,10 @@
 //! Compat refresh: for each manifest of a library, append its compat layer to every platform
 //! of its science image, write breadcrumbs and annotations, and write the result under every
 //! tag (tags last). Science layers are mounted or found at the destination, never downloaded
-//! when both are in one registry; the compat layer is built once and shared.
+//! when both are in one registry; the compat layer is built once and shared. An image whose
+//! `{version}` tags already hold what it would write (the same input digest,
+//! [`crate::ops::inputs`]) is up to date and skipped, unless forced: checking costs one read of
+//! the science root and one of each compared tag (decisions §22).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -509,8 +509,7 @@ mod tests {
         assert!(produces("{version}-{branch}", "2.4", "2.4-fix-x"));
         assert!(produces("latest", "2.4", "latest"));
         assert!(!produces("{version}-{branch}", "2.4", "2.4-"));
-        // A version that is a prefix of another must not claim its tags through the wildcard
-        // only when the literal parts fit.
+        // Version "2" claims "2-4" only through a wildcard after its literal "-", never "2.4".
         assert!(produces("{version}-{branch}", "2", "2-4"));
         assert!(!produces("{version}", "2", "2.4"));
     }
@@ -532,26 +531,26 @@ mod tests {
             }),
         };
         let e = |tags| Existing { tags };
-        assert_eq!(e(vec![]).up_to_date(&d('i')), None);
+        assert_eq!(e(vec![]).up_to_date(&d('e')), None);
         assert_eq!(
-            e(vec![tag(Some(('a', Some('i'))))]).up_to_date(&d('i')),
+            e(vec![tag(Some(('a', Some('e'))))]).up_to_date(&d('e')),
             Some(d('a'))
         );
         assert_eq!(
-            e(vec![tag(Some(('a', Some('j'))))]).up_to_date(&d('i')),
+            e(vec![tag(Some(('a', Some('f'))))]).up_to_date(&d('e')),
             None
         );
-        assert_eq!(e(vec![tag(Some(('a', None)))]).up_to_date(&d('i')), None);
+        assert_eq!(e(vec![tag(Some(('a', None)))]).up_to_date(&d('e')), None);
         assert_eq!(
-            e(vec![tag(Some(('a', Some('i')))), tag(None)]).up_to_date(&d('i')),
+            e(vec![tag(Some(('a', Some('e')))), tag(None)]).up_to_date(&d('e')),
             None
         );
         assert_eq!(
             e(vec![
-                tag(Some(('a', Some('i')))),
-                tag(Some(('b', Some('i'))))
+                tag(Some(('a', Some('e')))),
+                tag(Some(('b', Some('e'))))
             ])
-            .up_to_date(&d('i')),
+            .up_to_date(&d('e')),
             None
         );
     }
