@@ -103,10 +103,12 @@ pub struct RefreshResult {
 }
 
 /// Compat layers built during one run, by name: each built once, however many manifests use
-/// it and however many are prepared at once.
+/// it and however many are prepared at once. Science images are opened once per reference
+/// too: images on one science image share its root, manifests and configs (read once).
 #[derive(Default)]
 pub struct LayerCache {
     built: std::sync::Mutex<HashMap<String, Arc<OnceCell<BuiltLayer>>>>,
+    sciences: std::sync::Mutex<HashMap<String, Arc<Memo>>>,
     /// Bytes of compat layers held in memory (or reserved for builds under way).
     in_memory: std::sync::atomic::AtomicUsize,
 }
@@ -239,11 +241,32 @@ pub async fn probe(
     layers: &LayerCache,
 ) -> Result<Probe> {
     let what = || format!("refreshing {} ({})", m.name, m.rel);
-    let base = Arc::new(Memo::new(Arc::from(
-        open_source(&pinned(&m.science.image.image, m), ep)
-            .await
-            .map_err(|e| e.context(what()))?,
-    )));
+    let science_ref = pinned(&m.science.image.image, m);
+    let key = science_ref.to_string();
+    let known = layers
+        .sciences
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let base = match known {
+        Some(base) => base,
+        None => {
+            let opened = Arc::new(Memo::new(Arc::from(
+                open_source(&science_ref, ep)
+                    .await
+                    .map_err(|e| e.context(what()))?,
+            )));
+            // Two images may open it at once: the first one kept wins, so both share it.
+            layers
+                .sciences
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_insert(opened)
+                .clone()
+        }
+    };
     // The root is read (and kept) rather than HEADed: an image that is not up to date needs
     // it next, and one that is costs the same single request.
     let science = async { base.resolve().await.map(|r| r.digest().clone()) };
