@@ -289,61 +289,59 @@ async fn image_state(
     let science_digest = probe.science_digest().clone();
     let first = existing.present().next().cloned();
     let mut reasons = Vec::new();
-    let state = if existing.tags.is_empty() {
-        State::Untracked
-    } else if first.is_none() {
-        State::Missing
-    } else if existing.up_to_date(&inputs).is_some() {
-        State::UpToDate
-    } else {
-        let first = first.as_ref().expect("checked above");
-        for t in existing.tags.iter().filter(|t| t.root.is_none()) {
-            reasons.push(reason(
-                ReasonKind::TagMissing,
-                format!("{} does not exist", t.reference),
-            ));
-        }
-        if existing.present().any(|r| r.digest != first.digest) {
-            reasons.push(reason(
-                ReasonKind::TagsDiffer,
-                "the compared tags point at different images".into(),
-            ));
-        }
-        let moved = first.science.as_ref().filter(|old| **old != science_digest);
-        if let Some(old) = moved {
-            reasons.push(Reason {
-                kind: ReasonKind::ScienceMoved,
-                message: format!(
-                    "science {} moved: {old} -> {science_digest}",
-                    m.science.image.text
-                ),
-                from: Some(old.to_string()),
-                to: Some(science_digest.to_string()),
-            });
-        }
-        match &first.inputs {
-            None => reasons.push(reason(
-                ReasonKind::NotRecorded,
-                "the image records no input digest (written by an older graft or another tool)"
-                    .into(),
-            )),
-            Some(rec) if *rec != inputs => {
-                // With the science moved, the old inputs on the old science root tell whether
-                // the compat side changed too.
-                let compat_same = match moved {
-                    Some(old) => Inputs::of(lib, m, old, probe.layer())?.digest()? == *rec,
-                    None => false,
-                };
-                if !compat_same {
-                    reasons.push(reason(
+    let state = match &first {
+        _ if existing.tags.is_empty() => State::Untracked,
+        None => State::Missing,
+        Some(_) if existing.up_to_date(&inputs).is_some() => State::UpToDate,
+        Some(first) => {
+            for t in existing.tags.iter().filter(|t| t.root.is_none()) {
+                reasons.push(reason(
+                    ReasonKind::TagMissing,
+                    format!("{} does not exist", t.reference),
+                ));
+            }
+            if existing.present().any(|r| r.digest != first.digest) {
+                reasons.push(reason(
+                    ReasonKind::TagsDiffer,
+                    "the compared tags point at different images".into(),
+                ));
+            }
+            let moved = first.science.as_ref().filter(|old| **old != science_digest);
+            if let Some(old) = moved {
+                reasons.push(Reason {
+                    kind: ReasonKind::ScienceMoved,
+                    message: format!(
+                        "science {} moved: {old} -> {science_digest}",
+                        m.science.image.text
+                    ),
+                    from: Some(old.to_string()),
+                    to: Some(science_digest.to_string()),
+                });
+            }
+            match &first.inputs {
+                None => reasons.push(reason(
+                    ReasonKind::NotRecorded,
+                    "the image records no input digest (written by an older graft or another tool)"
+                        .into(),
+                )),
+                Some(rec) if *rec != inputs => {
+                    // With the science moved, the old inputs on the old science root tell whether
+                    // the compat side changed too.
+                    let compat_same = match moved {
+                        Some(old) => Inputs::of(lib, m, old, probe.layer())?.digest()? == *rec,
+                        None => false,
+                    };
+                    if !compat_same {
+                        reasons.push(reason(
                         ReasonKind::CompatChanged,
                         "the compat inputs changed (the layer, its config, or the library's labels or annotations)".into(),
                     ));
+                    }
                 }
+                Some(_) => {}
             }
-            Some(_) => {}
+            State::Stale
         }
-        State::Stale
     };
     Ok(ImageState {
         name: m.name.clone(),
