@@ -14,6 +14,7 @@ pub mod plan;
 pub mod progress;
 pub mod promote;
 pub mod provenance;
+pub mod rebase;
 pub mod refresh;
 pub mod sign;
 pub mod tag;
@@ -171,6 +172,8 @@ pub enum Command {
     Promote(promote::PromoteArgs),
     /// Delete manifests from a registry, refusing when another tag points at one of them.
     Delete(delete::DeleteArgs),
+    /// Swap the base layers of every platform of an image for a new base's, without a rebuild.
+    Rebase(rebase::RebaseArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

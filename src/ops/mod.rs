@@ -11,6 +11,7 @@
 //! - [`copy`]: one image copy, with its attachments when asked (used by `copy` and `mirror`);
 //! - [`tag`]: tags inside one repository, registry-cheap (`graft tag`, `delete`, `ls`);
 //! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
+//! - [`rebase`]: new base layers under an image's own, without a rebuild (`graft rebase`);
 //! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`).
 
 pub mod append;
@@ -21,6 +22,7 @@ pub mod memo;
 pub mod mirror;
 pub mod plan;
 pub mod promote;
+pub mod rebase;
 pub mod refresh;
 pub mod shard;
 pub mod sign;
