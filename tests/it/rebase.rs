@@ -513,3 +513,70 @@ fn unchanged(before: &[PathBuf], after: &[PathBuf]) {
         "written: {new:?}, removed: {gone:?}"
     );
 }
+
+/// The same rebase in an OCI layout (old base found from the annotations `graft append` wrote
+/// there: `oci:DIR:v1` at its digest) written to an OCI archive: the same configs, byte for
+/// byte, as the registry's rebase of the same inputs.
+#[test]
+fn rebase_in_a_layout_into_an_archive_matches_the_registry() {
+    let s = Setup::new();
+    let h = s.home.path();
+    let dir = h.join("layout");
+    let l = |t: &str| format!("oci:{}:{t}", dir.display());
+    for t in ["v1", "v2"] {
+        graft_run(h, &["copy", &s.reg.docker_ref(&format!("base:{t}")), &l(t)]).ok();
+    }
+    let app = h.join("app.tar.gz");
+    append(
+        h,
+        &l("v1"),
+        &[&app],
+        &["--label", "org.example.app=1"],
+        &l("app"),
+    );
+    graft_run(
+        h,
+        &[
+            "rebase",
+            &s.reg.docker_ref("app:1"),
+            "--onto",
+            &s.reg.docker_ref("base:v2"),
+            "-t",
+            &s.reg.docker_ref("app:rebased"),
+        ],
+    )
+    .ok();
+    let archive = h.join("rebased.tar");
+    let dst = format!("oci-archive:{}:app", archive.display());
+    let run = graft_run(
+        h,
+        &[
+            "-o",
+            "json",
+            "rebase",
+            &l("app"),
+            "--onto",
+            &l("v2"),
+            "-t",
+            &dst,
+        ],
+    )
+    .ok();
+    assert_eq!(
+        run.json()["old_bases"][0]["name"],
+        l("v1"),
+        "the old base came from the layout's annotations"
+    );
+    for p in PLATFORMS {
+        let config = |r: &str| {
+            graft_run(h, &["inspect", "--config", "--raw", "--platform", p, r])
+                .ok()
+                .stdout
+        };
+        assert_eq!(
+            config(&dst),
+            config(&s.reg.docker_ref("app:rebased")),
+            "{p}"
+        );
+    }
+}
