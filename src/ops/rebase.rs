@@ -430,7 +430,10 @@ pub async fn rebase_image(
         configs.insert(r.config_desc.digest.clone(), r.config.clone());
         let old_ref = BaseRef {
             name: it.old.name.clone(),
-            digest: it.old.pin.clone().unwrap_or_else(|| om.digest().clone()),
+            digest: match &it.old.pin {
+                Some(pin) => pin.clone(),
+                None => olds[&it.old.reference.to_string()].root.digest().clone(),
+            },
         };
         if !old_bases.contains(&old_ref) {
             old_bases.push(old_ref);

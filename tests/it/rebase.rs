@@ -415,7 +415,7 @@ fn rebase_swaps_the_base_of_every_platform_like_regctl() {
 }
 
 #[test]
-fn refusals_write_nothing() {
+fn refusals_write_nothing_and_a_moved_base_tag_is_found_by_digest() {
     let s = Setup::new();
     let h = s.home.path();
     let r = |t: &str| s.reg.docker_ref(t);
@@ -502,6 +502,41 @@ fn refusals_write_nothing() {
 
     assert_eq!(s.tags("app"), tags);
     unchanged(&before, &s.storage());
+
+    // The usual case: the base's tag has moved (base:v1 now holds v2). The annotations pin
+    // the old base to the digest the image was built on, so the rebase still finds v1's layers.
+    let v1_digest = format!(
+        "sha256:{}",
+        crate::support::tools::sha256_hex(&s.reg.raw("base:v1"))
+    );
+    graft_run(h, &["copy", &r("base:v2"), &r("base:v1")]).ok();
+    let run = graft_run(
+        h,
+        &[
+            "-o",
+            "json",
+            "rebase",
+            &r("app:1"),
+            "--onto",
+            &r("base:v1"),
+            "-t",
+            &r("app:moved"),
+        ],
+    )
+    .ok();
+    let report = run.json();
+    assert_eq!(
+        report["old_bases"][0]["digest"],
+        v1_digest.as_str(),
+        "{report}"
+    );
+    for p in report["platforms"].as_array().unwrap() {
+        assert_eq!(
+            (&p["removed_layers"], &p["base_layers"], &p["own_layers"]),
+            (&3.into(), &4.into(), &1.into()),
+            "{p}"
+        );
+    }
 }
 
 /// Asserts the registry's storage holds the same files (a refusal wrote nothing).
@@ -579,4 +614,22 @@ fn rebase_in_a_layout_into_an_archive_matches_the_registry() {
             "{p}"
         );
     }
+
+    // Back onto v1, in place inside the archive: the image append made, to the byte (configs,
+    // manifests with their base annotations, index).
+    let run = graft_run(
+        h,
+        &["rebase", &dst, "--old-base", &l("v2"), "--onto", &l("v1")],
+    )
+    .ok();
+    let original = graft_run(h, &["inspect", "--raw", &l("app")]).ok().stdout;
+    let round_trip = graft_run(h, &["inspect", "--raw", &dst]).ok().stdout;
+    assert_eq!(round_trip, original);
+    assert_eq!(
+        run.stdout.trim(),
+        format!(
+            "sha256:{}",
+            crate::support::tools::sha256_hex(original.as_bytes())
+        )
+    );
 }
