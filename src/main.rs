@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             Command::Attest(a) => cli::attest::run(a, &cli.global).await,
             Command::VerifyAttestation(a) => cli::verify_attestation::run(a, &cli.global).await,
             Command::Provenance(a) => cli::provenance::run(a, &cli.global).await,
+            Command::VerifyProvenance(a) => cli::verify_provenance::run(a, &cli.global).await,
             Command::Tag(a) => cli::tag::run(a, &cli.global).await,
             Command::Promote(a) => cli::promote::run(a, &cli.global).await,
             Command::Delete(a) => cli::delete::run(a, &cli.global).await,

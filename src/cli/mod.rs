@@ -21,6 +21,7 @@ pub mod tag;
 pub mod validate;
 pub mod verify;
 pub mod verify_attestation;
+pub mod verify_provenance;
 
 use std::path::PathBuf;
 
@@ -166,6 +167,9 @@ pub enum Command {
     VerifyAttestation(verify_attestation::VerifyAttestationArgs),
     /// Print the SLSA provenance attached to an image.
     Provenance(provenance::ProvenanceArgs),
+    /// Rebuild an image from the library commit its provenance records and confirm every
+    /// digest the statement names.
+    VerifyProvenance(verify_provenance::VerifyProvenanceArgs),
     /// Add tags to an image inside its repository: one manifest GET, one PUT per tag.
     Tag(tag::TagArgs),
     /// Tag the library's final images (their `{version}` digest) as stable or as a release.

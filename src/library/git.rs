@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use crate::error::{Error, Result};
 use crate::timestamp::Timestamp;
 
+mod checkout;
+
 /// Most bytes read from one git command: a diff listing or an old manifest. A library's
 /// history is not allowed to fill memory.
 const MAX_OUTPUT: usize = 64 << 20;

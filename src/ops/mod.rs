@@ -12,7 +12,9 @@
 //! - [`tag`]: tags inside one repository, registry-cheap (`graft tag`, `delete`, `ls`);
 //! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
 //! - [`rebase`]: new base layers under an image's own, without a rebuild (`graft rebase`);
-//! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`).
+//! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`);
+//! - [`verify_provenance`]: an image rebuilt from the library commit its provenance records
+//!   (`graft verify-provenance`).
 
 pub mod append;
 pub mod attachments;
@@ -27,3 +29,4 @@ pub mod refresh;
 pub mod shard;
 pub mod sign;
 pub mod tag;
+pub mod verify_provenance;
