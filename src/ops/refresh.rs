@@ -272,7 +272,12 @@ pub async fn prepare(
         platform_labels: Some(&platform_labels),
         annotations,
         inherit_annotations: false,
-        base_name: Some(base_name(&science_ref)),
+        // A layout as the manifest writes it (relative to the library), not resolved to this
+        // machine's checkout: the image must not depend on where the library is.
+        base_name: Some(match &science_ref {
+            ImageRef::Docker(_) => base_name(&science_ref),
+            _ => m.science.image.text.clone(),
+        }),
         platforms: (!platforms.is_empty()).then_some(platforms),
         created: opts.created,
     };

@@ -23,7 +23,7 @@ use crate::ops::refresh::{prepare, LayerCache, RefreshOptions, RefreshResult};
 use crate::ops::sign::provenance;
 use crate::reference::ImageRef;
 use crate::sign::provenance::REFRESH_BUILD_TYPE;
-use crate::sign::{PublicKey, RefreshProvenance};
+use crate::sign::{FailureKind, PublicKey, RefreshProvenance, VerifyFailure};
 use crate::store::open::Endpoint;
 
 /// What to verify, and where.
@@ -128,6 +128,16 @@ pub async fn verify_provenance(
                     "has no provenance to verify ({what} not found{})",
                     detail.map(|d| format!(": {d}")).unwrap_or_default()
                 ),
+            })
+        }
+        // Nothing attached to verify: bad input too, not a failed verification.
+        Err(Error::Verify(f))
+            if f.downcast_ref::<VerifyFailure>()
+                .is_some_and(|f| f.kind == FailureKind::NoSignature) =>
+        {
+            return Err(Error::Input {
+                what: reference,
+                reason: format!("has no provenance to verify ({f})"),
             })
         }
         Err(e) => return Err(e),

@@ -24,6 +24,7 @@ mod oras;
 mod peers;
 mod pipe;
 mod promote;
+mod provenance_repro;
 mod rebase;
 mod refresh;
 mod repo;
