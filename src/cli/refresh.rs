@@ -10,7 +10,7 @@ use graft::ops::refresh::{
     refresh, ProvenanceContext, RefreshOptions, RefreshRequest, RefreshResult, Signing,
 };
 use graft::sign::provenance::public_git_url;
-use graft::sign::{BuilderInfo, BuildValues, LibrarySource};
+use graft::sign::{BuildValues, BuilderInfo, LibrarySource};
 use graft::timestamp::Timestamp;
 
 use super::output::outln;

@@ -385,3 +385,30 @@ fn compare(
     };
     checks.push(DigestCheck::new("subject", digest, Some(found.to_string())));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recorded_library_path_stays_inside_the_checkout() {
+        let c = Path::new("/work/checkout");
+        assert_eq!(library_root(c, ".", "s").unwrap(), c.join("."));
+        assert_eq!(
+            library_root(c, "images/lib", "s").unwrap(),
+            c.join("images/lib")
+        );
+        for bad in ["../elsewhere", "/etc", "images/../../x"] {
+            let e = library_root(c, bad, "s").unwrap_err();
+            assert!(e.is_usage() && e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_check_is_ok_only_when_both_digests_are_there_and_equal() {
+        let d = Digest::sha256(b"x");
+        assert!(DigestCheck::new("a", &d, Some(d.to_string())).ok);
+        assert!(!DigestCheck::new("a", &d, Some(Digest::sha256(b"y").to_string())).ok);
+        assert!(!DigestCheck::new("a", &d, None).ok);
+    }
+}

@@ -38,7 +38,7 @@ pub use attach::{attest, sign, AttachReport, AttestOptions, Format, SignOptions}
 pub use keyless::{Keyless, Matcher, TrustedRoot};
 pub use keys::{PublicKey, SigningKey};
 pub use provenance::{
-    BuilderInfo, BuildValues, LibrarySource, Provenance, RefreshProvenance, ResourceDescriptor,
+    BuildValues, BuilderInfo, LibrarySource, Provenance, RefreshProvenance, ResourceDescriptor,
 };
 pub use repo::Repo;
 pub use verify::{

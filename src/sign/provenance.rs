@@ -482,7 +482,10 @@ impl RefreshProvenance {
                 .as_object()
                 .filter(|m| m.len() == 1)
                 .ok_or_else(|| bad(format!("{field} is not one digest")))?;
-            let (alg, hex) = m.iter().next().ok_or_else(|| bad(format!("{field} is empty")))?;
+            let (alg, hex) = m
+                .iter()
+                .next()
+                .ok_or_else(|| bad(format!("{field} is empty")))?;
             let hex = hex
                 .as_str()
                 .ok_or_else(|| bad(format!("{field}.{alg} is not a string")))?;
@@ -510,7 +513,11 @@ impl RefreshProvenance {
         };
         let time_of = |v: &Value, field: &str| -> crate::Result<Timestamp> {
             let s = text(v, field)?;
-            parse_rfc3339(&s).ok_or_else(|| bad(format!("{field} {s:?} is not a time graft writes (YYYY-MM-DDTHH:MM:SSZ)")))
+            parse_rfc3339(&s).ok_or_else(|| {
+                bad(format!(
+                    "{field} {s:?} is not a time graft writes (YYYY-MM-DDTHH:MM:SSZ)"
+                ))
+            })
         };
         let mut out = RefreshProvenance {
             manifest_path: text(&ext["manifest"]["path"], "externalParameters.manifest.path")?,
@@ -525,7 +532,10 @@ impl RefreshProvenance {
                 branch: opt_text(&ext["build"]["branch"], "externalParameters.build.branch")?,
             },
             created: time_of(&int["created"], "internalParameters.created")?,
-            source_date_epoch: epoch_of(&ext["sourceDateEpoch"], "externalParameters.sourceDateEpoch")?,
+            source_date_epoch: epoch_of(
+                &ext["sourceDateEpoch"],
+                "externalParameters.sourceDateEpoch",
+            )?,
             repo_override: opt_text(&ext["repo"], "externalParameters.repo")?,
             science: String::new(),
             science_index: None,
@@ -533,7 +543,10 @@ impl RefreshProvenance {
             compat_chain: Vec::new(),
             compat_layer: None,
             builder: BuilderInfo {
-                id: text(&predicate["runDetails"]["builder"]["id"], "runDetails.builder.id")?,
+                id: text(
+                    &predicate["runDetails"]["builder"]["id"],
+                    "runDetails.builder.id",
+                )?,
                 invocation_id: opt_text(
                     &predicate["runDetails"]["metadata"]["invocationId"],
                     "runDetails.metadata.invocationId",
@@ -559,7 +572,10 @@ impl RefreshProvenance {
             let name = dep["name"].as_str().unwrap_or("");
             match name {
                 DEP_LIBRARY => {
-                    let commit = text(&dep["digest"]["gitCommit"], &format!("{field}.digest.gitCommit"))?;
+                    let commit = text(
+                        &dep["digest"]["gitCommit"],
+                        &format!("{field}.digest.gitCommit"),
+                    )?;
                     if out.library.as_ref().map(|l| &l.commit) != Some(&commit) {
                         return Err(bad(format!(
                             "{field}: the library dependency's gitCommit {commit} is not externalParameters.library.commit"
@@ -568,7 +584,8 @@ impl RefreshProvenance {
                 }
                 DEP_SCIENCE_INDEX => {
                     out.science = text(&dep["uri"], &format!("{field}.uri"))?;
-                    out.science_index = Some(digest_of(&dep["digest"], &format!("{field}.digest"))?);
+                    out.science_index =
+                        Some(digest_of(&dep["digest"], &format!("{field}.digest"))?);
                 }
                 DEP_COMPAT_LAYER => {
                     out.compat_layer = Some(digest_of(&dep["digest"], &format!("{field}.digest"))?);
@@ -606,12 +623,21 @@ impl RefreshProvenance {
 /// anything else is `None`.
 fn parse_rfc3339(s: &str) -> Option<Timestamp> {
     let b = s.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -756,14 +782,12 @@ mod tests {
     #[test]
     fn deterministic_predicate() {
         let r = sample();
-        let a = r.provenance().statement(
-            "oci:out/rel/astro-notebook:1.0",
-            &Digest::sha256(b"out"),
-        );
-        let b = r.provenance().statement(
-            "oci:out/rel/astro-notebook:1.0",
-            &Digest::sha256(b"out"),
-        );
+        let a = r
+            .provenance()
+            .statement("oci:out/rel/astro-notebook:1.0", &Digest::sha256(b"out"));
+        let b = r
+            .provenance()
+            .statement("oci:out/rel/astro-notebook:1.0", &Digest::sha256(b"out"));
         assert_eq!(a.bytes, b.bytes);
         let v = &a.value["predicate"];
         assert_eq!(v["buildDefinition"]["buildType"], REFRESH_BUILD_TYPE);
@@ -783,10 +807,16 @@ mod tests {
         assert_eq!(deps[1]["uri"], "oci:testdata/science/astro-base:1.0");
         assert_eq!(
             deps[2]["uri"],
-            format!("oci:testdata/science/astro-base:1.0@{}", Digest::sha256(b"a"))
+            format!(
+                "oci:testdata/science/astro-base:1.0@{}",
+                Digest::sha256(b"a")
+            )
         );
         let ext = &v["buildDefinition"]["externalParameters"];
-        assert_eq!(ext["build"], json!({"build": "7", "commit": "1234567", "branch": "main"}));
+        assert_eq!(
+            ext["build"],
+            json!({"build": "7", "commit": "1234567", "branch": "main"})
+        );
         assert_eq!(ext["sourceDateEpoch"], 1_700_000_000);
         assert_eq!(
             v["buildDefinition"]["internalParameters"]["created"],
@@ -829,7 +859,8 @@ mod tests {
         let e = RefreshProvenance::from_predicate(&missing, "s").unwrap_err();
         assert!(e.to_string().contains("manifest.path"), "{e}");
         let mut bad = p.clone();
-        bad["buildDefinition"]["externalParameters"]["manifest"]["digest"] = json!({"sha256": "zz"});
+        bad["buildDefinition"]["externalParameters"]["manifest"]["digest"] =
+            json!({"sha256": "zz"});
         assert!(RefreshProvenance::from_predicate(&bad, "s").is_err());
         let mut time = p;
         time["buildDefinition"]["internalParameters"]["created"] = json!("2023-13-01T00:00:00Z");
@@ -841,7 +872,12 @@ mod tests {
         for t in [0, 951_782_400, 1_700_000_000, -1, 4_102_444_799] {
             assert_eq!(parse_rfc3339(&Timestamp(t).rfc3339()), Some(Timestamp(t)));
         }
-        for s in ["2023-11-14 22:13:20Z", "2023-11-14T22:13:20+00:00", "2023-02-30T00:00:00Z", ""] {
+        for s in [
+            "2023-11-14 22:13:20Z",
+            "2023-11-14T22:13:20+00:00",
+            "2023-02-30T00:00:00Z",
+            "",
+        ] {
             assert_eq!(parse_rfc3339(s), None, "{s}");
         }
     }
@@ -849,10 +885,22 @@ mod tests {
     #[test]
     fn git_urls_lose_credentials_and_local_paths() {
         for (url, public) in [
-            ("https://github.com/org/lib.git", Some("https://github.com/org/lib.git")),
-            ("https://user:ghp_secret@github.com/org/lib.git", Some("https://github.com/org/lib.git")),
-            ("https://oauth2:tok@gitlab.example:8443/g/lib?private_token=x#frag", Some("https://gitlab.example:8443/g/lib")),
-            ("git@github.com:org/lib.git", Some("ssh://github.com/org/lib.git")),
+            (
+                "https://github.com/org/lib.git",
+                Some("https://github.com/org/lib.git"),
+            ),
+            (
+                "https://user:ghp_secret@github.com/org/lib.git",
+                Some("https://github.com/org/lib.git"),
+            ),
+            (
+                "https://oauth2:tok@gitlab.example:8443/g/lib?private_token=x#frag",
+                Some("https://gitlab.example:8443/g/lib"),
+            ),
+            (
+                "git@github.com:org/lib.git",
+                Some("ssh://github.com/org/lib.git"),
+            ),
             ("ssh://git@host/org/lib", Some("ssh://host/org/lib")),
             ("/home/me/lib.git", None),
             ("../lib", None),

@@ -103,8 +103,13 @@ fn graft_in(dir: &Path, epoch: Option<&str>, args: &[&str]) -> Run {
 /// The exact statement bytes of the provenance attached to the image in the OCI layout
 /// `layout` (tag `tag`): read from the `.att` manifest's DSSE envelope.
 fn layout_statement(layout: &Path, tag: &str) -> Vec<u8> {
-    let json = |p: PathBuf| -> Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let json =
+        |p: PathBuf| -> Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
     let index = json(layout.join("index.json"));
     let entries = index["manifests"].as_array().unwrap();
     let name = |e: &Value| {
@@ -116,12 +121,12 @@ fn layout_statement(layout: &Path, tag: &str) -> Vec<u8> {
     let image = entries.iter().find(|e| name(e) == tag).expect("the tag");
     let att = format!(
         "sha256-{}.att",
-        image["digest"].as_str().unwrap().trim_start_matches("sha256:")
+        image["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
     );
-    let att = entries
-        .iter()
-        .find(|e| name(e) == att)
-        .expect("a .att tag");
+    let att = entries.iter().find(|e| name(e) == att).expect("a .att tag");
     let manifest = json(blob(att["digest"].as_str().unwrap()));
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1, "one attestation: {manifest}");
@@ -168,7 +173,10 @@ fn the_same_refresh_from_two_checkouts_attests_byte_for_byte_alike() {
     let text = String::from_utf8(statements[0].clone()).unwrap();
     let tmp_text = tmp.path().to_str().unwrap();
     assert!(!text.contains(tmp_text), "a local path: {text}");
-    assert!(!text.contains("s3cret") && !text.contains("ci-bot"), "{text}");
+    assert!(
+        !text.contains("s3cret") && !text.contains("ci-bot"),
+        "{text}"
+    );
     let st: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(st["subject"][0]["name"], "oci:out/library/sci-notebook:2.4");
     let bd = &st["predicate"]["buildDefinition"];
@@ -191,10 +199,7 @@ fn the_same_refresh_from_two_checkouts_attests_byte_for_byte_alike() {
     assert_eq!(ext["build"]["commit"], &head[..7]);
     assert_eq!(ext["build"]["branch"], "main");
     assert_eq!(ext["sourceDateEpoch"], 1_700_000_000);
-    assert_eq!(
-        bd["internalParameters"]["created"],
-        "2023-11-14T22:13:20Z"
-    );
+    assert_eq!(bd["internalParameters"]["created"], "2023-11-14T22:13:20Z");
     // The in-toto-attestation package validates it.
     let file = tmp.path().join("statement.json");
     std::fs::write(&file, &statements[0]).unwrap();
@@ -364,8 +369,15 @@ fn verify_provenance_rebuilds_the_image_from_the_recorded_commit() {
         ],
     )
     .ok();
-    assert!(text.stdout.contains("ok       compat-layer"), "{}", text.stdout);
-    assert_eq!(text.stdout.lines().filter(|l| l.contains(" ok ")).count(), 7);
+    assert!(
+        text.stdout.contains("ok       compat-layer"),
+        "{}",
+        text.stdout
+    );
+    assert_eq!(
+        text.stdout.lines().filter(|l| l.contains(" ok ")).count(),
+        7
+    );
     // Another clone of the library, elsewhere, verifies it too.
     let other = checkout(&r.bare, &r.tmp.path().join("elsewhere/clone"));
     r.verify(&other, &image, &[]).ok();
@@ -390,7 +402,8 @@ fn an_image_built_from_a_layer_its_commit_does_not_have_is_a_mismatch_naming_it(
     assert_eq!(check(&report, "science-index")["ok"], true);
     assert_eq!(check(&report, "manifest")["ok"], true);
     assert!(
-        run.stderr.contains("does not match its rebuild: compat-layer, subject"),
+        run.stderr
+            .contains("does not match its rebuild: compat-layer, subject"),
         "{}",
         run.stderr
     );
@@ -494,7 +507,11 @@ fn verify_provenance_bad_input_exits_2_and_a_wrong_key_exits_1() {
     let plain = r.tmp.path().join("plain");
     std::fs::create_dir_all(&plain).unwrap();
     let run = r.verify(&plain, &image, &[]).fails(2);
-    assert!(run.stderr.contains("not in a git repository"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not in a git repository"),
+        "{}",
+        run.stderr
+    );
     // An image without provenance (signed only).
     graft_in(
         &r.library,
@@ -528,4 +545,68 @@ fn verify_provenance_bad_input_exits_2_and_a_wrong_key_exits_1() {
     )
     .fails(1);
     assert!(!run.stderr.contains("MISMATCH"), "{}", run.stderr);
+}
+
+#[test]
+fn a_library_in_a_subdirectory_records_its_path_and_verifies_from_the_top() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let top = tmp.path().join("monorepo");
+    let lib = top.join("images/library");
+    for sub in ["manifests", "layers", "schema", "testdata/science"] {
+        copy_dir(&root.join(sub), &lib.join(sub));
+    }
+    std::fs::copy(root.join("graft.yaml"), lib.join("graft.yaml")).unwrap();
+    write_file(&top, ".gitignore", "out/\n");
+    write_file(&top, "README.md", "other things live here too\n");
+    git_at(&top, 1000, &["init", "-q", "-b", "main"]);
+    commit(&top, 1000, "monorepo");
+    let (key, public) = keypair(tmp.path(), tmp.path(), "ci");
+    graft_in(
+        &lib,
+        Some("1700000000"),
+        &[
+            "-q",
+            "refresh",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--provenance",
+            "astro-notebook",
+        ],
+    )
+    .ok();
+    let statement: Value = serde_json::from_slice(&layout_statement(
+        &lib.join("out/library/astro-notebook"),
+        "1.0",
+    ))
+    .unwrap();
+    let library = &statement["predicate"]["buildDefinition"]["externalParameters"]["library"];
+    assert_eq!(library["path"], "images/library");
+    // No remote: the commit is recorded, no URL (never a local path).
+    assert_eq!(library.get("repository"), None, "{library}");
+    let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    assert_eq!(deps[0]["name"], "library");
+    assert_eq!(deps[0].get("uri"), None);
+    // Verified from the repository's top directory.
+    let image = format!(
+        "oci:{}",
+        lib.join("out/library/astro-notebook:1.0").display()
+    );
+    let out = graft_in(
+        &top,
+        None,
+        &[
+            "-o",
+            "json",
+            "verify-provenance",
+            "--key",
+            public.to_str().unwrap(),
+            &image,
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(out["ok"], true, "{out}");
 }

@@ -17,7 +17,11 @@ impl Repo {
         }
         let p = String::from_utf8(out.stdout).ok()?;
         let p = p.trim().trim_end_matches('/');
-        Some(if p.is_empty() { ".".into() } else { p.to_string() })
+        Some(if p.is_empty() {
+            ".".into()
+        } else {
+            p.to_string()
+        })
     }
 
     /// Check out `commit` (a full hash: resolve it first with [`Repo::resolve`]) of this
