@@ -157,7 +157,12 @@ pub async fn verify_provenance(
     if ours.is_empty() {
         // Says which buildType it found instead.
         let what = format!("the provenance of {reference}");
-        RefreshProvenance::from_predicate(&statements[0]["predicate"], &what)?;
+        let first = statements.first().map_or(&Value::Null, |s| &s["predicate"]);
+        RefreshProvenance::from_predicate(first, &what)?;
+        return Err(Error::Input {
+            what,
+            reason: "holds no statement of a graft refresh".into(),
+        });
     }
     let mut out = VerifyProvenanceReport {
         reference: reference.clone(),
