@@ -530,6 +530,32 @@ fn verify_provenance_bad_input_exits_2_and_a_wrong_key_exits_1() {
     .ok();
     let run = r.verify(&r.library, &r.image("unattested"), &[]).fails(2);
     assert!(run.stderr.contains("no provenance"), "{}", run.stderr);
+    // Provenance of another builder (or of graft's v1, which recorded no build values).
+    let foreign = r.tmp.path().join("foreign.json");
+    std::fs::write(
+        &foreign,
+        br#"{"buildDefinition":{"buildType":"https://graft.dev/buildtypes/refresh/v1","externalParameters":{}},"runDetails":{"builder":{"id":"https://ci.example/b"}}}"#,
+    )
+    .unwrap();
+    graft_in(
+        &r.library,
+        None,
+        &[
+            "-q",
+            "--tls-verify=false",
+            "attest",
+            "--key",
+            &r.key,
+            "--type",
+            "slsaprovenance1",
+            "--predicate",
+            foreign.to_str().unwrap(),
+            &r.image("unattested"),
+        ],
+    )
+    .ok();
+    let run = r.verify(&r.library, &r.image("unattested"), &[]).fails(2);
+    assert!(run.stderr.contains("refresh/v1"), "{}", run.stderr);
     // A signature by another key: the verification fails (exit 1), nothing is rebuilt.
     let (_, other_pub) = keypair(r.tmp.path(), r.tmp.path(), "other");
     let run = graft_in(
