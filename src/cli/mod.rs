@@ -14,6 +14,7 @@ pub mod plan;
 pub mod progress;
 pub mod promote;
 pub mod provenance;
+pub mod prune;
 pub mod refresh;
 pub mod sign;
 pub mod tag;
@@ -171,6 +172,9 @@ pub enum Command {
     Promote(promote::PromoteArgs),
     /// Delete manifests from a registry, refusing when another tag points at one of them.
     Delete(delete::DeleteArgs),
+    /// Delete the library's branch tags whose git branch is gone, never taking another tag
+    /// with them.
+    Prune(prune::PruneArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

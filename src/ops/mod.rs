@@ -11,16 +11,20 @@
 //! - [`copy`]: one image copy, with its attachments when asked (used by `copy` and `mirror`);
 //! - [`tag`]: tags inside one repository, registry-cheap (`graft tag`, `delete`, `ls`);
 //! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
+//! - [`prune`]: branch tags of gone branches deleted, never taking another tag (`graft prune`);
+//! - [`layer`]: one layer tarball with refresh's bytes (`graft layer build`);
 //! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`).
 
 pub mod append;
 pub mod attachments;
 pub mod copy;
 pub mod inspect;
+pub mod layer;
 pub mod memo;
 pub mod mirror;
 pub mod plan;
 pub mod promote;
+pub mod prune;
 pub mod refresh;
 pub mod shard;
 pub mod sign;

@@ -24,6 +24,7 @@ mod oras;
 mod peers;
 mod pipe;
 mod promote;
+mod prune;
 mod refresh;
 mod repo;
 mod sign;
