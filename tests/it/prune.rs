@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::graft::{capture, command, Run};
 use crate::support::peers::{stdout_ok, Peer};
+use crate::support::proxy::Proxy;
 use crate::support::registry::{Registry, RegistryOpts};
 use crate::support::tools::{copy_dir, science_layout, skopeo, write_file};
 
@@ -303,31 +304,61 @@ fn prune_deletes_only_the_tags_of_gone_branches_and_keeps_shared_digests() {
             "--tls-verify=false",
             "prune",
             "--branch-tags",
+            "--dry-run",
             "--repo",
             &repo,
         ],
     )
     .ok();
+    for line in [
+        format!(
+            "would prune docker://{image}@{gone_digest} (tags 2.4-gone-one; branch gone/one is gone)"
+        ),
+        format!(
+            "would prune docker://{image}@{feat_digest} (tags 2.4-feat-a; branch feat+a is gone)"
+        ),
+        format!(
+            "kept docker://{image}:2.4-shared (branch shared is gone, but {} is also tagged \
+             stable (a delete would take it))",
+            digest("stable")
+        ),
+    ] {
+        assert!(text.stdout.contains(&line), "{line}\n{}", text.stdout);
+    }
+
+    // The prune itself, through a counting proxy: one tag listing per repository, one
+    // manifest GET per tag, one DELETE per pruned digest, nothing below a root.
+    let proxy = Proxy::start(reg.addr());
+    let via = format!("docker://{}/rel", proxy.image_ref("").trim_end_matches('/'));
+    let done = prune(&lib, &via, &[]).ok().json();
+    assert_eq!(done["dry_run"], false, "{done}");
+    let mut expected = vec![
+        ("2.4-feat-a".to_string(), feat_digest.clone()),
+        ("2.4-gone-one".to_string(), gone_digest.clone()),
+    ];
+    expected.sort();
+    assert_eq!(pruned_tags(&done), expected, "{done}");
+    let requests = proxy.requests();
+    let count = |method: &str, part: &str| {
+        requests
+            .iter()
+            .filter(|(m, p)| m == method && p.contains(part))
+            .count()
+    };
+    assert_eq!(count("GET", "/tags/list"), 2, "{requests:?}");
+    assert_eq!(count("GET", "/manifests/"), all.len(), "{requests:?}");
+    assert_eq!(count("DELETE", "/manifests/sha256:"), 2, "{requests:?}");
     assert!(
-        text.stdout.contains(&format!(
-            "pruned docker://{image}@{gone_digest} (tags 2.4-gone-one; branch gone/one is gone)"
-        )),
-        "{}",
-        text.stdout
-    );
-    assert!(
-        text.stdout.contains(&format!(
-            "kept docker://{image}:2.4-shared (branch shared is gone, but"
-        )) && text.stdout.contains("is also tagged stable"),
-        "{}",
-        text.stdout
+        requests
+            .iter()
+            .all(|(m, p)| !p.contains("/blobs/") && matches!(m.as_str(), "GET" | "DELETE")),
+        "{requests:?}"
     );
     let mut left = all.clone();
     left.retain(|t| t != "2.4-gone-one" && t != "2.4-feat-a");
     assert_eq!(crane_tags(&peer, &image), left);
     assert_eq!(digest("2.4"), production, "the production tag moved");
     assert_eq!(digest("stable"), digest("2.4-shared"));
-    let _ = feat_digest;
 
     // Nothing left to prune: a second run deletes nothing and says what it keeps.
     let again = prune(&lib, &repo, &[]).ok().json();
