@@ -601,6 +601,45 @@ mod tests {
     }
 
     #[test]
+    fn remote_heads_gives_up_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = Command::new("git")
+            .args(["init", "-q"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(init.success());
+        let repo = Repo::discover(dir.path()).expect("a work tree");
+        // A server that takes the connection (the kernel's backlog) and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let started = std::time::Instant::now();
+        let err = repo
+            .remote_heads(
+                &format!("git://127.0.0.1:{port}/lib"),
+                false,
+                std::time::Duration::from_secs(1),
+            )
+            .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        let text = err.to_string();
+        assert!(
+            text.contains("no answer within 1 s") && text.contains("git ls-remote"),
+            "{text}"
+        );
+        assert!(!err.is_usage());
+        // An unknown remote name is bad input, naming the fix.
+        let err = repo
+            .remote_heads("upstream", false, std::time::Duration::from_secs(1))
+            .unwrap_err();
+        assert!(
+            err.is_usage() && err.to_string().contains("git remote add"),
+            "{err}"
+        );
+        drop(listener);
+    }
+
+    #[test]
     fn ci_variables_name_the_branch() {
         assert_eq!(ci_branch(&env(&[])), None);
         let pr = [
