@@ -170,7 +170,8 @@ pub enum Command {
     Tag(tag::TagArgs),
     /// Tag the library's final images (their `{version}` digest) as stable or as a release.
     Promote(promote::PromoteArgs),
-    /// Delete manifests from a registry, refusing when another tag points at one of them.
+    /// Delete manifests from a registry or an OCI layout directory, refusing when another tag
+    /// points at one of them.
     Delete(delete::DeleteArgs),
     /// Delete the library's branch tags whose git branch is gone, never taking another tag
     /// with them.
