@@ -14,6 +14,7 @@ pub mod plan;
 pub mod progress;
 pub mod promote;
 pub mod provenance;
+pub mod prune;
 pub mod rebase;
 pub mod refresh;
 pub mod sign;
@@ -174,10 +175,14 @@ pub enum Command {
     Tag(tag::TagArgs),
     /// Tag the library's final images (their `{version}` digest) as stable or as a release.
     Promote(promote::PromoteArgs),
-    /// Delete manifests from a registry, refusing when another tag points at one of them.
+    /// Delete manifests from a registry or an OCI layout directory, refusing when another tag
+    /// points at one of them.
     Delete(delete::DeleteArgs),
     /// Swap the base layers of every platform of an image for a new base's, without a rebuild.
     Rebase(rebase::RebaseArgs),
+    /// Delete the library's branch tags whose git branch is gone, never taking another tag
+    /// with them.
+    Prune(prune::PruneArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

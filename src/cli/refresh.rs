@@ -85,6 +85,7 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     )?;
     let mut lib = rev.library.clone();
     let mut names = args.names.clone();
+    let mut changes_json = None;
     if let Some(since) = &args.changed_since {
         // Names narrow the change set further: checked against the whole library first.
         graft::ops::refresh::select(&lib, &names)?;
@@ -105,6 +106,8 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             changes.reasons(&m.rel).is_some() && (names.is_empty() || names.contains(&m.name))
         });
         names.clear();
+        // `-o json` carries the reasons as `.changes`, as plan's JSON does.
+        changes_json = Some(serde_json::to_value(&changes)?);
     }
     if let Some(shard) = args.shard {
         let of = lib.manifests().len();
@@ -150,7 +153,14 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
     }
     match global.output {
-        Output::Json => print_json(&report)?,
+        Output::Json => match changes_json {
+            Some(changes) => {
+                let mut v = serde_json::to_value(&report)?;
+                v["changes"] = changes;
+                print_json(&v)?
+            }
+            None => print_json(&report)?,
+        },
         Output::Text => print_text(&report.images, report.dry_run)?,
     }
     Ok(())

@@ -12,6 +12,8 @@
 //! - [`tag`]: tags inside one repository, registry-cheap (`graft tag`, `delete`, `ls`);
 //! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
 //! - [`rebase`]: new base layers under an image's own, without a rebuild (`graft rebase`);
+//! - [`prune`]: branch tags of gone branches deleted, never taking another tag (`graft prune`);
+//! - [`layer`]: one layer tarball with refresh's bytes (`graft layer build`);
 //! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`);
 //! - [`verify_provenance`]: an image rebuilt from the library commit its provenance records
 //!   (`graft verify-provenance`).
@@ -20,10 +22,12 @@ pub mod append;
 pub mod attachments;
 pub mod copy;
 pub mod inspect;
+pub mod layer;
 pub mod memo;
 pub mod mirror;
 pub mod plan;
 pub mod promote;
+pub mod prune;
 pub mod rebase;
 pub mod refresh;
 pub mod shard;

@@ -25,6 +25,7 @@ mod peers;
 mod pipe;
 mod promote;
 mod provenance_repro;
+mod prune;
 mod rebase;
 mod refresh;
 mod repo;
