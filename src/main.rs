@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Command::Inspect(a) => cli::inspect::run(a, &cli.global).await,
             Command::Ls(a) => cli::ls::run(a, &cli.global).await,
             Command::Append(a) => cli::append::run(a, &cli.global).await,
+            Command::Rebase(a) => cli::rebase::run(a, &cli.global).await,
             Command::Mirror(a) => cli::mirror::run_mirror(a, &cli.global).await,
             Command::Refresh(a) => cli::refresh::run(a, &cli.global).await,
             Command::Validate(a) => cli::validate::run(a, &cli.global).await,
@@ -42,10 +43,12 @@ fn main() -> ExitCode {
             Command::Attest(a) => cli::attest::run(a, &cli.global).await,
             Command::VerifyAttestation(a) => cli::verify_attestation::run(a, &cli.global).await,
             Command::Provenance(a) => cli::provenance::run(a, &cli.global).await,
+            Command::VerifyProvenance(a) => cli::verify_provenance::run(a, &cli.global).await,
             Command::Tag(a) => cli::tag::run(a, &cli.global).await,
             Command::Promote(a) => cli::promote::run(a, &cli.global).await,
             Command::Status(a) => cli::status::run(a, &cli.global).await,
             Command::Delete(a) => cli::delete::run(a, &cli.global).await,
+            Command::Prune(a) => cli::prune::run(a, &cli.global).await,
         }
     });
     match result {

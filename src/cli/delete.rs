@@ -1,5 +1,5 @@
-//! `graft delete REF…`: delete manifests from a registry, refusing when another tag points at
-//! one of them (a registry deletes a manifest with every tag on it).
+//! `graft delete REF…`: delete manifests from a registry or an OCI layout directory, refusing
+//! when another tag points at one of them (a registry deletes a manifest with every tag on it).
 
 use clap::Args;
 
@@ -12,8 +12,9 @@ use super::{print_json, GlobalArgs, Output};
 /// Arguments of `graft delete`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// What to delete: docker://HOST/REPO:TAG or docker://HOST/REPO@DIGEST. Every tag on the
-    /// manifest must be named, or nothing is deleted.
+    /// What to delete: docker://HOST/REPO:TAG, docker://HOST/REPO@DIGEST or oci:DIR:TAG (its
+    /// index.json entries go; blobs stay). Every tag on the manifest must be named, or nothing
+    /// is deleted.
     #[arg(required = true, value_name = "REF")]
     pub references: Vec<String>,
     /// Check and show what would be deleted; delete nothing.
@@ -30,6 +31,11 @@ pub async fn run(args: DeleteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<ImageRef>, _>>()?;
     let ep = global.registry.endpoint(None)?;
     let report = delete(&refs, args.dry_run, &ep).await?;
+    if !global.quiet {
+        for n in &report.notes {
+            eprintln!("note: {n}");
+        }
+    }
     match global.output {
         Output::Json => print_json(&report)?,
         Output::Text => {

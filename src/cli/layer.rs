@@ -1,11 +1,12 @@
-//! `graft layer build DIR`: build a deterministic layer tarball and print its digests.
+//! `graft layer build NAME|DIR`: build a deterministic layer tarball and print its digests
+//! (the digest refresh writes for the same layer: [`graft::ops::layer`]).
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use graft::layer::{self, Compression, LayerDigests, LayerSpec};
-use graft::library;
+use graft::layer::{Compression, LayerDigests};
+use graft::ops::layer::{build_layer, LayerBuild, LayerSource};
 use graft::timestamp::Timestamp;
 
 use super::output::outln;
@@ -23,7 +24,8 @@ pub struct LayerArgs {
 #[derive(Debug, Subcommand)]
 pub enum LayerCommand {
     /// Build a layer tarball (same sources, same bytes) and print its digest, diff_id, size
-    /// and media type. Entry mtimes come from SOURCE_DATE_EPOCH (default 0).
+    /// and media type. Entry mtimes are refresh's: SOURCE_DATE_EPOCH, else (a library layer
+    /// in git) the last commit that touched its chain, else 0.
     Build(BuildArgs),
 }
 
@@ -55,18 +57,23 @@ pub async fn run(args: LayerArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 }
 
 fn build(args: BuildArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let spec = source_spec(&args)?;
-    let digests = build_spec(&spec, args.compression, args.file.as_deref())?;
-    print_digests(&digests, args.file.as_deref(), global.output)
+    let req = LayerBuild {
+        source: source(&args)?,
+        compression: args.compression,
+        file: args.file.clone(),
+        // SOURCE_DATE_EPOCH is read here, at the edge; git is read by the op.
+        epoch: Timestamp::from_env()?,
+    };
+    let built = build_layer(&req)?;
+    print_digests(&built.digests, args.file.as_deref(), global.output)
 }
 
-/// The spec for `graft layer build`'s NAME|DIR argument.
-fn source_spec(args: &BuildArgs) -> anyhow::Result<LayerSpec> {
-    let mtime = mtime()?;
+/// What `graft layer build`'s NAME|DIR argument names.
+fn source(args: &BuildArgs) -> anyhow::Result<LayerSource> {
     let src = &args.source;
     if args.library.is_none() && src.is_dir() {
         if !src.join("layer.yaml").is_file() {
-            return Ok(LayerSpec::tree(src, mtime));
+            return Ok(LayerSource::Tree(src.clone()));
         }
         let dir = std::path::absolute(src)?;
         let (Some(name), Some(layers)) = (dir.file_name(), dir.parent()) else {
@@ -76,8 +83,10 @@ fn source_spec(args: &BuildArgs) -> anyhow::Result<LayerSpec> {
             }
             .into());
         };
-        let compat = library::compat_from_layers(layers, &name.to_string_lossy())?;
-        return Ok(compat.spec(mtime));
+        return Ok(LayerSource::Library {
+            layers_dir: layers.to_path_buf(),
+            name: name.to_string_lossy().into_owned(),
+        });
     }
     let lib = args.library.clone().unwrap_or_else(|| PathBuf::from("."));
     let name = src.to_string_lossy();
@@ -93,29 +102,14 @@ fn source_spec(args: &BuildArgs) -> anyhow::Result<LayerSpec> {
         }
         .into());
     }
-    let compat = library::compat_from_layers(&lib.join("layers"), &name)?;
-    Ok(compat.spec(mtime))
-}
-
-/// The time every entry gets: `SOURCE_DATE_EPOCH`, else the epoch.
-pub fn mtime() -> anyhow::Result<Timestamp> {
-    Ok(Timestamp::from_env()?.unwrap_or(Timestamp::EPOCH))
-}
-
-/// Build `spec` into `file`, or only hash it when there is no file.
-pub fn build_spec(
-    spec: &LayerSpec,
-    compression: Compression,
-    file: Option<&Path>,
-) -> graft::Result<LayerDigests> {
-    match file {
-        Some(path) => layer::build_to_file(spec, compression, path),
-        None => layer::build(spec, compression, std::io::sink()),
-    }
+    Ok(LayerSource::Library {
+        layers_dir: lib.join("layers"),
+        name: name.into_owned(),
+    })
 }
 
 /// Print what identifies a layer (and where it was written).
-pub fn print_digests(d: &LayerDigests, file: Option<&Path>, output: Output) -> anyhow::Result<()> {
+fn print_digests(d: &LayerDigests, file: Option<&Path>, output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => {
             let mut v = serde_json::to_value(d)?;

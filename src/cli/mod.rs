@@ -14,6 +14,8 @@ pub mod plan;
 pub mod progress;
 pub mod promote;
 pub mod provenance;
+pub mod prune;
+pub mod rebase;
 pub mod refresh;
 pub mod sign;
 pub mod status;
@@ -21,6 +23,7 @@ pub mod tag;
 pub mod validate;
 pub mod verify;
 pub mod verify_attestation;
+pub mod verify_provenance;
 
 use std::path::PathBuf;
 
@@ -166,6 +169,9 @@ pub enum Command {
     VerifyAttestation(verify_attestation::VerifyAttestationArgs),
     /// Print the SLSA provenance attached to an image.
     Provenance(provenance::ProvenanceArgs),
+    /// Rebuild an image from the library commit its provenance records and confirm every
+    /// digest the statement names.
+    VerifyProvenance(verify_provenance::VerifyProvenanceArgs),
     /// Add tags to an image inside its repository: one manifest GET, one PUT per tag.
     Tag(tag::TagArgs),
     /// Tag the library's final images (their `{version}` digest) as stable or as a release.
@@ -173,8 +179,14 @@ pub enum Command {
     /// Compare the library's final images with the registry: up to date, stale (and why),
     /// missing, and tags no manifest produces any more.
     Status(status::StatusArgs),
-    /// Delete manifests from a registry, refusing when another tag points at one of them.
+    /// Delete manifests from a registry or an OCI layout directory, refusing when another tag
+    /// points at one of them.
     Delete(delete::DeleteArgs),
+    /// Swap the base layers of every platform of an image for a new base's, without a rebuild.
+    Rebase(rebase::RebaseArgs),
+    /// Delete the library's branch tags whose git branch is gone, never taking another tag
+    /// with them.
+    Prune(prune::PruneArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

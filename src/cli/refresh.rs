@@ -3,14 +3,14 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use serde_json::json;
 
 use graft::library::Library;
 use graft::ops::plan::{changed_since, revision, Missing};
 use graft::ops::refresh::{
     refresh, ImageStatus, ProvenanceContext, RefreshOptions, RefreshRequest, RefreshResult, Signing,
 };
-use graft::sign::BuilderInfo;
+use graft::sign::provenance::public_git_url;
+use graft::sign::{BuildValues, BuilderInfo, LibrarySource};
 use graft::timestamp::Timestamp;
 
 use super::output::outln;
@@ -90,6 +90,7 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     )?;
     let mut lib = rev.library.clone();
     let mut names = args.names.clone();
+    let mut changes_json = None;
     if let Some(since) = &args.changed_since {
         // Names narrow the change set further: checked against the whole library first.
         graft::ops::refresh::select(&lib, &names)?;
@@ -110,6 +111,8 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             changes.reasons(&m.rel).is_some() && (names.is_empty() || names.contains(&m.name))
         });
         names.clear();
+        // `-o json` carries the reasons as `.changes`, as plan's JSON does.
+        changes_json = Some(serde_json::to_value(&changes)?);
     }
     if let Some(shard) = args.shard {
         let of = lib.manifests().len();
@@ -131,7 +134,7 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         Some(key) => Some(Signing {
             key,
             provenance: match args.provenance {
-                true => Some(provenance_context(&args, &options, &rev, started)),
+                true => Some(provenance_context(&args, &options, &rev, epoch, started)),
                 false => None,
             },
         }),
@@ -156,7 +159,14 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
     }
     match global.output {
-        Output::Json => print_json(&report)?,
+        Output::Json => match changes_json {
+            Some(changes) => {
+                let mut v = serde_json::to_value(&report)?;
+                v["changes"] = changes;
+                print_json(&v)?
+            }
+            None => print_json(&report)?,
+        },
         Output::Text => print_text(&report.images, report.dry_run)?,
     }
     if !global.quiet {
@@ -241,10 +251,13 @@ fn now_or_epoch() -> anyhow::Result<Timestamp> {
     super::created_time()
 }
 
+/// What the statement records besides the image, gathered here at the edge: only values
+/// that are the same on every machine (a remote URL without credentials, never a local path).
 fn provenance_context(
     args: &RefreshArgs,
     opts: &RefreshOptions,
     rev: &graft::ops::plan::Revision,
+    epoch: Option<Timestamp>,
     started: Timestamp,
 ) -> ProvenanceContext {
     let ci = BuilderInfo::from_ci_env(&|k| std::env::var(k).ok());
@@ -255,18 +268,29 @@ fn provenance_context(
     if let Some(i) = &args.invocation_id {
         builder.invocation_id = Some(i.clone());
     }
+    let library = rev.repo.as_ref().and_then(|r| {
+        let commit = r.head_commit()?;
+        Some(LibrarySource {
+            url: r.origin_url().as_deref().and_then(public_git_url),
+            git_ref: match &opts.build.branch {
+                Some(b) => format!("refs/heads/{b}"),
+                None => commit.clone(),
+            },
+            path: r.prefix().unwrap_or_else(|| ".".into()),
+            commit,
+        })
+    });
     ProvenanceContext {
         builder,
-        library_repo: rev.repo.as_ref().and_then(|r| r.origin_url()),
-        library_commit: rev.repo.as_ref().and_then(|r| r.head_commit()),
-        options: json!({
-            "names": args.names,
-            "repo": args.repo,
-            "build": opts.build.build,
-            "commit": opts.build.commit,
-            "branch": opts.build.branch,
-            "created": opts.created.rfc3339(),
-        }),
+        library,
+        build: BuildValues {
+            build: opts.build.build.clone(),
+            commit: opts.build.commit.clone(),
+            branch: opts.build.branch.clone(),
+        },
+        created: opts.created,
+        source_date_epoch: epoch,
+        repo_override: args.repo.clone(),
         started_on: started,
         // Set by the refresh when it has written everything.
         finished_on: started,

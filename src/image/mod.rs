@@ -5,4 +5,5 @@ pub mod append;
 pub mod breadcrumbs;
 pub mod config;
 pub mod manifest;
+pub mod rebase;
 pub mod tarball;

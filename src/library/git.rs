@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use crate::error::{Error, Result};
 use crate::timestamp::Timestamp;
 
+mod checkout;
+
 /// Most bytes read from one git command: a diff listing or an old manifest. A library's
 /// history is not allowed to fill memory.
 const MAX_OUTPUT: usize = 64 << 20;
@@ -365,6 +367,154 @@ impl Repo {
     }
 }
 
+/// The branches a remote has, as `git ls-remote` lists them (what `graft prune
+/// --branch-tags` compares the branch annotations with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteHeads {
+    /// The remote as given (a name such as `origin`, or a URL or path).
+    pub remote: String,
+    /// Its URL, when the remote is a configured name.
+    pub url: Option<String>,
+    /// Every branch (`refs/heads/` stripped).
+    pub heads: BTreeSet<String>,
+    /// The branch the remote's HEAD points at, when asked for and known.
+    pub head: Option<String>,
+}
+
+impl Repo {
+    /// `git ls-remote --heads REMOTE` (and, with `want_head`, `git ls-remote --symref REMOTE
+    /// HEAD`): the branches the remote has now. `remote` is a configured remote's name or a
+    /// URL/path. Each call waits at most `timeout` (a remote that does not answer is an
+    /// error naming it; git never prompts for credentials). An unknown remote name is a usage
+    /// error naming the fix.
+    pub fn remote_heads(
+        &self,
+        remote: &str,
+        want_head: bool,
+        timeout: std::time::Duration,
+    ) -> Result<RemoteHeads> {
+        if remote.is_empty() || remote.starts_with('-') {
+            return Err(Error::Unsupported(format!(
+                "{remote:?} is not a git remote name or URL"
+            )));
+        }
+        let url = self.line(&["remote", "get-url", "--end-of-options", remote]);
+        let looks_like_url = remote.contains('/') || remote.contains(':') || remote == ".";
+        if url.is_none() && !looks_like_url {
+            return Err(Error::Unsupported(format!(
+                "the git repository of {} has no remote named {remote:?}: add it (git remote \
+                 add {remote} URL), or name another remote or a URL with --remote",
+                self.dir.display()
+            )));
+        }
+        let listing = self.run_for(&["ls-remote", "--heads", remote], timeout)?;
+        let mut heads = BTreeSet::new();
+        for line in String::from_utf8_lossy(&listing).lines() {
+            if let Some(name) = line
+                .split_once('\t')
+                .and_then(|(_, r)| r.strip_prefix("refs/heads/"))
+            {
+                heads.insert(name.to_string());
+            }
+        }
+        let head = match want_head {
+            false => None,
+            true => {
+                let out = self.run_for(&["ls-remote", "--symref", remote, "HEAD"], timeout)?;
+                String::from_utf8_lossy(&out).lines().find_map(|l| {
+                    let (target, name) = l.strip_prefix("ref: ")?.split_once('\t')?;
+                    (name == "HEAD")
+                        .then(|| target.strip_prefix("refs/heads/").map(str::to_string))
+                        .flatten()
+                })
+            }
+        };
+        Ok(RemoteHeads {
+            remote: remote.to_string(),
+            url,
+            heads,
+            head,
+        })
+    }
+
+    /// Run a git command that may wait on the network: its stdout (at most [`MAX_OUTPUT`]
+    /// bytes) when it succeeds within `timeout`; it is killed when it does not.
+    fn run_for(&self, args: &[&str], timeout: std::time::Duration) -> Result<Vec<u8>> {
+        let what = || format!("git {} (in {})", args.join(" "), self.dir.display());
+        let mut child = self
+            .command()
+            // Never ask for a password on the terminal: fail instead.
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io("running git in", &self.dir, e))?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Unsupported(format!("{}: no output pipe", what())));
+        };
+        let out = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut stdout = stdout;
+            let _ = (&mut stdout)
+                .take(MAX_OUTPUT as u64 + 1)
+                .read_to_end(&mut kept);
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+            kept
+        });
+        let err = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut stderr = stderr;
+            let _ = (&mut stderr).take(STDERR_KEPT).read_to_end(&mut kept);
+            let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+            String::from_utf8_lossy(&kept).trim().to_string()
+        });
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if std::time::Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::Invalid {
+                        what: what(),
+                        reason: format!(
+                            "no answer within {} s (is the remote reachable?)",
+                            timeout.as_secs()
+                        ),
+                    });
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => {
+                    let _ = child.kill();
+                    return Err(Error::io("waiting for git in", &self.dir, e));
+                }
+            }
+        };
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        if !status.success() {
+            // The remote could not be read (gone, unreachable, refused): the operation failed.
+            return Err(Error::Invalid {
+                what: what(),
+                reason: match stderr.is_empty() {
+                    true => format!("git failed ({status})"),
+                    false => format!("git failed ({status}): {stderr}"),
+                },
+            });
+        }
+        if stdout.len() > MAX_OUTPUT {
+            return Err(Error::Invalid {
+                what: what(),
+                reason: format!("printed more than {MAX_OUTPUT} bytes"),
+            });
+        }
+        Ok(stdout)
+    }
+}
+
 /// The branch a CI job builds, from its variables (read by the binary and passed as `var`),
 /// for a detached HEAD: GitHub Actions (`GITHUB_HEAD_REF` in a pull request, else
 /// `GITHUB_REF_NAME` unless the ref is a tag), GitLab CI (`CI_MERGE_REQUEST_SOURCE_BRANCH_NAME`,
@@ -450,6 +600,45 @@ mod tests {
         let walk = repo.read_log(&log[..], &owner, 1, &mut found).unwrap();
         assert!(matches!(walk, Walk::Complete));
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn remote_heads_gives_up_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = Command::new("git")
+            .args(["init", "-q"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(init.success());
+        let repo = Repo::discover(dir.path()).expect("a work tree");
+        // A server that takes the connection (the kernel's backlog) and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let started = std::time::Instant::now();
+        let err = repo
+            .remote_heads(
+                &format!("git://127.0.0.1:{port}/lib"),
+                false,
+                std::time::Duration::from_secs(1),
+            )
+            .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        let text = err.to_string();
+        assert!(
+            text.contains("no answer within 1 s") && text.contains("git ls-remote"),
+            "{text}"
+        );
+        assert!(!err.is_usage());
+        // An unknown remote name is bad input, naming the fix.
+        let err = repo
+            .remote_heads("upstream", false, std::time::Duration::from_secs(1))
+            .unwrap_err();
+        assert!(
+            err.is_usage() && err.to_string().contains("git remote add"),
+            "{err}"
+        );
+        drop(listener);
     }
 
     #[test]

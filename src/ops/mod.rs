@@ -13,19 +13,28 @@
 //! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
 //! - [`inputs`]: the input digest that says an image is up to date (`refresh`, `status`);
 //! - [`status`]: the registry against the library: up to date, stale, missing, orphaned;
-//! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`).
+//! - [`rebase`]: new base layers under an image's own, without a rebuild (`graft rebase`);
+//! - [`prune`]: branch tags of gone branches deleted, never taking another tag (`graft prune`);
+//! - [`layer`]: one layer tarball with refresh's bytes (`graft layer build`);
+//! - [`shard`]: a deterministic 1/N of a library's images, for N CI jobs (`--shard I/N`);
+//! - [`verify_provenance`]: an image rebuilt from the library commit its provenance records
+//!   (`graft verify-provenance`).
 
 pub mod append;
 pub mod attachments;
 pub mod copy;
 pub mod inputs;
 pub mod inspect;
+pub mod layer;
 pub mod memo;
 pub mod mirror;
 pub mod plan;
 pub mod promote;
+pub mod prune;
+pub mod rebase;
 pub mod refresh;
 pub mod shard;
 pub mod sign;
 pub mod status;
 pub mod tag;
+pub mod verify_provenance;

@@ -392,7 +392,12 @@ pub async fn assemble(
         platform_labels: Some(&platform_labels),
         annotations,
         inherit_annotations: false,
-        base_name: Some(base_name(&science_ref)),
+        // A layout as the manifest writes it (relative to the library), not resolved to this
+        // machine's checkout: the image must not depend on where the library is.
+        base_name: Some(match &science_ref {
+            ImageRef::Docker(_) => base_name(&science_ref),
+            _ => m.science.image.text.clone(),
+        }),
         platforms: (!platforms.is_empty()).then_some(platforms),
         created: opts.created,
     };
@@ -503,16 +508,22 @@ pub struct Signing {
 }
 
 /// What provenance records beyond the image itself; gathered by the binary at the edge.
+/// Nothing in it may depend on the machine (paths, temporary directories): the same refresh
+/// from two checkouts must attest alike.
 #[derive(Debug, Clone)]
 pub struct ProvenanceContext {
     /// Who runs the refresh (CI variables or flags).
     pub builder: crate::sign::BuilderInfo,
-    /// The library's git remote URL, if any.
-    pub library_repo: Option<String>,
-    /// The library's git commit, if any.
-    pub library_commit: Option<String>,
-    /// The refresh options as given.
-    pub options: serde_json::Value,
+    /// The library's git remote (without credentials) and commit, if it is in git.
+    pub library: Option<crate::sign::LibrarySource>,
+    /// The build values and time the refresh used ([`RefreshOptions`]).
+    pub build: crate::sign::BuildValues,
+    /// [`RefreshOptions::created`].
+    pub created: Timestamp,
+    /// `SOURCE_DATE_EPOCH`, when set.
+    pub source_date_epoch: Option<Timestamp>,
+    /// `--repo` as given, when it replaced graft.yaml's.
+    pub repo_override: Option<String>,
     /// When the refresh started.
     pub started_on: Timestamp,
     /// When it finished.
@@ -572,12 +583,7 @@ pub async fn sign_result(
     }
     if let Some(ctx) = &signing.provenance {
         let file = std::fs::read(&m.file).map_err(|e| Error::io("reading", &m.file, e))?;
-        let science_index = root.is_index().then(|| {
-            (
-                base_name(&m.science.image.image),
-                result.science_digest.clone(),
-            )
-        });
+        let science_index = root.is_index().then(|| result.science_digest.clone());
         let science_platforms: Vec<(String, Digest)> = result
             .platforms
             .iter()
@@ -588,15 +594,22 @@ pub async fn sign_result(
                 )
             })
             .collect();
+        // References as the library writes them (relative layout paths stay relative): the
+        // statement must not depend on where the library is checked out.
+        let subject_name = result.references.first().cloned().unwrap_or_default();
         let statement_for = |digest: &Digest| {
             RefreshProvenance {
                 manifest_path: m.rel.clone(),
                 manifest_digest: Digest::sha256(&file),
-                library_repo: ctx.library_repo.clone(),
-                library_commit: ctx.library_commit.clone(),
-                options: ctx.options.clone(),
+                library: ctx.library.clone(),
+                build: ctx.build.clone(),
+                created: ctx.created,
+                source_date_epoch: ctx.source_date_epoch,
+                repo_override: ctx.repo_override.clone(),
+                science: m.science.image.text.clone(),
                 science_index: science_index.clone(),
                 science_platforms: science_platforms.clone(),
+                compat_chain: result.compat.clone(),
                 compat_layer: Some(result.compat_layer.digest.clone()),
                 builder: ctx.builder.clone(),
                 graft_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -604,7 +617,7 @@ pub async fn sign_result(
                 finished_on: ctx.finished_on,
             }
             .provenance()
-            .statement(&repo.identity(), digest)
+            .statement(&subject_name, digest)
         };
         for s in &subjects {
             attest(

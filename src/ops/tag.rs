@@ -14,6 +14,10 @@
 //! of them is not among the tags being deleted: deleting a branch tag must never take
 //! `stable` with it. Between that check and the DELETE another writer may still tag the
 //! digest; the registry has no conditional delete to close that window.
+//!
+//! **In an OCI layout directory** a delete removes the digest's `index.json` entries (its
+//! tags and untagged entries), under the same refusal rules; the blobs stay (a layout has no
+//! garbage collection, and the report says so). Archives are not edited.
 
 use std::collections::BTreeMap;
 
@@ -197,6 +201,8 @@ pub struct DeleteReport {
     pub dry_run: bool,
     /// The manifests deleted, in the order of the request.
     pub deleted: Vec<Deleted>,
+    /// What people should know about the stores (an OCI layout keeps the blobs).
+    pub notes: Vec<String>,
 }
 
 /// A manifest to delete: where, which, and the tags the request names on it.
@@ -207,24 +213,152 @@ struct Target {
     named: Vec<String>,
 }
 
-/// Delete the manifests `references` name (tags or digests, registries only). First, for each
-/// manifest, every tag of its repository that points at it is found; when one of them is not
-/// named by `references`, nothing is deleted and the error names those tags. With `dry_run`,
-/// the same checks, and no DELETE.
+/// Every tag of a repository with the digest it resolves to (`None`: listed, but it does
+/// not resolve).
+pub(crate) type Listing = Vec<(String, Option<Digest>)>;
+
+/// The tags of one digest in a [`Listing`], against the tags a request names.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct OnDigest {
+    /// Every tag pointing at the digest.
+    pub tags: Vec<String>,
+    /// Those the request does not name: a delete would take them too (sorted).
+    pub others: Vec<String>,
+    /// Listed tags not named that do not resolve: they might be on the digest (sorted).
+    pub unresolved: Vec<String>,
+}
+
+/// Sort `listed` out for a delete of `digest` that names `named` (see [`OnDigest`]).
+pub(crate) fn on_digest(
+    listed: &[(String, Option<Digest>)],
+    digest: &Digest,
+    named: &[String],
+) -> OnDigest {
+    let mut out = OnDigest::default();
+    for (tag, d) in listed {
+        match d {
+            Some(d) if d == digest => {
+                out.tags.push(tag.clone());
+                if !named.contains(tag) {
+                    out.others.push(tag.clone());
+                }
+            }
+            None if !named.contains(tag) => out.unresolved.push(tag.clone()),
+            _ => {}
+        }
+    }
+    out.others.sort_unstable();
+    out.unresolved.sort_unstable();
+    out
+}
+
+/// Every tag of `repo` with its digest (one HEAD each on registries, a few at once).
+pub(crate) async fn resolve_all(repo: &dyn Repository) -> Result<Listing> {
+    let tags = repo.list_tags().await?;
+    futures::stream::iter(tags)
+        .map(|tag| async move {
+            let d = repo.resolve(&tag).await?;
+            Ok::<_, Error>((tag, d))
+        })
+        .buffered(RESOLVE_JOBS)
+        .try_collect()
+        .await
+}
+
+/// Delete `digest` from `repo` (its `tags`, for the message). A registry that refuses
+/// deletes (405) gets a message naming the setting that allows them.
+pub(crate) async fn delete_digest(
+    repo: &dyn Repository,
+    digest: &Digest,
+    tags: &[String],
+) -> Result<()> {
+    repo.delete_manifest(digest).await.map_err(|e| {
+        let refused = matches!(e.root(), Error::Registry { status: 405, .. });
+        let why = if refused {
+            " (the registry does not allow deletes; distribution needs \
+             storage.delete.enabled: true in its configuration)"
+        } else {
+            ""
+        };
+        e.context(format!(
+            "deleting {}@{digest} (tags: {}){why}",
+            repo.name(),
+            if tags.is_empty() {
+                "none".to_string()
+            } else {
+                tags.join(", ")
+            }
+        ))
+    })
+}
+
+/// The note for people about what a delete leaves in `repo`, if any: a layout keeps the
+/// manifests' blobs (only `index.json` entries are removed).
+pub(crate) fn store_note(repo: &dyn Repository) -> Option<String> {
+    matches!(repo.reference(None), ImageRef::Layout(_)).then(|| {
+        format!(
+            "{}: a delete there removes index.json entries only; the manifests and their \
+             blobs stay in blobs/ (an OCI layout has no garbage collection)",
+            repo.name()
+        )
+    })
+}
+
+/// What a request names in its repository: the tag or digest to resolve, the tags it names,
+/// and the digest it pins.
+fn asked(r: &ImageRef) -> Result<(String, Vec<String>, Option<Digest>)> {
+    match r {
+        ImageRef::Docker(d) => {
+            let named = match (&d.tag, &d.digest) {
+                (Some(t), None) => vec![t.clone()],
+                // `repo:tag@digest` names the digest: the tag is only a label, as in pulls.
+                _ => Vec::new(),
+            };
+            Ok((d.reference(), named, d.digest.clone()))
+        }
+        ImageRef::Layout(l) => {
+            let Some(full) = &l.tag else {
+                return Err(Error::InvalidReference {
+                    input: r.to_string(),
+                    reason: "name the tag to delete (oci:DIR:TAG)".into(),
+                });
+            };
+            // The plain tag in the repository open_repository makes of `r` (its namespace).
+            let plain = match layout_namespace(full) {
+                Some(ns) => full
+                    .strip_prefix(ns)
+                    .and_then(|t| t.strip_prefix(':'))
+                    .unwrap_or(full),
+                None => full,
+            };
+            Ok((plain.to_string(), vec![plain.to_string()], None))
+        }
+        ImageRef::Archive(_) => Err(Error::Unsupported(format!(
+            "{r}: deleting from an OCI archive is not supported (the whole archive would be \
+             rewritten); copy what you keep into a new archive with graft copy, or use an oci: \
+             layout directory"
+        ))),
+    }
+}
+
+/// Delete the manifests `references` name: registry tags or digests, or tags of an OCI
+/// layout directory (whose `index.json` entries of the digest are removed; blobs stay).
+/// First, for each manifest, every tag of its repository that points at it is found; when
+/// one of them is not named by `references`, nothing is deleted and the error names those
+/// tags. With `dry_run`, the same checks, and no delete.
 pub async fn delete(references: &[ImageRef], dry_run: bool, ep: &Endpoint) -> Result<DeleteReport> {
     if references.is_empty() {
         return Err(Error::Unsupported(
             "give at least one reference to delete".into(),
         ));
     }
+    for r in references {
+        // Bad input first, before any request.
+        asked(r)?;
+    }
     let mut targets: Vec<Target> = Vec::new();
     for r in references {
-        let ImageRef::Docker(d) = r else {
-            return Err(Error::Unsupported(format!(
-                "{r}: graft delete works on registries; deleting from an OCI layout or archive \
-                 is not supported"
-            )));
-        };
+        let (asked, named, pinned) = asked(r)?;
         let repo = open_repository(r, ep, false)?;
         if !repo.capabilities().delete {
             return Err(Error::Unsupported(format!(
@@ -234,25 +368,19 @@ pub async fn delete(references: &[ImageRef], dry_run: bool, ep: &Endpoint) -> Re
         }
         // A tag is resolved with one HEAD; a digest is checked the same way (a DELETE of a
         // missing manifest would fail anyway, a dry run must say so too).
-        let asked = d.reference();
         let digest = repo.resolve(&asked).await?.ok_or_else(|| Error::NotFound {
             what: r.to_string(),
             detail: Some("nothing to delete".into()),
         })?;
-        if let Some(pinned) = &d.digest {
-            if *pinned != digest {
+        if let Some(pinned) = pinned {
+            if pinned != digest {
                 return Err(Error::DigestMismatch {
                     what: r.to_string(),
-                    expected: pinned.clone(),
+                    expected: pinned,
                     found: digest,
                 });
             }
         }
-        let named = match (&d.tag, &d.digest) {
-            (Some(t), None) => vec![t.clone()],
-            // `repo:tag@digest` names the digest: the tag is only a label, as in pulls.
-            _ => Vec::new(),
-        };
         match targets
             .iter_mut()
             .find(|t| t.repo.name() == repo.name() && t.digest == digest)
@@ -273,62 +401,39 @@ pub async fn delete(references: &[ImageRef], dry_run: bool, ep: &Endpoint) -> Re
         }
     }
     // Every tag on every digest, per repository (listed once each).
-    let mut listed: BTreeMap<String, Vec<(String, Option<Digest>)>> = BTreeMap::new();
+    let mut listed: BTreeMap<String, Listing> = BTreeMap::new();
     for t in &targets {
-        if listed.contains_key(&t.repo.name()) {
-            continue;
+        if let std::collections::btree_map::Entry::Vacant(e) = listed.entry(t.repo.name()) {
+            e.insert(resolve_all(t.repo.as_ref()).await?);
         }
-        let tags = t.repo.list_tags().await?;
-        let repo = t.repo.as_ref();
-        let resolved: Vec<(String, Option<Digest>)> = futures::stream::iter(tags)
-            .map(|tag| async move {
-                let d = repo.resolve(&tag).await?;
-                Ok::<_, Error>((tag, d))
-            })
-            .buffered(RESOLVE_JOBS)
-            .try_collect()
-            .await?;
-        listed.insert(t.repo.name(), resolved);
     }
     let mut report = DeleteReport {
         dry_run,
         deleted: Vec::new(),
+        notes: Vec::new(),
     };
     for t in &targets {
+        let found = on_digest(
+            listed.get(&t.repo.name()).map_or(&[][..], Vec::as_slice),
+            &t.digest,
+            &t.named,
+        );
         // A listed tag that does not resolve (it went between the listing and the HEAD, or
         // the registry lists what it cannot serve) may still be on this digest: a DELETE
         // could take it too, so nothing is deleted.
-        let mut unresolved: Vec<&str> = listed
-            .get(&t.repo.name())
-            .into_iter()
-            .flatten()
-            .filter(|(tag, d)| d.is_none() && !t.named.contains(tag))
-            .map(|(tag, _)| tag.as_str())
-            .collect();
-        if !unresolved.is_empty() {
-            unresolved.sort_unstable();
+        if !found.unresolved.is_empty() {
             return Err(Error::Invalid {
                 what: format!("request to delete {}", t.reference),
                 reason: format!(
                     "{} lists the tag {} but does not resolve it, so graft cannot tell \
                      whether a delete of {} would take it too; nothing was deleted",
                     t.repo.name(),
-                    unresolved.join(", "),
+                    found.unresolved.join(", "),
                     t.digest
                 ),
             });
         }
-        let on_digest: Vec<String> = listed
-            .get(&t.repo.name())
-            .into_iter()
-            .flatten()
-            .filter(|(_, d)| d.as_ref() == Some(&t.digest))
-            .map(|(tag, _)| tag.clone())
-            .collect();
-        let others: Vec<&String> = on_digest.iter().filter(|x| !t.named.contains(x)).collect();
-        if !others.is_empty() {
-            let mut list: Vec<&str> = others.iter().map(|s| s.as_str()).collect();
-            list.sort_unstable();
+        if !found.others.is_empty() {
             return Err(Error::Invalid {
                 what: format!("request to delete {}", t.reference),
                 reason: format!(
@@ -336,39 +441,28 @@ pub async fn delete(references: &[ImageRef], dry_run: bool, ep: &Endpoint) -> Re
                      it, so nothing was deleted (name those tags too to delete them all, or \
                      move them first)",
                     t.digest,
-                    list.join(", ")
+                    found.others.join(", ")
                 ),
             });
         }
         report.deleted.push(Deleted {
             repository: t.repo.name(),
             digest: t.digest.clone(),
-            tags: on_digest,
+            tags: found.tags,
         });
+    }
+    for t in &targets {
+        if let Some(note) = store_note(t.repo.as_ref()) {
+            if !report.notes.contains(&note) {
+                report.notes.push(note);
+            }
+        }
     }
     if dry_run {
         return Ok(report);
     }
     for (t, d) in targets.iter().zip(&report.deleted) {
-        t.repo.delete_manifest(&t.digest).await.map_err(|e| {
-            let refused = matches!(e.root(), Error::Registry { status: 405, .. });
-            let why = if refused {
-                " (the registry does not allow deletes; distribution needs \
-                 storage.delete.enabled: true in its configuration)"
-            } else {
-                ""
-            };
-            e.context(format!(
-                "deleting {}@{} (tags: {}){why}",
-                t.repo.name(),
-                d.digest,
-                if d.tags.is_empty() {
-                    "none".to_string()
-                } else {
-                    d.tags.join(", ")
-                }
-            ))
-        })?;
+        delete_digest(t.repo.as_ref(), &t.digest, &d.tags).await?;
     }
     Ok(report)
 }

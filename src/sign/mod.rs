@@ -8,7 +8,7 @@
 //!   tag-schema fallback.
 //! - [`verify`]: checking them, with distinct failure kinds.
 //! - [`keyless`]: keyless (Fulcio certificate + Rekor entry) checks against a trusted root.
-//! - [`provenance`]: SLSA v1 provenance statements.
+//! - [`provenance`]: SLSA v1 provenance statements (written, and read back for rebuilds).
 //!
 //! Typical use (what `graft refresh --sign-key --provenance` does for each pushed manifest):
 //! ```no_run
@@ -37,7 +37,9 @@ pub mod verify;
 pub use attach::{attest, sign, AttachReport, AttestOptions, Format, SignOptions};
 pub use keyless::{Keyless, Matcher, TrustedRoot};
 pub use keys::{PublicKey, SigningKey};
-pub use provenance::{BuilderInfo, Provenance, RefreshProvenance, ResourceDescriptor};
+pub use provenance::{
+    BuildValues, BuilderInfo, LibrarySource, Provenance, RefreshProvenance, ResourceDescriptor,
+};
 pub use repo::Repo;
 pub use verify::{
     verify_attestations, verify_attestations_with, verify_signatures, verify_signatures_with,

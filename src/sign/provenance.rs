@@ -1,8 +1,10 @@
 //! SLSA provenance v1 (`https://slsa.dev/provenance/v1`) for images graft builds.
 //!
 //! [`Provenance`] is a small builder of the predicate; [`RefreshProvenance`] fills it with what
-//! a compat refresh knows (manifest file and its digest, library repository and commit, refresh
-//! options, science index and platform digests, compat layer digest). The builder identity
+//! a compat refresh knows (manifest file and its digest, library repository and commit, build
+//! values and time, science index and platform digests, compat layer digest) and reads it back
+//! for `graft verify-provenance`. References are recorded as the library writes them, never
+//! resolved to local paths, so two machines attest the same refresh alike. The builder identity
 //! comes from [`BuilderInfo::from_ci_env`] (GitHub Actions, GitLab CI, Jenkins) or flags; times
 //! are [`Timestamp`]s handed in by the binary (clock or `SOURCE_DATE_EPOCH`), so the statement
 //! is reproducible when the inputs are.
@@ -14,8 +16,10 @@ use crate::sign::attach::SLSA_PROVENANCE_V1;
 use crate::sign::dsse::Statement;
 use crate::timestamp::Timestamp;
 
-/// `buildType` of a graft compat refresh. Stable: describes the parameters below.
-pub const REFRESH_BUILD_TYPE: &str = "https://graft.dev/buildtypes/refresh/v1";
+/// `buildType` of a graft compat refresh. Stable: describes the parameters below. v2 records
+/// what a rebuild needs and nothing machine-specific (v1 had absolute layout paths and no
+/// build values; `graft verify-provenance` refuses it).
+pub const REFRESH_BUILD_TYPE: &str = "https://graft.dev/buildtypes/refresh/v2";
 /// Builder id used when neither CI variables nor flags name one.
 pub const LOCAL_BUILDER_ID: &str = "https://graft.dev/builders/local";
 
@@ -46,15 +50,24 @@ impl ResourceDescriptor {
         }
     }
 
-    /// A git commit of a repository: `uri` `git+REPO@COMMIT`, digest `gitCommit`.
-    pub fn git(repo: &str, commit: &str) -> ResourceDescriptor {
-        let uri = if repo.starts_with("git+") {
-            format!("{repo}@{commit}")
+    /// A git repository at a ref: `uri` `git+URL@REF`, digest `gitCommit` (SLSA's convention,
+    /// e.g. `git+https://github.com/org/lib@refs/heads/main`).
+    pub fn git(url: &str, git_ref: &str, commit: &str) -> ResourceDescriptor {
+        let uri = if url.starts_with("git+") {
+            format!("{url}@{git_ref}")
         } else {
-            format!("git+{repo}@{commit}")
+            format!("git+{url}@{git_ref}")
         };
         ResourceDescriptor {
             uri: Some(uri),
+            ..ResourceDescriptor::commit(commit)
+        }
+    }
+
+    /// A git commit known only by its hash (a repository nobody else can fetch).
+    pub fn commit(commit: &str) -> ResourceDescriptor {
+        ResourceDescriptor {
+            uri: None,
             name: None,
             digest: vec![("gitCommit".into(), commit.to_string())],
             annotations: Map::new(),
@@ -278,23 +291,59 @@ impl Provenance {
     }
 }
 
-/// What a compat refresh records about itself.
-#[derive(Debug, Clone)]
+/// The library a refresh read, as git knows it: where anyone can fetch it, and which commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibrarySource {
+    /// The remote URL without credentials ([`public_git_url`]); `None` when the remote is a
+    /// local path (machine-specific, and nobody else can fetch it) or there is no remote.
+    pub url: Option<String>,
+    /// What `git+URL@REF` names: `refs/heads/BRANCH` when the branch is known, else the commit.
+    pub git_ref: String,
+    /// The full commit hash (`gitCommit`).
+    pub commit: String,
+    /// The library directory inside the repository, `/`-separated (`.` at its top).
+    pub path: String,
+}
+
+/// `{build}`, `{commit}` and `{branch}` as the refresh used them in tags and breadcrumbs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildValues {
+    /// `{build}`.
+    pub build: Option<String>,
+    /// `{commit}` (the short commit, or `--commit`).
+    pub commit: Option<String>,
+    /// `{branch}`.
+    pub branch: Option<String>,
+}
+
+/// What a compat refresh records about itself: everything a rebuild needs and nothing that
+/// depends on the machine it ran on (no absolute paths, no temporary directories), so the
+/// same refresh from two checkouts attests byte for byte the same.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RefreshProvenance {
-    /// The library manifest file (path as given, relative to the library root).
+    /// The library manifest file, relative to the library root (`manifests/astro.yaml`).
     pub manifest_path: String,
     /// Content digest of that file.
     pub manifest_digest: Digest,
-    /// The library repository (URL), if known.
-    pub library_repo: Option<String>,
-    /// The library's git commit, if known.
-    pub library_commit: Option<String>,
-    /// The refresh options (flags) as a JSON object.
-    pub options: Value,
-    /// The science index: reference and digest.
-    pub science_index: Option<(String, Digest)>,
-    /// The science platform manifests: platform (`linux/amd64`) and digest.
+    /// The library's repository and commit, when it is in git.
+    pub library: Option<LibrarySource>,
+    /// The build values used.
+    pub build: BuildValues,
+    /// The time stamped into configs, history and annotations.
+    pub created: Timestamp,
+    /// `SOURCE_DATE_EPOCH` when it was set (then it is every compat layer's mtime too;
+    /// otherwise each layer's time comes from the library's history).
+    pub source_date_epoch: Option<Timestamp>,
+    /// `--repo`, as given, when it replaced graft.yaml's `repo`.
+    pub repo_override: Option<String>,
+    /// The science reference as the manifest writes it.
+    pub science: String,
+    /// The science index digest (when the science image is an index).
+    pub science_index: Option<Digest>,
+    /// The science platform manifests: platform (`linux/amd64`, or `image`) and digest.
     pub science_platforms: Vec<(String, Digest)>,
+    /// The compat layer chain (`platform-base`, `jupyter-compat`).
+    pub compat_chain: Vec<String>,
     /// The compat layer digest (compressed blob).
     pub compat_layer: Option<Digest>,
     /// Who ran it.
@@ -307,59 +356,335 @@ pub struct RefreshProvenance {
     pub finished_on: Timestamp,
 }
 
+/// Resource names in `resolvedDependencies`, which [`RefreshProvenance::from_predicate`] reads back.
+const DEP_LIBRARY: &str = "library";
+const DEP_SCIENCE_INDEX: &str = "science-index";
+const DEP_SCIENCE_PLATFORM: &str = "science-";
+const DEP_COMPAT_LAYER: &str = "compat-layer";
+
+fn digest_map(d: &Digest) -> Value {
+    let mut m = Map::new();
+    m.insert(d.algorithm().as_str().to_string(), json!(d.hex()));
+    Value::Object(m)
+}
+
+/// `reference` pinned at `digest`: a platform manifest has no tag of its own.
+fn at_digest(reference: &str, digest: &Digest) -> String {
+    let name = match reference.rsplit_once('@') {
+        Some((name, pin)) if pin.contains(':') => name,
+        _ => reference,
+    };
+    format!("{name}@{digest}")
+}
+
 impl RefreshProvenance {
     /// The provenance predicate builder for this refresh.
     pub fn provenance(&self) -> Provenance {
         let mut manifest = Map::new();
         manifest.insert("path".into(), json!(self.manifest_path));
-        let mut digest = Map::new();
-        digest.insert(
-            self.manifest_digest.algorithm().as_str().to_string(),
-            json!(self.manifest_digest.hex()),
-        );
-        manifest.insert("digest".into(), Value::Object(digest));
-        let mut library = Map::new();
-        if let Some(r) = &self.library_repo {
-            library.insert("repository".into(), json!(r));
-        }
-        if let Some(c) = &self.library_commit {
-            library.insert("commit".into(), json!(c));
-        }
+        manifest.insert("digest".into(), digest_map(&self.manifest_digest));
         let mut p = Provenance::new(REFRESH_BUILD_TYPE, self.builder.clone())
             .external_parameter("manifest", Value::Object(manifest));
-        if !library.is_empty() {
+        if let Some(l) = &self.library {
+            let mut library = Map::new();
+            if let Some(u) = &l.url {
+                library.insert("repository".into(), json!(u));
+            }
+            library.insert("ref".into(), json!(l.git_ref));
+            library.insert("commit".into(), json!(l.commit));
+            library.insert("path".into(), json!(l.path));
             p = p.external_parameter("library", Value::Object(library));
         }
+        p = p.external_parameter(
+            "build",
+            json!({
+                "build": self.build.build,
+                "commit": self.build.commit,
+                "branch": self.build.branch,
+            }),
+        );
+        if let Some(t) = self.source_date_epoch {
+            p = p.external_parameter("sourceDateEpoch", json!(t.0));
+        }
+        if let Some(r) = &self.repo_override {
+            p = p.external_parameter("repo", json!(r));
+        }
         p = p
-            .external_parameter("options", self.options.clone())
+            .internal_parameter("created", json!(self.created.rfc3339()))
             .internal_parameter("graftVersion", json!(self.graft_version))
             .builder_version("graft", &self.graft_version);
-        if let Some((reference, d)) = &self.science_index {
+        if let Some(l) = &self.library {
+            let dep = match &l.url {
+                Some(u) => ResourceDescriptor::git(u, &l.git_ref, &l.commit),
+                None => ResourceDescriptor::commit(&l.commit),
+            };
+            p = p.dependency(dep.named(DEP_LIBRARY));
+        }
+        if let Some(d) = &self.science_index {
             p = p.dependency(
-                ResourceDescriptor::oci(reference.clone(), d)
-                    .named("science-index")
+                ResourceDescriptor::oci(self.science.clone(), d)
+                    .named(DEP_SCIENCE_INDEX)
                     .annotate("mediaType", json!(crate::oci::media_types::OCI_INDEX)),
             );
         }
         for (platform, d) in &self.science_platforms {
-            let uri = match &self.science_index {
-                Some((r, _)) => format!("{}@{d}", r.split('@').next().unwrap_or(r)),
-                None => d.to_string(),
-            };
             p = p.dependency(
-                ResourceDescriptor::oci(uri, d)
-                    .named(format!("science-{platform}"))
+                ResourceDescriptor::oci(at_digest(&self.science, d), d)
+                    .named(format!("{DEP_SCIENCE_PLATFORM}{platform}"))
                     .annotate("platform", json!(platform)),
             );
         }
         if let Some(d) = &self.compat_layer {
-            p = p.dependency(ResourceDescriptor::oci(d.to_string(), d).named("compat-layer"));
-        }
-        if let (Some(r), Some(c)) = (&self.library_repo, &self.library_commit) {
-            p = p.dependency(ResourceDescriptor::git(r, c).named("library"));
+            let mut dep = ResourceDescriptor {
+                uri: None,
+                name: Some(DEP_COMPAT_LAYER.into()),
+                digest: vec![(d.algorithm().as_str().to_string(), d.hex().to_string())],
+                annotations: Map::new(),
+            };
+            if !self.compat_chain.is_empty() {
+                dep = dep.annotate("layers", json!(self.compat_chain));
+            }
+            p = p.dependency(dep);
         }
         p.started_on(self.started_on).finished_on(self.finished_on)
     }
+
+    /// Read back what [`RefreshProvenance::provenance`] wrote (the `predicate` of a statement
+    /// whose `buildType` is [`REFRESH_BUILD_TYPE`]). `what` names the statement in errors.
+    pub fn from_predicate(predicate: &Value, what: &str) -> crate::Result<RefreshProvenance> {
+        let bad = |reason: String| crate::Error::Input {
+            what: what.to_string(),
+            reason,
+        };
+        let build_def = &predicate["buildDefinition"];
+        let build_type = build_def["buildType"].as_str().unwrap_or("");
+        if build_type != REFRESH_BUILD_TYPE {
+            return Err(bad(format!(
+                "buildType is {build_type:?}, not {REFRESH_BUILD_TYPE:?} (a statement of another builder, or of a graft that did not record what a rebuild needs)"
+            )));
+        }
+        let ext = &build_def["externalParameters"];
+        let int = &build_def["internalParameters"];
+        let text = |v: &Value, field: &str| -> crate::Result<String> {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("{field} is missing or not a string")))
+        };
+        let opt_text = |v: &Value, field: &str| -> crate::Result<Option<String>> {
+            match v {
+                Value::Null => Ok(None),
+                Value::String(s) => Ok(Some(s.clone())),
+                _ => Err(bad(format!("{field} is not a string"))),
+            }
+        };
+        let digest_of = |v: &Value, field: &str| -> crate::Result<Digest> {
+            let m = v
+                .as_object()
+                .filter(|m| m.len() == 1)
+                .ok_or_else(|| bad(format!("{field} is not one digest")))?;
+            let (alg, hex) = m
+                .iter()
+                .next()
+                .ok_or_else(|| bad(format!("{field} is empty")))?;
+            let hex = hex
+                .as_str()
+                .ok_or_else(|| bad(format!("{field}.{alg} is not a string")))?;
+            format!("{alg}:{hex}")
+                .parse::<Digest>()
+                .map_err(|e| bad(format!("{field}: {e}")))
+        };
+        let library = match &ext["library"] {
+            Value::Null => None,
+            l => Some(LibrarySource {
+                url: opt_text(&l["repository"], "externalParameters.library.repository")?,
+                git_ref: text(&l["ref"], "externalParameters.library.ref")?,
+                commit: text(&l["commit"], "externalParameters.library.commit")?,
+                path: text(&l["path"], "externalParameters.library.path")?,
+            }),
+        };
+        let epoch_of = |v: &Value, field: &str| -> crate::Result<Option<Timestamp>> {
+            match v {
+                Value::Null => Ok(None),
+                v => v
+                    .as_i64()
+                    .map(|s| Some(Timestamp(s)))
+                    .ok_or_else(|| bad(format!("{field} is not a whole number of seconds"))),
+            }
+        };
+        let time_of = |v: &Value, field: &str| -> crate::Result<Timestamp> {
+            let s = text(v, field)?;
+            parse_rfc3339(&s).ok_or_else(|| {
+                bad(format!(
+                    "{field} {s:?} is not a time graft writes (YYYY-MM-DDTHH:MM:SSZ)"
+                ))
+            })
+        };
+        let mut out = RefreshProvenance {
+            manifest_path: text(&ext["manifest"]["path"], "externalParameters.manifest.path")?,
+            manifest_digest: digest_of(
+                &ext["manifest"]["digest"],
+                "externalParameters.manifest.digest",
+            )?,
+            library,
+            build: BuildValues {
+                build: opt_text(&ext["build"]["build"], "externalParameters.build.build")?,
+                commit: opt_text(&ext["build"]["commit"], "externalParameters.build.commit")?,
+                branch: opt_text(&ext["build"]["branch"], "externalParameters.build.branch")?,
+            },
+            created: time_of(&int["created"], "internalParameters.created")?,
+            source_date_epoch: epoch_of(
+                &ext["sourceDateEpoch"],
+                "externalParameters.sourceDateEpoch",
+            )?,
+            repo_override: opt_text(&ext["repo"], "externalParameters.repo")?,
+            science: String::new(),
+            science_index: None,
+            science_platforms: Vec::new(),
+            compat_chain: Vec::new(),
+            compat_layer: None,
+            builder: BuilderInfo {
+                id: text(
+                    &predicate["runDetails"]["builder"]["id"],
+                    "runDetails.builder.id",
+                )?,
+                invocation_id: opt_text(
+                    &predicate["runDetails"]["metadata"]["invocationId"],
+                    "runDetails.metadata.invocationId",
+                )?,
+            },
+            graft_version: text(&int["graftVersion"], "internalParameters.graftVersion")?,
+            started_on: time_of(
+                &predicate["runDetails"]["metadata"]["startedOn"],
+                "runDetails.metadata.startedOn",
+            )?,
+            finished_on: time_of(
+                &predicate["runDetails"]["metadata"]["finishedOn"],
+                "runDetails.metadata.finishedOn",
+            )?,
+        };
+        let deps = match &build_def["resolvedDependencies"] {
+            Value::Null => &[][..],
+            Value::Array(a) => &a[..],
+            _ => return Err(bad("resolvedDependencies is not a list".into())),
+        };
+        for (i, dep) in deps.iter().enumerate() {
+            let field = format!("resolvedDependencies[{i}]");
+            let name = dep["name"].as_str().unwrap_or("");
+            match name {
+                DEP_LIBRARY => {
+                    let commit = text(
+                        &dep["digest"]["gitCommit"],
+                        &format!("{field}.digest.gitCommit"),
+                    )?;
+                    if out.library.as_ref().map(|l| &l.commit) != Some(&commit) {
+                        return Err(bad(format!(
+                            "{field}: the library dependency's gitCommit {commit} is not externalParameters.library.commit"
+                        )));
+                    }
+                }
+                DEP_SCIENCE_INDEX => {
+                    out.science = text(&dep["uri"], &format!("{field}.uri"))?;
+                    out.science_index =
+                        Some(digest_of(&dep["digest"], &format!("{field}.digest"))?);
+                }
+                DEP_COMPAT_LAYER => {
+                    out.compat_layer = Some(digest_of(&dep["digest"], &format!("{field}.digest"))?);
+                    if let Some(chain) = dep["annotations"]["layers"].as_array() {
+                        out.compat_chain = chain
+                            .iter()
+                            .map(|l| text(l, &format!("{field}.annotations.layers")))
+                            .collect::<crate::Result<_>>()?;
+                    }
+                }
+                n if n.starts_with(DEP_SCIENCE_PLATFORM) => {
+                    let platform = n[DEP_SCIENCE_PLATFORM.len()..].to_string();
+                    let d = digest_of(&dep["digest"], &format!("{field}.digest"))?;
+                    if out.science.is_empty() {
+                        // A science image that is not an index: its one manifest's reference.
+                        let uri = text(&dep["uri"], &format!("{field}.uri"))?;
+                        out.science = match uri.rsplit_once('@') {
+                            Some((name, _)) => name.to_string(),
+                            None => uri,
+                        };
+                    }
+                    out.science_platforms.push((platform, d));
+                }
+                _ => {}
+            }
+        }
+        if out.science.is_empty() {
+            return Err(bad("no science image among resolvedDependencies".into()));
+        }
+        Ok(out)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (what [`Timestamp::rfc3339`] writes) back to a [`Timestamp`];
+/// anything else is `None`.
+fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (Howard Hinnant's algorithm, the inverse of the one that formats).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let t = Timestamp(days * 86_400 + hh * 3600 + mm * 60 + ss);
+    // Out-of-range fields (month 13, second 61) do not survive the round trip.
+    (t.rfc3339() == s).then_some(t)
+}
+
+/// The URL of a git remote as provenance may record it: credentials (`user:token@`), query
+/// and fragment removed, scp-like `host:path` as `ssh://host/path`. `None` for a local path
+/// or `file://` URL: it names a directory on one machine, which nobody else can fetch.
+pub fn public_git_url(url: &str) -> Option<String> {
+    let url = url.trim();
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme == "file" || scheme.is_empty() {
+            return None;
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if host.is_empty() {
+            return None;
+        }
+        return Some(format!("{scheme}://{host}{path}"));
+    }
+    // scp-like `[user@]host:path` (no slash before the colon; not a Windows drive letter).
+    let (head, path) = url.split_once(':')?;
+    if head.contains('/') || head.contains('\\') {
+        return None;
+    }
+    let host = head.rsplit_once('@').map_or(head, |(_, h)| h);
+    if host.len() < 2 || path.is_empty() {
+        return None;
+    }
+    Some(format!("ssh://{host}/{}", path.trim_start_matches('/')))
 }
 
 #[cfg(test)]
@@ -421,31 +746,48 @@ mod tests {
         assert_eq!(BuilderInfo::from_ci_env(&env(&[])), None);
     }
 
-    #[test]
-    fn deterministic_predicate() {
-        let r = RefreshProvenance {
+    fn sample() -> RefreshProvenance {
+        RefreshProvenance {
             manifest_path: "manifests/astro.yaml".into(),
             manifest_digest: Digest::sha256(b"m"),
-            library_repo: Some("https://github.com/opencadc/canfar-library".into()),
-            library_commit: Some("1234567890123456789012345678901234567890".into()),
-            options: json!({"platforms": ["linux/amd64", "linux/arm64"]}),
-            science_index: Some((
-                "registry.example/sci/astro:1.0".into(),
-                Digest::sha256(b"i"),
-            )),
-            science_platforms: vec![("linux/amd64".into(), Digest::sha256(b"a"))],
+            library: Some(LibrarySource {
+                url: Some("https://github.com/opencadc/canfar-library".into()),
+                git_ref: "refs/heads/main".into(),
+                commit: "1234567890123456789012345678901234567890".into(),
+                path: ".".into(),
+            }),
+            build: BuildValues {
+                build: Some("7".into()),
+                commit: Some("1234567".into()),
+                branch: Some("main".into()),
+            },
+            created: Timestamp(1_700_000_000),
+            source_date_epoch: Some(Timestamp(1_700_000_000)),
+            repo_override: Some("oci:out/rel".into()),
+            science: "oci:testdata/science/astro-base:1.0".into(),
+            science_index: Some(Digest::sha256(b"i")),
+            science_platforms: vec![
+                ("linux/amd64".into(), Digest::sha256(b"a")),
+                ("linux/arm64".into(), Digest::sha256(b"b")),
+            ],
+            compat_chain: vec!["platform-base".into(), "astro-compat".into()],
             compat_layer: Some(Digest::sha256(b"c")),
             builder: BuilderInfo::local(),
             graft_version: "0.1.0".into(),
             started_on: Timestamp(1_700_000_000),
             finished_on: Timestamp(1_700_000_060),
-        };
+        }
+    }
+
+    #[test]
+    fn deterministic_predicate() {
+        let r = sample();
         let a = r
             .provenance()
-            .statement("registry.example/rel/astro", &Digest::sha256(b"out"));
+            .statement("oci:out/rel/astro-notebook:1.0", &Digest::sha256(b"out"));
         let b = r
             .provenance()
-            .statement("registry.example/rel/astro", &Digest::sha256(b"out"));
+            .statement("oci:out/rel/astro-notebook:1.0", &Digest::sha256(b"out"));
         assert_eq!(a.bytes, b.bytes);
         let v = &a.value["predicate"];
         assert_eq!(v["buildDefinition"]["buildType"], REFRESH_BUILD_TYPE);
@@ -453,12 +795,119 @@ mod tests {
             v["runDetails"]["metadata"]["startedOn"],
             "2023-11-14T22:13:20Z"
         );
+        let deps = v["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap();
+        assert_eq!(deps.len(), 5);
         assert_eq!(
-            v["buildDefinition"]["resolvedDependencies"]
-                .as_array()
-                .unwrap()
-                .len(),
-            4
+            deps[0],
+            json!({"name": "library", "uri": "git+https://github.com/opencadc/canfar-library@refs/heads/main", "digest": {"gitCommit": "1234567890123456789012345678901234567890"}})
         );
+        // As the manifest writes it: relative, not resolved against this machine's checkout.
+        assert_eq!(deps[1]["uri"], "oci:testdata/science/astro-base:1.0");
+        assert_eq!(
+            deps[2]["uri"],
+            format!(
+                "oci:testdata/science/astro-base:1.0@{}",
+                Digest::sha256(b"a")
+            )
+        );
+        let ext = &v["buildDefinition"]["externalParameters"];
+        assert_eq!(
+            ext["build"],
+            json!({"build": "7", "commit": "1234567", "branch": "main"})
+        );
+        assert_eq!(ext["sourceDateEpoch"], 1_700_000_000);
+        assert_eq!(
+            v["buildDefinition"]["internalParameters"]["created"],
+            "2023-11-14T22:13:20Z"
+        );
+    }
+
+    #[test]
+    fn reads_back_what_it_writes() {
+        let mut r = sample();
+        assert_eq!(
+            RefreshProvenance::from_predicate(&r.provenance().predicate(), "s").unwrap(),
+            r
+        );
+        // Outside a fetchable repository, no SOURCE_DATE_EPOCH, a science image without index.
+        r.library.as_mut().unwrap().url = None;
+        r.source_date_epoch = None;
+        r.repo_override = None;
+        r.build.branch = None;
+        r.science_index = None;
+        r.science_platforms.truncate(1);
+        r.science_platforms[0].0 = "image".into();
+        let p = r.provenance().predicate();
+        assert_eq!(
+            p["buildDefinition"]["resolvedDependencies"][0],
+            json!({"name": "library", "digest": {"gitCommit": "1234567890123456789012345678901234567890"}})
+        );
+        assert_eq!(RefreshProvenance::from_predicate(&p, "s").unwrap(), r);
+        // Another build type, a missing field, a bad digest: errors naming the field.
+        let mut other = p.clone();
+        other["buildDefinition"]["buildType"] = json!("https://graft.dev/buildtypes/refresh/v1");
+        let e = RefreshProvenance::from_predicate(&other, "s").unwrap_err();
+        assert!(e.to_string().contains("refresh/v1"), "{e}");
+        assert!(e.is_usage());
+        let mut missing = p.clone();
+        missing["buildDefinition"]["externalParameters"]
+            .as_object_mut()
+            .unwrap()
+            .remove("manifest");
+        let e = RefreshProvenance::from_predicate(&missing, "s").unwrap_err();
+        assert!(e.to_string().contains("manifest.path"), "{e}");
+        let mut bad = p.clone();
+        bad["buildDefinition"]["externalParameters"]["manifest"]["digest"] =
+            json!({"sha256": "zz"});
+        assert!(RefreshProvenance::from_predicate(&bad, "s").is_err());
+        let mut time = p;
+        time["buildDefinition"]["internalParameters"]["created"] = json!("2023-13-01T00:00:00Z");
+        assert!(RefreshProvenance::from_predicate(&time, "s").is_err());
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for t in [0, 951_782_400, 1_700_000_000, -1, 4_102_444_799] {
+            assert_eq!(parse_rfc3339(&Timestamp(t).rfc3339()), Some(Timestamp(t)));
+        }
+        for s in [
+            "2023-11-14 22:13:20Z",
+            "2023-11-14T22:13:20+00:00",
+            "2023-02-30T00:00:00Z",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn git_urls_lose_credentials_and_local_paths() {
+        for (url, public) in [
+            (
+                "https://github.com/org/lib.git",
+                Some("https://github.com/org/lib.git"),
+            ),
+            (
+                "https://user:ghp_secret@github.com/org/lib.git",
+                Some("https://github.com/org/lib.git"),
+            ),
+            (
+                "https://oauth2:tok@gitlab.example:8443/g/lib?private_token=x#frag",
+                Some("https://gitlab.example:8443/g/lib"),
+            ),
+            (
+                "git@github.com:org/lib.git",
+                Some("ssh://github.com/org/lib.git"),
+            ),
+            ("ssh://git@host/org/lib", Some("ssh://host/org/lib")),
+            ("/home/me/lib.git", None),
+            ("../lib", None),
+            ("file:///srv/lib.git", None),
+            ("C:\\repos\\lib", None),
+        ] {
+            assert_eq!(public_git_url(url).as_deref(), public, "{url}");
+        }
     }
 }

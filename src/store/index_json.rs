@@ -165,6 +165,36 @@ pub(crate) fn set_index_entry(
     }
 }
 
+/// Remove from the `manifests` of an index document every entry of `digest` that is
+/// untagged or whose name `named` accepts (`graft delete` on a layout: the entries a
+/// registry's delete of the digest would take). Returns the removed entries' names (`None`
+/// for an untagged one), in document order; the other entries keep their order.
+pub(crate) fn remove_index_entries(
+    manifests: &mut Vec<Value>,
+    digest: &Digest,
+    named: impl Fn(&str) -> bool,
+) -> Vec<Option<String>> {
+    let digest = digest.to_string();
+    let mut removed = Vec::new();
+    manifests.retain(|v| {
+        if entry_digest(v) != Some(digest.as_str()) {
+            return true;
+        }
+        match entry_ref_name(v) {
+            None => {
+                removed.push(None);
+                false
+            }
+            Some(n) if named(n) => {
+                removed.push(Some(n.to_string()));
+                false
+            }
+            Some(_) => true,
+        }
+    });
+    removed
+}
+
 /// Parse `index.json` as an ordered JSON object, for editing; `what` names the file.
 pub(crate) fn parse_index_doc(bytes: &[u8], what: &str) -> Result<Map<String, Value>> {
     let doc: Value = serde_json::from_slice(bytes).map_err(|e| Error::Json {

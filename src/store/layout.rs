@@ -33,7 +33,7 @@ use crate::oci::{Descriptor, Digest, Digester, RawManifest};
 use crate::reference::LayoutRef;
 use crate::store::index_json::{
     empty_index_bytes, index_doc_bytes, index_entry, manifests_mut, parse_index, parse_index_doc,
-    resolve_in, set_index_entry, with_index_header, INDEX_FILE, REF_NAME,
+    remove_index_entries, resolve_in, set_index_entry, with_index_header, INDEX_FILE, REF_NAME,
 };
 use crate::store::local::LocalStores;
 use crate::store::{
@@ -379,6 +379,23 @@ impl Layout {
             set_index_entry(manifests, value, &desc.digest, tag);
             Ok(())
         })
+    }
+
+    /// Remove every `index.json` entry of `digest` that is untagged or whose name `named`
+    /// accepts, under the layout's lock (the file replaced atomically, other entries and
+    /// unknown fields kept). Only `index.json` changes: the manifest and its blobs stay in
+    /// `blobs/`. Returns the removed entries' names (`None`: untagged).
+    pub fn remove_entries(
+        &self,
+        digest: &Digest,
+        named: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Option<String>>> {
+        let mut removed = Vec::new();
+        self.edit_index(|manifests| {
+            removed = remove_index_entries(manifests, digest, named);
+            Ok(())
+        })?;
+        Ok(removed)
     }
 
     /// Read-modify-write of the `manifests` array of `index.json`.

@@ -410,7 +410,8 @@ impl Repository for LayoutRepository {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            delete: false,
+            // A directory's index.json is edited in place; an archive would be rewritten whole.
+            delete: self.kind == LayoutKind::Directory,
             mount: false,
             referrers_api: false,
             referrers_listed: true,
@@ -471,11 +472,39 @@ impl Repository for LayoutRepository {
         Ok(found.unwrap_or_default())
     }
 
+    /// Removes the `index.json` entries of `digest` in this repository: those named by its
+    /// tags (in a multi-image layout, only this namespace's) and the untagged ones, as a
+    /// registry's delete would. The manifest and blobs stay in `blobs/` (a layout has no
+    /// garbage collection; another entry may still need them). Archives: unsupported.
     async fn delete_manifest(&self, digest: &Digest) -> Result<()> {
-        Err(Error::Unsupported(format!(
-            "{}: deleting {digest} from an OCI layout is not supported",
-            self.name()
-        )))
+        if self.kind == LayoutKind::Archive {
+            return Err(Error::Unsupported(format!(
+                "{}: deleting from an OCI archive is not supported (the whole archive would be                  rewritten); copy what you keep into a new archive with graft copy, or unpack                  it into an oci: layout and delete there",
+                self.name()
+            )));
+        }
+        let layout = Layout::open(&self.path)?.sharing(&self.local)?;
+        let namespace = self.namespace.clone();
+        let digest_owned = digest.clone();
+        let index = layout.index_path();
+        let removed = tokio::task::spawn_blocking(move || {
+            layout.remove_entries(&digest_owned, |name| match &namespace {
+                None => true,
+                // Only this repository's own names (`ns:…`), as list_tags lists them.
+                Some(ns) => name
+                    .strip_prefix(ns.as_str())
+                    .is_some_and(|t| t.starts_with(':')),
+            })
+        })
+        .await
+        .map_err(|e| Error::io("updating", index, std::io::Error::other(e)))??;
+        if removed.is_empty() {
+            return Err(Error::NotFound {
+                what: format!("{digest} in {}", self.name()),
+                detail: Some("index.json lists no entry of it".into()),
+            });
+        }
+        Ok(())
     }
 
     fn source(&self, tag: Option<&str>) -> Result<Box<dyn Source>> {

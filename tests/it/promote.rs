@@ -561,7 +561,7 @@ fn delete_refuses_when_a_listed_tag_does_not_resolve() {
 }
 
 #[test]
-fn tag_in_an_oci_layout_keeps_the_bytes_and_delete_there_is_refused() {
+fn tag_in_an_oci_layout_keeps_the_bytes_and_a_delete_there_keeps_other_tags() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("layout");
     copy_dir(&science_layout("jupyter-sci"), &dir);
@@ -611,13 +611,19 @@ fn tag_in_an_oci_layout_keeps_the_bytes_and_delete_there_is_refused() {
         vec!["2.4", "stable", "v0.1.1"]
     );
 
-    // Layouts cannot delete: usage, nothing changed. A missing source tag fails clearly.
+    // A layout deletes under the registry's rules: `stable` alone would take 2.4 and v0.1.1
+    // (one digest), so it is refused, naming them, and nothing changes (tests/it/prune.rs
+    // has the deletes that go through). A missing source tag fails clearly.
     let refused = run(
         home.path(),
         &["delete", &format!("oci:{}:stable", dir.display())],
     )
-    .fails(2);
-    assert!(refused.stderr.contains("registries"), "{}", refused.stderr);
+    .fails(1);
+    assert!(
+        refused.stderr.contains("also tagged 2.4, v0.1.1"),
+        "{}",
+        refused.stderr
+    );
     let missing = run(
         home.path(),
         &["tag", &format!("oci:{}:nope", dir.display()), "x"],

@@ -735,7 +735,7 @@ pub(crate) fn intoto_python() -> PathBuf {
 #[test]
 fn slsa_provenance_attestations_validate_and_their_dsse_signature_verifies_with_openssl() {
     use graft::oci::Digest;
-    use graft::sign::provenance::{BuilderInfo, RefreshProvenance};
+    use graft::sign::provenance::{BuildValues, BuilderInfo, LibrarySource, RefreshProvenance};
     use graft::timestamp::Timestamp;
 
     let home = tempfile::tempdir().unwrap();
@@ -758,14 +758,27 @@ fn slsa_provenance_attestations_validate_and_their_dsse_signature_verifies_with_
     let prov = RefreshProvenance {
         manifest_path: "manifests/jupyter.yaml".into(),
         manifest_digest: Digest::sha256(b"name: jupyter\n"),
-        library_repo: Some("https://github.com/sciserver/compute-images".into()),
-        library_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
-        options: json!({"platforms": ["linux/amd64", "linux/arm64"], "tags": ["2.4"]}),
-        science_index: Some((reg.image_ref("sci/jupyter:2.4"), index.parse().unwrap())),
+        library: Some(LibrarySource {
+            url: Some("https://github.com/sciserver/compute-images".into()),
+            git_ref: "refs/heads/main".into(),
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            path: ".".into(),
+        }),
+        build: BuildValues {
+            build: Some("12".into()),
+            commit: Some("0123456".into()),
+            branch: Some("main".into()),
+        },
+        created: Timestamp(1_700_000_000),
+        source_date_epoch: None,
+        repo_override: None,
+        science: reg.image_ref("sci/jupyter:2.4"),
+        science_index: Some(index.parse().unwrap()),
         science_platforms: vec![
             ("linux/amd64".into(), kids[0].parse().unwrap()),
             ("linux/arm64".into(), kids[1].parse().unwrap()),
         ],
+        compat_chain: vec!["jupyter-compat".into()],
         compat_layer: Some(Digest::sha256(b"compat")),
         builder: BuilderInfo::from_ci_env(&gh).unwrap(),
         graft_version: "0.1.0".into(),
@@ -891,7 +904,7 @@ fn slsa_provenance_attestations_validate_and_their_dsse_signature_verifies_with_
     assert_eq!(p["verified"], true);
     assert_eq!(
         p["provenance"][0]["statement"]["predicate"]["buildDefinition"]["buildType"],
-        "https://graft.dev/buildtypes/refresh/v1"
+        "https://graft.dev/buildtypes/refresh/v2"
     );
     let arm = gs(
         home.path(),
