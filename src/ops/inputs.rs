@@ -10,9 +10,12 @@
 //! chain (env in order, entrypoint, cmd, user, workdir, ports), the labels and annotations the
 //! library adds, the selected platforms, `label_prefix` and the science `target`.
 //!
-//! What does not: `P.compat.version` and `P.compat.buildtime` (build number, commit, time),
-//! `org.opencontainers.image.created` and `org.graft.branch`. A run on a new, unrelated commit
-//! therefore computes the same digest.
+//! What does not: `P.compat.version` and `P.compat.buildtime` (build number, commit, time) and
+//! `org.opencontainers.image.created`. A run on a new, unrelated commit therefore computes the
+//! same digest. The branch (`org.graft.branch`) does count: it is the same on every run of one
+//! branch, and when two branches sanitise to one tag (`feat/a`, `feat+a`) the image must be
+//! written again so that its annotation names the branch that made it last (`graft prune`
+//! decides by it).
 //!
 //! The document is serialised by graft (structs in a fixed field order, maps sorted, compact
 //! JSON), so the digest is stable; [`INPUTS_FORMAT`] changes whenever graft changes how it
@@ -36,7 +39,8 @@ pub const INPUTS_ANNOTATION: &str = "org.graft.inputs";
 /// by the older graft are not taken as up to date.
 pub const INPUTS_FORMAT: &str = "graft.inputs/v1";
 
-/// The annotations refresh adds per build, left out of the inputs.
+/// The annotations refresh adds per build, left out of the inputs (the branch annotation is
+/// [`Inputs::branch`]).
 const PER_BUILD_ANNOTATIONS: [&str; 2] = [
     "org.opencontainers.image.created",
     crate::library::branches::BRANCH_ANNOTATION,
@@ -66,6 +70,8 @@ pub struct Inputs {
     pub platforms: Vec<String>,
     /// `graft.yaml`'s `label_prefix`.
     pub label_prefix: Option<String>,
+    /// The branch the run is on, as git names it (`org.graft.branch`), if known.
+    pub branch: Option<String>,
 }
 
 /// The science side of [`Inputs`].
@@ -111,12 +117,13 @@ pub struct ConfigInputs {
 
 impl Inputs {
     /// The inputs of a refresh of `m` on the science root `science` with the compat layer
-    /// `layer` (as built for this run).
+    /// `layer` (as built for this run), on `branch` (the run's `{branch}`).
     pub fn of(
         lib: &Library,
         m: &Manifest,
         science: &Digest,
         layer: &LayerDigests,
+        branch: Option<&str>,
     ) -> Result<Inputs> {
         let compat = lib.compat(&m.compat)?;
         let settings = lib.settings();
@@ -165,6 +172,7 @@ impl Inputs {
             annotations,
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
             label_prefix: settings.label_prefix.clone(),
+            branch: branch.map(str::to_string),
         })
     }
 
@@ -229,7 +237,7 @@ mod tests {
     #[test]
     fn golden_digest_of_the_sample() {
         let lib = sample();
-        let i = Inputs::of(&lib, sci(&lib), &d('c'), &layer()).unwrap();
+        let i = Inputs::of(&lib, sci(&lib), &d('c'), &layer(), None).unwrap();
         let doc = String::from_utf8(i.document().unwrap()).unwrap();
         assert!(
             doc.starts_with(r#"{"format":"graft.inputs/v1","science":{"reference":"oci:testdata/science/jupyter-sci:2.4","digest":"sha256:cccc"#),
@@ -241,13 +249,13 @@ mod tests {
         );
         assert!(
             doc.ends_with(
-                r#""platforms":["linux/amd64","linux/arm64"],"label_prefix":"org.graft"}"#
+                r#""platforms":["linux/amd64","linux/arm64"],"label_prefix":"org.graft","branch":null}"#
             ),
             "{doc}"
         );
         assert_eq!(
             i.digest().unwrap().to_string(),
-            "sha256:16fde2c7eb8308ce66e64eaf40ee197f5280122f6c7a1ee60ace7ef959133ab4"
+            "sha256:3630fe4dffb2cb050d1ced681ee4f45333759dd19e9787e3bfc5b39971bc0cd0"
         );
     }
 
@@ -255,7 +263,7 @@ mod tests {
     fn per_build_values_do_not_count() {
         let lib = sample();
         let m = sci(&lib);
-        let i = Inputs::of(&lib, m, &d('c'), &layer()).unwrap();
+        let i = Inputs::of(&lib, m, &d('c'), &layer(), None).unwrap();
         for key in ["org.graft.compat.version", "org.graft.compat.buildtime"] {
             assert!(!i.labels.contains_key(key), "{key}");
         }
@@ -270,7 +278,7 @@ mod tests {
             .insert("org.opencontainers.image.created".into(), "2020".into());
         m2.annotations.insert("org.graft.branch".into(), "x".into());
         assert_eq!(
-            Inputs::of(&lib, &m2, &d('c'), &layer())
+            Inputs::of(&lib, &m2, &d('c'), &layer(), None)
                 .unwrap()
                 .digest()
                 .unwrap(),
@@ -282,33 +290,33 @@ mod tests {
     fn every_input_counts() {
         let lib = sample();
         let m = sci(&lib);
-        let base = Inputs::of(&lib, m, &d('c'), &layer()).unwrap();
+        let base = Inputs::of(&lib, m, &d('c'), &layer(), None).unwrap();
         let digest = |i: &Inputs| i.digest().unwrap();
         let mut changed = Vec::new();
         // The science digest (a moved tag), the layer bytes, the layer's diff_id.
-        changed.push(Inputs::of(&lib, m, &d('e'), &layer()).unwrap());
+        changed.push(Inputs::of(&lib, m, &d('e'), &layer(), None).unwrap());
         let mut l = layer();
         l.digest = d('f');
-        changed.push(Inputs::of(&lib, m, &d('c'), &l).unwrap());
+        changed.push(Inputs::of(&lib, m, &d('c'), &l, None).unwrap());
         let mut l = layer();
         l.diff_id = d('f');
-        changed.push(Inputs::of(&lib, m, &d('c'), &l).unwrap());
+        changed.push(Inputs::of(&lib, m, &d('c'), &l, None).unwrap());
         // A manifest label, an annotation, the platforms, the science reference and target.
         let mut m2 = m.clone();
         m2.labels.insert("x".into(), "y".into());
-        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer()).unwrap());
+        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer(), None).unwrap());
         let mut m2 = m.clone();
         m2.annotations.insert("x".into(), "y".into());
-        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer()).unwrap());
+        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer(), None).unwrap());
         let mut m2 = m.clone();
         m2.platforms.pop();
-        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer()).unwrap());
+        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer(), None).unwrap());
         let mut m2 = m.clone();
         m2.science.target = "other".into();
-        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer()).unwrap());
+        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer(), None).unwrap());
         let mut m2 = m.clone();
         m2.version = "2.5".into();
-        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer()).unwrap());
+        changed.push(Inputs::of(&lib, &m2, &d('c'), &layer(), None).unwrap());
         // Each config edit, alone.
         let mut c = base.clone();
         c.config.env[0] = "GRAFT_PLATFORM=other".into();
@@ -331,6 +339,9 @@ mod tests {
         let mut c = base.clone();
         c.label_prefix = None;
         changed.push(c);
+        // The branch: two branches that sanitise to one tag must not share an image.
+        changed.push(Inputs::of(&lib, m, &d('c'), &layer(), Some("feat/a")).unwrap());
+        changed.push(Inputs::of(&lib, m, &d('c'), &layer(), Some("feat+a")).unwrap());
         let mut seen = vec![digest(&base)];
         for (n, c) in changed.iter().enumerate() {
             let dg = digest(c);

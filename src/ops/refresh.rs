@@ -287,7 +287,14 @@ pub async fn probe(
         }
     }
     let built = built?;
-    let inputs = Inputs::of(lib, m, &science_digest, &built.0)?.digest()?;
+    let inputs = Inputs::of(
+        lib,
+        m,
+        &science_digest,
+        &built.0,
+        opts.build.branch.as_deref(),
+    )?
+    .digest()?;
     Ok(Probe {
         base,
         science_digest,

@@ -328,7 +328,11 @@ async fn image_state(
                     // With the science moved, the old inputs on the old science root tell whether
                     // the compat side changed too.
                     let compat_same = match moved {
-                        Some(old) => Inputs::of(lib, m, old, probe.layer())?.digest()? == *rec,
+                        Some(old) => {
+                            Inputs::of(lib, m, old, probe.layer(), opts.build.branch.as_deref())?
+                                .digest()?
+                                == *rec
+                        }
                         None => false,
                     };
                     if !compat_same {
