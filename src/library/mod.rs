@@ -15,6 +15,7 @@
 
 pub mod branches;
 pub mod changes;
+pub mod dockerfile;
 pub mod git;
 pub mod load;
 pub mod model;
