@@ -884,7 +884,7 @@ impl Loader {
                 rel,
                 &[key("version")],
                 "required field is missing: with build:, give version or build.tags (whose first entry is the version)",
-                "schema",
+                "version",
             );
             return None;
         }

@@ -26,5 +26,6 @@ mod pipe;
 mod promote;
 mod refresh;
 mod repo;
+mod science_manifest;
 mod sign;
 mod support;
