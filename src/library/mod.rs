@@ -885,6 +885,90 @@ mod tests {
     }
 
     #[test]
+    fn commits_that_look_like_numbers_stay_text() {
+        // All digits (an integer too big for any type), a leading zero, and hex that YAML
+        // reads as a float: each is the commit as written.
+        for commit in [
+            "1234567890123456789012345678901234567890",
+            "0123456789012345678901234567890123456789",
+            "1234567890123456789012345678901234567e10",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let w = |p: &str, s: &str| {
+                let p = dir.path().join(p);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, s).unwrap();
+            };
+            w("graft.yaml", "repo: docker://r.example/lib\n");
+            w("Dockerfile", "FROM scratch\n");
+            w(
+                "manifests/m.yaml",
+                &format!("name: m\nversion: 1\ngit:\n  repo: https://x\n  commit: {commit}\nbuild: {{}}\n"),
+            );
+            let lib = Library::open(dir.path()).unwrap();
+            let m = &lib.manifests()[0];
+            assert_eq!(m.git.as_ref().unwrap().commit.as_deref(), Some(commit));
+            assert_eq!(
+                lib.annotations(m)["org.opencontainers.image.revision"],
+                commit
+            );
+        }
+    }
+
+    #[test]
+    fn science_manifests_get_no_derived_labels() {
+        // The sample's manifests have maintainers and metadata, but their images were not
+        // built by graft: nothing is added (their digests stay what they were).
+        let lib = sample();
+        for m in lib.manifests() {
+            assert!(lib.described(m).is_empty());
+            assert!(lib.build_labels(m).is_empty());
+            assert!(!lib
+                .annotations(m)
+                .contains_key("org.opencontainers.image.authors"));
+        }
+    }
+
+    #[test]
+    fn built_science_moves_with_the_repo() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w(
+            "graft.yaml",
+            "repo: docker://r.example/lib\nscience_target: '{repo}/science/{name}'\n",
+        );
+        w("Dockerfile", "FROM scratch\n");
+        w("layers/c/layer.yaml", "{}\n");
+        w(
+            "manifests/a.yaml",
+            "name: a\nversion: 2.4\nbuild: {}\ncompat: c\n",
+        );
+        w(
+            "manifests/b.yaml",
+            "name: b\nversion: 1\nbuild: {tags: ['{version}', latest]}\n",
+        );
+        let lib = Library::open(dir.path()).unwrap();
+        let a = &lib.manifests()[0];
+        assert_eq!(a.science.image.text, "docker://r.example/lib/science/a:2.4");
+        assert_eq!(a.compat_layer(), Some("c"));
+        assert_eq!(
+            lib.manifests()[1].science.image.text,
+            "docker://r.example/lib/b:1"
+        );
+        assert_eq!(lib.manifests()[1].tags, ["{version}", "latest"]);
+        assert!(lib.needs_build(a).is_err_and(|e| e.is_usage()));
+        let lib = lib.with_repo("docker://other.example/x");
+        assert_eq!(
+            lib.manifests()[0].science.image.text,
+            "docker://other.example/x/science/a:2.4"
+        );
+    }
+
+    #[test]
     fn diamond_includes_apply_each_layer_once() {
         let dir = tempfile::tempdir().unwrap();
         let w = |p: &str, s: &str| {

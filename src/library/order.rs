@@ -316,10 +316,7 @@ fn topological(deps: &[Vec<usize>]) -> (Vec<usize>, Option<Vec<usize>>) {
     let start = (0..n).find(|&i| !placed[i]).unwrap_or(0);
     let mut path = vec![start];
     let mut cur = start;
-    loop {
-        let Some(&next) = deps[cur].iter().find(|&&d| !placed[d]) else {
-            break;
-        };
+    while let Some(&next) = deps[cur].iter().find(|&&d| !placed[d]) {
         if let Some(at) = path.iter().position(|&p| p == next) {
             let mut cycle = path[at..].to_vec();
             let min = cycle
@@ -336,15 +333,17 @@ fn topological(deps: &[Vec<usize>]) -> (Vec<usize>, Option<Vec<usize>>) {
     (order, Some(vec![start]))
 }
 
-/// Every registry image the library writes: repository → (manifest, tag templates, version).
+/// A manifest and the tag templates it writes in one repository.
+type Writer<'a> = (&'a Manifest, Vec<&'a str>);
+
+/// Every registry image the library writes: (registry, repository) → its writers.
 struct LibraryImages<'a> {
-    repos: BTreeMap<(String, String), Vec<(&'a Manifest, Vec<&'a str>)>>,
+    repos: BTreeMap<(String, String), Vec<Writer<'a>>>,
 }
 
 impl<'a> LibraryImages<'a> {
     fn new(lib: &'a Library) -> LibraryImages<'a> {
-        let mut repos: BTreeMap<(String, String), Vec<(&'a Manifest, Vec<&'a str>)>> =
-            BTreeMap::new();
+        let mut repos: BTreeMap<(String, String), Vec<Writer<'a>>> = BTreeMap::new();
         let settings = lib.settings();
         for m in lib.manifests() {
             let final_repo = lib.target_text(m);

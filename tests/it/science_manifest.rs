@@ -168,6 +168,22 @@ fn git_commit_unknown_keys_and_versions() {
     );
 }
 
+#[test]
+fn with_compat_the_build_must_write_the_version_tag() {
+    problems(
+        &[
+            ("graft.yaml", GRAFT_YAML),
+            ("Dockerfile", "FROM scratch\n"),
+            ("layers/c/layer.yaml", "{}\n"),
+            (
+                "manifests/k.yaml",
+                "name: k\nversion: 2.4\nbuild: {tags: ['{version}-cuda']}\ncompat: c\n",
+            ),
+        ],
+        &["manifests/k.yaml:3:15: build.tags: with compat, the refresh reads the built image as docker://reg.example:5000/lib/sci/k:2.4: build.tags must include \"{version}\""],
+    );
+}
+
 const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY rootfs/ /\n";
 const CHILD_DOCKERFILE: &str = "\
 # syntax=docker/dockerfile:1
