@@ -104,6 +104,8 @@ impl Dockerfile {
         text: &str,
         build_args: &BTreeMap<String, String>,
     ) -> Result<Dockerfile, ParseError> {
+        // A byte order mark is not part of the first line (editors on Windows write one).
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut escape = '\\';
         let mut stages: Vec<Stage> = Vec::new();
         let mut args: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -783,6 +785,9 @@ RUN echo \\
         assert_eq!(image(&d.stages[0]).1, "debian:12");
         assert_eq!(d.stages[0].name.as_deref(), Some("one"));
         assert_eq!(d.stages[0].line, 6);
+        // A byte order mark and CRLF line ends are read as the builders read them.
+        let d = parse("\u{feff}# escape=`\r\nFROM a `\r\n  AS b\r\n");
+        assert_eq!(d.stages[0].name.as_deref(), Some("b"));
         // Trailing blanks after the backslash still continue the line.
         let d = parse("FROM \\  \n  alpine:3\n");
         assert_eq!(image(&d.stages[0]).1, "alpine:3");

@@ -951,6 +951,11 @@ mod tests {
             "manifests/b.yaml",
             "name: b\nversion: 1\nbuild: {tags: ['{version}', latest]}\n",
         );
+        // A number-like tag stays as written: 3.10 is not 3.1.
+        w(
+            "manifests/c.yaml",
+            "name: c\nbuild: {tags: [3.10, latest]}\n",
+        );
         let lib = Library::open(dir.path()).unwrap();
         let a = &lib.manifests()[0];
         assert_eq!(a.science.image.text, "docker://r.example/lib/science/a:2.4");
@@ -960,6 +965,8 @@ mod tests {
             "docker://r.example/lib/b:1"
         );
         assert_eq!(lib.manifests()[1].tags, ["{version}", "latest"]);
+        assert_eq!(lib.manifests()[2].version, "3.10");
+        assert_eq!(lib.manifests()[2].tags, ["3.10", "latest"]);
         assert!(lib.needs_build(a).is_err_and(|e| e.is_usage()));
         let lib = lib.with_repo("docker://other.example/x");
         assert_eq!(
