@@ -575,6 +575,7 @@ pub async fn refresh(
     reporter: &Arc<dyn Reporter>,
 ) -> Result<RefreshReport> {
     let manifests = select(lib, &req.names)?;
+    manifests.iter().try_for_each(|m| lib.needs_build(m))?;
     let opts = &req.options;
     let layers = LayerCache::default();
     // Images are read and assembled a few at a time (all of them before anything is written),

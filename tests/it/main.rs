@@ -29,5 +29,6 @@ mod prune;
 mod rebase;
 mod refresh;
 mod repo;
+mod science_manifest;
 mod sign;
 mod support;
