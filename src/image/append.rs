@@ -536,11 +536,8 @@ impl Scratch {
         let mut entries = Vec::new();
         for p in platforms {
             let config = Bytes::from(scratch_config(p, created)?);
-            let config_desc = Descriptor::new(
-                mt::OCI_CONFIG,
-                Digest::sha256(&config),
-                config.len() as u64,
-            );
+            let config_desc =
+                Descriptor::new(mt::OCI_CONFIG, Digest::sha256(&config), config.len() as u64);
             let doc = serde_json::json!({
                 "schemaVersion": 2,
                 "mediaType": mt::OCI_MANIFEST,
@@ -555,10 +552,9 @@ impl Scratch {
             manifests.insert(m.digest().clone(), m);
         }
         let root = if let [only] = entries.as_slice() {
-            manifests
-                .get(&only.digest)
-                .cloned()
-                .ok_or_else(|| Error::internal("making the empty base", "its manifest is missing"))?
+            manifests.get(&only.digest).cloned().ok_or_else(|| {
+                Error::internal("making the empty base", "its manifest is missing")
+            })?
         } else {
             let doc = serde_json::json!({
                 "schemaVersion": 2,
@@ -822,7 +818,10 @@ mod tests {
         let req = scratch_request(Timestamp::EPOCH);
         for bad in [
             vec![],
-            vec!["linux/amd64".parse().unwrap(), "linux/x86_64".parse().unwrap()],
+            vec![
+                "linux/amd64".parse().unwrap(),
+                "linux/x86_64".parse().unwrap(),
+            ],
         ] {
             let e = match append_scratch(&bad, &req).await {
                 Ok(_) => panic!("{bad:?} accepted"),

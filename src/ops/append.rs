@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::copy::{copy_image, CopyOptions, CopyReport};
 use crate::error::{Error, Result};
 use crate::image::append::{
-    append, append_scratch, base_name, AppendRequest, Dropped, LocalBlob, NewLayer,
-    PlatformResult, SCRATCH,
+    append, append_scratch, base_name, AppendRequest, Dropped, LocalBlob, NewLayer, PlatformResult,
+    SCRATCH,
 };
 use crate::image::config::RuntimeConfig;
 use crate::image::tarball::inspect_tarball;

@@ -29,5 +29,7 @@ mod prune;
 mod rebase;
 mod refresh;
 mod repo;
+mod scratch;
+mod selfimage;
 mod sign;
 mod support;
