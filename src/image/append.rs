@@ -493,7 +493,19 @@ pub const SCRATCH: &str = "scratch";
 /// replaced, so none of them is ever written.
 pub async fn append_scratch(platforms: &[Platform], req: &AppendRequest<'_>) -> Result<Assembled> {
     let base = Scratch::new(platforms, req.created)?;
-    let mut out = append_to(Arc::new(base), req, false).await?;
+    // The empty base has exactly `platforms`: nothing to select, no base to name.
+    let req = AppendRequest {
+        layers: req.layers.clone(),
+        runtime: req.runtime.clone(),
+        labels: req.labels.clone(),
+        platform_labels: req.platform_labels,
+        annotations: req.annotations.clone(),
+        inherit_annotations: req.inherit_annotations,
+        base_name: None,
+        platforms: None,
+        created: req.created,
+    };
+    let mut out = append_to(Arc::new(base), &req, false).await?;
     if let ([p], [only]) = (platforms, out.platforms.as_mut_slice()) {
         // A single manifest has no index entry to carry its platform; the caller chose it.
         only.platform = Some(p.to_string());
@@ -811,6 +823,19 @@ mod tests {
             );
         }
         assert_eq!(layers.len(), 1, "every platform has the same layers");
+    }
+
+    #[tokio::test]
+    async fn scratch_ignores_the_requests_platform_selection() {
+        let mut req = scratch_request(Timestamp(1_700_000_000));
+        req.platforms = Some(vec!["linux/s390x".parse().unwrap()]);
+        let a = append_scratch(&["linux/amd64".parse().unwrap()], &req)
+            .await
+            .unwrap();
+        assert_eq!(
+            a.root.digest.to_string(),
+            "sha256:a5e9a692720254328c76b1331391f217227dc3d91c57ab03f8186cab292dd3ca"
+        );
     }
 
     #[tokio::test]
