@@ -30,5 +30,7 @@ mod rebase;
 mod refresh;
 mod repo;
 mod science_manifest;
+mod scratch;
+mod selfimage;
 mod sign;
 mod support;
