@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(digest reference platform manifest index_json archive library sync_file cosign_key payload dsse bundle trusted_root keyless_material keyless_verify)
+TARGETS=(digest reference platform manifest index_json archive library dockerfile sync_file cosign_key payload dsse bundle trusted_root keyless_material keyless_verify)
 
 usage() {
     echo "usage: $0 TARGET|all SECONDS   (targets: ${TARGETS[*]})" >&2

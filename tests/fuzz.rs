@@ -1,7 +1,8 @@
 //! Property and structure-aware random tests over every parser that reads outside input:
 //! references, digests, platforms, manifests and indexes (lenient view), a layout's
-//! `index.json`, archive scanning, library YAML, sync files, cosign keys, signature payloads,
-//! DSSE envelopes and bundles, and the keyless material (trusted roots, Rekor entries, SCTs).
+//! `index.json`, archive scanning, library YAML, Dockerfile FROM lines, sync files, cosign
+//! keys, signature payloads, DSSE envelopes and bundles, and the keyless material (trusted
+//! roots, Rekor entries, SCTs).
 //!
 //! The properties: no panic and no hang on any input (inputs are small), and for the types that
 //! round-trip (references, digests, platforms) `parse(display(x)) == x`. Inputs are either
@@ -490,6 +491,48 @@ fn library() {
         std::fs::write(root.join("layers/c/layer.yaml"), layer).unwrap();
         std::fs::write(root.join("layers/c/files/x"), "x").unwrap();
         let _ = graft::library::Library::open(root);
+        Ok(())
+    });
+}
+
+/// Dockerfile text: FROM/ARG/RUN lines with variables, stages, continuations, heredocs and
+/// directives, or arbitrary printable text.
+fn dockerfile_text() -> impl Strategy<Value = String> {
+    let word = prop_oneof![
+        Just("FROM".to_string()),
+        Just("from --platform=$BUILDPLATFORM".to_string()),
+        Just("ARG".to_string()),
+        Just("AS".to_string()),
+        Just("scratch".to_string()),
+        Just("RUN <<EOF".to_string()),
+        Just("EOF".to_string()),
+        Just("${A:-${B:+x}}".to_string()),
+        Just("$A".to_string()),
+        Just("A=\"q".to_string()),
+        Just("\\".to_string()),
+        Just("`".to_string()),
+        Just("# escape=`".to_string()),
+        Just("img@sha256:00".to_string()),
+        "[ -~]{0,12}",
+    ];
+    prop_oneof![
+        4 => proptest::collection::vec(proptest::collection::vec(word, 0..5), 0..12)
+            .prop_map(|lines| lines.iter().map(|l| l.join(" ")).collect::<Vec<_>>().join("\n")),
+        1 => "[ -~\n]{0,200}",
+    ]
+}
+
+#[test]
+fn dockerfile() {
+    use graft::library::dockerfile::Dockerfile;
+    let args: std::collections::BTreeMap<String, String> =
+        [("A".to_string(), "reg.example/x".to_string())].into();
+    check(dockerfile_text(), |text| {
+        if let Ok(d) = Dockerfile::parse(&text, &args) {
+            prop_assert!(!d.stages.is_empty());
+            let _ = d.external_bases(None);
+            let _ = d.external_bases(Some("a"));
+        }
         Ok(())
     });
 }

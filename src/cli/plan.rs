@@ -213,8 +213,13 @@ fn print_text(plan: &Plan, verbose: bool, status: Option<&StatusReport>) -> anyh
             (None, Some(p)) => format!(" (pinned {p})"),
             (None, None) => String::new(),
         };
+        let what = if img.build {
+            "builds to "
+        } else {
+            "science   "
+        };
         outln!(
-            "  science    {} [{}]{pin}",
+            "  {what} {} [{}]{pin}",
             img.science.image,
             img.science.target
         )?;
@@ -223,11 +228,13 @@ fn print_text(plan: &Plan, verbose: bool, status: Option<&StatusReport>) -> anyh
             .as_ref()
             .map(|d| format!(" {d}"))
             .unwrap_or_default();
-        outln!(
-            "  compat     {} ({}){digest}",
-            img.compat,
-            img.chain.join(" + ")
-        )?;
+        if !img.compat.is_empty() {
+            outln!(
+                "  compat     {} ({}){digest}",
+                img.compat,
+                img.chain.join(" + ")
+            )?;
+        }
         let platforms = if img.platforms.is_empty() {
             "all of the science image's".to_string()
         } else {
@@ -249,6 +256,7 @@ fn print_text(plan: &Plan, verbose: bool, status: Option<&StatusReport>) -> anyh
             outln!("  on {name}: {}{mark}", row.tags.join(", "))?;
         }
     }
+    print_builds(plan)?;
     if verbose {
         for l in &plan.layers {
             outln!("layer {} ({})", l.name, l.chain.join(" + "))?;
@@ -299,5 +307,51 @@ fn print_text(plan: &Plan, verbose: bool, status: Option<&StatusReport>) -> anyh
         if refs == 1 { "" } else { "s" },
         if used == 1 { "" } else { "s" },
     )?;
+    Ok(())
+}
+
+/// The builds (`build:` manifests) in order, each with its Dockerfile's base images.
+fn print_builds(plan: &Plan) -> anyhow::Result<()> {
+    use graft::library::order::SourceState;
+    if plan.builds.is_empty() {
+        return Ok(());
+    }
+    outln!("build order (graft build is not implemented yet):")?;
+    for (i, b) in plan.builds.iter().enumerate() {
+        let stage = b
+            .stage
+            .as_ref()
+            .map(|s| format!(", stage {s}"))
+            .unwrap_or_default();
+        outln!(
+            "  {}. {} {} ({}) -> {}",
+            i + 1,
+            b.name,
+            b.version,
+            b.manifest,
+            b.image
+        )?;
+        match b.source {
+            SourceState::NotFetched => outln!(
+                "     dockerfile {} (source not fetched{stage})",
+                b.dockerfile
+            )?,
+            SourceState::Library => outln!("     dockerfile {}{stage}", b.dockerfile)?,
+        }
+        for base in &b.bases {
+            let from = match &base.library {
+                Some(m) => format!(" (built here: {m})"),
+                None => String::new(),
+            };
+            let shown = match base.written == base.expanded {
+                true => base.expanded.clone(),
+                false => format!("{} = {}", base.written, base.expanded),
+            };
+            outln!("     FROM {shown}{from}")?;
+        }
+        if b.bases.is_empty() && b.source == SourceState::Library {
+            outln!("     FROM scratch")?;
+        }
+    }
     Ok(())
 }

@@ -22,8 +22,8 @@ use crate::reference::ImageRef;
 /// Why an image is affected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
-    /// `rebuild-all`, `manifest-added`, `manifest-changed`, `science-changed`, `layer-changed`
-    /// or `science-layout-changed`.
+    /// `rebuild-all`, `manifest-added`, `manifest-changed`, `science-changed`, `layer-changed`,
+    /// `build-changed` (a `build:` manifest's Dockerfile or context) or `science-layout-changed`.
     pub kind: &'static str,
     /// For `layer-changed`: the layer of the chain that changed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,6 +129,9 @@ pub fn affected(
                 });
             }
         }
+        if let Some(r) = build_reason(lib, m, &files) {
+            reasons.push(r);
+        }
         if let Some(dir) = science_layout(lib, m) {
             let prefix = format!("{dir}/");
             let hits: Vec<String> = files
@@ -189,6 +192,26 @@ fn science_layout(lib: &Library, m: &Manifest) -> Option<String> {
     (!rel.is_empty()).then(|| rel.to_string())
 }
 
+/// A `build:` manifest whose Dockerfile or build context (in the library) changed.
+fn build_reason(lib: &Library, m: &Manifest, files: &[String]) -> Option<Reason> {
+    let b = m.build.as_ref()?;
+    let dockerfile = b.dockerfile_path();
+    if m.git.is_some() && !lib.root().join(&dockerfile).exists() {
+        return None; // Built from a repository graft has not fetched.
+    }
+    let context = b.context_path();
+    let inside = |f: &String| {
+        *f == dockerfile || context == "." || *f == context || f.starts_with(&format!("{context}/"))
+    };
+    let hits: Vec<String> = files.iter().filter(|f| inside(f)).cloned().collect();
+    (!hits.is_empty()).then(|| Reason {
+        kind: "build-changed",
+        layer: None,
+        message: format!("its Dockerfile {dockerfile} or build context {context} changed"),
+        files: hits,
+    })
+}
+
 /// Why manifest `m` counts as changed, given its old content.
 fn manifest_reason(m: &Manifest, old: Option<Vec<u8>>) -> Reason {
     let files = vec![m.rel.clone()];
@@ -200,6 +223,15 @@ fn manifest_reason(m: &Manifest, old: Option<Vec<u8>>) -> Reason {
             files,
         };
     };
+    if m.build.is_some() {
+        // A built image has no science reference to compare: any edit is a manifest change.
+        return Reason {
+            kind: "manifest-changed",
+            layer: None,
+            message: format!("{} changed", m.rel),
+            files,
+        };
+    }
     let (old_image, old_digest) = old_science(&old);
     let new_digest = m.science.digest.as_ref().map(|d| d.to_string());
     if old_image.as_deref() != Some(m.science.image.text.as_str()) || old_digest != new_digest {
@@ -380,6 +412,51 @@ fn class(g: &[char], start: usize, c: char) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_manifests_follow_their_dockerfile_and_context() {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, text) in [
+            ("graft.yaml", "repo: docker://r.example/lib\n"),
+            (
+                "manifests/a.yaml",
+                "name: a\nversion: 1\nbuild: {path: images/a}\n",
+            ),
+            ("images/a/Dockerfile", "FROM scratch\n"),
+            (
+                "manifests/g.yaml",
+                "name: g\nversion: 1\ngit: {repo: r}\nbuild: {path: images/g}\n",
+            ),
+        ] {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let lib = Library::open(dir.path()).unwrap();
+        let changed = |files: &[&str]| {
+            let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+            let set = affected(&lib, "HEAD~1", "c0ffee", &files, |_| {
+                Some(b"name: a\n".to_vec())
+            });
+            set.images
+                .iter()
+                .map(|a| {
+                    (
+                        a.manifest.clone(),
+                        a.reasons.iter().map(|r| r.kind).collect(),
+                    )
+                })
+                .collect::<Vec<(String, Vec<&str>)>>()
+        };
+        assert_eq!(
+            changed(&["images/a/src/x.py", "images/g/Dockerfile", "README.md"]),
+            [("manifests/a.yaml".to_string(), vec!["build-changed"])]
+        );
+        assert_eq!(
+            changed(&["manifests/a.yaml"]),
+            [("manifests/a.yaml".to_string(), vec!["manifest-changed"])]
+        );
+    }
 
     #[test]
     fn globs_match_like_gitignore() {

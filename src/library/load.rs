@@ -186,6 +186,45 @@ fn check_image_path(p: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `c` is a full commit hash (SHA-1 or SHA-256, lowercase hex), as `git.commit` needs.
+fn is_commit(c: &str) -> bool {
+    matches!(c.len(), 40 | 64) && c.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Check a `build:` path: relative, and never leaving the source through `..`.
+fn check_source_path(p: &str) -> Result<(), String> {
+    if p.starts_with('/') {
+        return Err(format!(
+            "{p:?} is absolute; build paths are relative to the source (the git checkout, else the library)"
+        ));
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{p:?} leads outside the source through '..'; build paths stay inside it"
+        ));
+    }
+    Ok(())
+}
+
+/// Where the science image of a `build:` manifest goes, as a reference with the `{version}`
+/// tag: `{science_target}:{version}` when the manifest has a compat layer (the refresh reads
+/// it there), else the final `{target}:{version}`. `repo` as the settings say now (`--repo`
+/// changes it).
+pub(crate) fn built_science(
+    root: &Path,
+    settings: &Settings,
+    name: &str,
+    version: &str,
+    with_compat: bool,
+) -> Result<Located, crate::Error> {
+    let template_ = match with_compat {
+        true => &settings.science_target,
+        false => &settings.target,
+    };
+    let repo = template::expand_target(template_, &settings.repo, name);
+    locate(root, &format!("{repo}:{version}"))
+}
+
 impl Loader {
     pub(crate) fn new(root: &Path) -> Loader {
         Loader {
@@ -379,7 +418,8 @@ impl Loader {
         Some(node)
     }
 
-    fn platforms(&mut self, rel: &str, node: &Node) -> Vec<Platform> {
+    /// The `platforms` of `node`, which is at `prefix` in the file.
+    fn platforms(&mut self, rel: &str, node: &Node, prefix: &[Seg]) -> Vec<Platform> {
         let mut out = Vec::new();
         for (i, item) in node
             .get("platforms")
@@ -391,12 +431,11 @@ impl Loader {
             let Some(t) = item.text() else { continue };
             match t.parse::<Platform>() {
                 Ok(p) => out.push(p),
-                Err(e) => self.error(
-                    rel,
-                    &[key("platforms"), Seg::Index(i)],
-                    e.to_string(),
-                    "platform",
-                ),
+                Err(e) => {
+                    let mut path = prefix.to_vec();
+                    path.extend([key("platforms"), Seg::Index(i)]);
+                    self.error(rel, &path, e.to_string(), "platform")
+                }
             }
         }
         out
@@ -409,6 +448,7 @@ impl Loader {
             file: file.clone(),
             repo: String::new(),
             target: DEFAULT_TARGET.to_string(),
+            science_target: DEFAULT_SCIENCE_TARGET.to_string(),
             label_prefix: None,
             platforms: Vec::new(),
             tags: DEFAULT_TAGS.iter().map(|s| s.to_string()).collect(),
@@ -454,8 +494,21 @@ impl Loader {
             }
             Ok(()) => {}
         }
+        if let Some(t) = text_of(&node, "science_target") {
+            match template::check(&t, &TARGET_PLACEHOLDERS) {
+                Err(m) => self.error(rel, &[key("science_target")], m, "template"),
+                Ok(()) if !settings.repo.is_empty() => {
+                    let sample = template::expand_target(&t, &settings.repo, "name");
+                    if let Err(m) = check_target(&sample) {
+                        self.error(rel, &[key("science_target")], m, "reference");
+                    }
+                }
+                Ok(()) => {}
+            }
+            settings.science_target = t;
+        }
         settings.label_prefix = text_of(&node, "label_prefix");
-        settings.platforms = self.platforms(rel, &node);
+        settings.platforms = self.platforms(rel, &node, &[]);
         if let Some(tags) = node.get("tags") {
             settings.tags = string_list(Some(tags));
             for (i, t) in settings.tags.clone().iter().enumerate() {
@@ -543,7 +596,185 @@ impl Loader {
             }
         }
         let name = text_of(&node, "name")?;
-        let version = text_of(&node, "version").unwrap_or_default();
+        match (node.key("build"), node.key("science")) {
+            (Some(b), Some(s)) => {
+                let (first, second) = if b.pos < s.pos { (b, s) } else { (s, b) };
+                self.problems.push(Problem::error(
+                    rel,
+                    second.pos,
+                    display_path(&[key(&second.text)]),
+                    format!(
+                        "the manifest has both build: and science: (line {}): it either builds its science image (build:) or names an existing one (science:)",
+                        first.pos.line
+                    ),
+                    "build-or-science",
+                ));
+                return None;
+            }
+            (None, None) => {
+                self.problems.push(Problem::error(
+                    rel,
+                    Pos::START,
+                    "(root)",
+                    "the manifest has neither science: (an existing image) nor build: (graft builds it from a Dockerfile)",
+                    "build-or-science",
+                ));
+                return None;
+            }
+            _ => {}
+        }
+        let built = match node.get("build") {
+            Some(b) => Some(self.build(rel, &node, b, settings)?),
+            None => None,
+        };
+        let version = match (text_of(&node, "version"), &built) {
+            (Some(v), _) => v,
+            (None, Some(b)) => self.version_from_build_tags(rel, &node, b)?,
+            (None, None) => String::new(),
+        };
+        let git = node.get("git").and_then(|g| {
+            Some(GitSource {
+                repo: text_of(g, "repo")?,
+                fetch: text_of(g, "fetch").unwrap_or_else(|| DEFAULT_FETCH.to_string()),
+                commit: text_of(g, "commit"),
+            })
+        });
+        if let Some(c) = git.as_ref().and_then(|g| g.commit.as_deref()) {
+            if !is_commit(c) {
+                self.error(
+                    rel,
+                    &[key("git"), key("commit")],
+                    format!("{c:?} must be a full commit hash (40 or 64 lowercase hex digits)"),
+                    "commit",
+                );
+            }
+        }
+        let has_compat = node.get("compat").is_some();
+        let (image, target, digest) = match &built {
+            Some(_) => {
+                let image = match built_science(&self.root, settings, &name, &version, has_compat) {
+                    Ok(l) => l,
+                    // graft.yaml's repo or the version is wrong: reported where they are.
+                    Err(_) => return None,
+                };
+                (image, name.clone(), None)
+            }
+            None => {
+                let (image, target, digest) = self.science(rel, &node)?;
+                (image, target, digest)
+            }
+        };
+        let maintainers = node
+            .get("maintainers")
+            .map(Node::items)
+            .unwrap_or_default()
+            .iter()
+            .map(|m| Maintainer {
+                name: text_of(m, "name").unwrap_or_default(),
+                email: text_of(m, "email"),
+                github: text_of(m, "github"),
+            })
+            .collect();
+        let metadata = node
+            .get("metadata")
+            .map(|m| Metadata {
+                identifier: text_of(m, "identifier"),
+                project: text_of(m, "project"),
+            })
+            .unwrap_or_default();
+        let mut platforms = self.platforms(rel, &node, &[]);
+        if node.get("platforms").is_none() {
+            platforms = match &built {
+                Some(b) if !b.platforms.is_empty() => b.platforms.clone(),
+                _ => settings.platforms.clone(),
+            };
+        }
+        let tags = match (node.get("tags"), &built) {
+            // Without compat the built image is the final image: its tags are build.tags.
+            (Some(_), Some(_)) if !has_compat => {
+                self.error(
+                    rel,
+                    &[key("tags")],
+                    "with build: and no compat the built image is the final image, tagged with build.tags: move these tags there, or add compat",
+                    "tags",
+                );
+                Vec::new()
+            }
+            (None, Some(b)) if !has_compat => b.tags.clone(),
+            (Some(t), _) => {
+                let tags = string_list(Some(t));
+                for (i, t) in tags.iter().enumerate() {
+                    if let Err(m) = template::check(t, &TAG_PLACEHOLDERS) {
+                        self.error(rel, &[key("tags"), Seg::Index(i)], m, "template");
+                    }
+                }
+                tags
+            }
+            (None, _) => settings.tags.clone(),
+        };
+        if let (Some(b), true) = (&built, has_compat) {
+            // Refresh reads {science_target}:{version}: the build must write that tag.
+            let sentinel = BuildInfo::sentinel();
+            if !b
+                .tags
+                .iter()
+                .any(|t| template::expand_tag(t, &version, &sentinel) == version)
+            {
+                self.error(
+                    rel,
+                    &[key("build"), key("tags")],
+                    format!("with compat, the refresh reads the built image as {}:{version}: build.tags must include \"{{version}}\"", image.text.rsplit_once(':').map_or(image.text.as_str(), |(r, _)| r)),
+                    "tags",
+                );
+            }
+        }
+        // Each tag, expanded for this version with sample build values, must be a valid tag.
+        for (i, t) in tags.iter().enumerate() {
+            if template::check(t, &TAG_PLACEHOLDERS).is_err() {
+                continue;
+            }
+            let tag = template::expand_tag(t, &version, &BuildInfo::sentinel());
+            if let Err(reason) = validate_tag(&tag) {
+                let path = match (node.get("tags"), &built) {
+                    (Some(_), _) => vec![key("tags"), Seg::Index(i)],
+                    (None, Some(_)) if !has_compat => {
+                        vec![key("build"), key("tags"), Seg::Index(i)]
+                    }
+                    (None, _) => vec![key("version")],
+                };
+                self.error(
+                    rel,
+                    &path,
+                    format!("tag template {t:?} gives {tag:?} for version {version:?}, which is not a valid tag: {reason}"),
+                    "template",
+                );
+            }
+        }
+        Some(Manifest {
+            file: self.root.join(rel),
+            rel: rel.to_string(),
+            name,
+            version,
+            description: text_of(&node, "description"),
+            maintainers,
+            metadata,
+            git,
+            science: Science {
+                image,
+                target,
+                digest,
+            },
+            build: built,
+            compat: text_of(&node, "compat").unwrap_or_default(),
+            platforms,
+            tags,
+            labels: string_map(node.get("labels")),
+            annotations: string_map(node.get("annotations")),
+        })
+    }
+
+    /// `science:` of a manifest: the image, its breadcrumb name, its pinned digest.
+    fn science(&mut self, rel: &str, node: &Node) -> Option<(Located, String, Option<Digest>)> {
         let sci = node.get("science");
         let image_text = sci.and_then(|s| text_of(s, "image"))?;
         let image = match locate(&self.root, &image_text) {
@@ -598,86 +829,76 @@ impl Loader {
             },
             None => None,
         };
-        let maintainers = node
-            .get("maintainers")
-            .map(Node::items)
-            .unwrap_or_default()
-            .iter()
-            .map(|m| Maintainer {
-                name: text_of(m, "name").unwrap_or_default(),
-                email: text_of(m, "email"),
-                github: text_of(m, "github"),
-            })
-            .collect();
-        let metadata = node
-            .get("metadata")
-            .map(|m| Metadata {
-                identifier: text_of(m, "identifier"),
-                project: text_of(m, "project"),
-            })
-            .unwrap_or_default();
-        let git = node.get("git").and_then(|g| {
-            Some(GitSource {
-                repo: text_of(g, "repo")?,
-                fetch: text_of(g, "fetch").unwrap_or_else(|| DEFAULT_FETCH.to_string()),
-                commit: text_of(g, "commit"),
-            })
-        });
-        let mut platforms = self.platforms(rel, &node);
-        if node.get("platforms").is_none() {
-            platforms = settings.platforms.clone();
-        }
-        let tags = match node.get("tags") {
-            Some(t) => {
-                let tags = string_list(Some(t));
-                for (i, t) in tags.iter().enumerate() {
-                    if let Err(m) = template::check(t, &TAG_PLACEHOLDERS) {
-                        self.error(rel, &[key("tags"), Seg::Index(i)], m, "template");
-                    }
-                }
-                tags
-            }
-            None => settings.tags.clone(),
-        };
-        // Each tag, expanded for this version with sample build values, must be a valid tag.
-        for (i, t) in tags.iter().enumerate() {
-            if template::check(t, &TAG_PLACEHOLDERS).is_err() {
-                continue;
-            }
-            let tag = template::expand_tag(t, &version, &BuildInfo::sentinel());
-            if let Err(reason) = validate_tag(&tag) {
-                let path = match node.get("tags") {
-                    Some(_) => vec![key("tags"), Seg::Index(i)],
-                    None => vec![key("version")],
-                };
-                self.error(
-                    rel,
-                    &path,
-                    format!("tag template {t:?} gives {tag:?} for version {version:?}, which is not a valid tag: {reason}"),
-                    "template",
-                );
-            }
-        }
-        Some(Manifest {
-            file: self.root.join(rel),
-            rel: rel.to_string(),
-            name,
-            version,
-            description: text_of(&node, "description"),
-            maintainers,
-            metadata,
-            git,
-            science: Science {
-                image,
-                target,
-                digest,
+        Some((image, target, digest))
+    }
+
+    /// `build:` of a manifest, defaults applied; paths must stay inside the source.
+    fn build(&mut self, rel: &str, node: &Node, b: &Node, settings: &Settings) -> Option<Build> {
+        let at = |k: &str| vec![key("build"), key(k)];
+        let mut out = Build {
+            path: text_of(b, "path").unwrap_or_else(|| ".".into()),
+            dockerfile: text_of(b, "dockerfile").unwrap_or_else(|| "Dockerfile".into()),
+            context: text_of(b, "context").unwrap_or_else(|| ".".into()),
+            platforms: Vec::new(),
+            tags: match b.get("tags") {
+                Some(t) => string_list(Some(t)),
+                None => DEFAULT_BUILD_TAGS.iter().map(|t| t.to_string()).collect(),
             },
-            compat: text_of(&node, "compat").unwrap_or_default(),
-            platforms,
-            tags,
-            labels: string_map(node.get("labels")),
-            annotations: string_map(node.get("annotations")),
-        })
+            labels: string_map(b.get("labels")),
+            annotations: string_map(b.get("annotations")),
+            test: text_of(b, "test"),
+            args: string_map(b.get("args")),
+            target: text_of(b, "target"),
+        };
+        for (field, value) in [
+            ("path", &out.path),
+            ("dockerfile", &out.dockerfile),
+            ("context", &out.context),
+        ] {
+            if let Err(m) = check_source_path(value) {
+                self.error(rel, &at(field), m, "path");
+            }
+        }
+        out.platforms = self.platforms(rel, b, &[key("build")]);
+        if b.get("platforms").is_none() {
+            out.platforms = match node.get("platforms") {
+                Some(_) => self.platforms(rel, node, &[]),
+                None => settings.platforms.clone(),
+            };
+        }
+        for (i, t) in out.tags.iter().enumerate() {
+            let mut path = at("tags");
+            path.push(Seg::Index(i));
+            if let Err(m) = template::check(t, &TAG_PLACEHOLDERS) {
+                self.error(rel, &path, m, "template");
+            }
+        }
+        Some(out)
+    }
+
+    /// A `build:` manifest without `version`: the first of `build.tags`, which must then be a
+    /// plain tag (it is what `{version}` stands for).
+    fn version_from_build_tags(&mut self, rel: &str, node: &Node, b: &Build) -> Option<String> {
+        if node.get("build").and_then(|n| n.get("tags")).is_none() {
+            self.error(
+                rel,
+                &[key("version")],
+                "required field is missing: with build:, give version or build.tags (whose first entry is the version)",
+                "version",
+            );
+            return None;
+        }
+        let first = b.tags.first()?;
+        if first.contains('{') || validate_tag(first).is_err() {
+            self.error(
+                rel,
+                &[key("build"), key("tags"), Seg::Index(0)],
+                format!("{first:?} stands for {{version}} (no version is given), so it must be a plain tag without placeholders; or set version"),
+                "template",
+            );
+            return None;
+        }
+        Some(first.clone())
     }
 
     pub(crate) fn layer(&mut self, name: &str) -> Option<Layer> {
@@ -822,6 +1043,34 @@ impl Loader {
         self.layer_checks(lib);
         self.duplicates(lib);
         self.unused(lib);
+        self.order_checks(lib);
+    }
+
+    /// The text of the library file `rel` (inside the library, size-limited), or why not.
+    pub(crate) fn read_library_file(&self, rel: &str) -> Result<String, String> {
+        self.read_text(rel).map_err(|(m, _)| m)
+    }
+
+    /// The builds' Dockerfiles exist and parse, `build.target` names a stage, no FROM cycle.
+    fn order_checks(&mut self, lib: &Library) {
+        if lib.manifests.iter().all(|m| m.build.is_none()) {
+            return;
+        }
+        let order = super::order::build_order(lib, |rel| self.read_library_file(rel));
+        for issue in order.issues {
+            match issue.at {
+                super::order::Location::Field { manifest, path } => {
+                    self.error(&manifest, &path, issue.message, issue.code)
+                }
+                super::order::Location::Line { file, line } => self.problems.push(Problem::error(
+                    &file,
+                    Pos { line, column: 1 },
+                    "(root)",
+                    issue.message,
+                    issue.code,
+                )),
+            }
+        }
     }
 
     /// Checks among layers: includes exist, no cycles, modes name files that exist.

@@ -15,9 +15,11 @@
 
 pub mod branches;
 pub mod changes;
+pub mod dockerfile;
 pub mod git;
 pub mod load;
 pub mod model;
+pub mod order;
 pub mod plan;
 pub mod problem;
 pub mod schema;
@@ -34,7 +36,8 @@ use crate::layer::LayerSpec;
 use crate::timestamp::Timestamp;
 
 pub use model::{
-    GitSource, ImageConfig, Layer, Located, Maintainer, Manifest, Metadata, Science, Settings,
+    Build, GitSource, ImageConfig, Layer, Located, Maintainer, Manifest, Metadata, Science,
+    Settings,
 };
 pub use problem::{InvalidLibrary, Problem, Severity};
 pub use template::BuildInfo;
@@ -149,6 +152,7 @@ pub fn compat_from_layers(layers_dir: &Path, name: &str) -> Result<CompatLayer> 
             file: root.join("graft.yaml"),
             repo: String::new(),
             target: model::DEFAULT_TARGET.to_string(),
+            science_target: model::DEFAULT_SCIENCE_TARGET.to_string(),
             label_prefix: None,
             platforms: Vec::new(),
             tags: Vec::new(),
@@ -299,6 +303,21 @@ impl Library {
     /// The same library with `graft.yaml`'s `repo` replaced (`graft refresh --repo`).
     pub fn with_repo(mut self, repo: &str) -> Library {
         self.settings.repo = repo.to_string();
+        // A built science image goes under the repo: it moves with it.
+        for m in &mut self.manifests {
+            if m.build.is_some() {
+                let with_compat = m.compat_layer().is_some();
+                if let Ok(l) = load::built_science(
+                    &self.root,
+                    &self.settings,
+                    &m.name,
+                    &m.version,
+                    with_compat,
+                ) {
+                    m.science.image = l;
+                }
+            }
+        }
         self
     }
 
@@ -410,7 +429,9 @@ impl Library {
                 }
             }
         }
-        if self.settings.label_prefix.is_some() && !self.manifests.is_empty() {
+        if self.settings.label_prefix.is_some()
+            && self.manifests.iter().any(|m| m.compat_layer().is_some())
+        {
             for (v, missing) in [
                 ("build", build.build.is_none()),
                 ("commit", build.commit.is_none()),
@@ -424,6 +445,13 @@ impl Library {
             }
         }
         out
+    }
+
+    /// The `build:` manifests in build order, each with its Dockerfile's bases
+    /// ([`order::build_order`]; files read as validation reads them).
+    pub fn build_order(&self) -> order::BuildOrder {
+        let loader = load::Loader::new(&self.root);
+        order::build_order(self, |rel| loader.read_library_file(rel))
     }
 
     /// `graft.yaml`.
@@ -583,7 +611,7 @@ impl Library {
         build: &BuildInfo,
         created: Timestamp,
     ) -> Result<BTreeMap<String, String>> {
-        if self.settings.label_prefix.is_some() {
+        if self.settings.label_prefix.is_some() && m.compat_layer().is_some() {
             for (v, missing) in [
                 ("build", build.build.is_none()),
                 ("commit", build.commit.is_none()),
@@ -607,9 +635,14 @@ impl Library {
         build: &BuildInfo,
         created: Timestamp,
     ) -> Result<BTreeMap<String, String>> {
-        let mut out = self.compat(&m.compat)?.config.labels;
+        let mut out = self.described(m);
+        match m.compat_layer() {
+            Some(c) => out.extend(self.compat(c)?.config.labels),
+            // No compat: the built image is the final image, with its build labels.
+            None => out.extend(m.build.iter().flat_map(|b| b.labels.clone())),
+        }
         out.extend(m.labels.clone());
-        if let Some(p) = &self.settings.label_prefix {
+        if let (Some(p), Some(_)) = (&self.settings.label_prefix, m.compat_layer()) {
             out.extend(crate::image::breadcrumbs::compat_labels(
                 p,
                 &m.compat,
@@ -624,9 +657,10 @@ impl Library {
 
     /// Annotations of `m`'s final manifests and index: the manifest's `annotations`, plus
     /// `org.opencontainers.image.source`/`.revision` from `git` and `.version` from
-    /// `version` unless the manifest sets them.
+    /// `version` unless the manifest sets them; for a manifest with `build:`, also what
+    /// [`Library::described`] gives (and `build.annotations` when the built image is final).
     pub fn annotations(&self, m: &Manifest) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
+        let mut out = self.described(m);
         if let Some(g) = &m.git {
             out.insert(
                 "org.opencontainers.image.source".to_string(),
@@ -640,8 +674,93 @@ impl Library {
             "org.opencontainers.image.version".to_string(),
             m.version.clone(),
         );
+        if m.compat_layer().is_none() {
+            out.extend(m.build.iter().flat_map(|b| b.annotations.clone()));
+        }
         out.extend(m.annotations.clone());
         out
+    }
+
+    /// What a `build:` manifest says about its image, as label and annotation keys (both
+    /// sets get them, lowest precedence: any label or annotation the manifest writes wins):
+    /// - `org.opencontainers.image.authors`: the maintainers, `Name <email>` (or `Name`),
+    ///   joined by `", "`;
+    /// - `org.opencontainers.image.description`: `description`;
+    /// - `org.graft.metadata.identifier`, `org.graft.metadata.project`: `metadata`.
+    ///
+    /// Empty for a `science:` manifest: graft did not build that image, and its final images
+    /// stay byte for byte what they were before `build:` existed.
+    pub fn described(&self, m: &Manifest) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if m.build.is_none() {
+            return out;
+        }
+        let authors: Vec<String> = m
+            .maintainers
+            .iter()
+            .map(|a| match &a.email {
+                Some(e) => format!("{} <{e}>", a.name),
+                None => a.name.clone(),
+            })
+            .collect();
+        if !authors.is_empty() {
+            out.insert(
+                "org.opencontainers.image.authors".to_string(),
+                authors.join(", "),
+            );
+        }
+        if let Some(d) = &m.description {
+            out.insert(
+                "org.opencontainers.image.description".to_string(),
+                d.clone(),
+            );
+        }
+        if let Some(i) = &m.metadata.identifier {
+            out.insert("org.graft.metadata.identifier".to_string(), i.clone());
+        }
+        if let Some(p) = &m.metadata.project {
+            out.insert("org.graft.metadata.project".to_string(), p.clone());
+        }
+        out
+    }
+
+    /// Labels of the science image graft builds for `m` (`build:`): [`Library::described`],
+    /// then `build.labels`. Empty for a `science:` manifest.
+    pub fn build_labels(&self, m: &Manifest) -> BTreeMap<String, String> {
+        let mut out = self.described(m);
+        out.extend(m.build.iter().flat_map(|b| b.labels.clone()));
+        out
+    }
+
+    /// Annotations of the science image graft builds for `m`: [`Library::described`], the
+    /// source and revision from `git`, the version, then `build.annotations`.
+    pub fn build_annotations(&self, m: &Manifest) -> BTreeMap<String, String> {
+        let mut out = self.described(m);
+        if m.build.is_none() {
+            return out;
+        }
+        if let Some(g) = &m.git {
+            out.insert("org.opencontainers.image.source".into(), g.repo.clone());
+            if let Some(c) = &g.commit {
+                out.insert("org.opencontainers.image.revision".into(), c.clone());
+            }
+        }
+        out.insert("org.opencontainers.image.version".into(), m.version.clone());
+        out.extend(m.build.iter().flat_map(|b| b.annotations.clone()));
+        out
+    }
+
+    /// `m`'s built science image (`build:`), as `refresh` would need it first: an error (usage)
+    /// saying `graft build` must run first. `graft build` does not exist yet, so a `build:`
+    /// manifest cannot be refreshed.
+    pub fn needs_build(&self, m: &Manifest) -> Result<()> {
+        match &m.build {
+            None => Ok(()),
+            Some(_) => Err(Error::Unsupported(format!(
+                "{} builds its science image from a Dockerfile (build:): the image must be built with `graft build {}` first, which graft does not do yet; refresh only manifests with science: (an existing image)",
+                m.rel, m.name
+            ))),
+        }
     }
 }
 
@@ -762,6 +881,97 @@ mod tests {
         assert!(
             missing[0].1.contains("manifests/astro-notebook.yaml"),
             "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn commits_that_look_like_numbers_stay_text() {
+        // All digits (an integer too big for any type), a leading zero, and hex that YAML
+        // reads as a float: each is the commit as written.
+        for commit in [
+            "1234567890123456789012345678901234567890",
+            "0123456789012345678901234567890123456789",
+            "1234567890123456789012345678901234567e10",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let w = |p: &str, s: &str| {
+                let p = dir.path().join(p);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, s).unwrap();
+            };
+            w("graft.yaml", "repo: docker://r.example/lib\n");
+            w("Dockerfile", "FROM scratch\n");
+            w(
+                "manifests/m.yaml",
+                &format!("name: m\nversion: 1\ngit:\n  repo: https://x\n  commit: {commit}\nbuild: {{}}\n"),
+            );
+            let lib = Library::open(dir.path()).unwrap();
+            let m = &lib.manifests()[0];
+            assert_eq!(m.git.as_ref().unwrap().commit.as_deref(), Some(commit));
+            assert_eq!(
+                lib.annotations(m)["org.opencontainers.image.revision"],
+                commit
+            );
+        }
+    }
+
+    #[test]
+    fn science_manifests_get_no_derived_labels() {
+        // The sample's manifests have maintainers and metadata, but their images were not
+        // built by graft: nothing is added (their digests stay what they were).
+        let lib = sample();
+        for m in lib.manifests() {
+            assert!(lib.described(m).is_empty());
+            assert!(lib.build_labels(m).is_empty());
+            assert!(!lib
+                .annotations(m)
+                .contains_key("org.opencontainers.image.authors"));
+        }
+    }
+
+    #[test]
+    fn built_science_moves_with_the_repo() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w(
+            "graft.yaml",
+            "repo: docker://r.example/lib\nscience_target: '{repo}/science/{name}'\n",
+        );
+        w("Dockerfile", "FROM scratch\n");
+        w("layers/c/layer.yaml", "{}\n");
+        w(
+            "manifests/a.yaml",
+            "name: a\nversion: 2.4\nbuild: {}\ncompat: c\n",
+        );
+        w(
+            "manifests/b.yaml",
+            "name: b\nversion: 1\nbuild: {tags: ['{version}', latest]}\n",
+        );
+        // A number-like tag stays as written: 3.10 is not 3.1.
+        w(
+            "manifests/c.yaml",
+            "name: c\nbuild: {tags: [3.10, latest]}\n",
+        );
+        let lib = Library::open(dir.path()).unwrap();
+        let a = &lib.manifests()[0];
+        assert_eq!(a.science.image.text, "docker://r.example/lib/science/a:2.4");
+        assert_eq!(a.compat_layer(), Some("c"));
+        assert_eq!(
+            lib.manifests()[1].science.image.text,
+            "docker://r.example/lib/b:1"
+        );
+        assert_eq!(lib.manifests()[1].tags, ["{version}", "latest"]);
+        assert_eq!(lib.manifests()[2].version, "3.10");
+        assert_eq!(lib.manifests()[2].tags, ["3.10", "latest"]);
+        assert!(lib.needs_build(a).is_err_and(|e| e.is_usage()));
+        let lib = lib.with_repo("docker://other.example/x");
+        assert_eq!(
+            lib.manifests()[0].science.image.text,
+            "docker://other.example/x/science/a:2.4"
         );
     }
 

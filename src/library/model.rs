@@ -13,6 +13,13 @@ use crate::reference::ImageRef;
 /// The default target template: `{repo}/{name}`.
 pub const DEFAULT_TARGET: &str = "{repo}/{name}";
 
+/// The default repository template of built science images that get a compat layer:
+/// `{repo}/sci/{name}` (SciServer's layout).
+pub const DEFAULT_SCIENCE_TARGET: &str = "{repo}/sci/{name}";
+
+/// The default `build.tags` of a manifest that builds its science image.
+pub const DEFAULT_BUILD_TAGS: [&str; 1] = ["{version}"];
+
 /// The default tag templates.
 pub const DEFAULT_TAGS: [&str; 2] = ["{version}", "{version}-{build}-{commit}"];
 
@@ -28,6 +35,9 @@ pub struct Settings {
     pub repo: String,
     /// Template of a final image's repository (`{repo}`, `{name}`).
     pub target: String,
+    /// Template of the repository a built science image goes to when its manifest also has a
+    /// compat layer (`{repo}`, `{name}`).
+    pub science_target: String,
     /// Prefix of breadcrumb labels; none means no breadcrumbs.
     pub label_prefix: Option<String>,
     /// Default platforms (empty: every platform of the science image).
@@ -110,6 +120,60 @@ pub struct Science {
     pub digest: Option<Digest>,
 }
 
+/// How graft builds a science image from a Dockerfile (a manifest's `build:`, canfar's
+/// block). Paths are as written, relative to the source: the git checkout when the manifest
+/// has `git:`, else the library root.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Build {
+    /// The image's directory in the source (`.` by default).
+    pub path: String,
+    /// The Dockerfile, relative to `path` (`Dockerfile` by default).
+    pub dockerfile: String,
+    /// The build context, relative to `path` (`.` by default).
+    pub context: String,
+    /// Platforms to build: `build.platforms`, else the manifest's, else `graft.yaml`'s.
+    pub platforms: Vec<Platform>,
+    /// Tag templates of the built image (default [`DEFAULT_BUILD_TAGS`]).
+    pub tags: Vec<String>,
+    /// Labels of the built image's config (`build.labels`).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the built image (`build.annotations`).
+    pub annotations: BTreeMap<String, String>,
+    /// A command that must succeed inside the built image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    /// Build arguments: they override ARG defaults, in FROM lines too.
+    pub args: BTreeMap<String, String>,
+    /// The Dockerfile stage to build; none: the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl Build {
+    /// `path/dockerfile`, normalised (`./` and empty components dropped), relative to the source.
+    pub fn dockerfile_path(&self) -> String {
+        join_rel(&self.path, &self.dockerfile)
+    }
+
+    /// `path/context`, normalised, relative to the source.
+    pub fn context_path(&self) -> String {
+        join_rel(&self.path, &self.context)
+    }
+}
+
+/// `a/b` without `.` or empty components; `.` when nothing is left.
+fn join_rel(a: &str, b: &str) -> String {
+    let parts: Vec<&str> = a
+        .split('/')
+        .chain(b.split('/'))
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    match parts.is_empty() {
+        true => ".".to_string(),
+        false => parts.join("/"),
+    }
+}
+
 /// One final image (`manifests/<file>.yaml`), with defaults from `graft.yaml` applied.
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {
@@ -131,9 +195,15 @@ pub struct Manifest {
     /// Source repository.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub git: Option<GitSource>,
-    /// The science image.
+    /// The science image refresh reads: as written under `science:`; for a manifest with
+    /// `build:`, where graft writes the built image (`{science_target}:{version}` with a
+    /// compat layer, else the final `{target}:{version}`).
     pub science: Science,
-    /// Name of the compat layer (a directory under `layers/`).
+    /// How graft builds the science image (`build:`); none for an existing image (`science:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<Build>,
+    /// Name of the compat layer (a directory under `layers/`); empty only for a manifest with
+    /// `build:` and no compat, whose built image is the final image ([`Manifest::compat_layer`]).
     pub compat: String,
     /// Platforms to produce: the manifest's, else `graft.yaml`'s; empty means all of the
     /// science image's.
@@ -144,6 +214,13 @@ pub struct Manifest {
     pub labels: BTreeMap<String, String>,
     /// Annotations for the final manifests and index.
     pub annotations: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// The compat layer's name, if the manifest has one (every `science:` manifest does).
+    pub fn compat_layer(&self) -> Option<&str> {
+        (!self.compat.is_empty()).then_some(self.compat.as_str())
+    }
 }
 
 /// Image config settings of a layer (or of a merged chain of layers).
@@ -287,6 +364,26 @@ mod tests {
         assert_eq!(parse_mode("0o4755"), Some(0o4755));
         assert_eq!(parse_mode("493"), None);
         assert_eq!(parse_mode("77777"), None);
+    }
+
+    #[test]
+    fn build_paths_are_joined_and_normalised() {
+        let b = Build {
+            path: "images/python".into(),
+            dockerfile: "Dockerfile".into(),
+            context: ".".into(),
+            ..Build::default()
+        };
+        assert_eq!(b.dockerfile_path(), "images/python/Dockerfile");
+        assert_eq!(b.context_path(), "images/python");
+        let b = Build {
+            path: "./".into(),
+            dockerfile: "./x//Dockerfile".into(),
+            context: ".".into(),
+            ..Build::default()
+        };
+        assert_eq!(b.dockerfile_path(), "x/Dockerfile");
+        assert_eq!(b.context_path(), ".");
     }
 
     #[test]

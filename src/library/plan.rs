@@ -27,6 +27,9 @@ pub struct Plan {
     pub images: Vec<ImagePlan>,
     /// One entry per layer directory, by name.
     pub layers: Vec<LayerPlan>,
+    /// The images graft builds (`build:` manifests among the planned ones), in build order:
+    /// bases first, each with its Dockerfile's base images ([`super::order`]).
+    pub builds: Vec<super::order::BuildStep>,
     /// Problems with the plan as a whole.
     pub conflicts: Vec<Conflict>,
     /// With `--changed-since`: the diff the images were selected by (only the affected
@@ -57,9 +60,17 @@ pub struct ImagePlan {
     pub version: String,
     /// The manifest file, relative to the library root.
     pub manifest: String,
-    /// The science image.
+    /// The manifest's `description`.
+    pub description: Option<String>,
+    /// The manifest's `maintainers`.
+    pub maintainers: Vec<super::Maintainer>,
+    /// The manifest's `metadata`.
+    pub metadata: super::Metadata,
+    /// The science image (for a `build:` manifest: where the built image is written).
     pub science: SciencePlan,
-    /// The compat layer's name.
+    /// Whether graft builds the science image (`build:`; its step is in [`Plan::builds`]).
+    pub build: bool,
+    /// The compat layer's name (empty: none, the built image is the final image).
     pub compat: String,
     /// Its chain, includes first.
     pub chain: Vec<String>,
@@ -225,6 +236,10 @@ impl Plan {
                 name: m.name.clone(),
                 version: m.version.clone(),
                 manifest: m.rel.clone(),
+                description: m.description.clone(),
+                maintainers: m.maintainers.clone(),
+                metadata: m.metadata.clone(),
+                build: m.build.is_some(),
                 science: SciencePlan {
                     image: m.science.image.text.clone(),
                     target: m.science.target.clone(),
@@ -247,11 +262,18 @@ impl Plan {
         Ok(Plan {
             build: build.clone(),
             branch: lib.branch().cloned(),
+            builds: builds(lib, &images),
             images,
             layers,
             conflicts,
             changes: changes.cloned(),
         })
+    }
+
+    /// Keep only the images (and their builds) `keep` accepts by name (`--shard`).
+    pub fn retain_names(&mut self, keep: impl Fn(&str) -> bool) {
+        self.images.retain(|i| keep(&i.name));
+        self.builds.retain(|b| keep(&b.name));
     }
 
     /// Record that image `index`'s science reference resolved to `digest`; a pinned digest
@@ -309,4 +331,14 @@ impl Plan {
     pub fn has_errors(&self) -> bool {
         self.conflicts.iter().any(|c| c.error)
     }
+}
+
+/// The build steps of the planned `images`, in the library's build order.
+fn builds(lib: &Library, images: &[ImagePlan]) -> Vec<super::order::BuildStep> {
+    if !images.iter().any(|i| i.build) {
+        return Vec::new();
+    }
+    let mut steps = lib.build_order().builds;
+    steps.retain(|s| images.iter().any(|i| i.manifest == s.manifest));
+    steps
 }

@@ -262,7 +262,7 @@ pub async fn plan(
             false => Ok(None),
         }
     })?;
-    plan.images.retain(|i| in_shard(&i.name));
+    plan.retain_names(in_shard);
     if let Some(ep) = resolve {
         let work = tempfile::tempdir()
             .map_err(|e| Error::io("creating a work directory", std::env::temp_dir(), e))?;
@@ -281,6 +281,9 @@ pub async fn plan(
             .filter(|m| in_shard(&m.name))
             .enumerate()
         {
+            if m.build.is_some() {
+                continue; // Built by `graft build`: nothing to resolve before it runs.
+            }
             let src = open_source(&m.science.image.image, ep).await?;
             let root = src.resolve().await?;
             plan.set_resolved(i, root.digest().clone());

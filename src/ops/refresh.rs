@@ -713,6 +713,7 @@ pub async fn refresh(
     reporter: &Arc<dyn Reporter>,
 ) -> Result<RefreshReport> {
     let manifests = select(lib, &req.names)?;
+    manifests.iter().try_for_each(|m| lib.needs_build(m))?;
     let opts = &req.options;
     let layers = LayerCache::default();
     // Every image is checked first, many at a time; results keep the library's order.
