@@ -136,9 +136,10 @@ pub fn exact_tag(pattern: &str) -> Option<String> {
     (!tag.contains(['*', '+', '?', '(', ')', '[', ']', '|', '\\', '{', '}'])).then_some(tag)
 }
 
-/// `^TAG$` with the regex metacharacters of TAG escaped.
+/// `^TAG$`, dots escaped (a tag is `[\w][\w.-]*`: `.` is its only regex metacharacter),
+/// as the seed writes it: `^22-bookworm-slim$`.
 pub fn tag_pattern(tag: &str) -> String {
-    format!("^{}$", regex::escape(tag))
+    format!("^{}$", tag.replace('.', "\\."))
 }
 
 /// The tag `strategy` selects among `tags` (those `allow` matches), or `None`.

@@ -397,12 +397,20 @@ impl Git {
             } else {
                 std::fs::create_dir_all(&self.cache)
                     .map_err(|e| format!("creating {}: {e}", self.cache.display()))?;
-                let tmp = self.cache.join(format!(".{}.tmp", &key[..16]));
+                // Cloned beside its final place (git runs in the cache directory, so the
+                // name is relative to it), then renamed: an interrupted clone is never taken
+                // for a complete one.
+                let tmp_name = format!(".{}.tmp", &key[..16]);
+                let tmp = self.cache.join(&tmp_name);
                 let _ = std::fs::remove_dir_all(&tmp);
-                let tmp_s = tmp.to_string_lossy().into_owned();
+                // A local path is made absolute: git runs elsewhere.
+                let from = match std::fs::canonicalize(url) {
+                    Ok(p) if !url.contains("://") => p.to_string_lossy().into_owned(),
+                    _ => url.to_string(),
+                };
                 run_git(
                     &self.cache,
-                    &["clone", "--quiet", "--bare", "--", url, &tmp_s],
+                    &["clone", "--quiet", "--bare", "--", &from, &tmp_name],
                     self.timeout,
                 )
                 .await?;
