@@ -133,22 +133,19 @@ pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result
         );
         jobs.push((false, name.clone(), t));
     }
-    let results: Vec<(
-        bool,
-        String,
-        std::result::Result<(String, Digestish), String>,
-    )> = stream::iter(jobs.into_iter().map(|(is_base, name, t)| async move {
-        let r = match t {
-            Err(e) => Err(e),
-            Ok(t) => resolve(&t, ep)
-                .await
-                .map_err(|e| crate::error::one_line(&e)),
-        };
-        (is_base, name, r)
-    }))
-    .buffered(opts.concurrency.max(1))
-    .collect()
-    .await;
+    let results: Vec<Outcome> =
+        stream::iter(jobs.into_iter().map(|(is_base, name, t)| async move {
+            let r = match t {
+                Err(e) => Err(e),
+                Ok(t) => resolve(&t, ep)
+                    .await
+                    .map_err(|e| crate::error::one_line(&e)),
+            };
+            (is_base, name, r)
+        }))
+        .buffered(opts.concurrency.max(1))
+        .collect()
+        .await;
 
     let mut report = CheckReport {
         now: now.clone(),
@@ -265,6 +262,13 @@ pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result
 
 /// A digest as text.
 struct Digestish(String);
+
+/// One resolution: whether it is a base, its name, the reference asked and its digest or why not.
+type Outcome = (
+    bool,
+    String,
+    std::result::Result<(String, Digestish), String>,
+);
 
 fn external_target(
     repo_url: Option<&str>,
