@@ -655,3 +655,64 @@ fn bad_input_is_refused_and_state_survives() {
         "name: [unclosed\n"
     );
 }
+
+#[test]
+fn check_costs_one_head_per_base() {
+    // 30 managed images on 3 bases (Dockerfiles on disk, `provider: local`) and one Lexical
+    // external image, behind a counting proxy: 3 + 1 manifest HEADs and one tag list.
+    let reg = Registry::plain();
+    let proxy = crate::support::proxy::Proxy::start(reg.addr());
+    let addr = proxy.addr();
+    let f = Factory::new();
+    for b in 0..3 {
+        push(&reg, &format!("library/base{b}"), "1", &format!("b{b}"));
+    }
+    push(&reg, "library/postgres", "16-alpine", "pg16");
+    push(&reg, "library/postgres", "17-alpine", "pg17");
+    let mut yaml = String::new();
+    for i in 0..30 {
+        let dir = f.path().join(format!("src/app{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("Dockerfile"),
+            format!("FROM {addr}/library/base{}:1\n", i % 3),
+        )
+        .unwrap();
+        yaml.push_str(&format!(
+            "- name: app{i}\n  registry: {addr}\n  repository: apps/app{i}\n  source: {{provider: local, repo: {}}}\n  rebuildDelay: 1d\n  autoRebuild: true\n",
+            dir.display()
+        ));
+    }
+    yaml.push_str(&format!(
+        "- name: postgres\n  registry: {addr}\n  repository: library/postgres\n  allowTags: ^1[0-9]-alpine$\n  imageSelectionStrategy: Lexical\n"
+    ));
+    f.images_yaml(&yaml);
+    f.run(&["sync", "--now", T0]).ok();
+    assert_eq!(
+        f.yaml("base-images", "base1-1")["dependentImages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+    proxy.clear();
+    let j = f.run(&["-o", "json", "check", "--now", T0]).ok().json();
+    assert_eq!(j["images"].as_array().unwrap().len(), 30);
+    assert_eq!(f.yaml("images", "postgres")["currentVersion"], "17-alpine");
+    let requests = proxy.requests();
+    let heads: Vec<_> = requests
+        .iter()
+        .filter(|(m, p)| m == "HEAD" && p.contains("/manifests/"))
+        .collect();
+    let lists: Vec<_> = requests
+        .iter()
+        .filter(|(_, p)| p.contains("/tags/list"))
+        .collect();
+    assert_eq!(heads.len(), 4, "{requests:?}");
+    assert_eq!(lists.len(), 1, "{requests:?}");
+    assert!(
+        requests.iter().all(|(m, p)| p == "/v2/"
+            || ((m == "HEAD" && p.contains("/manifests/")) || p.contains("/tags/list"))),
+        "{requests:?}"
+    );
+}
