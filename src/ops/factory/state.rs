@@ -222,23 +222,56 @@ impl StateDir {
         write_yaml(&self.bases(), &s.name, s)
     }
 
-    /// Write every file of `state` whose content differs from `old`.
+    /// Write every file of `state` whose content differs from `old`. All are serialised
+    /// first (nothing is written when one cannot be), then written by a few threads at once:
+    /// each write waits for an fsync, and 500 of them in a row take seconds.
     pub fn write_changed(&self, old: &State, state: &State) -> Result<Vec<PathBuf>> {
-        let mut written = Vec::new();
+        let mut jobs: Vec<(PathBuf, String)> = Vec::new();
         for (n, s) in &state.images {
             if old.images.get(n) != Some(s) {
-                self.write_image(s)?;
-                written.push(self.images().join(format!("{n}.yaml")));
+                jobs.push((self.images().join(format!("{n}.yaml")), to_yaml(n, s)?));
             }
         }
         for (n, s) in &state.bases {
             if old.bases.get(n) != Some(s) {
-                self.write_base(s)?;
-                written.push(self.bases().join(format!("{n}.yaml")));
+                jobs.push((self.bases().join(format!("{n}.yaml")), to_yaml(n, s)?));
             }
         }
-        Ok(written)
+        for dir in [self.images(), self.bases()] {
+            if jobs.iter().any(|(p, _)| p.parent() == Some(dir.as_path())) {
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+            }
+        }
+        let chunk = jobs.len().div_ceil(WRITERS).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || -> Result<()> {
+                        for (path, text) in part {
+                            write_atomic(path, text.as_bytes(), 0o644, Durability::Synced)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| {
+                    Error::internal("writing state files", "a writer thread panicked")
+                })??;
+            }
+            Ok::<(), Error>(())
+        })?;
+        Ok(jobs.into_iter().map(|(p, _)| p).collect())
     }
+}
+
+/// Threads writing state files at once.
+const WRITERS: usize = 8;
+
+fn to_yaml<T: Serialize>(name: &str, value: &T) -> Result<String> {
+    serde_yaml_ng::to_string(value)
+        .map_err(|e| Error::internal(format!("serialising the state of {name}"), e))
 }
 
 fn read_dir<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<BTreeMap<String, T>> {
@@ -280,11 +313,9 @@ fn read_dir<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<BTreeMap<Strin
 
 fn write_yaml<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    let text = serde_yaml_ng::to_string(value)
-        .map_err(|e| Error::internal(format!("serialising the state of {name}"), e))?;
     write_atomic(
         &dir.join(format!("{name}.yaml")),
-        text.as_bytes(),
+        to_yaml(name, value)?.as_bytes(),
         0o644,
         Durability::Synced,
     )
