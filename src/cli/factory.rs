@@ -159,6 +159,7 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             match global.output {
                 Output::Json => print_json(&report)?,
                 Output::Text => {
+                    outln!("{:<32} {:<10} REASON", "IMAGE", "STATUS")?;
                     for i in &report.images {
                         outln!("{:<32} {:<10} {}", i.name, i.status, i.reason)?;
                     }

@@ -468,3 +468,87 @@ async fn run_exec(argv: &[String], d: &Decision, timeout: Duration) -> Result<i3
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::factory::state::{BaseState, Build, ImageState};
+
+    fn setup(auto: bool, history: bool) -> (ImageState, State) {
+        let enrollment: serde_yaml_ng::Value = serde_yaml_ng::from_str(&format!(
+            "{{registry: r.io, repository: a/b, rebuildDelay: 1d, autoRebuild: {auto}}}"
+        ))
+        .unwrap();
+        let mut img = ImageState {
+            name: "app".into(),
+            discovery_status: status::SUCCESS.into(),
+            enrollment,
+            base_images: vec!["node-22".into()],
+            last_built: Some("2024-01-01T00:00:00Z".into()),
+            ..ImageState::default()
+        };
+        if history {
+            img.build_history.push(Build {
+                digest: "sha256:1".into(),
+                time: "2024-01-01T00:00:00Z".into(),
+                base_digests: [("node-22".to_string(), "sha256:old".to_string())].into(),
+                ..Build::default()
+            });
+        }
+        let mut state = State::default();
+        state.bases.insert(
+            "node-22".into(),
+            BaseState {
+                name: "node-22".into(),
+                full_image: "node:22".into(),
+                current_digest: Some("sha256:new".into()),
+                last_updated: Some("2024-01-01T06:00:00Z".into()),
+                ..BaseState::default()
+            },
+        );
+        (img, state)
+    }
+
+    fn at(t: &str) -> Timestamp {
+        parse_time(t).unwrap()
+    }
+
+    #[test]
+    fn due_after_the_delay_from_the_last_build() {
+        for history in [true, false] {
+            let (img, state) = setup(true, history);
+            let none = BTreeMap::new();
+            let d = decide(&img, &state, &none, at("2024-01-01T23:59:59Z"));
+            assert_eq!((d.status.as_str(), d.due), ("waiting", false), "{d:?}");
+            assert_eq!(d.due_at.as_deref(), Some("2024-01-02T00:00:00Z"));
+            let d = decide(&img, &state, &none, at("2024-01-02T00:00:00Z"));
+            assert_eq!((d.status.as_str(), d.due), ("due", true), "{d:?}");
+            assert!(d.reason.contains("node-22 moved to sha256:new"));
+        }
+    }
+
+    #[test]
+    fn why_not() {
+        let none = BTreeMap::new();
+        let late = at("2030-01-01T00:00:00Z");
+        let (img, state) = setup(false, true);
+        assert_eq!(decide(&img, &state, &none, late).status, "held");
+        let (mut img, state) = setup(true, true);
+        img.last_built = None;
+        assert_eq!(decide(&img, &state, &none, late).status, "unbuilt");
+        let (mut img, state) = setup(true, true);
+        img.build_history[0]
+            .base_digests
+            .insert("node-22".into(), "sha256:new".into());
+        assert_eq!(decide(&img, &state, &none, late).status, "monitoring");
+        // Without a recorded base digest: a base changed before the build is no reason.
+        let (mut img, state) = setup(true, false);
+        img.last_built = Some("2024-01-01T07:00:00Z".into());
+        assert_eq!(decide(&img, &state, &none, late).status, "monitoring");
+        let (img, state) = setup(true, true);
+        let errors = [("node-22".to_string(), "connection refused".to_string())].into();
+        let d = decide(&img, &state, &errors, late);
+        assert_eq!(d.status, "failed");
+        assert!(d.reason.contains("connection refused"));
+    }
+}
