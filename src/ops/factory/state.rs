@@ -320,3 +320,67 @@ fn write_yaml<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
         Durability::Synced,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_kept_and_order_is_fixed() {
+        let text = "\
+discoveryStatus: success
+name: app
+futureField:
+  a: 1
+enrolledAt: 2024-12-04T10:00:00Z
+enrollment:
+  registry: r.io
+";
+        let s: ImageState = serde_yaml_ng::from_str(text).unwrap();
+        let out = serde_yaml_ng::to_string(&s).unwrap();
+        assert_eq!(
+            out,
+            "\
+name: app
+enrolledAt: 2024-12-04T10:00:00Z
+discoveryStatus: success
+enrollment:
+  registry: r.io
+baseImages: []
+currentVersion: null
+currentDigest: null
+lastBuilt: null
+futureField:
+  a: 1
+"
+        );
+        let again: ImageState = serde_yaml_ng::from_str(&out).unwrap();
+        assert_eq!(again, s);
+    }
+
+    #[test]
+    fn a_write_replaces_the_file_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            root: d.path().to_path_buf(),
+        };
+        let mut state = State::default();
+        let mut img = ImageState {
+            name: "app".into(),
+            discovery_status: status::EXTERNAL.into(),
+            ..ImageState::default()
+        };
+        state.images.insert("app".into(), img.clone());
+        let written = dir.write_changed(&State::default(), &state).unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(dir.load().unwrap().images["app"], img);
+        // Unchanged: not rewritten.
+        assert!(dir.write_changed(&state, &state).unwrap().is_empty());
+        img.current_digest = Some("sha256:x".into());
+        state.images.insert("app".into(), img.clone());
+        dir.write_changed(&State::default(), &state).unwrap();
+        assert_eq!(dir.load().unwrap().images["app"], img);
+        // No temporary file left behind.
+        assert_eq!(std::fs::read_dir(dir.images()).unwrap().count(), 1);
+    }
+}
