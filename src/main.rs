@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cli::status::run(a, &cli.global).await,
             Command::Delete(a) => cli::delete::run(a, &cli.global).await,
             Command::Prune(a) => cli::prune::run(a, &cli.global).await,
+            Command::Factory(a) => cli::factory::run(a, &cli.global).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@ pub mod append;
 pub mod attest;
 pub mod copy;
 pub mod delete;
+pub mod factory;
 pub mod generate_key_pair;
 pub mod inspect;
 pub mod layer;
@@ -187,6 +188,8 @@ pub enum Command {
     /// Delete the library's branch tags whose git branch is gone, never taking another tag
     /// with them.
     Prune(prune::PruneArgs),
+    /// The image factory: images.yaml, state files, base watch, rebuilds, Kargo Warehouses.
+    Factory(factory::FactoryArgs),
 }
 
 /// Print `value` as pretty JSON on stdout.

@@ -8,6 +8,7 @@ mod ci_scale;
 mod copy;
 mod cosign;
 mod crane_regctl;
+mod factory;
 mod graft;
 mod harness;
 mod hostile_files;

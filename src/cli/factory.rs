@@ -1,0 +1,243 @@
+//! `graft factory …`: the image factory (docs/factory.md). images.yaml is the source of
+//! truth; `sync` writes the state files, `check` watches the bases and decides rebuilds,
+//! `record` adds builds from refresh reports, `warehouses` writes Kargo Warehouses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use graft::ops::factory::{check, config, parse_time, record, state::StateDir, sync, warehouse};
+use graft::timestamp::Timestamp;
+
+use super::output::outln;
+use super::{print_json, wall_clock, GlobalArgs, Output};
+
+/// Arguments of `graft factory`.
+#[derive(Debug, Args)]
+pub struct FactoryArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: FactoryCommand,
+    /// The state directory (`images/`, `base-images/`).
+    #[arg(long, global = true, value_name = "DIR", default_value = "state")]
+    pub state: PathBuf,
+}
+
+/// The factory's commands.
+#[derive(Debug, Subcommand)]
+pub enum FactoryCommand {
+    /// Merge images.yaml into the state files; find each managed image's bases in its Dockerfile.
+    Sync(SyncArgs),
+    /// Resolve every base and external image; say which images are due for a rebuild.
+    Check(CheckArgs),
+    /// Add builds from `graft refresh -o json` reports to the images' build history.
+    Record(RecordArgs),
+    /// Write one Kargo Warehouse per base and external image.
+    Warehouses(WarehousesArgs),
+}
+
+/// `graft factory sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The enrollment file.
+    #[arg(long, value_name = "FILE", default_value = "images.yaml")]
+    pub images: PathBuf,
+    /// Where source repositories are cloned (bare) and fetched.
+    #[arg(long, value_name = "DIR", default_value = ".cache/graft-factory")]
+    pub cache: PathBuf,
+    /// The time written (RFC 3339 UTC or @SECONDS; default: the clock).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Longest wait for one git command, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub git_timeout: u64,
+}
+
+/// `graft factory check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The time of the check (RFC 3339 UTC or @SECONDS; default: the clock).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Run this command once per due image, with GRAFT_IMAGE_NAME, GRAFT_IMAGE_REFERENCE and
+    /// GRAFT_REBUILD_REASON set (the words after --exec, up to `;`, are its argv; no shell).
+    #[arg(long, value_name = "CMD", num_args = 1.., value_terminator = ";", allow_hyphen_values = true)]
+    pub exec: Option<Vec<String>>,
+    /// Longest run of one --exec command, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub exec_timeout: u64,
+    /// Registry requests at once.
+    #[arg(long, default_value_t = 16)]
+    pub jobs: usize,
+}
+
+/// `graft factory record`.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// `graft refresh -o json` reports.
+    #[arg(required = true, value_name = "REPORT")]
+    pub reports: Vec<PathBuf>,
+    /// The build time (RFC 3339 UTC or @SECONDS; default: the clock).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// The commit built.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// What caused the builds (`push`, `base-update`, `schedule`, …).
+    #[arg(long, default_value = "manual")]
+    pub trigger: String,
+}
+
+/// `graft factory warehouses`.
+#[derive(Debug, Args)]
+pub struct WarehousesArgs {
+    /// Write `<name>.yaml` files here (default: all on stdout, `---` between them).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// The Kubernetes namespace of the Warehouses.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+fn now(arg: Option<&str>) -> anyhow::Result<Timestamp> {
+    Ok(match arg {
+        Some(t) => parse_time(t)?,
+        None => wall_clock(),
+    })
+}
+
+/// Run `graft factory`.
+pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let dir = StateDir { root: args.state };
+    match args.command {
+        FactoryCommand::Sync(a) => {
+            let text = std::fs::read_to_string(&a.images).map_err(|e| graft::Error::Input {
+                what: a.images.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let images =
+                config::parse(&a.images, &text).map_err(|e| graft::Error::Library(Box::new(e)))?;
+            let opts = sync::SyncOptions {
+                cache: a.cache,
+                now: now(a.now.as_deref())?,
+                git_timeout: Duration::from_secs(a.git_timeout),
+            };
+            let report = sync::sync(&images, &dir, &opts).await?;
+            match global.output {
+                Output::Json => print_json(&report)?,
+                Output::Text => {
+                    for i in &report.images {
+                        outln!(
+                            "{:<32} {:<10} {}",
+                            i.name,
+                            i.status,
+                            i.base_images.join(",")
+                        )?;
+                    }
+                }
+            }
+            for i in report.images.iter().filter(|i| i.error.is_some()) {
+                eprintln!(
+                    "warning: {}: discovery failed: {}",
+                    i.name,
+                    i.error.as_deref().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        FactoryCommand::Check(a) => {
+            let ep = global.registry.endpoint(None)?;
+            let opts = check::CheckOptions {
+                now: now(a.now.as_deref())?,
+                concurrency: a.jobs,
+                exec: a.exec,
+                exec_timeout: Duration::from_secs(a.exec_timeout),
+            };
+            let report = check::check(&dir, &ep, &opts).await?;
+            match global.output {
+                Output::Json => print_json(&report)?,
+                Output::Text => {
+                    outln!("{:<32} {:<10} REASON", "IMAGE", "STATUS")?;
+                    for i in &report.images {
+                        outln!("{:<32} {:<10} {}", i.name, i.status, i.reason)?;
+                    }
+                }
+            }
+            for r in report.base_images.iter().chain(&report.external_images) {
+                if let Some(e) = &r.error {
+                    eprintln!("error: {}: {e}", r.name);
+                }
+            }
+            if report.failures > 0 {
+                anyhow::bail!("{} check(s) or command(s) failed", report.failures);
+            }
+            Ok(())
+        }
+        FactoryCommand::Record(a) => {
+            let mut reports = Vec::new();
+            for p in &a.reports {
+                let text = std::fs::read(p).map_err(|e| graft::Error::Input {
+                    what: p.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let r: record::RefreshReportIn =
+                    serde_json::from_slice(&text).map_err(|e| graft::Error::Input {
+                        what: format!("report {}", p.display()),
+                        reason: e.to_string(),
+                    })?;
+                reports.push((p.display().to_string(), r));
+            }
+            let opts = record::RecordOptions {
+                now: now(a.now.as_deref())?,
+                commit: a.commit,
+                trigger: a.trigger,
+            };
+            let report = record::record(&dir, &reports, &opts)?;
+            match global.output {
+                Output::Json => print_json(&report)?,
+                Output::Text => {
+                    for r in &report.recorded {
+                        let what = if r.added { "recorded" } else { "known" };
+                        outln!("{:<32} {what:<8} {}", r.name, r.digest)?;
+                    }
+                }
+            }
+            for u in &report.unmatched {
+                eprintln!("warning: {u}: no enrolled image has this repository");
+            }
+            Ok(())
+        }
+        FactoryCommand::Warehouses(a) => {
+            let all = warehouse::warehouses(&dir, a.namespace.as_deref())?;
+            match &a.out_dir {
+                Some(out) => {
+                    std::fs::create_dir_all(out)
+                        .with_context(|| format!("creating {}", out.display()))?;
+                    for w in &all {
+                        let path = out.join(format!("{}.yaml", w.name));
+                        graft::fsutil::write_atomic(
+                            &path,
+                            warehouse::to_yaml(w)?.as_bytes(),
+                            0o644,
+                            graft::fsutil::Durability::Unsynced,
+                        )?;
+                        outln!("{}", path.display())?;
+                    }
+                }
+                None => match global.output {
+                    Output::Json => {
+                        print_json(&all.iter().map(|w| &w.resource).collect::<Vec<_>>())?
+                    }
+                    Output::Text => {
+                        for w in &all {
+                            outln!("---\n{}", warehouse::to_yaml(w)?.trim_end())?;
+                        }
+                    }
+                },
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! `graft factory check`: the base watch. Every base and external image is resolved (a base
+//! follows one tag: one manifest HEAD per base; an external image with the Lexical or SemVer
+//! strategy lists its tags, keeps those allowTags matches, and HEADs the one selected), a
+//! change is recorded (`previousDigest`, `lastUpdated`), and each managed image gets a
+//! decision:
+//!
+//! - **due** when a base moved since its last build (the base digest its newest build recorded
+//!   differs from the base's digest now; without one, the base changed after `lastBuilt`), at
+//!   least `rebuildDelay` has passed since that build, and `autoRebuild` is on;
+//! - otherwise **waiting** (the delay is a rate limit: at most one rebuild per `rebuildDelay`,
+//!   counted from the last build; `dueAt` says when), **held** (autoRebuild off), **unbuilt**
+//!   (no build recorded yet), **failed** (discovery failed, or a base could not be resolved),
+//!   or **monitoring** (nothing moved).
+//!
+//! With `exec`, a command runs once per due image (argv as given, never through a shell) with
+//! `GRAFT_IMAGE_NAME`, `GRAFT_IMAGE_REFERENCE` and `GRAFT_REBUILD_REASON` in its environment.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::reference::{DockerRef, ImageRef};
+use crate::store::open::{open_repository, Endpoint};
+use crate::timestamp::Timestamp;
+
+use super::state::{status, RebuildState, State, StateDir};
+use super::{exact_tag, human, parse_time, select_tag, Delay, Strategy};
+
+/// How to check.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The time now (decisions and `lastChecked`).
+    pub now: Timestamp,
+    /// Registry requests at once.
+    pub concurrency: usize,
+    /// A command run once per due image (argv).
+    pub exec: Option<Vec<String>>,
+    /// Longest run of one exec command.
+    pub exec_timeout: Duration,
+}
+
+/// One base or external image resolved.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resolved {
+    /// Its state name.
+    pub name: String,
+    /// What was asked (`registry/repository:tag`).
+    pub reference: String,
+    /// The digest now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The digest before, when it changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Whether it changed in this check.
+    pub changed: bool,
+    /// Why it could not be resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The decision for one managed image.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    /// The image's name.
+    pub name: String,
+    /// `registry/repository`.
+    pub reference: String,
+    /// A rebuild is due now.
+    pub due: bool,
+    /// due, waiting, held, unbuilt, failed, monitoring.
+    pub status: String,
+    /// Why.
+    pub reason: String,
+    /// When the delay runs out (waiting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<String>,
+    /// The exec command's exit code (with `--exec`, due images only; -1: it did not finish).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_status: Option<i32>,
+}
+
+/// What a check found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    /// The time of the check.
+    pub now: String,
+    /// Every base in use.
+    pub base_images: Vec<Resolved>,
+    /// Every external image.
+    pub external_images: Vec<Resolved>,
+    /// Every managed image.
+    pub images: Vec<Decision>,
+    /// Bases or external images that could not be resolved, and exec commands that failed.
+    pub failures: usize,
+}
+
+enum Target {
+    /// One tag by digest (or a pinned digest: no request).
+    Tag(DockerRef),
+    /// Tags listed and selected.
+    Select(DockerRef, Strategy, Option<regex::Regex>),
+}
+
+/// Check every base and external image in `dir` and decide for every managed image.
+pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result<CheckReport> {
+    let old = dir.load()?;
+    let mut state = old.clone();
+    let now = opts.now.rfc3339();
+
+    // What to resolve: (is_base, name, target).
+    let mut jobs: Vec<(bool, String, std::result::Result<Target, String>)> = Vec::new();
+    for (name, b) in old.bases.iter().filter(|(_, b)| b.removed_at.is_none()) {
+        let t = DockerRef::parse(&b.full_image)
+            .map(Target::Tag)
+            .map_err(|e| e.to_string());
+        jobs.push((true, name.clone(), t));
+    }
+    for (name, s) in old.images.iter().filter(|(_, s)| s.removed_at.is_none()) {
+        if s.discovery_status != status::EXTERNAL {
+            continue;
+        }
+        let t = external_target(
+            s.repo_url.as_deref(),
+            s.allow_tags.as_deref(),
+            s.image_selection_strategy.as_deref(),
+        );
+        jobs.push((false, name.clone(), t));
+    }
+    let results: Vec<Outcome> =
+        stream::iter(jobs.into_iter().map(|(is_base, name, t)| async move {
+            let r = match t {
+                Err(e) => Err(e),
+                Ok(t) => resolve(&t, ep)
+                    .await
+                    .map_err(|e| crate::error::one_line(&e)),
+            };
+            (is_base, name, r)
+        }))
+        .buffered(opts.concurrency.max(1))
+        .collect()
+        .await;
+
+    let mut report = CheckReport {
+        now: now.clone(),
+        base_images: Vec::new(),
+        external_images: Vec::new(),
+        images: Vec::new(),
+        failures: 0,
+    };
+    let mut base_errors: BTreeMap<String, String> = BTreeMap::new();
+    for (is_base, name, r) in results {
+        let (cur, prev_slot, checked, updated, version) = if is_base {
+            let b = state
+                .bases
+                .get_mut(&name)
+                .ok_or_else(|| Error::internal("check", "base vanished"))?;
+            (
+                &mut b.current_digest,
+                &mut b.previous_digest,
+                &mut b.last_checked,
+                &mut b.last_updated,
+                None,
+            )
+        } else {
+            let s = state
+                .images
+                .get_mut(&name)
+                .ok_or_else(|| Error::internal("check", "image vanished"))?;
+            (
+                &mut s.current_digest,
+                &mut s.previous_digest,
+                &mut s.last_checked,
+                &mut s.last_updated,
+                Some(&mut s.current_version),
+            )
+        };
+        let mut out = Resolved {
+            name: name.clone(),
+            reference: String::new(),
+            digest: None,
+            previous: None,
+            changed: false,
+            error: None,
+        };
+        match r {
+            Ok((reference, d)) => {
+                out.reference = reference;
+                let d = d.0;
+                if cur.as_deref() != Some(d.as_str()) {
+                    if let Some(p) = cur.clone() {
+                        *prev_slot = Some(p.clone());
+                        *updated = Some(now.clone());
+                        out.previous = Some(p);
+                        out.changed = true;
+                    }
+                    *cur = Some(d.clone());
+                }
+                *checked = Some(now.clone());
+                if let (Some(v), Some(tag)) = (
+                    version,
+                    out.reference.rsplit_once(':').map(|(_, t)| t.to_string()),
+                ) {
+                    *v = Some(tag);
+                }
+                out.digest = Some(d);
+            }
+            Err(e) => {
+                report.failures += 1;
+                if is_base {
+                    base_errors.insert(name.clone(), e.clone());
+                }
+                out.error = Some(e);
+            }
+        }
+        if is_base {
+            report.base_images.push(out);
+        } else {
+            report.external_images.push(out);
+        }
+    }
+
+    for (name, s) in old
+        .images
+        .iter()
+        .filter(|(_, s)| s.removed_at.is_none() && s.discovery_status != status::EXTERNAL)
+    {
+        let d = decide(s, &state, &base_errors, opts.now);
+        let mut rs = RebuildState {
+            status: d.status.clone(),
+            pending_rebuild: d.due,
+            reason: Some(d.reason.clone()),
+            due_at: d.due_at.clone(),
+        };
+        if rs.status == "monitoring" {
+            rs.reason = None;
+        }
+        if let Some(img) = state.images.get_mut(name) {
+            img.rebuild_state = Some(rs);
+        }
+        report.images.push(d);
+    }
+    dir.write_changed(&old, &state)?;
+
+    if let Some(argv) = &opts.exec {
+        for d in report.images.iter_mut().filter(|d| d.due) {
+            let code = run_exec(argv, d, opts.exec_timeout).await?;
+            if code != 0 {
+                report.failures += 1;
+            }
+            d.exec_status = Some(code);
+        }
+    }
+    Ok(report)
+}
+
+/// A digest as text.
+struct Digestish(String);
+
+/// One resolution: whether it is a base, its name, the reference asked and its digest or why not.
+type Outcome = (
+    bool,
+    String,
+    std::result::Result<(String, Digestish), String>,
+);
+
+fn external_target(
+    repo_url: Option<&str>,
+    allow: Option<&str>,
+    strategy: Option<&str>,
+) -> std::result::Result<Target, String> {
+    let repo = repo_url.ok_or("no repoURL: run graft factory sync")?;
+    let strategy =
+        Strategy::parse(strategy.unwrap_or("SemVer")).ok_or("unknown imageSelectionStrategy")?;
+    let r = DockerRef::parse(repo).map_err(|e| e.to_string())?;
+    match strategy {
+        Strategy::Digest => {
+            let tag = allow
+                .and_then(exact_tag)
+                .ok_or("the Digest strategy needs allowTags `^TAG$`")?;
+            Ok(Target::Tag(r.with_tag(&tag)))
+        }
+        Strategy::NewestBuild => {
+            Err("the NewestBuild strategy is left to Kargo: graft does not resolve it".into())
+        }
+        s => {
+            let re = allow
+                .map(regex::Regex::new)
+                .transpose()
+                .map_err(|e| format!("allowTags: {e}"))?;
+            Ok(Target::Select(r, s, re))
+        }
+    }
+}
+
+/// The reference asked and its digest.
+async fn resolve(t: &Target, ep: &Endpoint) -> Result<(String, Digestish)> {
+    let (r, tag) = match t {
+        Target::Tag(r) => {
+            if let Some(d) = &r.digest {
+                // Pinned: it cannot move; no request.
+                return Ok((r.to_string(), Digestish(d.to_string())));
+            }
+            (r.clone(), r.reference())
+        }
+        Target::Select(r, strategy, re) => {
+            let repo = open_repository(&ImageRef::Docker(r.clone()), ep, false)?;
+            let tags = repo.list_tags().await?;
+            let tag = select_tag(*strategy, re.as_ref(), &tags).ok_or_else(|| Error::NotFound {
+                what: format!("a tag of {} that allowTags and {strategy} select", r.name()),
+                detail: Some(format!("{} tags listed", tags.len())),
+            })?;
+            (r.with_tag(&tag), tag)
+        }
+    };
+    let repo = open_repository(&ImageRef::Docker(r.clone()), ep, false)?;
+    let d = repo.resolve(&tag).await?.ok_or_else(|| Error::NotFound {
+        what: format!("{r}"),
+        detail: None,
+    })?;
+    Ok((r.with_tag(&tag).to_string(), Digestish(d.to_string())))
+}
+
+fn decide(
+    s: &super::state::ImageState,
+    state: &State,
+    base_errors: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> Decision {
+    let enrollment = |k: &str| s.enrollment.get(k);
+    let reference = format!(
+        "{}/{}",
+        enrollment("registry")
+            .and_then(|v| v.as_str())
+            .unwrap_or(""),
+        enrollment("repository")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+    );
+    let auto = enrollment("autoRebuild")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let delay = enrollment("rebuildDelay")
+        .and_then(|v| v.as_str())
+        .and_then(|t| Delay::parse(t).ok())
+        .unwrap_or_else(Delay::zero);
+    let mk = |st: &str, reason: String, due_at: Option<String>| Decision {
+        name: s.name.clone(),
+        reference: reference.clone(),
+        due: st == "due",
+        status: st.into(),
+        reason,
+        due_at,
+        exec_status: None,
+    };
+    if s.discovery_status == status::FAILED && s.base_images.is_empty() {
+        return mk(
+            "failed",
+            format!(
+                "discovery failed: {}",
+                s.discovery_error.as_deref().unwrap_or("?")
+            ),
+            None,
+        );
+    }
+    for b in &s.base_images {
+        if let Some(e) = base_errors.get(b) {
+            return mk(
+                "failed",
+                format!("base {b} could not be checked: {e}"),
+                None,
+            );
+        }
+    }
+    let Some(built) = s.last_built.as_deref() else {
+        return mk(
+            "unbuilt",
+            "never built: no build recorded (graft factory record)".into(),
+            None,
+        );
+    };
+    let Ok(built_at) = parse_time(built) else {
+        return mk("failed", format!("lastBuilt {built:?} is not a time"), None);
+    };
+    let newest = s.build_history.first();
+    let mut moved = Vec::new();
+    for name in &s.base_images {
+        let Some(b) = state.bases.get(name) else {
+            continue;
+        };
+        let Some(cur) = &b.current_digest else {
+            continue;
+        };
+        let on = newest.and_then(|h| {
+            h.base_digests
+                .get(name)
+                .or_else(|| h.base_digests.get(&b.full_image))
+        });
+        let has_moved = match on {
+            Some(d) => d != cur,
+            None => b
+                .last_updated
+                .as_deref()
+                .and_then(|u| parse_time(u).ok())
+                .is_some_and(|u| u > built_at),
+        };
+        if has_moved {
+            moved.push(format!("{name} moved to {cur}"));
+        }
+    }
+    if moved.is_empty() {
+        return mk(
+            "monitoring",
+            "bases unchanged since the last build".into(),
+            None,
+        );
+    }
+    let why = moved.join(", ");
+    if !auto {
+        return mk("held", format!("{why}; autoRebuild is off"), None);
+    }
+    let due_at = Timestamp(built_at.0.saturating_add(delay.seconds));
+    if now < due_at {
+        return mk(
+            "waiting",
+            format!(
+                "{why}; rebuildDelay {}: {} left",
+                delay.text,
+                human(due_at.0 - now.0)
+            ),
+            Some(due_at.rfc3339()),
+        );
+    }
+    mk("due", why, None)
+}
+
+/// Run `argv` for one due image; its exit code (-1: killed or timed out).
+async fn run_exec(argv: &[String], d: &Decision, timeout: Duration) -> Result<i32> {
+    let (prog, args) = argv.split_first().ok_or_else(|| Error::Input {
+        what: "--exec".into(),
+        reason: "no command".into(),
+    })?;
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .env("GRAFT_IMAGE_NAME", &d.name)
+        .env("GRAFT_IMAGE_REFERENCE", &d.reference)
+        .env("GRAFT_REBUILD_REASON", &d.reason)
+        .stdin(std::process::Stdio::null())
+        // Its output is not graft's data: stdout stays for the report.
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| Error::Input {
+        what: format!("--exec {prog}"),
+        reason: format!("cannot run it: {e}"),
+    })?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(st)) => Ok(st.code().unwrap_or(-1)),
+        Ok(Err(e)) => Err(Error::internal(format!("waiting for {prog}"), e)),
+        Err(_) => {
+            let _ = child.kill().await;
+            Ok(-1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::factory::state::{BaseState, Build, ImageState};
+
+    fn setup(auto: bool, history: bool) -> (ImageState, State) {
+        let enrollment: serde_yaml_ng::Value = serde_yaml_ng::from_str(&format!(
+            "{{registry: r.io, repository: a/b, rebuildDelay: 1d, autoRebuild: {auto}}}"
+        ))
+        .unwrap();
+        let mut img = ImageState {
+            name: "app".into(),
+            discovery_status: status::SUCCESS.into(),
+            enrollment,
+            base_images: vec!["node-22".into()],
+            last_built: Some("2024-01-01T00:00:00Z".into()),
+            ..ImageState::default()
+        };
+        if history {
+            img.build_history.push(Build {
+                digest: "sha256:1".into(),
+                time: "2024-01-01T00:00:00Z".into(),
+                base_digests: [("node-22".to_string(), "sha256:old".to_string())].into(),
+                ..Build::default()
+            });
+        }
+        let mut state = State::default();
+        state.bases.insert(
+            "node-22".into(),
+            BaseState {
+                name: "node-22".into(),
+                full_image: "node:22".into(),
+                current_digest: Some("sha256:new".into()),
+                last_updated: Some("2024-01-01T06:00:00Z".into()),
+                ..BaseState::default()
+            },
+        );
+        (img, state)
+    }
+
+    fn at(t: &str) -> Timestamp {
+        parse_time(t).unwrap()
+    }
+
+    #[test]
+    fn due_after_the_delay_from_the_last_build() {
+        for history in [true, false] {
+            let (img, state) = setup(true, history);
+            let none = BTreeMap::new();
+            let d = decide(&img, &state, &none, at("2024-01-01T23:59:59Z"));
+            assert_eq!((d.status.as_str(), d.due), ("waiting", false), "{d:?}");
+            assert_eq!(d.due_at.as_deref(), Some("2024-01-02T00:00:00Z"));
+            let d = decide(&img, &state, &none, at("2024-01-02T00:00:00Z"));
+            assert_eq!((d.status.as_str(), d.due), ("due", true), "{d:?}");
+            assert!(d.reason.contains("node-22 moved to sha256:new"));
+        }
+    }
+
+    #[test]
+    fn why_not() {
+        let none = BTreeMap::new();
+        let late = at("2030-01-01T00:00:00Z");
+        let (img, state) = setup(false, true);
+        assert_eq!(decide(&img, &state, &none, late).status, "held");
+        let (mut img, state) = setup(true, true);
+        img.last_built = None;
+        assert_eq!(decide(&img, &state, &none, late).status, "unbuilt");
+        let (mut img, state) = setup(true, true);
+        img.build_history[0]
+            .base_digests
+            .insert("node-22".into(), "sha256:new".into());
+        assert_eq!(decide(&img, &state, &none, late).status, "monitoring");
+        // Without a recorded base digest: a base changed before the build is no reason.
+        let (mut img, state) = setup(true, false);
+        img.last_built = Some("2024-01-01T07:00:00Z".into());
+        assert_eq!(decide(&img, &state, &none, late).status, "monitoring");
+        let (img, state) = setup(true, true);
+        let errors = [("node-22".to_string(), "connection refused".to_string())].into();
+        let d = decide(&img, &state, &errors, late);
+        assert_eq!(d.status, "failed");
+        assert!(d.reason.contains("connection refused"));
+    }
+}

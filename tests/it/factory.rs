@@ -1,0 +1,718 @@
+//! `graft factory` against a real registry and a real git repository: the seed's images.yaml
+//! examples (a backstage-like managed image built from a Dockerfile, a postgres-like external
+//! image) give state files of the seed's structure; a second sync after a config change keeps
+//! digests and history; a new digest under a base tag makes the dependent due only once
+//! `--now` is past lastBuilt + rebuildDelay, never with autoRebuild off; `--exec` gets the
+//! image in its environment; the Warehouses validate against Kargo's vendored CRD; bad input
+//! is refused with file:line, or recorded as `discoveryStatus: failed`, with no state file
+//! lost or truncated.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::graft::{capture, command, Run};
+use crate::support::registry::Registry;
+use crate::support::tools::run_ok;
+
+const T0: &str = "2024-12-04T10:00:00Z";
+const T1: &str = "2024-12-04T11:00:00Z"; // the build
+const T2: &str = "2024-12-04T12:00:00Z"; // second sync
+const CONFIG_MT: &str = "application/vnd.oci.image.config.v1+json";
+const MANIFEST_MT: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Push a small image (a config, no layers) whose digest depends on `seed`; its digest.
+fn push(reg: &Registry, repo: &str, tag: &str, seed: &str) -> String {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"config":{{"Labels":{{"seed":"{seed}"}}}}}}"#
+    );
+    let cd = reg.push_blob(repo, config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MANIFEST_MT}","config":{{"mediaType":"{CONFIG_MT}","digest":"{cd}","size":{}}},"layers":[]}}"#,
+        config.len()
+    );
+    reg.push_manifest(repo, tag, MANIFEST_MT, manifest.as_bytes());
+    crate::support::tools::sha256_digest(manifest.as_bytes())
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args),
+    );
+}
+
+/// A git repository with `files` committed on `main`.
+fn repo(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    for (p, text) in files {
+        let p = dir.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "files"]);
+    dir.to_path_buf()
+}
+
+struct Factory {
+    dir: tempfile::TempDir,
+}
+
+impl Factory {
+    fn new() -> Factory {
+        Factory {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        capture(
+            command(self.path())
+                .current_dir(self.path())
+                .args(["-q", "--tls-verify=false", "factory"])
+                .args(args),
+        )
+    }
+
+    fn images_yaml(&self, text: &str) {
+        std::fs::write(self.path().join("images.yaml"), text).unwrap();
+    }
+
+    fn state(&self, kind: &str, name: &str) -> String {
+        let p = self
+            .path()
+            .join("state")
+            .join(kind)
+            .join(format!("{name}.yaml"));
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn yaml(&self, kind: &str, name: &str) -> Value {
+        serde_yaml_ng::from_str(&self.state(kind, name)).unwrap()
+    }
+
+    /// Every state file and its bytes.
+    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for kind in ["images", "base-images"] {
+            let d = self.path().join("state").join(kind);
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries {
+                    let p = e.unwrap().path();
+                    out.insert(p.clone(), std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn images_yaml(addr: &str, src: &Path, delay: &str, frontend: bool) -> String {
+    let mut text = format!(
+        "\
+- name: backstage
+  registry: {addr}
+  repository: owner/backstage
+  source:
+    provider: git
+    repo: {src}
+    branch: main
+    dockerfile: apps/backstage/Dockerfile
+    workflow: build.yml
+  rebuildDelay: {delay}
+  autoRebuild: true
+- name: postgres
+  registry: {addr}
+  repository: library/postgres
+  allowTags: ^16-alpine$
+  imageSelectionStrategy: Lexical
+  rebuildDelay: 30d
+  autoRebuild: false
+",
+        src = src.display()
+    );
+    if frontend {
+        text.push_str(&format!(
+            "\
+- name: frontend
+  registry: {addr}
+  repository: owner/frontend
+  source:
+    provider: git
+    repo: {src}
+    branch: main
+    dockerfile: apps/frontend/Dockerfile
+  rebuildDelay: 1h
+  autoRebuild: false
+",
+            src = src.display()
+        ));
+    }
+    text
+}
+
+const BACKSTAGE_DOCKERFILE: &str = "\
+ARG NODE_IMAGE=REG/library/node:22-bookworm-slim
+FROM ${NODE_IMAGE} AS build
+RUN yarn install
+FROM scratch AS nothing
+FROM build
+COPY --from=nothing / /
+";
+
+#[test]
+fn seed_examples_sync_check_record_warehouses() {
+    let reg = Registry::plain();
+    let addr = reg.addr().to_string();
+    let f = Factory::new();
+    let d1 = push(&reg, "library/node", "22-bookworm-slim", "node-1");
+    let _ = push(&reg, "library/postgres", "15-alpine", "pg15");
+    let pg16 = push(&reg, "library/postgres", "16-alpine", "pg16");
+    let _ = push(&reg, "library/postgres", "16", "pg16-debian");
+    let src = repo(
+        &f.path().join("src"),
+        &[
+            (
+                "apps/backstage/Dockerfile",
+                &BACKSTAGE_DOCKERFILE.replace("REG", &addr),
+            ),
+            (
+                "apps/frontend/Dockerfile",
+                &format!("FROM {addr}/library/node:22-bookworm-slim\n"),
+            ),
+        ],
+    );
+    f.images_yaml(&images_yaml(&addr, &src, "7d", true));
+
+    // 1. sync: the seed's structure.
+    f.run(&["sync", "--now", T0]).ok();
+    let expected = format!(
+        "\
+name: backstage
+enrolledAt: {T0}
+lastDiscovery: {T0}
+discoveryStatus: success
+enrollment:
+  registry: {addr}
+  repository: owner/backstage
+  source:
+    provider: git
+    repo: {src}
+    branch: main
+    dockerfile: apps/backstage/Dockerfile
+    workflow: build.yml
+  rebuildDelay: 7d
+  autoRebuild: true
+baseImages:
+- node-22-bookworm-slim
+currentVersion: null
+currentDigest: null
+lastBuilt: null
+rebuildState:
+  status: monitoring
+  pendingRebuild: false
+",
+        src = src.display()
+    );
+    assert_eq!(f.state("images", "backstage"), expected);
+    let expected = format!(
+        "\
+name: postgres
+enrolledAt: {T0}
+discoveryStatus: external
+enrollment:
+  registry: {addr}
+  repository: library/postgres
+  rebuildDelay: 30d
+  autoRebuild: false
+repoURL: {addr}/library/postgres
+allowTags: ^16-alpine$
+imageSelectionStrategy: Lexical
+baseImages: []
+currentVersion: null
+currentDigest: null
+lastBuilt: null
+"
+    );
+    assert_eq!(f.state("images", "postgres"), expected);
+    let expected = format!(
+        "\
+name: node-22-bookworm-slim
+fullImage: {addr}/library/node:22-bookworm-slim
+registry: {addr}
+repository: library/node
+tag: 22-bookworm-slim
+repoURL: {addr}/library/node
+allowTags: ^22-bookworm-slim$
+imageSelectionStrategy: Digest
+firstDiscovered: {T0}
+lastChecked: null
+dependentImages:
+- backstage
+- frontend
+currentDigest: null
+lastUpdated: null
+"
+    );
+    assert_eq!(f.state("base-images", "node-22-bookworm-slim"), expected);
+
+    // 2. check: digests recorded; nothing built yet.
+    let j = f.run(&["-o", "json", "check", "--now", T0]).ok().json();
+    assert_eq!(j["baseImages"][0]["digest"], d1.as_str(), "{j}");
+    assert_eq!(j["externalImages"][0]["digest"], pg16.as_str(), "{j}");
+    let pg = f.yaml("images", "postgres");
+    assert_eq!(pg["currentVersion"], "16-alpine");
+    assert_eq!(pg["currentDigest"], pg16.as_str());
+    let b = f.yaml("images", "backstage");
+    assert_eq!(b["rebuildState"]["status"], "unbuilt");
+    assert_eq!(
+        f.yaml("base-images", "node-22-bookworm-slim")["currentDigest"],
+        d1.as_str()
+    );
+
+    // 3. record builds from refresh reports.
+    let built = "sha256:".to_string() + &"b".repeat(64);
+    let report = serde_json::json!({"dry_run": false, "images": [
+        {"name": "backstage", "version": "0.6.5", "digest": built,
+         "references": [format!("{addr}/owner/backstage:0.6.5")],
+         "science": format!("{addr}/library/node:22-bookworm-slim"), "science_digest": d1},
+        {"name": "frontend", "version": "1.0", "digest": "sha256:".to_string() + &"f".repeat(64),
+         "references": [format!("docker://{addr}/owner/frontend:1.0")]},
+        {"name": "stranger", "version": "1", "digest": "sha256:".to_string() + &"0".repeat(64),
+         "references": [format!("{addr}/other/stranger:1")]}
+    ]});
+    std::fs::write(f.path().join("report.json"), report.to_string()).unwrap();
+    let r = f
+        .run(&[
+            "record",
+            "report.json",
+            "--now",
+            T1,
+            "--commit",
+            "abc1234",
+            "--trigger",
+            "push",
+        ])
+        .ok();
+    assert!(r.stderr.contains("stranger"), "{}", r.all());
+    // Recording the same report again adds nothing.
+    f.run(&["record", "report.json", "--now", T2]).ok();
+    let b = f.yaml("images", "backstage");
+    assert_eq!(b["currentDigest"], built.as_str());
+    assert_eq!(b["currentVersion"], "0.6.5");
+    assert_eq!(b["lastBuilt"], T1);
+    let history = b["buildHistory"].as_array().unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["commit"], "abc1234");
+    assert_eq!(history[0]["trigger"], "push");
+    assert_eq!(
+        history[0]["baseDigests"]["node-22-bookworm-slim"],
+        d1.as_str()
+    );
+
+    // 4. a config change: the runtime data stays.
+    f.images_yaml(&images_yaml(&addr, &src, "2d", true));
+    f.run(&["sync", "--now", T2]).ok();
+    let b2 = f.yaml("images", "backstage");
+    assert_eq!(b2["enrollment"]["rebuildDelay"], "2d");
+    assert_eq!(b2["enrolledAt"], T0);
+    assert_eq!(b2["lastDiscovery"], T2);
+    for k in [
+        "currentDigest",
+        "currentVersion",
+        "lastBuilt",
+        "buildHistory",
+    ] {
+        assert_eq!(b2[k], b[k], "{k}");
+    }
+    assert_eq!(
+        f.yaml("base-images", "node-22-bookworm-slim")["currentDigest"],
+        d1.as_str()
+    );
+    assert_eq!(f.yaml("images", "postgres")["currentDigest"], pg16.as_str());
+
+    // 5. the base moves: due only after lastBuilt (T1) + 2d, never for frontend (autoRebuild off).
+    let d2 = push(&reg, "library/node", "22-bookworm-slim", "node-2");
+    assert_ne!(d1, d2);
+    let j = f
+        .run(&["-o", "json", "check", "--now", "2024-12-05T11:00:00Z"])
+        .ok()
+        .json();
+    let decision = |j: &Value, n: &str| {
+        j["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let bs = decision(&j, "backstage");
+    assert_eq!(bs["status"], "waiting", "{j}");
+    assert_eq!(bs["due"], false);
+    assert_eq!(bs["dueAt"], "2024-12-06T11:00:00Z");
+    assert!(
+        bs["reason"].as_str().unwrap().contains("1d 0h left"),
+        "{bs}"
+    );
+    assert_eq!(decision(&j, "frontend")["status"], "held");
+    let base = f.yaml("base-images", "node-22-bookworm-slim");
+    assert_eq!(base["currentDigest"], d2.as_str());
+    assert_eq!(base["previousDigest"], d1.as_str());
+    assert_eq!(base["lastUpdated"], "2024-12-05T11:00:00Z");
+    // One second short of the delay: still waiting.
+    let j = f
+        .run(&["-o", "json", "check", "--now", "2024-12-06T10:59:59Z"])
+        .ok()
+        .json();
+    assert_eq!(decision(&j, "backstage")["status"], "waiting");
+    // Past it: due, and --exec runs once, for backstage only, with the image in its environment.
+    let out = f.path().join("exec.txt");
+    let script = format!(
+        "printf '%s|%s|%s\\n' \"$GRAFT_IMAGE_NAME\" \"$GRAFT_IMAGE_REFERENCE\" \"$GRAFT_REBUILD_REASON\" >> {}",
+        out.display()
+    );
+    let run = f
+        .run(&[
+            "check",
+            "--now",
+            "2024-12-06T11:00:00Z",
+            "--exec",
+            "sh",
+            "-c",
+            &script,
+            ";",
+        ])
+        .ok();
+    assert!(
+        run.stdout.contains("backstage") && run.stdout.contains("due"),
+        "{}",
+        run.all()
+    );
+    let lines = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        lines,
+        format!("backstage|{addr}/owner/backstage|node-22-bookworm-slim moved to {d2}\n")
+    );
+    let b = f.yaml("images", "backstage");
+    assert_eq!(b["rebuildState"]["status"], "due");
+    assert_eq!(b["rebuildState"]["pendingRebuild"], true);
+    let j = f
+        .run(&["-o", "json", "check", "--now", "2030-01-01T00:00:00Z"])
+        .ok()
+        .json();
+    assert_eq!(decision(&j, "frontend")["status"], "held");
+
+    // 6. Warehouses: deterministic, valid against Kargo's CRD.
+    f.run(&["warehouses", "--out-dir", "wh", "--namespace", "factory"])
+        .ok();
+    let first = std::fs::read_to_string(f.path().join("wh/node-22-bookworm-slim.yaml")).unwrap();
+    let stdout = f.run(&["warehouses", "--namespace", "factory"]).ok().stdout;
+    assert!(stdout.contains(&first), "{stdout}");
+    assert_eq!(
+        stdout,
+        f.run(&["warehouses", "--namespace", "factory"]).ok().stdout
+    );
+    let validator = crd_validator();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(f.path().join("wh")).unwrap() {
+        let p = entry.unwrap().path();
+        let w: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let w: serde_json::Value = serde_json::to_value(&w).unwrap();
+        check_warehouse(&validator, &w);
+        names.push(w["metadata"]["name"].as_str().unwrap().to_string());
+    }
+    names.sort();
+    assert_eq!(names, ["node-22-bookworm-slim", "postgres"]);
+    let pg: serde_json::Value = serde_json::to_value(
+        serde_yaml_ng::from_str::<Value>(
+            &std::fs::read_to_string(f.path().join("wh/postgres.yaml")).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let image = &pg["spec"]["subscriptions"][0]["image"];
+    assert_eq!(image["allowTagsRegex"], serde_json::json!(["^16-alpine$"]));
+    assert_eq!(image["imageSelectionStrategy"], "Lexical");
+    assert_eq!(image["repoURL"], format!("{addr}/library/postgres"));
+    let node: serde_json::Value =
+        serde_json::to_value(serde_yaml_ng::from_str::<Value>(&first).unwrap()).unwrap();
+    assert_eq!(
+        node["spec"]["subscriptions"][0]["image"]["constraint"],
+        "22-bookworm-slim"
+    );
+    assert_eq!(node["metadata"]["namespace"], "factory");
+
+    // 7. frontend leaves images.yaml: marked, not deleted.
+    f.images_yaml(&images_yaml(&addr, &src, "2d", false));
+    f.run(&["sync", "--now", "2024-12-07T00:00:00Z"]).ok();
+    let fe = f.yaml("images", "frontend");
+    assert_eq!(fe["removedAt"], "2024-12-07T00:00:00Z");
+    assert_eq!(fe["rebuildState"]["status"], "removed");
+    assert_eq!(fe["buildHistory"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        f.yaml("base-images", "node-22-bookworm-slim")["dependentImages"],
+        serde_yaml_ng::from_str::<Value>("[backstage]").unwrap()
+    );
+}
+
+fn crd_validator() -> jsonschema::Validator {
+    let crd = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/kargo/kargo.akuity.io_warehouses.yaml"),
+    )
+    .unwrap();
+    let crd: serde_json::Value =
+        serde_json::to_value(serde_yaml_ng::from_str::<Value>(&crd).unwrap()).unwrap();
+    let version = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "v1alpha1")
+        .unwrap();
+    jsonschema::draft4::new(&version["schema"]["openAPIV3Schema"]).unwrap()
+}
+
+/// The schema, and the CEL rules of an image subscription that apply (the validator does not
+/// run `x-kubernetes-validations`).
+fn check_warehouse(v: &jsonschema::Validator, w: &serde_json::Value) {
+    let errors: Vec<String> = v.iter_errors(w).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{w}: {errors:?}");
+    assert_eq!(w["apiVersion"], "kargo.akuity.io/v1alpha1");
+    assert_eq!(w["kind"], "Warehouse");
+    for s in w["spec"]["subscriptions"].as_array().unwrap() {
+        let image = &s["image"];
+        assert!(!(image.get("constraint").is_some() && image.get("semverConstraint").is_some()));
+        if image["imageSelectionStrategy"] == "Digest" {
+            assert!(image.get("constraint").is_some(), "{w}");
+        }
+        assert!(image.get("allowTags").is_none(), "deprecated field: {w}");
+    }
+}
+
+#[test]
+fn a_broken_warehouse_fails_the_crd_check() {
+    // The check can fail: a strategy Kargo does not know, and a missing repoURL.
+    let v = crd_validator();
+    let bad = serde_json::json!({"apiVersion": "kargo.akuity.io/v1alpha1", "kind": "Warehouse",
+        "metadata": {"name": "x"}, "spec": {"interval": "5m0s", "subscriptions": [
+            {"image": {"imageSelectionStrategy": "Newest", "strictSemvers": true}}]}});
+    assert!(v.iter_errors(&bad).count() >= 2);
+}
+
+#[test]
+fn bad_input_is_refused_and_state_survives() {
+    let reg = Registry::plain();
+    let addr = reg.addr().to_string();
+    let f = Factory::new();
+    push(&reg, "library/node", "22-bookworm-slim", "node-1");
+    push(&reg, "library/postgres", "16-alpine", "pg16");
+    let src = repo(
+        &f.path().join("src"),
+        &[
+            (
+                "apps/backstage/Dockerfile",
+                &BACKSTAGE_DOCKERFILE.replace("REG", &addr),
+            ),
+            (
+                "apps/frontend/Dockerfile",
+                &format!("FROM {addr}/library/node:22-bookworm-slim\n"),
+            ),
+        ],
+    );
+    let good = images_yaml(&addr, &src, "7d", true);
+    f.images_yaml(&good);
+    f.run(&["sync", "--now", T0]).ok();
+    f.run(&["check", "--now", T0]).ok();
+    let before = f.snapshot();
+    assert_eq!(before.len(), 4);
+
+    // An unknown field: file:line:column and the field; nothing written.
+    f.images_yaml(&good.replace(
+        "    branch: main\n    dockerfile: apps/backstage",
+        "    brunch: main\n    dockerfile: apps/backstage",
+    ));
+    let r = f.run(&["sync", "--now", T2]).fails(2);
+    assert!(
+        r.stderr
+            .contains("images.yaml:7:5: [0].source.brunch: unknown field"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(f.snapshot(), before);
+    // A bad duration.
+    f.images_yaml(&good.replace("rebuildDelay: 30d", "rebuildDelay: 30 days"));
+    let r = f.run(&["sync", "--now", T2]).fails(2);
+    assert!(
+        r.stderr
+            .contains("images.yaml:17:17: [1].rebuildDelay: \"30 days\" is not a duration"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(f.snapshot(), before);
+
+    // A Dockerfile with no FROM: that image's discovery failed (it keeps its bases); the others sync.
+    std::fs::write(src.join("apps/backstage/Dockerfile"), "RUN echo no base\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "no FROM"]);
+    f.images_yaml(&good);
+    let r = f.run(&["sync", "--now", T2]).ok();
+    assert!(
+        r.stderr.contains("backstage: discovery failed"),
+        "{}",
+        r.all()
+    );
+    let b = f.yaml("images", "backstage");
+    assert_eq!(b["discoveryStatus"], "failed");
+    assert!(
+        b["discoveryError"]
+            .as_str()
+            .unwrap()
+            .contains("RUN before the first FROM"),
+        "{b:?}"
+    );
+    assert_eq!(
+        b["baseImages"],
+        serde_yaml_ng::from_str::<Value>("[node-22-bookworm-slim]").unwrap()
+    );
+    assert_eq!(f.yaml("images", "frontend")["discoveryStatus"], "success");
+    assert_eq!(f.snapshot().len(), 4);
+    std::fs::write(src.join("apps/backstage/Dockerfile"), "# only a comment\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "empty"]);
+    f.run(&["sync", "--now", T2]).ok();
+    assert!(f.yaml("images", "backstage")["discoveryError"]
+        .as_str()
+        .unwrap()
+        .contains("no FROM instruction"));
+
+    // An unreachable base registry: a clear error naming it, the other checks done, no file lost.
+    std::fs::write(
+        src.join("apps/frontend/Dockerfile"),
+        "FROM 127.0.0.1:1/library/gone:1\n",
+    )
+    .unwrap();
+    git(&src, &["commit", "-q", "-am", "gone"]);
+    f.run(&["sync", "--now", T2]).ok();
+    let before = f.snapshot();
+    let r = capture(command(f.path()).current_dir(f.path()).args([
+        "-q",
+        "--tls-verify=false",
+        "--retries",
+        "0",
+        "--timeout",
+        "5",
+        "factory",
+        "check",
+        "--now",
+        T2,
+    ]));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("gone-1") && r.stderr.contains("127.0.0.1:1"),
+        "{}",
+        r.all()
+    );
+    let after = f.snapshot();
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    for (p, bytes) in &after {
+        serde_yaml_ng::from_slice::<Value>(bytes)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+    let fe = f.yaml("images", "frontend");
+    assert_eq!(fe["rebuildState"]["status"], "failed");
+    assert!(fe["rebuildState"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("gone-1 could not be checked"));
+
+    // A state file that is not YAML: refused, not overwritten.
+    let broken = f.path().join("state/images/postgres.yaml");
+    std::fs::write(&broken, "name: [unclosed\n").unwrap();
+    let r = f.run(&["sync", "--now", T2]).fails(2);
+    assert!(r.stderr.contains("postgres.yaml"), "{}", r.all());
+    assert_eq!(
+        std::fs::read_to_string(&broken).unwrap(),
+        "name: [unclosed\n"
+    );
+}
+
+#[test]
+fn check_costs_one_head_per_base() {
+    // 30 managed images on 3 bases (Dockerfiles on disk, `provider: local`) and one Lexical
+    // external image, behind a counting proxy: 3 + 1 manifest HEADs and one tag list.
+    let reg = Registry::plain();
+    let proxy = crate::support::proxy::Proxy::start(reg.addr());
+    let addr = proxy.addr();
+    let f = Factory::new();
+    for b in 0..3 {
+        push(&reg, &format!("library/base{b}"), "1", &format!("b{b}"));
+    }
+    push(&reg, "library/postgres", "16-alpine", "pg16");
+    push(&reg, "library/postgres", "17-alpine", "pg17");
+    let mut yaml = String::new();
+    for i in 0..30 {
+        let dir = f.path().join(format!("src/app{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("Dockerfile"),
+            format!("FROM {addr}/library/base{}:1\n", i % 3),
+        )
+        .unwrap();
+        yaml.push_str(&format!(
+            "- name: app{i}\n  registry: {addr}\n  repository: apps/app{i}\n  source: {{provider: local, repo: {}}}\n  rebuildDelay: 1d\n  autoRebuild: true\n",
+            dir.display()
+        ));
+    }
+    yaml.push_str(&format!(
+        "- name: postgres\n  registry: {addr}\n  repository: library/postgres\n  allowTags: ^1[0-9]-alpine$\n  imageSelectionStrategy: Lexical\n"
+    ));
+    f.images_yaml(&yaml);
+    f.run(&["sync", "--now", T0]).ok();
+    assert_eq!(
+        f.yaml("base-images", "base1-1")["dependentImages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+    proxy.clear();
+    let j = f.run(&["-o", "json", "check", "--now", T0]).ok().json();
+    assert_eq!(j["images"].as_array().unwrap().len(), 30);
+    assert_eq!(f.yaml("images", "postgres")["currentVersion"], "17-alpine");
+    let requests = proxy.requests();
+    let heads: Vec<_> = requests
+        .iter()
+        .filter(|(m, p)| m == "HEAD" && p.contains("/manifests/"))
+        .collect();
+    let lists: Vec<_> = requests
+        .iter()
+        .filter(|(_, p)| p.contains("/tags/list"))
+        .collect();
+    assert_eq!(heads.len(), 4, "{requests:?}");
+    assert_eq!(lists.len(), 1, "{requests:?}");
+    assert!(
+        requests.iter().all(|(m, p)| p == "/v2/"
+            || ((m == "HEAD" && p.contains("/manifests/")) || p.contains("/tags/list"))),
+        "{requests:?}"
+    );
+}
