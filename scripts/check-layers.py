@@ -30,7 +30,7 @@ LAYER_1 = [
     "tarheader",
 ]
 LAYER_2 = ["store", "layer"]
-LAYER_3 = ["copy", "copy_tests", "image", "sign", "library"]
+LAYER_3 = ["copy", "copy_tests", "image", "sign", "library", "builder"]
 LAYER_4 = ["ops"]
 LAYER_5 = ["cli", "main"]
 LAYERS = {}

@@ -409,6 +409,16 @@ impl Library {
         out
     }
 
+    /// The same library as refresh reads it once `graft build` has written the built science
+    /// images: `build:` is dropped, so each manifest reads [`Manifest::science`] (where the
+    /// build wrote it) like an existing image.
+    pub fn as_built(mut self) -> Library {
+        for m in &mut self.manifests {
+            m.build = None;
+        }
+        self
+    }
+
     /// The same library with only the manifests `keep` accepts (`--changed-since`).
     pub fn retain_manifests(mut self, keep: impl Fn(&Manifest) -> bool) -> Library {
         self.manifests.retain(|m| keep(m));

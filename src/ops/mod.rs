@@ -2,6 +2,7 @@
 //! the library). Each is one call returning a report that the CLI renders; none prints.
 //!
 //! - [`append`]: new layers over a base image (`graft append`);
+//! - [`build`]: the library's `build:` images built with buildah, tested, written, refreshed;
 //! - [`plan`]: what a refresh would write (`graft plan`);
 //! - [`refresh`]: the compat refresh of a library's images (assemble, write, sign);
 //! - [`mirror`]: copying many images (and what is attached to them), for air gaps;
@@ -19,6 +20,7 @@
 //!   (`graft verify-provenance`).
 
 pub mod append;
+pub mod build;
 pub mod attachments;
 pub mod copy;
 pub mod inspect;

@@ -1,0 +1,214 @@
+//! `graft build` with real buildah (vfs storage, chroot isolation) and a real registry: a
+//! base FROM scratch with busybox and a child FROM it (RUN, ARG) build in order, the child
+//! pinned to the base's digest; a rebuild of the child alone pins the base's existing tag;
+//! with compat the build goes to science_target and refresh writes the target; a failing
+//! test tags nothing; a foreign platform with RUN fails before any build.
+
+use std::path::Path;
+
+use crate::graft::{capture, command, Run};
+use crate::support::peers::Peer;
+use crate::support::registry::Registry;
+
+fn run_in(dir: &Path, args: &[&str]) -> Run {
+    let home = tempfile::tempdir().unwrap();
+    capture(
+        command(home.path())
+            .current_dir(dir)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(args),
+    )
+}
+
+fn library(files: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    // The base image's only file: Debian's static busybox (busybox-static).
+    let bb = dir.path().join("images/base/busybox");
+    std::fs::create_dir_all(bb.parent().unwrap()).unwrap();
+    std::fs::copy("/bin/busybox", &bb).expect("/bin/busybox (Debian package busybox-static)");
+    dir
+}
+
+const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+
+const CHILD_DOCKERFILE: &str =
+    "ARG REGISTRY\nFROM ${REGISTRY}/lib/base:1.0\nARG GREETING=hello\nRUN echo $GREETING > /greeting\n";
+
+fn base_manifest(extra: &str) -> String {
+    format!("name: base\nversion: 1.0\nbuild:\n  path: images/base\n  platforms: [linux/amd64]\n  test: /bin/busybox true\n{extra}")
+}
+
+fn chain(reg: &Registry, base_extra: &str, child_checks: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("graft.yaml", format!("repo: docker://{}/lib\n", reg.addr())),
+        ("layers/compat/layer.yaml", "{}\n".into()),
+        ("layers/compat/files/etc/compat", "compat\n".into()),
+        ("manifests/base.yaml", base_manifest(base_extra)),
+        ("images/base/Dockerfile", BASE_DOCKERFILE.into()),
+        (
+            "manifests/child.yaml",
+            format!("name: child\nversion: 1.0\nbuild:\n  path: images/child\n  platforms: [linux/amd64]\n  args: {{REGISTRY: '{}', GREETING: hi}}\n  test: grep -q hi /greeting\nchecks: [{child_checks}]\n", reg.addr()),
+        ),
+        ("images/child/Dockerfile", CHILD_DOCKERFILE.into()),
+    ]
+}
+
+fn build(lib: &Path, names: &[&str]) -> Run {
+    let storage = lib.join(".storage");
+    let storage = storage.to_str().unwrap();
+    let mut args = vec![
+        "build",
+        "--library",
+        ".",
+        "--tls-verify=false",
+        "--storage",
+        storage,
+        "--build",
+        "1",
+        "--commit",
+        "abc",
+        "--branch",
+        "main",
+        "-o",
+        "json",
+    ];
+    args.extend(names);
+    run_in(lib, &args)
+}
+
+fn tags(peer: &Peer, reference: &str) -> String {
+    let out = peer.try_run("crane", ["ls", "--insecure", reference]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn chain_builds_in_order_pinned_then_child_alone_pins_the_existing_base() {
+    let reg = Registry::plain();
+    let lib = library(&chain(&reg, "", "'cat /greeting'"));
+    let run = build(lib.path(), &[]).ok();
+    let r = run.json();
+    let images = r["images"].as_array().unwrap();
+    assert_eq!(images[0]["name"], "base", "{}", run.all());
+    assert_eq!(images[1]["name"], "child");
+    let base_digest = images[0]["digest"].as_str().unwrap().to_string();
+    let child = &images[1];
+    assert_eq!(child["bases"][0]["digest"], base_digest.as_str());
+    assert_eq!(child["bases"][0]["built_now"], true);
+    assert_eq!(child["tests"][0]["command"], "grep -q hi /greeting");
+    assert_eq!(child["tests"][1]["command"], "cat /greeting");
+    // The final images (no compat) have their tags, readable by other clients.
+    let peer = Peer::new().plain_http(reg.addr());
+    let child_ref = format!("{}/lib/child:1.0", reg.addr());
+    let index = peer.crane(["manifest", "--insecure", &child_ref]);
+    let index: serde_json::Value = serde_json::from_slice(&index.stdout).unwrap();
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.base.digest"],
+        base_digest.as_str()
+    );
+    assert_eq!(index["manifests"][0]["platform"]["architecture"], "amd64");
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.base.name"],
+        format!("{}/lib/base:1.0", reg.addr())
+    );
+    let cfg = peer.crane(["config", "--insecure", "--platform", "linux/amd64", &child_ref]);
+    let cfg: serde_json::Value = serde_json::from_slice(&cfg.stdout).unwrap();
+    assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.version"], serde_json::Value::Null);
+    assert!(tags(&peer, &format!("{}/lib/base", reg.addr())).contains("1.0"));
+
+    // The child alone: the base is not rebuilt, its tag is resolved once and pinned.
+    let run = build(lib.path(), &["child"]).ok();
+    let r = run.json();
+    assert_eq!(r["images"].as_array().unwrap().len(), 1, "{}", run.all());
+    assert_eq!(r["images"][0]["bases"][0]["built_now"], false);
+    assert_eq!(r["images"][0]["bases"][0]["digest"], base_digest.as_str());
+}
+
+#[test]
+fn with_compat_the_build_goes_to_science_target_and_refresh_writes_target() {
+    let reg = Registry::plain();
+    let mut files = chain(&reg, "compat: compat\n", "");
+    files.retain(|(p, _)| !p.contains("child"));
+    let lib = library(&files);
+    let run = build(lib.path(), &[]).ok();
+    let r = run.json();
+    let img = &r["images"][0];
+    let science = img["digest"].as_str().unwrap();
+    assert_eq!(
+        img["references"][0],
+        format!("docker://{}/lib/sci/base:1.0", reg.addr())
+    );
+    assert_eq!(img["refresh"]["science_digest"], science, "{}", run.all());
+    let final_digest = img["refresh"]["digest"].as_str().unwrap();
+    assert_ne!(final_digest, science);
+    let peer = Peer::new().plain_http(reg.addr());
+    let got = peer.crane(["digest", "--insecure", &format!("{}/lib/base:1.0", reg.addr())]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), final_digest);
+    let got = peer.crane(["digest", "--insecure", &format!("{}/lib/sci/base:1.0", reg.addr())]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), science);
+}
+
+#[test]
+fn a_failing_check_tags_nothing() {
+    let reg = Registry::plain();
+    let mut files = chain(&reg, "checks: ['echo broken-check; exit 7']\n", "");
+    files.retain(|(p, _)| !p.contains("child"));
+    let lib = library(&files);
+    let peer = Peer::new().plain_http(reg.addr());
+    let repo = format!("{}/lib/base", reg.addr());
+    let before = tags(&peer, &repo);
+    let run = build(lib.path(), &[]).fails(1);
+    let err = run.stderr.clone();
+    assert!(err.contains("manifests/base.yaml"), "{err}");
+    assert!(err.contains("echo broken-check; exit 7"), "{err}");
+    assert!(err.contains("exit status: 7"), "{err}");
+    assert!(err.contains("broken-check"), "{err}");
+    assert_eq!(tags(&peer, &repo), before);
+    assert!(!before.contains("1.0"));
+}
+
+#[test]
+fn a_foreign_platform_with_run_fails_before_building() {
+    let reg = Registry::plain();
+    let mut files = chain(&reg, "", "");
+    files.retain(|(p, _)| !p.contains("child"));
+    files[3].1 = files[3].1.replace("[linux/amd64]", "[linux/amd64, linux/s390x]");
+    let lib = library(&files);
+    let no_qemu = tempfile::tempdir().unwrap();
+    let dir = no_qemu.path().to_str().unwrap();
+    let run = run_in(
+        lib.path(),
+        &["build", "--dry-run", "--tls-verify=false", "--binfmt-dir", dir, "--buildah", "/nonexistent"],
+    )
+    .fails(2);
+    assert!(run.stderr.contains("platform linux/s390x cannot be built"), "{}", run.all());
+    assert!(run.stderr.contains("images/base/Dockerfile:1"), "{}", run.all());
+    // COPY only: no emulator needed (the dry run checks and prints the order).
+    std::fs::write(
+        lib.path().join("images/base/Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\n",
+    )
+    .unwrap();
+    let run = run_in(
+        lib.path(),
+        &["build", "--dry-run", "--binfmt-dir", dir, "--buildah", "/nonexistent"],
+    )
+    .ok();
+    assert!(run.stdout.contains("build order"), "{}", run.all());
+    // With an emulator registered, RUN is fine.
+    std::fs::write(lib.path().join("images/base/Dockerfile"), BASE_DOCKERFILE).unwrap();
+    std::fs::write(
+        no_qemu.path().join("qemu-s390x"),
+        "enabled\ninterpreter /usr/bin/qemu-s390x-static\n",
+    )
+    .unwrap();
+    run_in(
+        lib.path(),
+        &["build", "--dry-run", "--binfmt-dir", dir, "--buildah", "/nonexistent"],
+    )
+    .ok();
+}
