@@ -45,7 +45,7 @@ fn base_manifest(extra: &str) -> String {
 
 fn chain(reg: &Registry, base_extra: &str, child_checks: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("graft.yaml", format!("repo: docker://{}/lib\n", reg.addr())),
+        ("graft.yaml", format!("repo: docker://{}/lib\ndefault_branch: main\n", reg.addr())),
         ("layers/compat/layer.yaml", "{}\n".into()),
         ("layers/compat/files/etc/compat", "compat\n".into()),
         ("manifests/base.yaml", base_manifest(base_extra)),
@@ -82,7 +82,7 @@ fn build(lib: &Path, names: &[&str]) -> Run {
 }
 
 fn tags(peer: &Peer, reference: &str) -> String {
-    let out = peer.try_run("crane", ["ls", "--insecure", reference]);
+    let out = peer.try_run("crane", ["ls", reference]);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -104,7 +104,7 @@ fn chain_builds_in_order_pinned_then_child_alone_pins_the_existing_base() {
     // The final images (no compat) have their tags, readable by other clients.
     let peer = Peer::new().plain_http(reg.addr());
     let child_ref = format!("{}/lib/child:1.0", reg.addr());
-    let index = peer.crane(["manifest", "--insecure", &child_ref]);
+    let index = peer.crane(["manifest", &child_ref]);
     let index: serde_json::Value = serde_json::from_slice(&index.stdout).unwrap();
     assert_eq!(
         index["annotations"]["org.opencontainers.image.base.digest"],
@@ -115,7 +115,7 @@ fn chain_builds_in_order_pinned_then_child_alone_pins_the_existing_base() {
         index["annotations"]["org.opencontainers.image.base.name"],
         format!("{}/lib/base:1.0", reg.addr())
     );
-    let cfg = peer.crane(["config", "--insecure", "--platform", "linux/amd64", &child_ref]);
+    let cfg = peer.crane(["config", "--platform", "linux/amd64", &child_ref]);
     let cfg: serde_json::Value = serde_json::from_slice(&cfg.stdout).unwrap();
     assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.version"], serde_json::Value::Null);
     assert!(tags(&peer, &format!("{}/lib/base", reg.addr())).contains("1.0"));
@@ -146,9 +146,9 @@ fn with_compat_the_build_goes_to_science_target_and_refresh_writes_target() {
     let final_digest = img["refresh"]["digest"].as_str().unwrap();
     assert_ne!(final_digest, science);
     let peer = Peer::new().plain_http(reg.addr());
-    let got = peer.crane(["digest", "--insecure", &format!("{}/lib/base:1.0", reg.addr())]);
+    let got = peer.crane(["digest", &format!("{}/lib/base:1.0", reg.addr())]);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), final_digest);
-    let got = peer.crane(["digest", "--insecure", &format!("{}/lib/sci/base:1.0", reg.addr())]);
+    let got = peer.crane(["digest", &format!("{}/lib/sci/base:1.0", reg.addr())]);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), science);
 }
 
