@@ -127,7 +127,11 @@ impl Buildah {
     pub async fn push(&self, image: &str, dir: &Path, tag: &str) -> Result<Digest, BuilderError> {
         let digest_file = dir.with_extension(format!("{tag}.digest"));
         let mut a = self.global();
-        a.extend(["push".into(), "--digestfile".into(), digest_file.clone().into()]);
+        a.extend([
+            "push".into(),
+            "--digestfile".into(),
+            digest_file.clone().into(),
+        ]);
         a.push(image.into());
         let mut dest = OsString::from("oci:");
         dest.push(dir);
@@ -140,7 +144,9 @@ impl Buildah {
             reason,
         };
         let text = std::fs::read_to_string(&digest_file).map_err(|e| bad(e.to_string()))?;
-        text.trim().parse::<Digest>().map_err(|e| bad(e.to_string()))
+        text.trim()
+            .parse::<Digest>()
+            .map_err(|e| bad(e.to_string()))
     }
 
     /// Pull `reference` (pinned by digest) for `platform` and name it `name` in buildah's
@@ -155,7 +161,9 @@ impl Buildah {
         a.extend(["pull".into(), "--quiet".into(), self.tls()]);
         a.extend(["--platform".into(), platform.to_string().into()]);
         a.push(format!("docker://{reference}").into());
-        let out = self.run("buildah pull", a, Out::Value, self.timeout).await?;
+        let out = self
+            .run("buildah pull", a, Out::Value, self.timeout)
+            .await?;
         let id = String::from_utf8_lossy(&out)
             .lines()
             .last()
@@ -187,7 +195,9 @@ impl Buildah {
         let mut a = self.global();
         a.extend(["from".into(), "--quiet".into(), "--pull=never".into()]);
         a.push(image.into());
-        let out = self.run("buildah from", a, Out::Value, self.timeout).await?;
+        let out = self
+            .run("buildah from", a, Out::Value, self.timeout)
+            .await?;
         let ctr = String::from_utf8_lossy(&out).trim().to_string();
         if ctr.is_empty() {
             return Err(BuilderError::Output {
@@ -241,7 +251,11 @@ impl Buildah {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         // stdout of `Value` calls is a short answer (an id, a name): keep up to 64 KiB.
-        let limit = if out == Out::Value { 65536 } else { OUTPUT_TAIL };
+        let limit = if out == Out::Value {
+            65536
+        } else {
+            OUTPUT_TAIL
+        };
         let work = async {
             let (o, e, status) =
                 tokio::join!(tail(stdout, limit), tail(stderr, limit), child.wait());
@@ -268,7 +282,9 @@ impl Buildah {
             what: what.to_string(),
             status: status.to_string(),
             tail: match out {
-                Out::Both => String::from_utf8_lossy(&output[keep..]).trim_end().to_string(),
+                Out::Both => String::from_utf8_lossy(&output[keep..])
+                    .trim_end()
+                    .to_string(),
                 _ => String::new(),
             },
         })
@@ -326,7 +342,10 @@ mod tests {
         let (_d, b) = fake(
             "case \"$7\" in from) echo ctr;; run) yes line | head -n 5000; echo boom >&2; exit 3;; esac",
         );
-        let e = b.test("img", "false", Duration::from_secs(5)).await.unwrap_err();
+        let e = b
+            .test("img", "false", Duration::from_secs(5))
+            .await
+            .unwrap_err();
         let s = e.to_string();
         assert!(s.contains("exit status: 3"), "{s}");
         assert!(s.ends_with("boom"), "{s}");
@@ -341,7 +360,13 @@ mod tests {
         // A missing program.
         let (_d, mut b) = fake("true");
         b.program = PathBuf::from("/nonexistent/buildah");
-        let e = b.test("img", "true", Duration::from_secs(1)).await.unwrap_err();
-        assert!(e.to_string().contains("cannot start /nonexistent/buildah"), "{e}");
+        let e = b
+            .test("img", "true", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("cannot start /nonexistent/buildah"),
+            "{e}"
+        );
     }
 }

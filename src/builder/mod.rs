@@ -59,7 +59,11 @@ impl fmt::Display for BuilderError {
                 Ok(())
             }
             BuilderError::TimedOut { what, after } => {
-                write!(f, "{what} ran longer than {}s and was stopped", after.as_secs())
+                write!(
+                    f,
+                    "{what} ran longer than {}s and was stopped",
+                    after.as_secs()
+                )
             }
             BuilderError::Output { what, reason } => write!(f, "{what}: {reason}"),
         }

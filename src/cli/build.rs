@@ -132,7 +132,11 @@ fn print_text(r: &BuildReport) -> anyhow::Result<()> {
             None => outln!("{} {}", img.name, img.version)?,
         }
         for b in &img.bases {
-            let how = if b.built_now { "built now" } else { "not rebuilt" };
+            let how = if b.built_now {
+                "built now"
+            } else {
+                "not rebuilt"
+            };
             outln!("  base     {}@{} ({how})", b.reference, b.digest)?;
         }
         for p in &img.platforms {

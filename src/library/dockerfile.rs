@@ -703,7 +703,9 @@ mod tests {
 
     #[test]
     fn stages_with_run() {
-        let d = parse("FROM --platform=$BUILDPLATFORM a AS b\nrun make\nFROM scratch\nCOPY --from=b /x /x\n");
+        let d = parse(
+            "FROM --platform=$BUILDPLATFORM a AS b\nrun make\nFROM scratch\nCOPY --from=b /x /x\n",
+        );
         assert!(d.stages[0].has_run);
         assert!(!d.stages[1].has_run);
         assert_eq!(d.built_stages(Some("b")).len(), 1);

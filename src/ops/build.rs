@@ -378,9 +378,10 @@ async fn build_one(
     built: &BTreeMap<String, Digest>,
 ) -> Result<BuiltImage> {
     let m = plan.manifest;
-    let b = m.build.as_ref().ok_or_else(|| {
-        Error::Unsupported(format!("{} has no build:", m.rel))
-    })?;
+    let b = m
+        .build
+        .as_ref()
+        .ok_or_else(|| Error::Unsupported(format!("{} has no build:", m.rel)))?;
     let mut report = plan.report(lib);
     // Pin each library base: the digest this run wrote, else the existing tag resolved once.
     let mut pins: Vec<(String, UsedBase)> = Vec::new();
@@ -524,7 +525,12 @@ async fn build_one(
     };
     copy_image(src.as_ref(), sink.as_ref(), &copy_opts, reporter)
         .await
-        .map_err(|e| e.context(format!("{}: writing the built image to {}", m.rel, first.text)))?;
+        .map_err(|e| {
+            e.context(format!(
+                "{}: writing the built image to {}",
+                m.rel, first.text
+            ))
+        })?;
     report.digest = Some(index);
     report.platforms = platforms
         .into_iter()
@@ -535,10 +541,7 @@ async fn build_one(
         .collect();
     report.bases = pins.into_iter().map(|(_, u)| u).collect();
     if m.compat_layer().is_some() {
-        let one = lib
-            .clone()
-            .as_built()
-            .retain_manifests(|x| x.rel == m.rel);
+        let one = lib.clone().as_built().retain_manifests(|x| x.rel == m.rel);
         let created = opts.created;
         let req = RefreshRequest {
             names: Vec::new(),
@@ -571,11 +574,10 @@ fn write_index(
 ) -> Result<Digest> {
     let index_path = layout.join("index.json");
     let bytes = std::fs::read(&index_path).map_err(|e| Error::io("reading", &index_path, e))?;
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| Error::Json {
-            what: index_path.display().to_string(),
-            source: e,
-        })?;
+    let mut index: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+        what: index_path.display().to_string(),
+        source: e,
+    })?;
     let entries = index["manifests"].as_array().cloned().unwrap_or_default();
     let mut manifests = Vec::new();
     for (p, digest) in platforms {
@@ -620,7 +622,8 @@ fn write_index(
         "annotations": {"org.opencontainers.image.ref.name": INDEX_TAG},
     }));
     index["manifests"] = json!(kept);
-    let out = serde_json::to_vec(&index).map_err(|e| Error::internal("serialising index.json", e))?;
+    let out =
+        serde_json::to_vec(&index).map_err(|e| Error::internal("serialising index.json", e))?;
     std::fs::write(&index_path, out).map_err(|e| Error::io("writing", &index_path, e))?;
     Ok(digest)
 }
@@ -631,10 +634,16 @@ mod tests {
 
     #[test]
     fn storage_names_as_buildah_resolves_them() {
-        assert_eq!(storage_name("127.0.0.1:5000/lib/base:1"), "127.0.0.1:5000/lib/base:1");
+        assert_eq!(
+            storage_name("127.0.0.1:5000/lib/base:1"),
+            "127.0.0.1:5000/lib/base:1"
+        );
         assert_eq!(storage_name("debian:12"), "docker.io/library/debian:12");
         assert_eq!(storage_name("org/x:1"), "docker.io/org/x:1");
         assert_eq!(storage_name("localhost/x:1"), "localhost/x:1");
-        assert_eq!(platform_tag(&"linux/arm/v7".parse().unwrap()), "linux-arm-v7");
+        assert_eq!(
+            platform_tag(&"linux/arm/v7".parse().unwrap()),
+            "linux-arm-v7"
+        );
     }
 }

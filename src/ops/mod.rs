@@ -20,8 +20,8 @@
 //!   (`graft verify-provenance`).
 
 pub mod append;
-pub mod build;
 pub mod attachments;
+pub mod build;
 pub mod copy;
 pub mod inspect;
 pub mod layer;

@@ -117,8 +117,21 @@ fn chain_builds_in_order_pinned_then_child_alone_pins_the_existing_base() {
     );
     let cfg = peer.crane(["config", "--platform", "linux/amd64", &child_ref]);
     let cfg: serde_json::Value = serde_json::from_slice(&cfg.stdout).unwrap();
-    assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.version"], serde_json::Value::Null);
+    assert_eq!(
+        cfg["config"]["Labels"]["org.opencontainers.image.version"],
+        serde_json::Value::Null
+    );
     assert!(tags(&peer, &format!("{}/lib/base", reg.addr())).contains("1.0"));
+    // Built FROM the base just written: the child's first layer is the base's.
+    let layers = |r: &str| {
+        let m = peer.crane(["manifest", "--platform", "linux/amd64", r]);
+        let m: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+        m["layers"].as_array().unwrap().clone()
+    };
+    let base_layers = layers(&format!("{}/lib/base:1.0", reg.addr()));
+    let child_layers = layers(&child_ref);
+    assert_eq!(child_layers.len(), base_layers.len() + 1);
+    assert_eq!(child_layers[0]["digest"], base_layers[0]["digest"]);
 
     // The child alone: the base is not rebuilt, its tag is resolved once and pinned.
     let run = build(lib.path(), &["child"]).ok();
@@ -176,17 +189,35 @@ fn a_foreign_platform_with_run_fails_before_building() {
     let reg = Registry::plain();
     let mut files = chain(&reg, "", "");
     files.retain(|(p, _)| !p.contains("child"));
-    files[3].1 = files[3].1.replace("[linux/amd64]", "[linux/amd64, linux/s390x]");
+    files[3].1 = files[3]
+        .1
+        .replace("[linux/amd64]", "[linux/amd64, linux/s390x]");
     let lib = library(&files);
     let no_qemu = tempfile::tempdir().unwrap();
     let dir = no_qemu.path().to_str().unwrap();
     let run = run_in(
         lib.path(),
-        &["build", "--dry-run", "--tls-verify=false", "--binfmt-dir", dir, "--buildah", "/nonexistent"],
+        &[
+            "build",
+            "--dry-run",
+            "--tls-verify=false",
+            "--binfmt-dir",
+            dir,
+            "--buildah",
+            "/nonexistent",
+        ],
     )
     .fails(2);
-    assert!(run.stderr.contains("platform linux/s390x cannot be built"), "{}", run.all());
-    assert!(run.stderr.contains("images/base/Dockerfile:1"), "{}", run.all());
+    assert!(
+        run.stderr.contains("platform linux/s390x cannot be built"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stderr.contains("images/base/Dockerfile:1"),
+        "{}",
+        run.all()
+    );
     // COPY only: no emulator needed (the dry run checks and prints the order).
     std::fs::write(
         lib.path().join("images/base/Dockerfile"),
@@ -195,7 +226,14 @@ fn a_foreign_platform_with_run_fails_before_building() {
     .unwrap();
     let run = run_in(
         lib.path(),
-        &["build", "--dry-run", "--binfmt-dir", dir, "--buildah", "/nonexistent"],
+        &[
+            "build",
+            "--dry-run",
+            "--binfmt-dir",
+            dir,
+            "--buildah",
+            "/nonexistent",
+        ],
     )
     .ok();
     assert!(run.stdout.contains("build order"), "{}", run.all());
@@ -208,7 +246,14 @@ fn a_foreign_platform_with_run_fails_before_building() {
     .unwrap();
     run_in(
         lib.path(),
-        &["build", "--dry-run", "--binfmt-dir", dir, "--buildah", "/nonexistent"],
+        &[
+            "build",
+            "--dry-run",
+            "--binfmt-dir",
+            dir,
+            "--buildah",
+            "/nonexistent",
+        ],
     )
     .ok();
 }
