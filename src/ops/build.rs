@@ -195,12 +195,22 @@ pub async fn build(
             order: steps,
         });
     }
-    let mut built: BTreeMap<String, Digest> = BTreeMap::new();
+    let mut built: BTreeMap<String, Written> = BTreeMap::new();
     let mut images = Vec::new();
     for (step, plan) in steps.iter().zip(&plans) {
         let image = build_one(lib, step, plan, opts, ep, reporter, &built).await?;
         if let Some(d) = &image.digest {
-            built.insert(step.manifest.clone(), d.clone());
+            built.insert(
+                step.manifest.clone(),
+                Written {
+                    built_repo: plan.references.first().and_then(|r| match &r.image {
+                        ImageRef::Docker(d) => Some(d.name()),
+                        _ => None,
+                    }),
+                    built: d.clone(),
+                    refreshed: image.refresh.as_ref().map(|r| r.digest.clone()),
+                },
+            );
         }
         images.push(image);
     }
@@ -209,6 +219,24 @@ pub async fn build(
         order: steps,
         images,
     })
+}
+
+/// What this run wrote for a library image: a child's FROM names either the built image (its
+/// repository, `science_target` with compat) or the final, refreshed one (`target`).
+struct Written {
+    built_repo: Option<String>,
+    built: Digest,
+    refreshed: Option<Digest>,
+}
+
+impl Written {
+    /// The digest `from` (a FROM reference of that image) stands for.
+    fn digest_for(&self, from: &DockerRef) -> &Digest {
+        match &self.refreshed {
+            Some(r) if self.built_repo.as_deref() != Some(from.name().as_str()) => r,
+            _ => &self.built,
+        }
+    }
 }
 
 /// One build, checked and ready.
@@ -375,7 +403,7 @@ async fn build_one(
     opts: &BuildOptions,
     ep: &Endpoint,
     reporter: &Arc<dyn Reporter>,
-    built: &BTreeMap<String, Digest>,
+    built: &BTreeMap<String, Written>,
 ) -> Result<BuiltImage> {
     let m = plan.manifest;
     let b = m
@@ -394,7 +422,7 @@ async fn build_one(
         }
         let r = DockerRef::parse(&base.expanded)?;
         let (digest, built_now) = match built.get(library) {
-            Some(d) => (d.clone(), true),
+            Some(w) => (w.digest_for(&r).clone(), true),
             None => {
                 let src = open_source(&ImageRef::Docker(r.clone()), ep)
                     .await
@@ -645,5 +673,43 @@ mod tests {
             platform_tag(&"linux/arm/v7".parse().unwrap()),
             "linux-arm-v7"
         );
+    }
+
+    #[test]
+    fn the_index_lists_each_platform_and_is_tagged_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path();
+        std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+        let amd = Digest::sha256(b"amd");
+        let arm = Digest::sha256(b"arm");
+        let entry = |d: &Digest, tag: &str| json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d.to_string(), "size": 3, "annotations": {"org.opencontainers.image.ref.name": tag}});
+        let index = json!({"schemaVersion": 2, "manifests": [entry(&amd, "linux-amd64"), entry(&arm, "linux-arm64-v8")]});
+        std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+        let platforms = vec![
+            ("linux/amd64".parse().unwrap(), amd.clone()),
+            ("linux/arm64/v8".parse().unwrap(), arm.clone()),
+        ];
+        let ann = BTreeMap::from([("a".to_string(), "b".to_string())]);
+        let d = write_index(layout, &platforms, &ann).unwrap();
+        // Twice: the index tag moves, it is not listed twice.
+        assert_eq!(write_index(layout, &platforms, &ann).unwrap(), d);
+        let body = std::fs::read(layout.join("blobs/sha256").join(d.hex())).unwrap();
+        assert!(d.matches(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["manifests"][1]["platform"]["variant"], "v8");
+        assert_eq!(v["manifests"][0]["digest"], amd.to_string());
+        assert_eq!(v["annotations"]["a"], "b");
+        let idx: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let tagged: Vec<_> = idx["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["annotations"]["org.opencontainers.image.ref.name"] == INDEX_TAG)
+            .collect();
+        assert_eq!(tagged.len(), 1);
+        // A digest buildah did not write is an error, not a guess.
+        let bad = vec![("linux/s390x".parse().unwrap(), Digest::sha256(b"x"))];
+        assert!(write_index(layout, &bad, &ann).is_err());
     }
 }

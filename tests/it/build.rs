@@ -1,7 +1,8 @@
 //! `graft build` with real buildah (vfs storage, chroot isolation) and a real registry: a
 //! base FROM scratch with busybox and a child FROM it (RUN, ARG) build in order, the child
 //! pinned to the base's digest; a rebuild of the child alone pins the base's existing tag;
-//! with compat the build goes to science_target and refresh writes the target; a failing
+//! with compat the build goes to science_target and refresh writes the target, and a child
+//! FROM the target builds on the refreshed image; a failing
 //! test tags nothing; a foreign platform with RUN fails before any build.
 
 use std::path::Path;
@@ -144,12 +145,21 @@ fn chain_builds_in_order_pinned_then_child_alone_pins_the_existing_base() {
 #[test]
 fn with_compat_the_build_goes_to_science_target_and_refresh_writes_target() {
     let reg = Registry::plain();
-    let mut files = chain(&reg, "compat: compat\n", "");
-    files.retain(|(p, _)| !p.contains("child"));
+    // The child's FROM names the base's final (refreshed) image: it builds on the compat
+    // layer, which its check finds.
+    let files = chain(&reg, "compat: compat\n", "'test -f /etc/compat'");
     let lib = library(&files);
     let run = build(lib.path(), &[]).ok();
     let r = run.json();
     let img = &r["images"][0];
+    let child = &r["images"][1];
+    assert_eq!(
+        child["bases"][0]["digest"],
+        img["refresh"]["digest"],
+        "{}",
+        run.all()
+    );
+    assert_eq!(child["tests"][1]["command"], "test -f /etc/compat");
     let science = img["digest"].as_str().unwrap();
     assert_eq!(
         img["references"][0],
@@ -166,22 +176,65 @@ fn with_compat_the_build_goes_to_science_target_and_refresh_writes_target() {
 }
 
 #[test]
-fn a_failing_check_tags_nothing() {
+fn a_failing_check_or_build_tags_nothing() {
     let reg = Registry::plain();
-    let mut files = chain(&reg, "checks: ['echo broken-check; exit 7']\n", "");
+    let mut files = chain(&reg, "checks: ['test -x /bin/sh']\n", "");
     files.retain(|(p, _)| !p.contains("child"));
     let lib = library(&files);
     let peer = Peer::new().plain_http(reg.addr());
     let repo = format!("{}/lib/base", reg.addr());
+    let reference = format!("{repo}:1.0");
+    build(lib.path(), &[]).ok();
     let before = tags(&peer, &repo);
+    assert_eq!(before.trim(), "1.0");
+    let digest = |r: &str| {
+        String::from_utf8_lossy(&peer.crane(["digest", r]).stdout)
+            .trim()
+            .to_string()
+    };
+    let first = digest(&reference);
+    // A changed image whose check fails: exit 1, the command and its output; the tag stays.
+    std::fs::write(
+        lib.path().join("images/base/Dockerfile"),
+        format!("{BASE_DOCKERFILE}RUN echo changed > /changed\n"),
+    )
+    .unwrap();
+    let m = lib.path().join("manifests/base.yaml");
+    std::fs::write(&m, base_manifest("checks: ['echo broken-check; exit 7']\n")).unwrap();
     let run = build(lib.path(), &[]).fails(1);
     let err = run.stderr.clone();
-    assert!(err.contains("manifests/base.yaml"), "{err}");
-    assert!(err.contains("echo broken-check; exit 7"), "{err}");
-    assert!(err.contains("exit status: 7"), "{err}");
+    assert!(
+        err.contains(
+            "manifests/base.yaml: a test inside the built image failed, nothing was tagged"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("the test \"echo broken-check; exit 7\" failed (exit status: 7)"),
+        "{err}"
+    );
     assert!(err.contains("broken-check"), "{err}");
     assert_eq!(tags(&peer, &repo), before);
-    assert!(!before.contains("1.0"));
+    assert_eq!(digest(&reference), first);
+    // A failing build: named with its platform and buildah's status; nothing written.
+    std::fs::write(
+        lib.path().join("images/base/Dockerfile"),
+        format!("{BASE_DOCKERFILE}RUN exit 3\n"),
+    )
+    .unwrap();
+    let run = build(lib.path(), &[]).fails(1);
+    assert!(
+        run.stderr
+            .contains("manifests/base.yaml: building for linux/amd64"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stderr.contains("buildah build failed (exit status: "),
+        "{}",
+        run.all()
+    );
+    assert_eq!(digest(&reference), first);
 }
 
 #[test]
@@ -237,6 +290,28 @@ fn a_foreign_platform_with_run_fails_before_building() {
     )
     .ok();
     assert!(run.stdout.contains("build order"), "{}", run.all());
+    let run = run_in(
+        lib.path(),
+        &[
+            "build",
+            "--dry-run",
+            "-o",
+            "json",
+            "--binfmt-dir",
+            dir,
+            "--buildah",
+            "/nonexistent",
+        ],
+    )
+    .ok();
+    let r = run.json();
+    assert_eq!(r["dry_run"], true);
+    assert_eq!(r["order"][0]["name"], "base");
+    assert_eq!(
+        r["images"][0]["references"][0],
+        format!("docker://{}/lib/base:1.0", reg.addr())
+    );
+    assert!(r["images"][0].get("digest").is_none());
     // With an emulator registered, RUN is fine.
     std::fs::write(lib.path().join("images/base/Dockerfile"), BASE_DOCKERFILE).unwrap();
     std::fs::write(
