@@ -125,7 +125,11 @@ impl Buildah {
     /// Write `image` from buildah's storage to the OCI layout `dir` under `tag`; the digest of
     /// the manifest written (from `--digestfile`).
     pub async fn push(&self, image: &str, dir: &Path, tag: &str) -> Result<Digest, BuilderError> {
-        let digest_file = dir.with_extension(format!("{tag}.digest"));
+        // Beside the layout, not inside it: the layout holds only what OCI says it holds.
+        let file_name = dir
+            .file_name()
+            .map_or("layout".into(), |n| n.to_string_lossy());
+        let digest_file = dir.with_file_name(format!("{file_name}-{tag}.digest"));
         let mut a = self.global();
         a.extend([
             "push".into(),

@@ -75,10 +75,11 @@ pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         Missing::Refuse,
     )?;
     let work = tempfile::tempdir()?;
-    let storage = args
-        .storage
-        .clone()
-        .unwrap_or_else(|| work.path().join("storage"));
+    // buildah's --root wants an absolute path.
+    let storage = match &args.storage {
+        Some(s) => std::path::absolute(s)?,
+        None => work.path().join("storage"),
+    };
     let options = BuildOptions {
         build: rev.build.clone(),
         created: rev.created,

@@ -332,3 +332,26 @@ fn a_foreign_platform_with_run_fails_before_building() {
     )
     .ok();
 }
+
+#[test]
+fn checks_belong_to_build_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, content) in [
+        ("graft.yaml", "repo: docker://reg.example:5000/lib\n"),
+        ("layers/compat/layer.yaml", "{}\n"),
+        (
+            "manifests/m.yaml",
+            "name: m\nversion: 1\nscience:\n  image: docker://reg.example:5000/x:1\ncompat: compat\nchecks: ['true']\n",
+        ),
+    ] {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    let run = run_in(dir.path(), &["validate"]).fails(1);
+    assert!(
+        run.stdout.contains("manifests/m.yaml:6:9: checks: checks run inside an image graft builds: they need build:"),
+        "{}",
+        run.all()
+    );
+}
