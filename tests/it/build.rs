@@ -238,7 +238,7 @@ fn a_failing_check_or_build_tags_nothing() {
 }
 
 #[test]
-fn a_foreign_platform_with_run_fails_before_building() {
+fn a_foreign_platform_needs_qemu_only_for_run() {
     let reg = Registry::plain();
     let mut files = chain(&reg, "", "");
     files.retain(|(p, _)| !p.contains("child"));
@@ -274,7 +274,8 @@ fn a_foreign_platform_with_run_fails_before_building() {
     // COPY only: no emulator needed (the dry run checks and prints the order).
     std::fs::write(
         lib.path().join("images/base/Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\n",
+        // busybox named sh is a shell: the test's `sh -c` needs one.
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /bin/sh\n",
     )
     .unwrap();
     let run = run_in(
@@ -312,6 +313,31 @@ fn a_foreign_platform_with_run_fails_before_building() {
         format!("docker://{}/lib/base:1.0", reg.addr())
     );
     assert!(r["images"][0].get("digest").is_none());
+    // And built for real: one index, both platforms, the test run on this machine's.
+    let run = build(lib.path(), &[]).ok();
+    let r = run.json();
+    let img = &r["images"][0];
+    assert_eq!(
+        img["platforms"].as_array().unwrap().len(),
+        2,
+        "{}",
+        run.all()
+    );
+    assert_eq!(img["tests"][0]["platform"], "linux/amd64");
+    let peer = Peer::new().plain_http(reg.addr());
+    let index = peer.crane(["manifest", &format!("{}/lib/base:1.0", reg.addr())]);
+    let index: serde_json::Value = serde_json::from_slice(&index.stdout).unwrap();
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "s390x"]);
+    assert_eq!(
+        index["manifests"][1]["digest"],
+        img["platforms"][1]["digest"]
+    );
     // With an emulator registered, RUN is fine.
     std::fs::write(lib.path().join("images/base/Dockerfile"), BASE_DOCKERFILE).unwrap();
     std::fs::write(
