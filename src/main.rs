@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             Command::VerifyProvenance(a) => cli::verify_provenance::run(a, &cli.global).await,
             Command::Tag(a) => cli::tag::run(a, &cli.global).await,
             Command::Promote(a) => cli::promote::run(a, &cli.global).await,
+            Command::Status(a) => cli::status::run(a, &cli.global).await,
             Command::Delete(a) => cli::delete::run(a, &cli.global).await,
             Command::Prune(a) => cli::prune::run(a, &cli.global).await,
         }

@@ -19,6 +19,7 @@ pub mod prune;
 pub mod rebase;
 pub mod refresh;
 pub mod sign;
+pub mod status;
 pub mod tag;
 pub mod validate;
 pub mod verify;
@@ -179,6 +180,9 @@ pub enum Command {
     Tag(tag::TagArgs),
     /// Tag the library's final images (their `{version}` digest) as stable or as a release.
     Promote(promote::PromoteArgs),
+    /// Compare the library's final images with the registry: up to date, stale (and why),
+    /// missing, and tags no manifest produces any more.
+    Status(status::StatusArgs),
     /// Delete manifests from a registry or an OCI layout directory, refusing when another tag
     /// points at one of them.
     Delete(delete::DeleteArgs),

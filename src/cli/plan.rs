@@ -10,6 +10,7 @@ use graft::library::plan::Plan;
 use graft::library::Library;
 use graft::ops::plan::{changed_since, plan, revision, Missing};
 use graft::ops::shard::Shard;
+use graft::ops::status::{status, StatusReport, StatusRequest};
 use graft::timestamp::Timestamp;
 
 use super::output::outln;
@@ -44,6 +45,10 @@ pub struct PlanArgs {
     /// `parallel:matrix` (YAML list; with -o json, JSON). See docs/ci.md.
     #[arg(long, value_name = "CI", value_enum)]
     pub matrix: Option<MatrixFor>,
+    /// Also compare each image with the registry, as `graft status` does: up to date, stale
+    /// (and why), or missing (reads each science root and each `{version}` tag).
+    #[arg(long, conflicts_with = "matrix")]
+    pub status: bool,
 }
 
 /// The CI system `--matrix` writes for.
@@ -73,7 +78,7 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         Some(since) => Some(changed_since(&rev.library, rev.repo.as_ref(), since)?),
         None => None,
     };
-    let ep = match args.resolve {
+    let ep = match args.resolve || args.status {
         true => Some(global.registry.endpoint(None)?),
         false => None,
     };
@@ -84,13 +89,20 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         args.compression,
         changes.as_ref(),
         args.shard,
-        ep.as_ref(),
+        ep.as_ref().filter(|_| args.resolve),
     )
     .await?;
+    let status = match (&ep, args.status) {
+        (Some(ep), true) => Some(plan_status(&plan, &rev, ep).await?),
+        _ => None,
+    };
     match (args.matrix, global.output) {
         (Some(ci), output) => print_matrix(&plan, ci, output, global.quiet)?,
-        (None, Output::Json) => print_json(&plan)?,
-        (None, Output::Text) => print_text(&plan, global.verbose > 0)?,
+        (None, Output::Json) => match &status {
+            Some(st) => print_json(&with_status(&plan, st)?)?,
+            None => print_json(&plan)?,
+        },
+        (None, Output::Text) => print_text(&plan, global.verbose > 0, status.as_ref())?,
     }
     let missing = rev.library.missing_build_values(&rev.build);
     if let Some((_, first)) = missing.first() {
@@ -109,6 +121,47 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         anyhow::bail!("the plan has conflicts");
     }
     Ok(())
+}
+
+/// The registry status of the plan's images (`--status`): `graft status` for their names,
+/// without orphans.
+async fn plan_status(
+    plan: &Plan,
+    rev: &graft::ops::plan::Revision,
+    ep: &graft::store::open::Endpoint,
+) -> anyhow::Result<StatusReport> {
+    let mut names: Vec<String> = plan.images.iter().map(|i| i.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(StatusReport {
+            images: Vec::new(),
+            orphans: Vec::new(),
+        });
+    }
+    let req = StatusRequest {
+        names,
+        build: rev.build.clone(),
+        created: rev.created,
+        orphans: false,
+    };
+    Ok(status(&rev.library, &req, ep).await?)
+}
+
+/// The plan's JSON with each image's registry status as `.images[].status`.
+fn with_status(plan: &Plan, st: &StatusReport) -> anyhow::Result<serde_json::Value> {
+    let mut doc = serde_json::to_value(plan)?;
+    if let Some(images) = doc.get_mut("images").and_then(|i| i.as_array_mut()) {
+        for (img, planned) in images.iter_mut().zip(&plan.images) {
+            if let (Some(obj), Some(s)) = (
+                img.as_object_mut(),
+                st.images.iter().find(|s| s.manifest == planned.manifest),
+            ) {
+                obj.insert("status".into(), serde_json::to_value(s)?);
+            }
+        }
+    }
+    Ok(doc)
 }
 
 /// The matrix alone on stdout, one document: GitHub's is JSON on one line (for
@@ -145,9 +198,16 @@ fn print_matrix(plan: &Plan, ci: MatrixFor, output: Output, quiet: bool) -> anyh
     Ok(())
 }
 
-fn print_text(plan: &Plan, verbose: bool) -> anyhow::Result<()> {
+fn print_text(plan: &Plan, verbose: bool, status: Option<&StatusReport>) -> anyhow::Result<()> {
     for img in &plan.images {
         outln!("{} {} ({})", img.name, img.version, img.manifest)?;
+        if let Some(s) = status.and_then(|st| st.images.iter().find(|s| s.manifest == img.manifest))
+        {
+            outln!("  status     {}", super::status::state_word(s.state))?;
+            for line in super::status::image_lines(s) {
+                outln!("             {line}")?;
+            }
+        }
         let pin = match (&img.science.resolved, &img.science.pinned) {
             (Some(d), _) => format!(" @ {d}"),
             (None, Some(p)) => format!(" (pinned {p})"),

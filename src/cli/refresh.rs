@@ -7,7 +7,7 @@ use clap::Args;
 use graft::library::Library;
 use graft::ops::plan::{changed_since, revision, Missing};
 use graft::ops::refresh::{
-    refresh, ProvenanceContext, RefreshOptions, RefreshRequest, RefreshResult, Signing,
+    refresh, ImageStatus, ProvenanceContext, RefreshOptions, RefreshRequest, RefreshResult, Signing,
 };
 use graft::sign::provenance::public_git_url;
 use graft::sign::{BuildValues, BuilderInfo, LibrarySource};
@@ -31,9 +31,14 @@ pub struct RefreshArgs {
     /// `{build}`, `{commit}` and `{branch}` values.
     #[command(flatten)]
     pub build: BuildArgs,
-    /// Show what would be written (references and digests); write nothing.
+    /// Show what would be written (references and digests) and which images are up to date;
+    /// write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Write every selected image, even one whose `{version}` tags already hold an image made
+    /// from the same inputs (which is otherwise skipped as up to date).
+    #[arg(long)]
+    pub force: bool,
     /// Concurrent blob transfers.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
@@ -140,6 +145,7 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         names,
         options,
         signing,
+        force: args.force,
         clock: Box::new(move || epoch.unwrap_or_else(super::wall_clock)),
     };
     let ep = global.registry.endpoint(None)?;
@@ -163,11 +169,47 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         },
         Output::Text => print_text(&report.images, report.dry_run)?,
     }
+    if !global.quiet {
+        let kept = report
+            .images
+            .iter()
+            .filter(|r| r.status == ImageStatus::UpToDate)
+            .count();
+        let verb = if report.dry_run {
+            "would write"
+        } else {
+            "wrote"
+        };
+        eprintln!(
+            "{verb} {} image(s); {kept} up to date{}",
+            report.images.len() - kept,
+            if kept > 0 && !args.force {
+                " (--force writes them anyway)"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }
 
 fn print_text(results: &[RefreshResult], dry_run: bool) -> anyhow::Result<()> {
     for r in results {
+        if r.status == ImageStatus::UpToDate {
+            let verb = if dry_run { "would skip" } else { "skipped" };
+            outln!("{} {} {} up to date", r.name, r.version, r.digest)?;
+            outln!("  science  {} @ {}", r.science, r.science_digest)?;
+            outln!(
+                "  compat   {} {}",
+                r.compat.join(" + "),
+                r.compat_layer.digest
+            )?;
+            outln!("  inputs   {}", r.inputs)?;
+            for reference in &r.references {
+                outln!("  {verb} {reference} (already holds these inputs)")?;
+            }
+            continue;
+        }
         outln!("{} {} {}", r.name, r.version, r.digest)?;
         outln!("  science  {} @ {}", r.science, r.science_digest)?;
         outln!(

@@ -215,6 +215,16 @@ pub(crate) fn not_runnable(d: &Descriptor) -> Option<String> {
 
 /// Append `req.layers` to every selected platform of the image `base` resolves to.
 pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<Assembled> {
+    append_to(base, req, true).await
+}
+
+/// [`append`], with the base-image annotations (`base.name`, `base.digest`) written or not:
+/// an image made from scratch has no base to name.
+async fn append_to(
+    base: Arc<dyn Source>,
+    req: &AppendRequest<'_>,
+    base_annotations: bool,
+) -> Result<Assembled> {
     let root = base.resolve().await?;
     let mut manifests = HashMap::new();
     let mut blobs = HashMap::new();
@@ -251,7 +261,15 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
                 });
             }
         }
-        let (m, result) = append_one(base.as_ref(), &root, None, req, &mut blobs).await?;
+        let (m, result) = append_one(
+            base.as_ref(),
+            &root,
+            None,
+            req,
+            base_annotations,
+            &mut blobs,
+        )
+        .await?;
         platforms.push(result);
         let desc = m.descriptor();
         let new_root = m.clone();
@@ -327,8 +345,15 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
     let mut replace = HashMap::new();
     for (_, e) in &selected {
         let child = base.manifest(e).await?;
-        let (m, result) =
-            append_one(base.as_ref(), &child, e.platform.as_ref(), req, &mut blobs).await?;
+        let (m, result) = append_one(
+            base.as_ref(),
+            &child,
+            e.platform.as_ref(),
+            req,
+            base_annotations,
+            &mut blobs,
+        )
+        .await?;
         platforms.push(result);
         replace.insert(e.digest.clone(), m.descriptor());
         manifests.insert(m.digest().clone(), m);
@@ -338,7 +363,7 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
         &root,
         &replace,
         &drop,
-        &annotations(req, root.digest()),
+        &annotations(req, base_annotations.then(|| root.digest())),
         req.inherit_annotations,
     )?;
     let desc = index.descriptor();
@@ -356,13 +381,16 @@ pub async fn append(base: Arc<dyn Source>, req: &AppendRequest<'_>) -> Result<As
     })
 }
 
-/// The request's annotations plus the base-image ones for a document built on `base`.
-fn annotations(req: &AppendRequest<'_>, base: &Digest) -> BTreeMap<String, String> {
+/// The request's annotations plus the base-image ones for a document built on `base` (none
+/// when there is no base image: scratch).
+fn annotations(req: &AppendRequest<'_>, base: Option<&Digest>) -> BTreeMap<String, String> {
     let mut ann = req.annotations.clone();
-    if let Some(n) = &req.base_name {
-        ann.insert(BASE_NAME.into(), n.clone());
+    if let Some(base) = base {
+        if let Some(n) = &req.base_name {
+            ann.insert(BASE_NAME.into(), n.clone());
+        }
+        ann.insert(BASE_DIGEST.into(), base.to_string());
     }
-    ann.insert(BASE_DIGEST.into(), base.to_string());
     ann
 }
 
@@ -384,6 +412,7 @@ async fn append_one(
     manifest: &RawManifest,
     platform: Option<&Platform>,
     req: &AppendRequest<'_>,
+    base_annotations: bool,
     blobs: &mut HashMap<Digest, LocalBlob>,
 ) -> Result<(RawManifest, PlatformResult)> {
     let config_desc = manifest
@@ -438,7 +467,7 @@ async fn append_one(
         manifest,
         &cfg_desc,
         &layers,
-        &annotations(req, manifest.digest()),
+        &annotations(req, base_annotations.then(|| manifest.digest())),
         req.inherit_annotations,
     )?;
     let result = PlatformResult {
@@ -448,6 +477,177 @@ async fn append_one(
         labels: super::config::config_labels(&new_config)?,
     };
     Ok((m, result))
+}
+
+/// What `--base` (and a Dockerfile's `FROM`) names the empty base.
+pub const SCRATCH: &str = "scratch";
+
+/// Make a new image from `req.layers` alone, for each of `platforms`: one platform gives an
+/// image manifest, several an index with one manifest per platform (the same layers, a config
+/// per platform). The configs are minimal (`created`, `architecture`, `os`, the platform's
+/// `variant`/`os.version`, `config`, `rootfs`, `history`) plus `req`'s runtime settings and
+/// labels; no base annotations are written (`req.base_name` and `req.platforms` are ignored).
+///
+/// It is [`append`] over an empty base made in memory, so an image from scratch gets exactly
+/// the config and manifest edits of any other append; the empty base's own documents are all
+/// replaced, so none of them is ever written.
+pub async fn append_scratch(platforms: &[Platform], req: &AppendRequest<'_>) -> Result<Assembled> {
+    let base = Scratch::new(platforms, req.created)?;
+    // The empty base has exactly `platforms`: nothing to select, no base to name.
+    let req = AppendRequest {
+        layers: req.layers.clone(),
+        runtime: req.runtime.clone(),
+        labels: req.labels.clone(),
+        platform_labels: req.platform_labels,
+        annotations: req.annotations.clone(),
+        inherit_annotations: req.inherit_annotations,
+        base_name: None,
+        platforms: None,
+        created: req.created,
+    };
+    let mut out = append_to(Arc::new(base), &req, false).await?;
+    if let ([p], [only]) = (platforms, out.platforms.as_mut_slice()) {
+        // A single manifest has no index entry to carry its platform; the caller chose it.
+        only.platform = Some(p.to_string());
+    }
+    Ok(out)
+}
+
+/// The empty base of [`append_scratch`]: per platform, a manifest without layers and its
+/// config, held in memory.
+struct Scratch {
+    root: RawManifest,
+    manifests: HashMap<Digest, RawManifest>,
+    configs: HashMap<Digest, Bytes>,
+}
+
+impl Scratch {
+    fn new(platforms: &[Platform], created: Timestamp) -> Result<Scratch> {
+        let input = |reason: String| Error::Input {
+            what: "platforms of an image from scratch".into(),
+            reason,
+        };
+        if platforms.is_empty() {
+            return Err(input(
+                "none given: the empty base has no platform of its own".into(),
+            ));
+        }
+        for (i, p) in platforms.iter().enumerate() {
+            if p.os.is_empty() || p.architecture.is_empty() {
+                return Err(input(format!("{p:?} lacks an os or an architecture")));
+            }
+            if platforms[..i]
+                .iter()
+                .any(|q| q.normalized() == p.normalized())
+            {
+                return Err(input(format!("{p} is given twice")));
+            }
+        }
+        let mut manifests = HashMap::new();
+        let mut configs = HashMap::new();
+        let mut entries = Vec::new();
+        for p in platforms {
+            let config = Bytes::from(scratch_config(p, created)?);
+            let config_desc =
+                Descriptor::new(mt::OCI_CONFIG, Digest::sha256(&config), config.len() as u64);
+            let doc = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": mt::OCI_MANIFEST,
+                "config": config_desc,
+                "layers": [],
+            });
+            let m = RawManifest::from_bytes(Bytes::from(to_json(&doc)?), Some(mt::OCI_MANIFEST))?;
+            let mut entry = m.descriptor();
+            entry.platform = Some(p.clone());
+            entries.push(entry);
+            configs.insert(config_desc.digest.clone(), config);
+            manifests.insert(m.digest().clone(), m);
+        }
+        let root = if let [only] = entries.as_slice() {
+            manifests.get(&only.digest).cloned().ok_or_else(|| {
+                Error::internal("making the empty base", "its manifest is missing")
+            })?
+        } else {
+            let doc = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": mt::OCI_INDEX,
+                "manifests": entries,
+            });
+            RawManifest::from_bytes(Bytes::from(to_json(&doc)?), Some(mt::OCI_INDEX))?
+        };
+        Ok(Scratch {
+            root,
+            manifests,
+            configs,
+        })
+    }
+}
+
+fn to_json(v: &serde_json::Value) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Json {
+        what: "empty base".into(),
+        source: e,
+    })
+}
+
+/// The config of the empty base for `p`: `created` first, so that the edit replaces it in
+/// place and every image from scratch has the same key order.
+fn scratch_config(p: &Platform, created: Timestamp) -> Result<Vec<u8>> {
+    use serde_json::{Map, Value};
+    let mut doc = Map::new();
+    doc.insert("created".into(), Value::String(created.rfc3339()));
+    doc.insert("architecture".into(), Value::String(p.architecture.clone()));
+    doc.insert("os".into(), Value::String(p.os.clone()));
+    if let Some(v) = &p.os_version {
+        doc.insert("os.version".into(), Value::String(v.clone()));
+    }
+    if let Some(f) = &p.os_features {
+        doc.insert(
+            "os.features".into(),
+            Value::Array(f.iter().cloned().map(Value::String).collect()),
+        );
+    }
+    if let Some(v) = &p.variant {
+        doc.insert("variant".into(), Value::String(v.clone()));
+    }
+    doc.insert("config".into(), Value::Object(Map::new()));
+    doc.insert(
+        "rootfs".into(),
+        serde_json::json!({"type": "layers", "diff_ids": []}),
+    );
+    doc.insert("history".into(), Value::Array(Vec::new()));
+    to_json(&Value::Object(doc))
+}
+
+#[async_trait]
+impl Source for Scratch {
+    fn name(&self) -> String {
+        SCRATCH.into()
+    }
+
+    async fn resolve(&self) -> Result<RawManifest> {
+        Ok(self.root.clone())
+    }
+
+    async fn manifest(&self, desc: &Descriptor) -> Result<RawManifest> {
+        self.manifests
+            .get(&desc.digest)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: format!("manifest {} in the empty base", desc.digest),
+                detail: None,
+            })
+    }
+
+    async fn blob(&self, desc: &Descriptor) -> Result<BlobStream> {
+        match self.configs.get(&desc.digest) {
+            Some(b) => Ok(Box::pin(futures::stream::iter([Ok::<_, Error>(b.clone())]))),
+            None => Err(Error::NotFound {
+                what: format!("blob {} in the empty base", desc.digest),
+                detail: None,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -503,5 +703,156 @@ mod tests {
             e.to_string().contains("oci:artifact:1 is an artifact"),
             "{e}"
         );
+    }
+
+    fn scratch_request(created: Timestamp) -> AppendRequest<'static> {
+        // A layer is only described here (an uncompressed tar's digest is its diff_id); its
+        // bytes are never read by the assembly.
+        let tar = Bytes::from_static(b"not really a tar, but bytes with a digest");
+        let digest = Digest::sha256(&tar);
+        AppendRequest {
+            layers: vec![NewLayer {
+                desc: Descriptor::new(mt::OCI_LAYER_TAR, digest.clone(), tar.len() as u64),
+                diff_id: digest,
+                blob: LocalBlob::Bytes(tar),
+                created_by: "graft append root.tar".into(),
+            }],
+            runtime: RuntimeConfig {
+                entrypoint: Some(vec!["/graft".into()]),
+                env: vec![("SSL_CERT_FILE".into(), "/etc/ssl/certs/ca.crt".into())],
+                ..RuntimeConfig::default()
+            },
+            labels: BTreeMap::from([("org.example.k".into(), "v".into())]),
+            platform_labels: None,
+            annotations: BTreeMap::from([("org.example.a".into(), "1".into())]),
+            inherit_annotations: true,
+            base_name: Some("ignored for scratch".into()),
+            platforms: None,
+            created,
+        }
+    }
+
+    async fn config_of(a: &Assembled, manifest: &RawManifest) -> serde_json::Value {
+        let desc = manifest.view().config.clone().unwrap();
+        let bytes = read_blob(&a.source, &desc, CONFIG_LIMIT).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn scratch_one_platform_is_a_manifest_with_a_minimal_config() {
+        let req = scratch_request(Timestamp(1_700_000_000));
+        let a = append_scratch(&["linux/amd64".parse().unwrap()], &req)
+            .await
+            .unwrap();
+        let root = a.source.resolve().await.unwrap();
+        assert_eq!(root.media_type(), mt::OCI_MANIFEST);
+        // Golden: the bytes of an image from scratch never move.
+        assert_eq!(
+            root.digest().to_string(),
+            "sha256:a5e9a692720254328c76b1331391f217227dc3d91c57ab03f8186cab292dd3ca",
+            "{}",
+            String::from_utf8_lossy(root.bytes())
+        );
+        assert_eq!(a.platforms[0].platform.as_deref(), Some("linux/amd64"));
+        let text = std::str::from_utf8(root.bytes()).unwrap();
+        assert!(!text.contains("org.opencontainers.image.base"), "{text}");
+        assert!(text.contains(r#""org.example.a":"1""#), "{text}");
+        let config = config_of(&a, &root).await;
+        assert_eq!(
+            serde_json::to_string(&config).unwrap(),
+            format!(
+                r#"{{"created":"2023-11-14T22:13:20Z","architecture":"amd64","os":"linux","config":{{"Env":["SSL_CERT_FILE=/etc/ssl/certs/ca.crt"],"Entrypoint":["/graft"],"Cmd":null,"Labels":{{"org.example.k":"v"}}}},"rootfs":{{"type":"layers","diff_ids":["{}"]}},"history":[{{"created":"2023-11-14T22:13:20Z","created_by":"graft append root.tar"}}]}}"#,
+                req.layers[0].diff_id
+            )
+        );
+        // Same inputs, same bytes; another time, another digest.
+        let again = append_scratch(&["linux/amd64".parse().unwrap()], &req)
+            .await
+            .unwrap();
+        assert_eq!(again.root.digest, a.root.digest);
+        let later = append_scratch(
+            &["linux/amd64".parse().unwrap()],
+            &scratch_request(Timestamp(1_700_000_001)),
+        )
+        .await
+        .unwrap();
+        assert_ne!(later.root.digest, a.root.digest);
+    }
+
+    #[tokio::test]
+    async fn scratch_several_platforms_is_an_index_with_a_config_each() {
+        let req = scratch_request(Timestamp(1_700_000_000));
+        let platforms: Vec<Platform> = vec![
+            "linux/amd64".parse().unwrap(),
+            "linux/arm64/v8".parse().unwrap(),
+            "linux/arm/v7".parse().unwrap(),
+        ];
+        let a = append_scratch(&platforms, &req).await.unwrap();
+        let root = a.source.resolve().await.unwrap();
+        assert_eq!(root.media_type(), mt::OCI_INDEX);
+        assert_eq!(
+            root.digest().to_string(),
+            "sha256:cbd555c8616ce64f73df432ee28de38083d120284e55a6020a7bc19d63f094f3",
+            "{}",
+            String::from_utf8_lossy(root.bytes())
+        );
+        let text = std::str::from_utf8(root.bytes()).unwrap();
+        assert!(!text.contains("org.opencontainers.image.base"), "{text}");
+        let entries = root.view().manifests.clone();
+        assert_eq!(entries.len(), 3);
+        let mut layers = HashSet::new();
+        for (e, p) in entries.iter().zip(&platforms) {
+            assert_eq!(e.platform.as_ref(), Some(p));
+            let m = a.source.manifest(e).await.unwrap();
+            assert!(!std::str::from_utf8(m.bytes())
+                .unwrap()
+                .contains("org.opencontainers.image.base"));
+            layers.insert(
+                m.view()
+                    .layers
+                    .iter()
+                    .map(|l| l.digest.to_string())
+                    .collect::<Vec<_>>(),
+            );
+            let config = config_of(&a, &m).await;
+            assert_eq!(config["architecture"], p.architecture.as_str());
+            assert_eq!(config["os"], "linux");
+            assert_eq!(
+                config.get("variant").and_then(|v| v.as_str()),
+                p.variant.as_deref()
+            );
+        }
+        assert_eq!(layers.len(), 1, "every platform has the same layers");
+    }
+
+    #[tokio::test]
+    async fn scratch_ignores_the_requests_platform_selection() {
+        let mut req = scratch_request(Timestamp(1_700_000_000));
+        req.platforms = Some(vec!["linux/s390x".parse().unwrap()]);
+        let a = append_scratch(&["linux/amd64".parse().unwrap()], &req)
+            .await
+            .unwrap();
+        assert_eq!(
+            a.root.digest.to_string(),
+            "sha256:a5e9a692720254328c76b1331391f217227dc3d91c57ab03f8186cab292dd3ca"
+        );
+    }
+
+    #[tokio::test]
+    async fn scratch_needs_distinct_platforms() {
+        let req = scratch_request(Timestamp::EPOCH);
+        for bad in [
+            vec![],
+            vec![
+                "linux/amd64".parse().unwrap(),
+                "linux/x86_64".parse().unwrap(),
+            ],
+        ] {
+            let e = match append_scratch(&bad, &req).await {
+                Ok(_) => panic!("{bad:?} accepted"),
+                Err(e) => e,
+            };
+            assert!(e.is_usage(), "{e:?}");
+        }
     }
 }

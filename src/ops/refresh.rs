@@ -1,7 +1,10 @@
 //! Compat refresh: for each manifest of a library, append its compat layer to every platform
 //! of its science image, write breadcrumbs and annotations, and write the result under every
 //! tag (tags last). Science layers are mounted or found at the destination, never downloaded
-//! when both are in one registry; the compat layer is built once and shared.
+//! when both are in one registry; the compat layer is built once and shared. An image whose
+//! `{version}` tags already hold what it would write (the same input digest,
+//! [`crate::ops::inputs`]) is up to date and skipped, unless forced: checking costs one read of
+//! the science root and one of each compared tag (decisions §22).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -22,7 +25,9 @@ use crate::layer::{build_spilling, Built, Compression, LayerDigests};
 use crate::library::branches::BRANCH_ANNOTATION;
 use crate::library::{BuildInfo, Library, Manifest};
 use crate::oci::{Descriptor, Digest};
+use crate::ops::inputs::{Inputs, INPUTS_ANNOTATION};
 use crate::ops::memo::Memo;
+use crate::ops::status::{existing, Existing};
 use crate::progress::Reporter;
 use crate::reference::ImageRef;
 use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
@@ -44,6 +49,17 @@ pub struct RefreshOptions {
     pub work_dir: PathBuf,
 }
 
+/// What a refresh did with one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageStatus {
+    /// Assembled and written (in a dry run: would be written).
+    Written,
+    /// Its `{version}` tags already hold an image made from the same inputs: nothing was
+    /// written, no tag added, nothing signed.
+    UpToDate,
+}
+
 /// What a refresh of one manifest produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct RefreshResult {
@@ -53,9 +69,16 @@ pub struct RefreshResult {
     pub version: String,
     /// The manifest file, relative to the library.
     pub manifest: String,
-    /// The digest written (an index for multi-platform science images).
+    /// Written, or up to date (skipped).
+    pub status: ImageStatus,
+    /// The digest written (an index for multi-platform science images); for an image up to
+    /// date, the digest its tags already have.
     pub digest: Digest,
-    /// Every reference written, one per tag.
+    /// The input digest (`org.graft.inputs`): what the image is made of, less the per-build
+    /// breadcrumbs.
+    pub inputs: Digest,
+    /// Every reference written, one per tag; for an image up to date, the tags compared
+    /// (those without a per-build placeholder), which it keeps.
     pub references: Vec<String>,
     /// The science image as named in the manifest.
     pub science: String,
@@ -65,7 +88,8 @@ pub struct RefreshResult {
     pub compat: Vec<String>,
     /// The compat layer blob.
     pub compat_layer: Descriptor,
-    /// Each platform: science manifest → new manifest.
+    /// Each platform: science manifest → new manifest (empty for an image up to date: its
+    /// platforms are not read).
     pub platforms: Vec<PlatformResult>,
     /// Index entries left out (attestation manifests, unselected platforms).
     pub dropped: Vec<Dropped>,
@@ -79,10 +103,12 @@ pub struct RefreshResult {
 }
 
 /// Compat layers built during one run, by name: each built once, however many manifests use
-/// it and however many are prepared at once.
+/// it and however many are prepared at once. Science images are opened once per reference
+/// too: images on one science image share its root, manifests and configs (read once).
 #[derive(Default)]
 pub struct LayerCache {
     built: std::sync::Mutex<HashMap<String, Arc<OnceCell<BuiltLayer>>>>,
+    sciences: std::sync::Mutex<HashMap<String, Arc<Memo>>>,
     /// Bytes of compat layers held in memory (or reserved for builds under way).
     in_memory: std::sync::atomic::AtomicUsize,
 }
@@ -178,33 +204,72 @@ pub struct Prepared {
     references: Vec<crate::library::Located>,
 }
 
-/// Read the science image, build the compat layer and assemble the new image of `m`: reads
-/// only, writes nothing, so bad input stops a run before anything is pushed.
-pub async fn prepare(
+/// What a refresh learns of one image before reading the science image's children: the
+/// science root (one manifest read, kept for the assembly), the compat layer (built once per
+/// run) and the input digest they give.
+pub struct Probe {
+    base: Arc<Memo>,
+    science_digest: Digest,
+    built: BuiltLayer,
+    inputs: Digest,
+}
+
+impl Probe {
+    /// The input digest ([`crate::ops::inputs`]).
+    pub fn inputs(&self) -> &Digest {
+        &self.inputs
+    }
+
+    /// The science root digest, resolved now.
+    pub fn science_digest(&self) -> &Digest {
+        &self.science_digest
+    }
+
+    /// The compat layer's digests.
+    pub fn layer(&self) -> &LayerDigests {
+        &self.built.0
+    }
+}
+
+/// Resolve `m`'s science root and build its compat layer (at the same time), and compute the
+/// input digest: reads only the science root, writes nothing.
+pub async fn probe(
     lib: &Library,
     m: &Manifest,
     opts: &RefreshOptions,
     ep: &Endpoint,
     layers: &LayerCache,
-) -> Result<Prepared> {
+) -> Result<Probe> {
     let what = || format!("refreshing {} ({})", m.name, m.rel);
-    let science_ref = m.science.image.image.clone();
-    let base = Arc::new(Memo::new(Arc::from(
-        open_source(&pinned(&science_ref, m), ep)
-            .await
-            .map_err(|e| e.context(what()))?,
-    )));
-    let platforms = if m.platforms.is_empty() {
-        lib.settings().platforms.clone()
-    } else {
-        m.platforms.clone()
+    let science_ref = pinned(&m.science.image.image, m);
+    let key = science_ref.to_string();
+    let known = layers
+        .sciences
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let base = match known {
+        Some(base) => base,
+        None => {
+            let opened = Arc::new(Memo::new(Arc::from(
+                open_source(&science_ref, ep)
+                    .await
+                    .map_err(|e| e.context(what()))?,
+            )));
+            // Two images may open it at once: the first one kept wins, so both share it.
+            layers
+                .sciences
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_insert(opened)
+                .clone()
+        }
     };
-    // Read the science image while the compat layer is built.
-    let science = async {
-        base.warm(opts.jobs, (!platforms.is_empty()).then_some(&platforms[..]))
-            .await?;
-        base.resolve_digest().await
-    };
+    // The root is read (and kept) rather than HEADed: an image that is not up to date needs
+    // it next, and one that is costs the same single request.
+    let science = async { base.resolve().await.map(|r| r.digest().clone()) };
     let (science_digest, built) = tokio::join!(science, layers.get(lib, &m.compat, opts));
     let science_digest = science_digest.map_err(|e| {
         e.context(format!(
@@ -221,7 +286,66 @@ pub async fn prepare(
             });
         }
     }
-    let (layer, built) = built?;
+    let built = built?;
+    let inputs = Inputs::of(
+        lib,
+        m,
+        &science_digest,
+        &built.0,
+        opts.build.branch.as_deref(),
+    )?
+    .digest()?;
+    Ok(Probe {
+        base,
+        science_digest,
+        built,
+        inputs,
+    })
+}
+
+/// Read the science image, build the compat layer and assemble the new image of `m`: reads
+/// only, writes nothing, so bad input stops a run before anything is pushed.
+pub async fn prepare(
+    lib: &Library,
+    m: &Manifest,
+    opts: &RefreshOptions,
+    ep: &Endpoint,
+    layers: &LayerCache,
+) -> Result<Prepared> {
+    let probe = probe(lib, m, opts, ep, layers).await?;
+    assemble(lib, m, opts, probe).await
+}
+
+/// Assemble the new image of `m` from what [`probe`] found: reads the science image's
+/// platform manifests and configs, writes nothing.
+pub async fn assemble(
+    lib: &Library,
+    m: &Manifest,
+    opts: &RefreshOptions,
+    probe: Probe,
+) -> Result<Prepared> {
+    let what = || format!("refreshing {} ({})", m.name, m.rel);
+    let science_ref = m.science.image.image.clone();
+    let Probe {
+        base,
+        science_digest,
+        built,
+        inputs,
+    } = probe;
+    let platforms = if m.platforms.is_empty() {
+        lib.settings().platforms.clone()
+    } else {
+        m.platforms.clone()
+    };
+    base.warm(opts.jobs, (!platforms.is_empty()).then_some(&platforms[..]))
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "reading science image {} of {}",
+                m.science.image.text, m.rel
+            ))
+        })?;
+    let (layer, built) = built;
     let compat_desc = Descriptor::new(layer.media_type.clone(), layer.digest.clone(), layer.size);
     let build = &opts.build;
     let prefix = lib.settings().label_prefix.clone();
@@ -243,6 +367,9 @@ pub async fn prepare(
         ))
     };
     let mut annotations = lib.annotations(m);
+    // On every document written, the root included: a later run that computes the same
+    // digest knows the image is up to date from the root alone.
+    annotations.insert(INPUTS_ANNOTATION.into(), inputs.to_string());
     annotations.insert(
         "org.opencontainers.image.created".into(),
         opts.created.rfc3339(),
@@ -293,7 +420,9 @@ pub async fn prepare(
         name: m.name.clone(),
         version: m.version.clone(),
         manifest: m.rel.clone(),
+        status: ImageStatus::Written,
         digest: assembled.root.digest.clone(),
+        inputs,
         references: references.iter().map(|r| r.text.clone()).collect(),
         science: m.science.image.text.clone(),
         science_digest,
@@ -515,6 +644,11 @@ pub async fn sign_result(
 /// Images of a library prepared, and then written, at the same time.
 pub const IMAGES_AT_ONCE: usize = 4;
 
+/// Images checked at the same time (science root, compat layer, destination root): small
+/// requests, so more at once than images assembled; a no-change run of a large library is
+/// only this.
+pub const CHECKS_AT_ONCE: usize = 16;
+
 /// A whole refresh: which images, with what options, signed or not.
 pub struct RefreshRequest {
     /// Refresh only the manifests with these image names (empty: all).
@@ -523,6 +657,8 @@ pub struct RefreshRequest {
     pub options: RefreshOptions,
     /// Sign (and attest) what is written.
     pub signing: Option<Signing>,
+    /// Write every image, even those up to date (`--force`).
+    pub force: bool,
     /// The clock, for provenance's `finishedOn` (the binary's edge: `SOURCE_DATE_EPOCH` when
     /// set, else the wall clock). Library code reads no clock of its own.
     pub clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
@@ -565,7 +701,9 @@ pub fn select<'a>(lib: &'a Library, names: &[String]) -> Result<Vec<&'a Manifest
         .collect())
 }
 
-/// Refresh the selected images of `lib`: assemble every one first (reads only: bad input stops
+/// Refresh the selected images of `lib`: check each one first (science root, compat layer,
+/// destination root: an image whose `{version}` tags hold the same input digest is up to
+/// date and skipped, unless `force`), assemble every other one (reads only: bad input stops
 /// the run before anything is written), then write them a few at a time, commit every
 /// destination once, and sign what was written.
 pub async fn refresh(
@@ -578,17 +716,44 @@ pub async fn refresh(
     manifests.iter().try_for_each(|m| lib.needs_build(m))?;
     let opts = &req.options;
     let layers = LayerCache::default();
-    // Images are read and assembled a few at a time (all of them before anything is written),
-    // then written a few at a time; results keep the library's order.
-    let prepared: Vec<_> = futures::stream::iter(&manifests)
-        .map(|m| prepare(lib, m, opts, ep, &layers))
+    // Every image is checked first, many at a time; results keep the library's order.
+    let checked: Vec<(Probe, Option<Existing>)> = futures::stream::iter(&manifests)
+        .map(|m| async {
+            let current = async {
+                match req.force {
+                    true => Ok(None),
+                    false => existing(lib, m, &opts.build, ep).await.map(Some),
+                }
+            };
+            tokio::try_join!(probe(lib, m, opts, ep, &layers), current)
+        })
+        .buffered(CHECKS_AT_ONCE)
+        .try_collect()
+        .await?;
+    // Then the images to write are read and assembled a few at a time (all of them before
+    // anything is written).
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut to_assemble = Vec::new();
+    for (m, (probe, existing)) in manifests.iter().zip(checked) {
+        match existing.and_then(|e| e.up_to_date(probe.inputs()).map(|d| (e, d))) {
+            Some((e, digest)) => {
+                slots.push(Slot::Kept(Box::new(up_to_date(lib, m, &probe, &e, digest))))
+            }
+            None => {
+                slots.push(Slot::Write);
+                to_assemble.push((*m, probe));
+            }
+        }
+    }
+    let prepared: Vec<Prepared> = futures::stream::iter(to_assemble)
+        .map(|(m, probe)| assemble(lib, m, opts, probe))
         .buffered(IMAGES_AT_ONCE)
         .try_collect()
         .await?;
     if opts.dry_run {
         return Ok(RefreshReport {
             dry_run: true,
-            images: prepared.into_iter().map(|p| p.result).collect(),
+            images: merge(slots, prepared.into_iter().map(|p| p.result).collect()),
         });
     }
     let dedupe = Arc::new(Dedupe::default());
@@ -597,18 +762,71 @@ pub async fn refresh(
         .buffered(IMAGES_AT_ONCE)
         .try_collect()
         .await?;
-    let (mut results, sinks): (Vec<_>, Vec<_>) = pushed.into_iter().unzip();
+    let (written, sinks): (Vec<_>, Vec<_>) = pushed.into_iter().unzip();
     commit_all(sinks).await?;
+    let mut results = merge(slots, written);
     if let Some(mut signing) = req.signing {
         if let Some(p) = &mut signing.provenance {
             p.finished_on = (req.clock)();
         }
         for (r, m) in results.iter_mut().zip(&manifests) {
-            r.signing = Some(sign_result(m, r, &signing, ep).await?);
+            // An image up to date keeps the signatures it has: nothing new to sign.
+            if r.status == ImageStatus::Written {
+                r.signing = Some(sign_result(m, r, &signing, ep).await?);
+            }
         }
     }
     Ok(RefreshReport {
         dry_run: false,
         images: results,
     })
+}
+
+/// Where one image's result comes from, in the library's order.
+enum Slot {
+    /// Up to date: its result is ready.
+    Kept(Box<RefreshResult>),
+    /// The next result of the images written.
+    Write,
+}
+
+/// The results in the library's order: kept ones where they were, written ones in between.
+fn merge(slots: Vec<Slot>, written: Vec<RefreshResult>) -> Vec<RefreshResult> {
+    let mut written = written.into_iter();
+    slots
+        .into_iter()
+        .filter_map(|s| match s {
+            Slot::Kept(r) => Some(*r),
+            Slot::Write => written.next(),
+        })
+        .collect()
+}
+
+/// The result of an image that is up to date: what its tags hold, nothing written.
+fn up_to_date(
+    lib: &Library,
+    m: &Manifest,
+    probe: &Probe,
+    existing: &Existing,
+    digest: Digest,
+) -> RefreshResult {
+    let layer = probe.layer();
+    RefreshResult {
+        name: m.name.clone(),
+        version: m.version.clone(),
+        manifest: m.rel.clone(),
+        status: ImageStatus::UpToDate,
+        digest,
+        inputs: probe.inputs().clone(),
+        references: existing.tags.iter().map(|t| t.reference.clone()).collect(),
+        science: m.science.image.text.clone(),
+        science_digest: probe.science_digest().clone(),
+        compat: lib.chain(&m.compat),
+        compat_layer: Descriptor::new(layer.media_type.clone(), layer.digest.clone(), layer.size),
+        platforms: Vec::new(),
+        dropped: Vec::new(),
+        transfer: None,
+        signing: None,
+        targets: existing.tags.iter().map(|t| t.image.clone()).collect(),
+    }
 }

@@ -31,5 +31,8 @@ mod rebase;
 mod refresh;
 mod repo;
 mod science_manifest;
+mod scratch;
+mod selfimage;
 mod sign;
 mod support;
+mod uptodate;

@@ -264,11 +264,15 @@ fn refresh_mounts_science_writes_breadcrumbs_and_reruns_idempotently() {
         "remove: path gone"
     );
 
-    // Second run: same digests, nothing uploaded, no blob or manifest written.
+    // Second run, forced past "up to date" (tests/it/uptodate.rs) so that the copy engine
+    // runs: same digests, nothing uploaded, no blob or manifest written.
     proxy.clear();
-    let second = refresh(home.path(), &lib, &["--repo", &repo]).ok().json();
+    let second = refresh(home.path(), &lib, &["--repo", &repo, "--force"])
+        .ok()
+        .json();
     for (a, b) in images.iter().zip(second["images"].as_array().unwrap()) {
         assert_eq!(a["digest"], b["digest"]);
+        assert_eq!(b["status"], "written");
         assert_eq!(b["transfer"]["uploaded"]["count"], 0);
         assert_eq!(b["transfer"]["manifests_written"], 0);
     }
