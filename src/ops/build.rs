@@ -581,6 +581,9 @@ async fn build_one(
                 work_dir: opts.work_dir.join(format!("refresh-{}", m.name)),
             },
             signing: None,
+            // The science image was just written: the refresh must write (and report) the
+            // final image a child of this one pins to, even when it looks up to date.
+            force: true,
             clock: Box::new(move || created),
         };
         std::fs::create_dir_all(&req.options.work_dir)
