@@ -30,7 +30,7 @@ LAYER_1 = [
     "tarheader",
 ]
 LAYER_2 = ["store", "layer"]
-LAYER_3 = ["copy", "copy_tests", "image", "sign", "library"]
+LAYER_3 = ["copy", "copy_tests", "image", "sign", "library", "builder"]
 # ops/ holds every use case, ops/factory/ (the image factory, issue 15) included.
 LAYER_4 = ["ops"]
 LAYER_5 = ["cli", "main"]

@@ -17,6 +17,8 @@ if ! python3 -c 'import nacl, cryptography' 2>/dev/null && ! /usr/bin/python3 -c
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 command -v zstd >/dev/null || need_pkgs+=(zstd)
+command -v buildah >/dev/null || need_pkgs+=(buildah)
+[ -x /bin/busybox ] || need_pkgs+=(busybox-static)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}" >&2
   SUDO=""

@@ -3,6 +3,7 @@
 //! The library is organised around one transfer engine ([`copy`]) that moves images between
 //! [`store::Source`]s and [`store::Sink`]s: registries, OCI layout directories and archives.
 
+pub mod builder;
 pub mod copy;
 pub mod error;
 pub mod fsutil;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Command::Rebase(a) => cli::rebase::run(a, &cli.global).await,
             Command::Mirror(a) => cli::mirror::run_mirror(a, &cli.global).await,
             Command::Refresh(a) => cli::refresh::run(a, &cli.global).await,
+            Command::Build(a) => cli::build::run(a, &cli.global).await,
             Command::Validate(a) => cli::validate::run(a, &cli.global).await,
             Command::Plan(a) => cli::plan::run(a, &cli.global).await,
             Command::Layer(a) => cli::layer::run(a, &cli.global).await,

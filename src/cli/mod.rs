@@ -2,6 +2,7 @@
 
 pub mod append;
 pub mod attest;
+pub mod build;
 pub mod copy;
 pub mod delete;
 pub mod factory;
@@ -150,6 +151,9 @@ pub enum Command {
     /// Refresh the library's images: append each compat layer to every platform of its
     /// science image, with breadcrumbs, and write every tag.
     Refresh(refresh::RefreshArgs),
+    /// Build the library's `build:` images with buildah, bases first; test them inside the
+    /// image; write index and tags; refresh those with a compat layer.
+    Build(build::BuildCmdArgs),
     /// Check a library (graft.yaml, manifests/, layers/): every problem, with file, line,
     /// column and field.
     Validate(validate::ValidateArgs),

@@ -62,6 +62,10 @@ pub struct Stage {
     pub platform: Option<String>,
     /// What the stage starts from.
     pub base: Base,
+    /// Whether the stage has a `RUN` instruction: a RUN executes the stage's own binaries,
+    /// which for a foreign platform needs an emulator (QEMU binfmt); COPY-only stages do not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub has_run: bool,
 }
 
 /// A parsed Dockerfile: its stages, in order.
@@ -139,6 +143,11 @@ impl Dockerfile {
                     }
                     stages.push(stage);
                 }
+                "run" if !stages.is_empty() => {
+                    if let Some(s) = stages.last_mut() {
+                        s.has_run = true;
+                    }
+                }
                 _ if stages.is_empty() => {
                     return Err(err(format!(
                         "{} before the first FROM: only ARG and parser directives may come first",
@@ -166,6 +175,13 @@ impl Dockerfile {
             }
             None => self.stages.last(),
         }
+    }
+
+    /// The stages the build of `target` (else the last stage) runs: every stage up to and
+    /// including it (builders may build earlier ones even when unused).
+    pub fn built_stages(&self, target: Option<&str>) -> &[Stage] {
+        let last = self.final_stage(target).map_or(0, |s| s.index);
+        &self.stages[..=last.min(self.stages.len().saturating_sub(1))]
     }
 
     /// The external images the build of `target` (else the last stage) may pull: the bases
@@ -204,6 +220,7 @@ impl Parsed {
             name: self.name,
             platform: self.platform,
             base: self.base,
+            has_run: false,
         }
     }
 }
@@ -682,6 +699,20 @@ mod tests {
 
     fn err(text: &str) -> ParseError {
         Dockerfile::parse(text, &BTreeMap::new()).unwrap_err()
+    }
+
+    #[test]
+    fn stages_with_run() {
+        let d = parse(
+            "FROM --platform=$BUILDPLATFORM a AS b\nrun make\nFROM scratch\nCOPY --from=b /x /x\n",
+        );
+        assert!(d.stages[0].has_run);
+        assert!(!d.stages[1].has_run);
+        assert_eq!(d.built_stages(Some("b")).len(), 1);
+        assert_eq!(d.built_stages(None).len(), 2);
+        // RUN inside a heredoc body is text.
+        let d = parse("FROM a\nCOPY <<EOF /f\nRUN x\nEOF\n");
+        assert!(!d.stages[0].has_run);
     }
 
     #[test]

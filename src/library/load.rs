@@ -750,6 +750,15 @@ impl Loader {
                 );
             }
         }
+        let checks = string_list(node.get("checks"));
+        if !checks.is_empty() && built.is_none() {
+            self.error(
+                rel,
+                &[key("checks")],
+                "checks run inside an image graft builds: they need build: (for an existing science: image, run them where it is built)",
+                "checks",
+            );
+        }
         Some(Manifest {
             file: self.root.join(rel),
             rel: rel.to_string(),
@@ -765,6 +774,7 @@ impl Loader {
                 digest,
             },
             build: built,
+            checks,
             compat: text_of(&node, "compat").unwrap_or_default(),
             platforms,
             tags,

@@ -409,6 +409,16 @@ impl Library {
         out
     }
 
+    /// The same library as refresh reads it once `graft build` has written the built science
+    /// images: `build:` is dropped, so each manifest reads [`Manifest::science`] (where the
+    /// build wrote it) like an existing image.
+    pub fn as_built(mut self) -> Library {
+        for m in &mut self.manifests {
+            m.build = None;
+        }
+        self
+    }
+
     /// The same library with only the manifests `keep` accepts (`--changed-since`).
     pub fn retain_manifests(mut self, keep: impl Fn(&Manifest) -> bool) -> Library {
         self.manifests.retain(|m| keep(m));
@@ -751,13 +761,13 @@ impl Library {
     }
 
     /// `m`'s built science image (`build:`), as `refresh` would need it first: an error (usage)
-    /// saying `graft build` must run first. `graft build` does not exist yet, so a `build:`
+    /// saying `graft build` must run instead (it builds, then refreshes). So a `build:`
     /// manifest cannot be refreshed.
     pub fn needs_build(&self, m: &Manifest) -> Result<()> {
         match &m.build {
             None => Ok(()),
             Some(_) => Err(Error::Unsupported(format!(
-                "{} builds its science image from a Dockerfile (build:): the image must be built with `graft build {}` first, which graft does not do yet; refresh only manifests with science: (an existing image)",
+                "{} builds its science image from a Dockerfile (build:): `graft build {}` builds it and then runs its refresh; refresh only manifests with science: (an existing image)",
                 m.rel, m.name
             ))),
         }

@@ -199,6 +199,10 @@ pub struct Manifest {
     /// `build:`, where graft writes the built image (`{science_target}:{version}` with a
     /// compat layer, else the final `{target}:{version}`).
     pub science: Science,
+    /// Commands that must succeed inside the built image (`checks:`, DataHub's `info_cmds`),
+    /// run after `build.test`; only meaningful with `build:`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
     /// How graft builds the science image (`build:`); none for an existing image (`science:`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<Build>,

@@ -2,6 +2,7 @@
 //! the library). Each is one call returning a report that the CLI renders; none prints.
 //!
 //! - [`append`]: new layers over a base image (`graft append`);
+//! - [`build`]: the library's `build:` images built with buildah, tested, written, refreshed;
 //! - [`factory`]: the image factory: images.yaml, state files, the base watch, Kargo Warehouses;
 //! - [`plan`]: what a refresh would write (`graft plan`);
 //! - [`refresh`]: the compat refresh of a library's images (assemble, write, sign);
@@ -23,6 +24,7 @@
 
 pub mod append;
 pub mod attachments;
+pub mod build;
 pub mod copy;
 pub mod factory;
 pub mod inputs;

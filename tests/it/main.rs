@@ -4,6 +4,7 @@
 
 mod append;
 mod branch_policy;
+mod build;
 mod ci_scale;
 mod copy;
 mod cosign;

@@ -318,7 +318,7 @@ fn refresh_refuses_a_build_manifest_until_graft_build_exists() {
     )
     .fails(2);
     assert!(
-        run.stderr.contains("manifests/base.yaml builds its science image from a Dockerfile (build:): the image must be built with `graft build base` first, which graft does not do yet"),
+        run.stderr.contains("manifests/base.yaml builds its science image from a Dockerfile (build:): `graft build base` builds it and then runs its refresh"),
         "{}",
         run.all()
     );

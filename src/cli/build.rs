@@ -1,0 +1,163 @@
+//! `graft build`: build the library's `build:` images with buildah, in dependency order, test
+//! them, write them (index and tags by graft), and refresh those with a compat layer.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use graft::builder::binfmt::{host_platform, BINFMT_DIR};
+use graft::builder::buildah::Buildah;
+use graft::library::Library;
+use graft::ops::build::{build, BuildOptions, BuildReport};
+use graft::ops::plan::{revision, Missing};
+use graft::timestamp::Timestamp;
+
+use super::output::outln;
+use super::progress::Bars;
+use super::{print_json, BuildArgs, GlobalArgs, Output};
+
+/// Arguments of `graft build`.
+#[derive(Debug, Args)]
+pub struct BuildCmdArgs {
+    /// Build only the manifests with these image names (default: every `build:` manifest);
+    /// their library bases are not rebuilt: they are used at their current digest.
+    pub names: Vec<String>,
+    /// The library directory (with graft.yaml, manifests/ and layers/).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub library: PathBuf,
+    /// Destination prefix replacing graft.yaml's `repo` (e.g. docker://registry/images).
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// `{build}`, `{commit}` and `{branch}` values.
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Print the ordered builds and where each image would go; build and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Concurrent blob transfers.
+    #[arg(long, short = 'j', default_value_t = 4)]
+    pub jobs: usize,
+    /// The buildah program.
+    #[arg(long, value_name = "PATH", default_value = "buildah")]
+    pub buildah: PathBuf,
+    /// buildah's storage directory (kept between runs: a cache). Default: a temporary
+    /// directory, removed afterwards.
+    #[arg(long, value_name = "DIR")]
+    pub storage: Option<PathBuf>,
+    /// buildah's storage driver.
+    #[arg(long, value_name = "DRIVER", default_value = "vfs")]
+    pub storage_driver: String,
+    /// Time limit of each build, push or pull, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub build_timeout: u64,
+    /// Time limit of each test inside an image (build.test, checks), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub test_timeout: u64,
+    /// Where the kernel lists binfmt_misc emulators (for tests).
+    #[arg(long, value_name = "DIR", default_value = BINFMT_DIR, hide = true)]
+    pub binfmt_dir: PathBuf,
+}
+
+/// Run `graft build`: one call to [`build`], rendered.
+pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let mut lib = Library::open(&args.library)?;
+    if let Some(repo) = &args.repo {
+        lib = lib.with_repo(repo);
+    }
+    // SOURCE_DATE_EPOCH, when set, is read here; git is read by `revision`.
+    let epoch = Timestamp::from_env()?;
+    let rev = revision(
+        lib,
+        &args.build.flags(),
+        args.build.ci_branch(),
+        epoch,
+        Missing::Refuse,
+    )?;
+    let work = tempfile::tempdir()?;
+    // buildah's --root wants an absolute path.
+    let storage = match &args.storage {
+        Some(s) => std::path::absolute(s)?,
+        None => work.path().join("storage"),
+    };
+    let options = BuildOptions {
+        build: rev.build.clone(),
+        created: rev.created,
+        dry_run: args.dry_run,
+        jobs: args.jobs.max(1),
+        work_dir: work.path().to_path_buf(),
+        buildah: Buildah {
+            program: args.buildah.clone(),
+            root: storage.join("root"),
+            runroot: storage.join("run"),
+            storage_driver: args.storage_driver.clone(),
+            tls_verify: global.registry.tls_verify,
+            timeout: Duration::from_secs(args.build_timeout.max(1)),
+        },
+        test_timeout: Duration::from_secs(args.test_timeout.max(1)),
+        host: host_platform(),
+        binfmt_dir: args.binfmt_dir.clone(),
+    };
+    let ep = global.registry.endpoint(None)?;
+    let reporter = Bars::reporter(global.quiet);
+    let report = build(&rev.library, &args.names, &options, &ep, &reporter).await?;
+    match global.output {
+        Output::Json => print_json(&report)?,
+        Output::Text => print_text(&report)?,
+    }
+    Ok(())
+}
+
+fn print_text(r: &BuildReport) -> anyhow::Result<()> {
+    let verb = if r.dry_run { "would write" } else { "wrote" };
+    if r.dry_run {
+        outln!("build order")?;
+        for (i, s) in r.order.iter().enumerate() {
+            let after = match s.after.is_empty() {
+                true => String::new(),
+                false => format!(" (after {})", s.after.join(", ")),
+            };
+            outln!(
+                "  {}. {} {} [{}] {}{after}",
+                i + 1,
+                s.name,
+                s.version,
+                s.platforms.join(", "),
+                s.dockerfile
+            )?;
+        }
+    }
+    for img in &r.images {
+        match &img.digest {
+            Some(d) => outln!("{} {} {d}", img.name, img.version)?,
+            None => outln!("{} {}", img.name, img.version)?,
+        }
+        for b in &img.bases {
+            let how = if b.built_now {
+                "built now"
+            } else {
+                "not rebuilt"
+            };
+            outln!("  base     {}@{} ({how})", b.reference, b.digest)?;
+        }
+        for p in &img.platforms {
+            outln!("  {:<16} {}", p.platform, p.digest)?;
+        }
+        for t in &img.tests {
+            outln!("  tested   {} ({})", t.command, t.platform)?;
+        }
+        if let Some(s) = &img.tests_skipped {
+            outln!("  tests    not run: {s}")?;
+        }
+        for reference in &img.references {
+            outln!("  {verb} {reference}")?;
+        }
+        if let Some(f) = &img.refresh {
+            outln!("  compat   {} {}", f.compat.join(" + "), f.digest)?;
+            for reference in &f.references {
+                outln!("  {verb} {reference}")?;
+            }
+        }
+    }
+    Ok(())
+}
