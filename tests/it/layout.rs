@@ -286,23 +286,33 @@ async fn archive_with_an_abandoned_blob_is_read_by_tar_python_and_skopeo() {
         abandoned.len() as u64,
     );
     let half = abandoned.slice(..1_500_000);
-    let failing: BlobStream = Box::pin(
-        futures::stream::iter(vec![
-            Ok(half),
-            Err(Error::Unsupported("connection dropped".into())),
-        ])
-        .then(|item| async move {
-            // Let the other transfer reserve its slot after this one.
-            for _ in 0..20 {
-                tokio::task::yield_now().await;
+    // The order is made, not hoped for: the other transfer starts only once the sink has taken
+    // this blob's first half (its place in the archive is reserved), and this blob fails only
+    // after the other one is written behind it. Yielding a few times instead failed under load.
+    let reserved = std::sync::Arc::new(tokio::sync::Notify::new());
+    let written = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (r, w) = (reserved.clone(), written.clone());
+    let failing: BlobStream = Box::pin(futures::stream::unfold(0, move |step| {
+        let (r, w, half) = (r.clone(), w.clone(), half.clone());
+        async move {
+            match step {
+                0 => Some((Ok(half), 1)),
+                1 => {
+                    r.notify_one();
+                    tokio::time::timeout(std::time::Duration::from_secs(30), w.notified())
+                        .await
+                        .expect("the other transfer finished");
+                    Some((Err(Error::Unsupported("connection dropped".into())), 2))
+                }
+                _ => None,
             }
-            item
-        }),
-    );
+        }
+    }));
     let (first, _) = &s.blobs[0];
     let rest = async {
-        tokio::task::yield_now().await;
+        reserved.notified().await;
         put_sample(&sink, &s, Some("h")).await;
+        written.notify_one();
     };
     let (failed, ()) = tokio::join!(sink.put_blob(&abandoned_desc, failing), rest);
     assert!(failed.is_err());
