@@ -740,7 +740,10 @@ impl Library {
             return out;
         }
         if let Some(g) = &m.git {
-            out.insert("org.opencontainers.image.source".into(), g.repo.clone());
+            // Without credentials: `https://user:token@host/x` is a clone URL, not a label.
+            let public = crate::sign::provenance::public_git_url(&g.repo)
+                .unwrap_or_else(|| git::redact_urls(&g.repo));
+            out.insert("org.opencontainers.image.source".into(), public);
             if let Some(c) = &g.commit {
                 out.insert("org.opencontainers.image.revision".into(), c.clone());
             }

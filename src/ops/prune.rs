@@ -178,7 +178,7 @@ pub async fn prune_branch_tags(
     };
     if remote.heads.is_empty() {
         return Err(Error::Invalid {
-            what: format!("git remote {}", req.remote),
+            what: format!("git remote {}", remote.remote),
             reason: "it lists no branches; nothing was pruned (with no branch, every branch \
                      tag would look abandoned: is this the library's remote?)"
                 .into(),
@@ -186,7 +186,7 @@ pub async fn prune_branch_tags(
     }
     if !remote.heads.contains(&default_branch) {
         return Err(Error::Invalid {
-            what: format!("git remote {}", req.remote),
+            what: format!("git remote {}", remote.remote),
             reason: format!(
                 "it has no branch {default_branch:?}, the library's default branch; nothing \
                  was pruned (is this the library's remote? branches there: {})",
@@ -208,7 +208,8 @@ pub async fn prune_branch_tags(
     }
     let mut report = PruneReport {
         dry_run: req.dry_run,
-        remote: req.remote.clone(),
+        // As asked, credentials removed (a URL may carry a token).
+        remote: remote.remote.clone(),
         default_branch: default_branch.clone(),
         branches: remote.heads.iter().cloned().collect(),
         repositories: Vec::new(),
