@@ -919,6 +919,28 @@ mod tests {
     }
 
     #[test]
+    fn the_source_annotation_has_no_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w("graft.yaml", "repo: docker://r.example/lib\n");
+        w("Dockerfile", "FROM scratch\n");
+        w(
+            "manifests/m.yaml",
+            "name: m\nversion: 1\ngit:\n  repo: 'https://bot:s3cret@git.example/x.git?private_token=t2'\nbuild: {}\n",
+        );
+        let lib = Library::open(dir.path()).unwrap();
+        let m = &lib.manifests()[0];
+        assert_eq!(
+            lib.build_annotations(m)["org.opencontainers.image.source"],
+            "https://git.example/x.git"
+        );
+    }
+
+    #[test]
     fn science_manifests_get_no_derived_labels() {
         // The sample's manifests have maintainers and metadata, but their images were not
         // built by graft: nothing is added (their digests stay what they were).
