@@ -184,7 +184,8 @@ pub fn build_order(
                         code: "missing-dockerfile",
                     });
                 }
-                Ok(text) => match Dockerfile::parse(&text, &b.args) {
+                // One parse per target platform: `FROM build-$TARGETARCH` picks per platform.
+                Ok(text) => match Dockerfile::parse_each(&text, &b.args, &b.platforms) {
                     Err(e) => issues.push(Issue {
                         at: Location::Line {
                             file: file.clone(),
@@ -193,8 +194,8 @@ pub fn build_order(
                         message: format!("{} (the Dockerfile of {})", e.message, m.rel),
                         code: "dockerfile",
                     }),
-                    Ok(d) => {
-                        if let Some(t) = &b.target {
+                    Ok(parsed) => {
+                        if let (Some(t), Some(d)) = (&b.target, parsed.first()) {
                             if d.final_stage(Some(t)).is_none() {
                                 issues.push(Issue {
                                     at: Location::Field {
@@ -206,16 +207,26 @@ pub fn build_order(
                                     },
                                     message: format!(
                                         "{file} has no stage named {t:?} (stages: {})",
-                                        stage_names(&d)
+                                        stage_names(d)
                                     ),
                                     code: "build-target",
                                 });
                             }
                         }
-                        for s in d.external_bases(b.target.as_deref()) {
+                        let all = parsed
+                            .iter()
+                            .flat_map(|d| d.external_bases(b.target.as_deref()));
+                        for s in all {
                             let Base::Image { written, expanded } = &s.base else {
                                 continue;
                             };
+                            if step
+                                .bases
+                                .iter()
+                                .any(|b| b.line == s.line && &b.expanded == expanded)
+                            {
+                                continue;
+                            }
                             let library = images.find(expanded).map(str::to_string);
                             if let Some(i) = library.as_deref().and_then(index_of) {
                                 if !mine.contains(&i) {
