@@ -337,6 +337,7 @@ fn print_builds(plan: &Plan) -> anyhow::Result<()> {
                 b.dockerfile
             )?,
             SourceState::Library => outln!("     dockerfile {}{stage}", b.dockerfile)?,
+            SourceState::Git => outln!("     dockerfile {} (git source){stage}", b.dockerfile)?,
         }
         for base in &b.bases {
             let from = match &base.library {
