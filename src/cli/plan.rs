@@ -333,7 +333,7 @@ fn print_builds(plan: &Plan) -> anyhow::Result<()> {
         )?;
         match b.source {
             SourceState::NotFetched => outln!(
-                "     dockerfile {} (source not fetched{stage})",
+                "     dockerfile {} (source not fetched: graft build --dry-run fetches it{stage})",
                 b.dockerfile
             )?,
             SourceState::Library => outln!("     dockerfile {}{stage}", b.dockerfile)?,

@@ -181,9 +181,16 @@ impl SourceCache {
         let cache = Repo {
             dir: self.dir.clone(),
         };
+        // git's own words (its command line names the URL as given): credentials removed.
         let scrubbed = |e: Error| Error::Invalid {
-            what: format!("fetching {shown}"),
-            reason: scrub(&e.to_string(), url),
+            what: format!("git.repo {shown}"),
+            reason: scrub(
+                &match e {
+                    Error::Invalid { reason, .. } => reason,
+                    other => other.to_string(),
+                },
+                url,
+            ),
         };
         if !bare.join("HEAD").exists() {
             let tmp_name = format!(".{}.git.tmp", Self::key(url));
@@ -332,11 +339,15 @@ pub fn within(root: &Path, rel: &str) -> Result<PathBuf> {
     }
     let joined = root.join(rel);
     let real_root = std::fs::canonicalize(root).map_err(|e| Error::io("reading", root, e))?;
-    match std::fs::canonicalize(&joined) {
-        Ok(real) if !real.starts_with(&real_root) => {
-            Err(refuse("is a symbolic link out of the source checkout"))
-        }
-        _ => Ok(joined),
+    // The deepest part that exists decides: a link out of the checkout is refused even when
+    // the file it would lead to does not exist.
+    let real = joined
+        .ancestors()
+        .find_map(|a| std::fs::canonicalize(a).ok())
+        .unwrap_or_default();
+    match real.starts_with(&real_root) {
+        false => Err(refuse("is a symbolic link out of the source checkout")),
+        true => Ok(joined),
     }
 }
 
@@ -370,5 +381,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc", d.path().join("out")).unwrap();
         assert!(within(d.path(), "out").is_err());
         assert!(within(d.path(), "out/passwd").is_err());
+        assert!(within(d.path(), "out/no-such-file").is_err());
+        assert!(within(d.path(), "a/not-yet").is_ok());
     }
 }
