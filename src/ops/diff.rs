@@ -60,7 +60,6 @@ pub fn diff(lib: &Library, name: &str, from: &str, cache: &SourceCache) -> Resul
         .diff(&git.repo, &git.fetch, from, to, &context, &dockerfile)
         .map_err(|e| e.context(format!("{}: the source diff", m.rel)))?;
     let mut files = d.files;
-    let _ = &dockerfile;
     if !d.dockerfile_patch.is_empty() && !files.contains(&dockerfile) {
         files.push(dockerfile.clone());
     }

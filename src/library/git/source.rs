@@ -253,6 +253,15 @@ impl SourceCache {
         path: &str,
         dockerfile: &str,
     ) -> Result<SourceDiff> {
+        // A revision is never taken for an option of git.
+        for rev in [from, to] {
+            if rev.is_empty() || rev.starts_with('-') {
+                return Err(Error::Input {
+                    what: format!("the revision {rev:?}"),
+                    reason: "is not a commit or revision name".into(),
+                });
+            }
+        }
         self.clone_or_fetch(url, fetch, to)?;
         let bare = self.clone_or_fetch(url, fetch, from)?;
         let repo = Repo { dir: bare };
