@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::timestamp::Timestamp;
 
 mod checkout;
+pub mod source;
 
 /// Most bytes read from one git command: a diff listing or an old manifest. A library's
 /// history is not allowed to fill memory.

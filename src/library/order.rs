@@ -43,6 +43,8 @@ pub enum SourceState {
     Library,
     /// The manifest builds from `git.repo`, which is not fetched: bases unknown.
     NotFetched,
+    /// Read from the checkout of `git.commit` in the source cache.
+    Git,
 }
 
 /// One base image of a build.
@@ -131,9 +133,16 @@ pub struct BuildOrder {
 
 /// Order the `build:` manifests of `lib`. `read` gives the text of a library file (relative
 /// path) or why not: the loader's reader, which keeps to the library and to a size limit.
-pub fn build_order(
+pub fn build_order(lib: &Library, read: impl FnMut(&str) -> Result<String, String>) -> BuildOrder {
+    build_order_from(lib, read, &|_| None)
+}
+
+/// [`build_order`] where a `git:` manifest whose Dockerfile is not in the library is read from
+/// the checkout `checkout` gives for it (the source cache), when it gives one.
+pub fn build_order_from(
     lib: &Library,
     mut read: impl FnMut(&str) -> Result<String, String>,
+    checkout: &dyn Fn(&Manifest) -> Option<std::path::PathBuf>,
 ) -> BuildOrder {
     let images = LibraryImages::new(lib);
     let mut issues = Vec::new();
@@ -163,10 +172,21 @@ pub fn build_order(
             after: Vec::new(),
         };
         let mut mine = Vec::new();
-        if m.git.is_some() && !in_library {
+        let fetched = match m.git.is_some() && !in_library {
+            true => checkout(m),
+            false => None,
+        };
+        if m.git.is_some() && !in_library && fetched.is_none() {
             step.source = SourceState::NotFetched;
         } else {
-            match read(&file) {
+            let text = match &fetched {
+                None => read(&file),
+                Some(dir) => {
+                    step.source = SourceState::Git;
+                    read_checkout(dir, &file)
+                }
+            };
+            match text {
                 Err(reason) => {
                     let field = match m.git.is_some() {
                         true => "path",
@@ -177,7 +197,7 @@ pub fn build_order(
                             manifest: m.rel.clone(),
                             path: vec![Seg::Key("build".into()), Seg::Key(field.into())],
                         },
-                        message: match in_library {
+                        message: match in_library || fetched.is_some() {
                             false => format!("the Dockerfile {file} does not exist in the library (build.path + build.dockerfile, relative to the library root when there is no git:)"),
                             true => format!("the Dockerfile {file}: {reason}"),
                         },
@@ -293,6 +313,24 @@ pub fn build_order(
         })
         .collect();
     BuildOrder { builds, issues }
+}
+
+/// Largest Dockerfile read from a source checkout.
+const MAX_DOCKERFILE: u64 = 1 << 20;
+
+/// `file` of a source checkout, kept inside it and to a size limit.
+fn read_checkout(dir: &std::path::Path, file: &str) -> Result<String, String> {
+    use std::io::Read as _;
+    let path = super::git::source::within(dir, file).map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::new();
+    f.take(MAX_DOCKERFILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_DOCKERFILE {
+        return Err(format!("larger than {MAX_DOCKERFILE} bytes"));
+    }
+    Ok(text)
 }
 
 fn stage_names(d: &Dockerfile) -> String {

@@ -26,6 +26,7 @@ pub mod append;
 pub mod attachments;
 pub mod build;
 pub mod copy;
+pub mod diff;
 pub mod factory;
 pub mod inputs;
 pub mod inspect;
