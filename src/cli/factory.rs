@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use graft::ops::factory::{check, config, parse_time, record, state::StateDir, sync, warehouse};
+use graft::library::Library;
+use graft::ops::factory::{
+    check, config, library, parse_time, record, state::StateDir, sync, warehouse,
+};
 use graft::timestamp::Timestamp;
 
 use super::output::outln;
@@ -41,9 +44,13 @@ pub enum FactoryCommand {
 /// `graft factory sync`.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// The enrollment file.
-    #[arg(long, value_name = "FILE", default_value = "images.yaml")]
-    pub images: PathBuf,
+    /// The enrollment file (with --library: optional, read when given).
+    #[arg(long, value_name = "FILE")]
+    pub images: Option<PathBuf>,
+    /// Enroll the manifests of this graft library too (bases: their science image or their
+    /// `build:` Dockerfile; settings from graft.yaml's `factory:`).
+    #[arg(long, value_name = "DIR")]
+    pub library: Option<PathBuf>,
     /// Where source repositories are cloned (bare) and fetched.
     #[arg(long, value_name = "DIR", default_value = ".cache/graft-factory")]
     pub cache: PathBuf,
@@ -96,9 +103,13 @@ pub struct WarehousesArgs {
     /// Write `<name>.yaml` files here (default: all on stdout, `---` between them).
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
-    /// The Kubernetes namespace of the Warehouses.
+    /// The Kubernetes namespace of the Warehouses (wins over graft.yaml's
+    /// `factory.namespace`).
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// The graft library whose graft.yaml gives the namespace (`factory.namespace`).
+    #[arg(long, value_name = "DIR")]
+    pub library: Option<PathBuf>,
 }
 
 fn now(arg: Option<&str>) -> anyhow::Result<Timestamp> {
@@ -113,18 +124,31 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let dir = StateDir { root: args.state };
     match args.command {
         FactoryCommand::Sync(a) => {
-            let text = std::fs::read_to_string(&a.images).map_err(|e| graft::Error::Input {
-                what: a.images.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let images =
-                config::parse(&a.images, &text).map_err(|e| graft::Error::Library(Box::new(e)))?;
+            let mut images = Vec::new();
+            let file = match (&a.images, &a.library) {
+                (Some(f), _) => Some(f.clone()),
+                (None, None) => Some(PathBuf::from("images.yaml")),
+                (None, Some(_)) => None,
+            };
+            if let Some(file) = &file {
+                let text = std::fs::read_to_string(file).map_err(|e| graft::Error::Input {
+                    what: file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                images = config::parse(file, &text)
+                    .map_err(|e| graft::Error::Library(Box::new(e)))?;
+            }
+            if let Some(root) = &a.library {
+                let lib = Library::open(root)?;
+                images.extend(library::enroll(&lib)?);
+            }
+            let ep = global.registry.endpoint(None)?;
             let opts = sync::SyncOptions {
                 cache: a.cache,
                 now: now(a.now.as_deref())?,
                 git_timeout: Duration::from_secs(a.git_timeout),
             };
-            let report = sync::sync(&images, &dir, &opts).await?;
+            let report = sync::sync(&images, &dir, &ep, &opts).await?;
             match global.output {
                 Output::Json => print_json(&report)?,
                 Output::Text => {
@@ -210,7 +234,12 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             Ok(())
         }
         FactoryCommand::Warehouses(a) => {
-            let all = warehouse::warehouses(&dir, a.namespace.as_deref())?;
+            let namespace = match (a.namespace, &a.library) {
+                (Some(ns), _) => Some(ns),
+                (None, Some(root)) => Library::open(root)?.settings().factory_namespace.clone(),
+                (None, None) => None,
+            };
+            let all = warehouse::warehouses(&dir, namespace.as_deref())?;
             match &a.out_dir {
                 Some(out) => {
                     std::fs::create_dir_all(out)

@@ -110,6 +110,7 @@ enum Target {
 
 /// Check every base and external image in `dir` and decide for every managed image.
 pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result<CheckReport> {
+    let _lock = dir.lock()?;
     let old = dir.load()?;
     let mut state = old.clone();
     let now = opts.now.rfc3339();
