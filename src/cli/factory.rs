@@ -14,8 +14,12 @@ use graft::ops::factory::{
 };
 use graft::timestamp::Timestamp;
 
+use graft::ops::plan::{revision, Missing};
+use graft::ops::refresh::{RefreshOptions, RefreshRequest};
+
 use super::output::outln;
-use super::{print_json, wall_clock, GlobalArgs, Output};
+use super::progress::Bars;
+use super::{print_json, wall_clock, BuildArgs, GlobalArgs, Output};
 
 /// Arguments of `graft factory`.
 #[derive(Debug, Args)]
@@ -78,6 +82,16 @@ pub struct CheckArgs {
     /// Registry requests at once.
     #[arg(long, default_value_t = 16)]
     pub jobs: usize,
+    /// Refresh the due images that are manifests of --library (graft's own refresh, in this
+    /// process) and record the builds.
+    #[arg(long, requires = "library")]
+    pub refresh: bool,
+    /// The graft library enrolled with `factory sync --library`.
+    #[arg(long, value_name = "DIR")]
+    pub library: Option<PathBuf>,
+    /// Build values of the refresh.
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 /// `graft factory record`.
@@ -179,14 +193,66 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 exec: a.exec,
                 exec_timeout: Duration::from_secs(a.exec_timeout),
             };
-            let report = check::check(&dir, &ep, &opts).await?;
+            let (report, refreshed) = match (a.refresh, &a.library) {
+                (true, Some(root)) => {
+                    let lib = Library::open(root)?;
+                    let epoch = Timestamp::from_env()?;
+                    let rev = revision(
+                        lib,
+                        &a.build.flags(),
+                        a.build.ci_branch(),
+                        epoch,
+                        Missing::Refuse,
+                    )?;
+                    let work = tempfile::tempdir()?;
+                    let request = RefreshRequest {
+                        names: Vec::new(),
+                        options: RefreshOptions {
+                            build: rev.build.clone(),
+                            created: rev.created,
+                            dry_run: false,
+                            jobs: a.jobs.max(1),
+                            work_dir: work.path().to_path_buf(),
+                        },
+                        signing: None,
+                        force: false,
+                        clock: Box::new(move || epoch.unwrap_or_else(wall_clock)),
+                    };
+                    let r = check::check_refresh(
+                        &dir,
+                        &ep,
+                        &opts,
+                        check::LibraryRefresh {
+                            library: &rev.library,
+                            request,
+                            reporter: Bars::reporter(global.quiet),
+                        },
+                    )
+                    .await?;
+                    (r.check.clone(), Some(r))
+                }
+                _ => (check::check(&dir, &ep, &opts).await?, None),
+            };
             match global.output {
-                Output::Json => print_json(&report)?,
+                Output::Json => match &refreshed {
+                    Some(r) => print_json(r)?,
+                    None => print_json(&report)?,
+                },
                 Output::Text => {
                     outln!("{:<32} {:<10} REASON", "IMAGE", "STATUS")?;
                     for i in &report.images {
                         outln!("{:<32} {:<10} {}", i.name, i.status, i.reason)?;
                     }
+                    if let Some(r) = &refreshed {
+                        for b in &r.refreshed {
+                            outln!("{:<32} {:<10} {}", b.name, "refreshed", b.digest)?;
+                        }
+                    }
+                }
+            }
+            if let Some(r) = &refreshed {
+                for n in &r.not_refreshed {
+                    eprintln!("note: {}: not refreshed: {}", n.name, n.reason);
                 }
             }
             for r in report.base_images.iter().chain(&report.external_images) {
