@@ -149,8 +149,8 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     what: file.display().to_string(),
                     reason: e.to_string(),
                 })?;
-                images = config::parse(file, &text)
-                    .map_err(|e| graft::Error::Library(Box::new(e)))?;
+                images =
+                    config::parse(file, &text).map_err(|e| graft::Error::Library(Box::new(e)))?;
             }
             if let Some(root) = &a.library {
                 let lib = Library::open(root)?;

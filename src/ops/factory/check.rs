@@ -31,7 +31,7 @@ use crate::reference::{DockerRef, ImageRef};
 use crate::store::open::{open_repository, Endpoint};
 use crate::timestamp::Timestamp;
 
-use super::record::{record_locked, Recorded, RecordOptions, RefreshReportIn};
+use super::record::{record_locked, RecordOptions, Recorded, RefreshReportIn};
 use super::state::{status, RebuildState, State, StateDir};
 use super::{exact_tag, human, parse_time, select_tag, Delay, Strategy};
 

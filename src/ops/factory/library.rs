@@ -67,9 +67,11 @@ fn checked_name(lib: &Library, m: &Manifest) -> Result<String> {
 /// Registry and repository from the manifest's target reference.
 fn with_target(lib: &Library, m: &Manifest, mut e: Enrolled) -> Result<Enrolled> {
     let text = lib.target_text(m);
-    let not_registry = || Error::Input {
+    let not_registry = || {
+        Error::Input {
         what: format!("the target of {} ({text})", m.rel),
         reason: "graft factory watches images in a registry; graft.yaml's repo/target must be docker://…".into(),
+    }
     };
     let r = match text.parse::<ImageRef>() {
         Ok(ImageRef::Docker(d)) => d,

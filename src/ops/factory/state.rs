@@ -414,6 +414,22 @@ futureField:
     }
 
     #[test]
+    fn one_writer_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            root: tmp.path().join("state"),
+        };
+        let held = dir.lock().unwrap();
+        let e = dir.lock().unwrap_err().to_string();
+        assert!(e.contains("another writer"), "{e}");
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(e.contains("state/.lock"), "{e}");
+        drop(held);
+        assert!(!dir.lock_file().exists());
+        let _again = dir.lock().unwrap();
+    }
+
+    #[test]
     fn a_write_replaces_the_file_whole() {
         let d = tempfile::tempdir().unwrap();
         let dir = StateDir {

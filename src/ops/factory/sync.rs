@@ -13,8 +13,8 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
-use crate::library::dockerfile::{Base, Dockerfile};
 use crate::image::append::BASE_NAME;
+use crate::library::dockerfile::{Base, Dockerfile};
 use crate::reference::{DockerRef, ImageRef};
 use crate::store::open::{open_source, Endpoint};
 use crate::timestamp::Timestamp;
@@ -336,9 +336,9 @@ async fn discover_library(
                 Ok(b) => String::from_utf8(b).map_err(|_| format!("{shown}: not UTF-8"))?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     let at = format!("{}:{}", img.repo_url(), l.version);
-                    return annotated_base(&at, ep).await.map_err(|why| {
-                        format!("{shown} is not in the library, and {at}: {why}")
-                    });
+                    return annotated_base(&at, ep)
+                        .await
+                        .map_err(|why| format!("{shown} is not in the library, and {at}: {why}"));
                 }
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             };
@@ -360,12 +360,18 @@ async fn discover_library(
 
 /// The base named by `org.opencontainers.image.base.name` on the root of `reference` (one
 /// GET), as refresh and build write it.
-async fn annotated_base(reference: &str, ep: &Endpoint) -> std::result::Result<Vec<DockerRef>, String> {
+async fn annotated_base(
+    reference: &str,
+    ep: &Endpoint,
+) -> std::result::Result<Vec<DockerRef>, String> {
     let r = DockerRef::parse(reference).map_err(|e| e.to_string())?;
     let src = open_source(&ImageRef::Docker(r), ep)
         .await
         .map_err(|e| crate::error::one_line(&e))?;
-    let root = src.resolve().await.map_err(|e| crate::error::one_line(&e))?;
+    let root = src
+        .resolve()
+        .await
+        .map_err(|e| crate::error::one_line(&e))?;
     let name = root
         .view()
         .annotations
