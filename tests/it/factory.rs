@@ -1007,3 +1007,65 @@ fn a_second_writer_is_refused_naming_the_lock() {
     f.run(&["check", "--now", T2]).ok();
     assert!(!lock.exists());
 }
+
+#[test]
+fn library_build_manifests_get_bases_from_dockerfile_or_annotations() {
+    use crate::support::tools::write_file;
+    let reg = Registry::plain();
+    let addr = reg.addr().to_string();
+    let f = Factory::new();
+    let node = push(&reg, "library/node", "22", "node-22");
+    // `remote` was built elsewhere: its image carries graft's base annotations.
+    let config =
+        r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = reg.push_blob("lib/remote", config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MANIFEST_MT}","config":{{"mediaType":"{CONFIG_MT}","digest":"{cd}","size":{}}},"layers":[],"annotations":{{"org.opencontainers.image.base.name":"{addr}/library/node:22","org.opencontainers.image.base.digest":"{node}"}}}}"#,
+        config.len()
+    );
+    reg.push_manifest("lib/remote", "1.0", MANIFEST_MT, manifest.as_bytes());
+    let lib = f.path().join("library");
+    write_file(&lib, "graft.yaml", &format!("repo: docker://{addr}/lib\n"));
+    write_file(
+        &lib,
+        "manifests/local.yaml",
+        &format!(
+            "name: local\nversion: 1.0\nbuild:\n  path: images/local\n  args: {{REG: '{addr}'}}\n"
+        ),
+    );
+    write_file(
+        &lib,
+        "images/local/Dockerfile",
+        "ARG REG=example.org\nFROM ${REG}/library/node:22 AS b\nFROM scratch AS s\nFROM b\n",
+    );
+    write_file(
+        &lib,
+        "manifests/remote.yaml",
+        "name: remote\nversion: 1.0\ngit:\n  repo: https://example.org/remote\n  commit: 0123456789abcdef0123456789abcdef01234567\nbuild:\n  path: x\n",
+    );
+    let libs = lib.display().to_string();
+    f.run(&["sync", "--library", &libs, "--now", T0]).ok();
+    for name in ["local", "remote"] {
+        let img = f.yaml("images", name);
+        assert_eq!(img["discoveryStatus"], "success", "{name}: {img:?}");
+        assert_eq!(img["baseImages"], serde_json::json!(["node-22"]), "{name}");
+    }
+    assert_eq!(
+        f.yaml("images", "local")["enrollment"]["library"]["dockerfile"],
+        "images/local/Dockerfile"
+    );
+    assert_eq!(
+        f.yaml("base-images", "node-22")["dependentImages"],
+        serde_json::json!(["local", "remote"])
+    );
+    // Without the annotations (another image under the tag): discovery fails, saying why.
+    push(&reg, "lib/remote", "1.0", "plain");
+    f.run(&["sync", "--library", &libs, "--now", T2]).ok();
+    let img = f.yaml("images", "remote");
+    assert_eq!(img["discoveryStatus"], "failed");
+    let why = img["discoveryError"].as_str().unwrap();
+    assert!(why.contains("x/Dockerfile is not in the library"), "{why}");
+    assert!(why.contains("org.opencontainers.image.base.name"), "{why}");
+    // It keeps the bases it had.
+    assert_eq!(img["baseImages"], serde_json::json!(["node-22"]));
+}
