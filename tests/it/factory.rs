@@ -1069,3 +1069,31 @@ fn library_build_manifests_get_bases_from_dockerfile_or_annotations() {
     // It keeps the bases it had.
     assert_eq!(img["baseImages"], serde_json::json!(["node-22"]));
 }
+
+#[test]
+fn graft_yaml_factory_settings_are_schema_checked() {
+    use crate::support::tools::write_file;
+    let f = Factory::new();
+    let lib = f.path().join("library");
+    write_file(
+        &lib,
+        "graft.yaml",
+        "repo: docker://registry.example.org/lib\nfactory:\n  namespace: Not_A_Label\n  rebuild_delay: 7 days\n  auto_rebuild: yes please\n  namespce: x\n",
+    );
+    write_file(
+        &lib,
+        "manifests/m.yaml",
+        "name: m\nversion: 1.0\nscience:\n  image: docker://registry.example.org/sci/x:1\n",
+    );
+    let libs = lib.display().to_string();
+    let r = f.run(&["sync", "--library", &libs]).fails(2);
+    for field in [
+        "graft.yaml:3:14: factory.namespace",
+        "graft.yaml:4:18: factory.rebuild_delay",
+        "graft.yaml:5:17: factory.auto_rebuild",
+        "graft.yaml:6:3: factory.namespce: unknown field",
+    ] {
+        assert!(r.stderr.contains(field), "{field}: {}", r.stderr);
+    }
+    assert!(!f.path().join("state/images").exists(), "nothing written");
+}
