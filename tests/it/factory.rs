@@ -384,10 +384,11 @@ lastUpdated: null
         .ok()
         .json();
     assert_eq!(decision(&j, "backstage")["status"], "waiting");
-    // Past it: due, and --exec runs once, for backstage only, with the image in its environment.
+    // Past it: due, and --exec runs once, for backstage only, with the image in its environment
+    // and the state directory unlocked (a hook may run `graft factory record`).
     let out = f.path().join("exec.txt");
     let script = format!(
-        "printf '%s|%s|%s\\n' \"$GRAFT_IMAGE_NAME\" \"$GRAFT_IMAGE_REFERENCE\" \"$GRAFT_REBUILD_REASON\" >> {}",
+        "test ! -e state/.lock || exit 9; printf '%s|%s|%s\\n' \"$GRAFT_IMAGE_NAME\" \"$GRAFT_IMAGE_REFERENCE\" \"$GRAFT_REBUILD_REASON\" >> {}",
         out.display()
     );
     let run = f

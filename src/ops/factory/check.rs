@@ -116,8 +116,12 @@ enum Target {
 
 /// Check every base and external image in `dir` and decide for every managed image.
 pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result<CheckReport> {
-    let _lock = dir.lock()?;
-    check_locked(dir, ep, opts).await
+    let lock = dir.lock()?;
+    let mut report = check_locked(dir, ep, opts).await?;
+    // The hooks run unlocked: one may well run `graft factory record`.
+    drop(lock);
+    run_execs(&mut report, opts).await?;
+    Ok(report)
 }
 
 /// What `check --refresh` hands to graft's own refresh.
@@ -167,8 +171,8 @@ pub async fn check_refresh(
     opts: &CheckOptions,
     lib: LibraryRefresh<'_>,
 ) -> Result<CheckRefreshReport> {
-    let _lock = dir.lock()?;
-    let check = check_locked(dir, ep, opts).await?;
+    let lock = dir.lock()?;
+    let mut check = check_locked(dir, ep, opts).await?;
     let state = dir.load()?;
     let mut names = Vec::new();
     let mut not_refreshed = Vec::new();
@@ -217,6 +221,8 @@ pub async fn check_refresh(
         )?;
         refreshed = rec.recorded;
     }
+    drop(lock);
+    run_execs(&mut check, opts).await?;
     Ok(CheckRefreshReport {
         check,
         refreshed,
@@ -362,7 +368,11 @@ async fn check_locked(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Res
         report.images.push(d);
     }
     dir.write_changed(&old, &state)?;
+    Ok(report)
+}
 
+/// `--exec`: the command once per due image, after the state is written and unlocked.
+async fn run_execs(report: &mut CheckReport, opts: &CheckOptions) -> Result<()> {
     if let Some(argv) = &opts.exec {
         for d in report.images.iter_mut().filter(|d| d.due) {
             let code = run_exec(argv, d, opts.exec_timeout).await?;
@@ -372,7 +382,7 @@ async fn check_locked(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Res
             d.exec_status = Some(code);
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// A digest as text.
