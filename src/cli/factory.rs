@@ -8,11 +8,18 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use graft::ops::factory::{check, config, parse_time, record, state::StateDir, sync, warehouse};
+use graft::library::Library;
+use graft::ops::factory::{
+    check, config, library, parse_time, record, state::StateDir, sync, warehouse,
+};
 use graft::timestamp::Timestamp;
 
+use graft::ops::plan::{revision, Missing};
+use graft::ops::refresh::{RefreshOptions, RefreshRequest};
+
 use super::output::outln;
-use super::{print_json, wall_clock, GlobalArgs, Output};
+use super::progress::Bars;
+use super::{print_json, wall_clock, BuildArgs, GlobalArgs, Output};
 
 /// Arguments of `graft factory`.
 #[derive(Debug, Args)]
@@ -41,9 +48,13 @@ pub enum FactoryCommand {
 /// `graft factory sync`.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// The enrollment file.
-    #[arg(long, value_name = "FILE", default_value = "images.yaml")]
-    pub images: PathBuf,
+    /// The enrollment file (with --library: optional, read when given).
+    #[arg(long, value_name = "FILE")]
+    pub images: Option<PathBuf>,
+    /// Enroll the manifests of this graft library too (bases: their science image or their
+    /// `build:` Dockerfile; settings from graft.yaml's `factory:`).
+    #[arg(long, value_name = "DIR")]
+    pub library: Option<PathBuf>,
     /// Where source repositories are cloned (bare) and fetched.
     #[arg(long, value_name = "DIR", default_value = ".cache/graft-factory")]
     pub cache: PathBuf,
@@ -71,6 +82,16 @@ pub struct CheckArgs {
     /// Registry requests at once.
     #[arg(long, default_value_t = 16)]
     pub jobs: usize,
+    /// Refresh the due images that are manifests of --library (graft's own refresh, in this
+    /// process) and record the builds.
+    #[arg(long, requires = "library")]
+    pub refresh: bool,
+    /// The graft library enrolled with `factory sync --library`.
+    #[arg(long, value_name = "DIR")]
+    pub library: Option<PathBuf>,
+    /// Build values of the refresh.
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 /// `graft factory record`.
@@ -96,9 +117,13 @@ pub struct WarehousesArgs {
     /// Write `<name>.yaml` files here (default: all on stdout, `---` between them).
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
-    /// The Kubernetes namespace of the Warehouses.
+    /// The Kubernetes namespace of the Warehouses (wins over graft.yaml's
+    /// `factory.namespace`).
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// The graft library whose graft.yaml gives the namespace (`factory.namespace`).
+    #[arg(long, value_name = "DIR")]
+    pub library: Option<PathBuf>,
 }
 
 fn now(arg: Option<&str>) -> anyhow::Result<Timestamp> {
@@ -113,18 +138,31 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let dir = StateDir { root: args.state };
     match args.command {
         FactoryCommand::Sync(a) => {
-            let text = std::fs::read_to_string(&a.images).map_err(|e| graft::Error::Input {
-                what: a.images.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let images =
-                config::parse(&a.images, &text).map_err(|e| graft::Error::Library(Box::new(e)))?;
+            let mut images = Vec::new();
+            let file = match (&a.images, &a.library) {
+                (Some(f), _) => Some(f.clone()),
+                (None, None) => Some(PathBuf::from("images.yaml")),
+                (None, Some(_)) => None,
+            };
+            if let Some(file) = &file {
+                let text = std::fs::read_to_string(file).map_err(|e| graft::Error::Input {
+                    what: file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                images =
+                    config::parse(file, &text).map_err(|e| graft::Error::Library(Box::new(e)))?;
+            }
+            if let Some(root) = &a.library {
+                let lib = Library::open(root)?;
+                images.extend(library::enroll(&lib)?);
+            }
+            let ep = global.registry.endpoint(None)?;
             let opts = sync::SyncOptions {
                 cache: a.cache,
                 now: now(a.now.as_deref())?,
                 git_timeout: Duration::from_secs(a.git_timeout),
             };
-            let report = sync::sync(&images, &dir, &opts).await?;
+            let report = sync::sync(&images, &dir, &ep, &opts).await?;
             match global.output {
                 Output::Json => print_json(&report)?,
                 Output::Text => {
@@ -155,14 +193,66 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 exec: a.exec,
                 exec_timeout: Duration::from_secs(a.exec_timeout),
             };
-            let report = check::check(&dir, &ep, &opts).await?;
+            let (report, refreshed) = match (a.refresh, &a.library) {
+                (true, Some(root)) => {
+                    let lib = Library::open(root)?;
+                    let epoch = Timestamp::from_env()?;
+                    let rev = revision(
+                        lib,
+                        &a.build.flags(),
+                        a.build.ci_branch(),
+                        epoch,
+                        Missing::Refuse,
+                    )?;
+                    let work = tempfile::tempdir()?;
+                    let request = RefreshRequest {
+                        names: Vec::new(),
+                        options: RefreshOptions {
+                            build: rev.build.clone(),
+                            created: rev.created,
+                            dry_run: false,
+                            jobs: a.jobs.max(1),
+                            work_dir: work.path().to_path_buf(),
+                        },
+                        signing: None,
+                        force: false,
+                        clock: Box::new(move || epoch.unwrap_or_else(wall_clock)),
+                    };
+                    let r = check::check_refresh(
+                        &dir,
+                        &ep,
+                        &opts,
+                        check::LibraryRefresh {
+                            library: &rev.library,
+                            request,
+                            reporter: Bars::reporter(global.quiet),
+                        },
+                    )
+                    .await?;
+                    (r.check.clone(), Some(r))
+                }
+                _ => (check::check(&dir, &ep, &opts).await?, None),
+            };
             match global.output {
-                Output::Json => print_json(&report)?,
+                Output::Json => match &refreshed {
+                    Some(r) => print_json(r)?,
+                    None => print_json(&report)?,
+                },
                 Output::Text => {
                     outln!("{:<32} {:<10} REASON", "IMAGE", "STATUS")?;
                     for i in &report.images {
                         outln!("{:<32} {:<10} {}", i.name, i.status, i.reason)?;
                     }
+                    if let Some(r) = &refreshed {
+                        for b in &r.refreshed {
+                            outln!("{:<32} {:<10} {}", b.name, "refreshed", b.digest)?;
+                        }
+                    }
+                }
+            }
+            if let Some(r) = &refreshed {
+                for n in &r.not_refreshed {
+                    eprintln!("note: {}: not refreshed: {}", n.name, n.reason);
                 }
             }
             for r in report.base_images.iter().chain(&report.external_images) {
@@ -210,7 +300,12 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             Ok(())
         }
         FactoryCommand::Warehouses(a) => {
-            let all = warehouse::warehouses(&dir, a.namespace.as_deref())?;
+            let namespace = match (a.namespace, &a.library) {
+                (Some(ns), _) => Some(ns),
+                (None, Some(root)) => Library::open(root)?.settings().factory_namespace.clone(),
+                (None, None) => None,
+            };
+            let all = warehouse::warehouses(&dir, namespace.as_deref())?;
             match &a.out_dir {
                 Some(out) => {
                     std::fs::create_dir_all(out)

@@ -456,6 +456,9 @@ impl Loader {
             rebuild_all: Vec::new(),
             default_branch: None,
             branches: Vec::new(),
+            factory_namespace: None,
+            factory_rebuild_delay: None,
+            factory_auto_rebuild: None,
         };
         if !file.exists() {
             self.problems.push(Problem::error(
@@ -531,6 +534,15 @@ impl Loader {
         }
         settings.default_branch = text_of(&node, "default_branch");
         settings.branches = self.branch_rules(rel, &node);
+        if let Some(f) = node.get("factory") {
+            settings.factory_namespace = text_of(f, "namespace");
+            settings.factory_rebuild_delay = text_of(f, "rebuild_delay");
+            settings.factory_auto_rebuild = match f.get("auto_rebuild").and_then(Node::text) {
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                _ => None,
+            };
+        }
         settings
     }
 

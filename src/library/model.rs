@@ -54,6 +54,13 @@ pub struct Settings {
     /// What branches other than the default write (`branches:`), first match wins; none
     /// matching means [`super::branches::OTHER_BRANCH_TAGS`].
     pub branches: Vec<super::branches::BranchRule>,
+    /// `factory.namespace`: the Kubernetes namespace of the library's Kargo Warehouses
+    /// (`graft factory warehouses --library`).
+    pub factory_namespace: Option<String>,
+    /// `factory.rebuild_delay` as written (`7d`); checked by the schema, parsed by the factory.
+    pub factory_rebuild_delay: Option<String>,
+    /// `factory.auto_rebuild`.
+    pub factory_auto_rebuild: Option<bool>,
 }
 
 /// One maintainer of an image.

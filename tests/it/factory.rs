@@ -384,10 +384,11 @@ lastUpdated: null
         .ok()
         .json();
     assert_eq!(decision(&j, "backstage")["status"], "waiting");
-    // Past it: due, and --exec runs once, for backstage only, with the image in its environment.
+    // Past it: due, and --exec runs once, for backstage only, with the image in its environment
+    // and the state directory unlocked (a hook may run `graft factory record`).
     let out = f.path().join("exec.txt");
     let script = format!(
-        "printf '%s|%s|%s\\n' \"$GRAFT_IMAGE_NAME\" \"$GRAFT_IMAGE_REFERENCE\" \"$GRAFT_REBUILD_REASON\" >> {}",
+        "test ! -e state/.lock || exit 9; printf '%s|%s|%s\\n' \"$GRAFT_IMAGE_NAME\" \"$GRAFT_IMAGE_REFERENCE\" \"$GRAFT_REBUILD_REASON\" >> {}",
         out.display()
     );
     let run = f
@@ -715,4 +716,385 @@ fn check_costs_one_head_per_base() {
             || ((m == "HEAD" && p.contains("/manifests/")) || p.contains("/tags/list"))),
         "{requests:?}"
     );
+}
+
+/// The sample library in `dir/library` as a git repository on `main`, its images going to
+/// `docker://ADDR/lib/NAME` and its science images read from `docker://ADDR/sci/…`, with
+/// graft.yaml's `factory:` section `factory`.
+fn sample_library(dir: &Path, addr: &str, factory: &str) -> PathBuf {
+    use crate::support::tools::{copy_dir, write_file};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lib = dir.join("library");
+    for sub in ["manifests", "layers", "testdata/science"] {
+        copy_dir(&root.join(sub), &lib.join(sub));
+    }
+    let settings = std::fs::read_to_string(root.join("graft.yaml")).unwrap();
+    assert!(settings.contains("\nrepo: oci:out/library\n"));
+    let settings = settings.replace(
+        "\nrepo: oci:out/library\n",
+        &format!("\nrepo: docker://{addr}/lib\n"),
+    );
+    write_file(&lib, "graft.yaml", &format!("{settings}{factory}"));
+    for (file, from, to) in [
+        (
+            "manifests/sci-notebook.yaml",
+            "oci:testdata/science/jupyter-sci:2.4",
+            format!("docker://{addr}/sci/jupyter:2.4"),
+        ),
+        (
+            "manifests/astro-notebook.yaml",
+            "oci:testdata/science/astro-base:1.0",
+            format!("docker://{addr}/sci/astro:1.0"),
+        ),
+    ] {
+        let p = lib.join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} names {from}");
+        std::fs::write(&p, text.replace(from, &to)).unwrap();
+    }
+    git(&lib, &["init", "-q", "-b", "main"]);
+    git(&lib, &["add", "-A"]);
+    git(&lib, &["commit", "-q", "-m", "library"]);
+    lib
+}
+
+/// `graft copy` of a sample science image into the registry.
+fn copy_science(f: &Factory, lib: &Path, from: &str, to: &str) {
+    let from = format!("oci:{}/{from}", lib.join("testdata/science").display());
+    capture(command(f.path()).current_dir(f.path()).args([
+        "-q",
+        "--tls-verify=false",
+        "copy",
+        &from,
+        to,
+    ]))
+    .ok();
+}
+
+/// The digest a reference points at (skopeo: not graft's own code).
+fn digest_of(reference: &str) -> String {
+    let out =
+        run_ok(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", reference]));
+    crate::support::tools::sha256_digest(&out.stdout)
+}
+
+#[test]
+fn library_images_follow_their_science_base_and_refresh_in_process() {
+    let reg = Registry::plain();
+    let addr = reg.addr().to_string();
+    let f = Factory::new();
+    let lib = sample_library(
+        f.path(),
+        &addr,
+        "factory:\n  namespace: science-images\n  rebuild_delay: 1h\n  auto_rebuild: true\n",
+    );
+    let libs = lib.display().to_string();
+    copy_science(
+        &f,
+        &lib,
+        "jupyter-sci:2.4",
+        &format!("docker://{addr}/sci/jupyter:2.4"),
+    );
+    copy_science(
+        &f,
+        &lib,
+        "astro-base:1.0",
+        &format!("docker://{addr}/sci/astro:1.0"),
+    );
+    let jupyter = digest_of(&format!("docker://{addr}/sci/jupyter:2.4"));
+
+    // Enrolled: name = manifest name, registry/repository from the target, base = science.
+    f.run(&["sync", "--library", &libs, "--now", T0]).ok();
+    let img = f.yaml("images", "sci-notebook");
+    assert_eq!(img["discoveryStatus"], "success");
+    assert_eq!(img["enrollment"]["registry"], addr.as_str());
+    assert_eq!(img["enrollment"]["repository"], "lib/sci-notebook");
+    assert_eq!(
+        img["enrollment"]["library"]["manifest"],
+        "manifests/sci-notebook.yaml"
+    );
+    assert_eq!(img["enrollment"]["rebuildDelay"], "1h");
+    assert_eq!(img["enrollment"]["autoRebuild"], true);
+    assert_eq!(img["baseImages"], serde_json::json!(["jupyter-2-4"]));
+    let base = f.yaml("base-images", "jupyter-2-4");
+    assert_eq!(
+        base["fullImage"],
+        format!("{addr}/sci/jupyter:2.4").as_str()
+    );
+    assert_eq!(base["dependentImages"], serde_json::json!(["sci-notebook"]));
+    assert_eq!(
+        f.yaml("images", "astro-notebook")["baseImages"],
+        serde_json::json!(["astro-1-0"])
+    );
+    assert!(
+        !f.path().join("state/.lock").exists(),
+        "the lock is released"
+    );
+
+    // The first refresh, recorded: built on the science digest.
+    let report = capture(command(f.path()).current_dir(f.path()).args([
+        "-q",
+        "--tls-verify=false",
+        "-o",
+        "json",
+        "refresh",
+        "--library",
+        &libs,
+    ]))
+    .ok();
+    std::fs::write(f.path().join("r1.json"), &report.stdout).unwrap();
+    f.run(&["record", "r1.json", "--now", T1]).ok();
+    let img = f.yaml("images", "sci-notebook");
+    let first = img["currentDigest"].as_str().unwrap().to_string();
+    assert_eq!(
+        img["buildHistory"][0]["baseDigests"]["jupyter-2-4"],
+        jupyter.as_str()
+    );
+    let j = f.run(&["-o", "json", "check", "--now", T1]).ok().json();
+    let status = |j: &Value, name: &str| -> String {
+        j["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {j}"))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status(&j, "sci-notebook"), "monitoring");
+
+    // The science tag moves (another image under it).
+    copy_science(
+        &f,
+        &lib,
+        "astro-base:1.0",
+        &format!("docker://{addr}/sci/jupyter:2.4"),
+    );
+    let moved = digest_of(&format!("docker://{addr}/sci/jupyter:2.4"));
+    assert_ne!(moved, jupyter);
+
+    // Within rebuildDelay of the build: waiting, nothing refreshed.
+    let j = f
+        .run(&[
+            "-o",
+            "json",
+            "check",
+            "--now",
+            "2024-12-04T11:30:00Z",
+            "--refresh",
+            "--library",
+            &libs,
+        ])
+        .ok()
+        .json();
+    assert_eq!(status(&j, "sci-notebook"), "waiting", "{j}");
+    assert_eq!(status(&j, "astro-notebook"), "monitoring", "{j}");
+    assert_eq!(j["refreshed"], serde_json::json!([]));
+    assert_eq!(
+        digest_of(&format!("docker://{addr}/lib/sci-notebook:2.4")),
+        first
+    );
+
+    // Past it: due, refreshed by graft itself, the new build recorded.
+    let j = f
+        .run(&[
+            "-o",
+            "json",
+            "check",
+            "--now",
+            "2024-12-04T12:30:00Z",
+            "--refresh",
+            "--library",
+            &libs,
+        ])
+        .ok()
+        .json();
+    assert_eq!(status(&j, "sci-notebook"), "due", "{j}");
+    let refreshed = j["refreshed"].as_array().unwrap();
+    assert_eq!(refreshed.len(), 1, "{j}");
+    assert_eq!(refreshed[0]["name"], "sci-notebook");
+    let new = refreshed[0]["digest"].as_str().unwrap().to_string();
+    assert_ne!(new, first);
+    assert_eq!(
+        digest_of(&format!("docker://{addr}/lib/sci-notebook:2.4")),
+        new
+    );
+    let img = f.yaml("images", "sci-notebook");
+    assert_eq!(img["currentDigest"], new.as_str());
+    assert_eq!(img["lastBuilt"], "2024-12-04T12:30:00Z");
+    assert_eq!(img["buildHistory"][0]["trigger"], "base-update");
+    assert_eq!(
+        img["buildHistory"][0]["baseDigests"]["jupyter-2-4"],
+        moved.as_str()
+    );
+    assert_eq!(img["buildHistory"][1]["digest"], first.as_str());
+    // Built on the moved base: nothing due any more.
+    let j = f
+        .run(&["-o", "json", "check", "--now", "2024-12-04T15:00:00Z"])
+        .ok()
+        .json();
+    assert_eq!(status(&j, "sci-notebook"), "monitoring", "{j}");
+
+    // The Warehouses' namespace from graft.yaml; the flag wins.
+    let j = f
+        .run(&["-o", "json", "warehouses", "--library", &libs])
+        .ok()
+        .json();
+    let all = j.as_array().unwrap();
+    assert!(!all.is_empty());
+    for w in all {
+        assert_eq!(w["metadata"]["namespace"], "science-images", "{w}");
+    }
+    let j = f
+        .run(&[
+            "-o",
+            "json",
+            "warehouses",
+            "--library",
+            &libs,
+            "--namespace",
+            "other",
+        ])
+        .ok()
+        .json();
+    for w in j.as_array().unwrap() {
+        assert_eq!(w["metadata"]["namespace"], "other", "{w}");
+    }
+}
+
+#[test]
+fn a_second_writer_is_refused_naming_the_lock() {
+    let reg = Registry::plain();
+    let addr = reg.addr().to_string();
+    let f = Factory::new();
+    push(&reg, "library/node", "22-bookworm-slim", "node-1");
+    push(&reg, "library/postgres", "16-alpine", "pg16");
+    let src = repo(
+        &f.path().join("src"),
+        &[
+            (
+                "apps/backstage/Dockerfile",
+                &BACKSTAGE_DOCKERFILE.replace("REG", &addr),
+            ),
+            (
+                "apps/frontend/Dockerfile",
+                &format!("FROM {addr}/library/node:22-bookworm-slim\n"),
+            ),
+        ],
+    );
+    f.images_yaml(&images_yaml(&addr, &src, "7d", false));
+    f.run(&["sync", "--now", T0]).ok();
+    let before = f.snapshot();
+    // Another writer holds the directory (its lock file, as StateDir::lock writes it).
+    let lock = f.path().join("state/.lock");
+    std::fs::write(&lock, "pid 4242\n").unwrap();
+    for args in [
+        vec!["sync", "--now", T2],
+        vec!["check", "--now", T2],
+        vec!["record", "r.json", "--now", T2],
+    ] {
+        if args[0] == "record" {
+            std::fs::write(f.path().join("r.json"), r#"{"images":[]}"#).unwrap();
+        }
+        let r = f.run(&args).fails(1);
+        assert!(r.stderr.contains("state/.lock"), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("pid 4242"), "{args:?}: {}", r.stderr);
+        assert_eq!(f.snapshot(), before, "{args:?} wrote nothing");
+        assert!(lock.exists(), "another writer's lock is left alone");
+    }
+    // Released: the next writer gets in.
+    std::fs::remove_file(&lock).unwrap();
+    f.run(&["check", "--now", T2]).ok();
+    assert!(!lock.exists());
+}
+
+#[test]
+fn library_build_manifests_get_bases_from_dockerfile_or_annotations() {
+    use crate::support::tools::write_file;
+    let reg = Registry::plain();
+    let addr = reg.addr().to_string();
+    let f = Factory::new();
+    let node = push(&reg, "library/node", "22", "node-22");
+    // `remote` was built elsewhere: its image carries graft's base annotations.
+    let config =
+        r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = reg.push_blob("lib/remote", config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MANIFEST_MT}","config":{{"mediaType":"{CONFIG_MT}","digest":"{cd}","size":{}}},"layers":[],"annotations":{{"org.opencontainers.image.base.name":"{addr}/library/node:22","org.opencontainers.image.base.digest":"{node}"}}}}"#,
+        config.len()
+    );
+    reg.push_manifest("lib/remote", "1.0", MANIFEST_MT, manifest.as_bytes());
+    let lib = f.path().join("library");
+    write_file(&lib, "graft.yaml", &format!("repo: docker://{addr}/lib\n"));
+    write_file(
+        &lib,
+        "manifests/local.yaml",
+        &format!(
+            "name: local\nversion: 1.0\nbuild:\n  path: images/local\n  args: {{REG: '{addr}'}}\n"
+        ),
+    );
+    write_file(
+        &lib,
+        "images/local/Dockerfile",
+        "ARG REG=example.org\nFROM ${REG}/library/node:22 AS b\nFROM scratch AS s\nFROM b\n",
+    );
+    write_file(
+        &lib,
+        "manifests/remote.yaml",
+        "name: remote\nversion: 1.0\ngit:\n  repo: https://example.org/remote\n  commit: 0123456789abcdef0123456789abcdef01234567\nbuild:\n  path: x\n",
+    );
+    let libs = lib.display().to_string();
+    f.run(&["sync", "--library", &libs, "--now", T0]).ok();
+    for name in ["local", "remote"] {
+        let img = f.yaml("images", name);
+        assert_eq!(img["discoveryStatus"], "success", "{name}: {img:?}");
+        assert_eq!(img["baseImages"], serde_json::json!(["node-22"]), "{name}");
+    }
+    assert_eq!(
+        f.yaml("images", "local")["enrollment"]["library"]["dockerfile"],
+        "images/local/Dockerfile"
+    );
+    assert_eq!(
+        f.yaml("base-images", "node-22")["dependentImages"],
+        serde_json::json!(["local", "remote"])
+    );
+    // Without the annotations (another image under the tag): discovery fails, saying why.
+    push(&reg, "lib/remote", "1.0", "plain");
+    f.run(&["sync", "--library", &libs, "--now", T2]).ok();
+    let img = f.yaml("images", "remote");
+    assert_eq!(img["discoveryStatus"], "failed");
+    let why = img["discoveryError"].as_str().unwrap();
+    assert!(why.contains("x/Dockerfile is not in the library"), "{why}");
+    assert!(why.contains("org.opencontainers.image.base.name"), "{why}");
+    // It keeps the bases it had.
+    assert_eq!(img["baseImages"], serde_json::json!(["node-22"]));
+}
+
+#[test]
+fn graft_yaml_factory_settings_are_schema_checked() {
+    use crate::support::tools::write_file;
+    let f = Factory::new();
+    let lib = f.path().join("library");
+    write_file(
+        &lib,
+        "graft.yaml",
+        "repo: docker://registry.example.org/lib\nfactory:\n  namespace: Not_A_Label\n  rebuild_delay: 7 days\n  auto_rebuild: yes please\n  namespce: x\n",
+    );
+    write_file(
+        &lib,
+        "manifests/m.yaml",
+        "name: m\nversion: 1.0\nscience:\n  image: docker://registry.example.org/sci/x:1\n",
+    );
+    let libs = lib.display().to_string();
+    let r = f.run(&["sync", "--library", &libs]).fails(2);
+    for field in [
+        "graft.yaml:3:14: factory.namespace",
+        "graft.yaml:4:18: factory.rebuild_delay",
+        "graft.yaml:5:17: factory.auto_rebuild",
+        "graft.yaml:6:3: factory.namespce: unknown field",
+    ] {
+        assert!(r.stderr.contains(field), "{field}: {}", r.stderr);
+    }
+    assert!(!f.path().join("state/images").exists(), "nothing written");
 }

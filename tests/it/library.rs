@@ -128,7 +128,7 @@ fn unknown_fields() {
     );
     one_problem(
         &[("graft.yaml", "repo: oci:out\nfoo: 1\n")],
-        "graft.yaml:2:1: foo: unknown field; expected one of: repo, target, science_target, label_prefix, platforms, tags, change_ignore, rebuild_all, default_branch, branches",
+        "graft.yaml:2:1: foo: unknown field; expected one of: repo, target, science_target, label_prefix, platforms, tags, change_ignore, rebuild_all, default_branch, branches, factory",
     );
 }
 

@@ -21,11 +21,17 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
+use crate::library::Library;
+use crate::ops::refresh::{refresh, RefreshRequest};
+use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef};
 use crate::store::open::{open_repository, Endpoint};
 use crate::timestamp::Timestamp;
 
+use super::record::{record_locked, RecordOptions, Recorded, RefreshReportIn};
 use super::state::{status, RebuildState, State, StateDir};
 use super::{exact_tag, human, parse_time, select_tag, Delay, Strategy};
 
@@ -110,6 +116,121 @@ enum Target {
 
 /// Check every base and external image in `dir` and decide for every managed image.
 pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result<CheckReport> {
+    let lock = dir.lock()?;
+    let mut report = check_locked(dir, ep, opts).await?;
+    // The hooks run unlocked: one may well run `graft factory record`.
+    drop(lock);
+    run_execs(&mut report, opts).await?;
+    Ok(report)
+}
+
+/// What `check --refresh` hands to graft's own refresh.
+pub struct LibraryRefresh<'a> {
+    /// The library whose manifests are enrolled (`factory sync --library`).
+    pub library: &'a Library,
+    /// The refresh's options, signing and clock; its `names` are set here (the due images).
+    pub request: RefreshRequest,
+    /// Progress of the refresh.
+    pub reporter: Arc<dyn Reporter>,
+}
+
+/// A due library image that was not refreshed, and why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotRefreshed {
+    /// The image.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What `check --refresh` did: the check, then the refresh of the due library images and
+/// the builds recorded.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckRefreshReport {
+    /// The check (decisions as they were before the refresh).
+    #[serde(flatten)]
+    pub check: CheckReport,
+    /// Builds recorded from the refresh (digest per image).
+    pub refreshed: Vec<Recorded>,
+    /// Due images graft did not refresh.
+    pub not_refreshed: Vec<NotRefreshed>,
+}
+
+/// `graft factory check --refresh`: check (as [`check`]), then run graft's own refresh
+/// ([`crate::ops::refresh::refresh`], in this process) for the due images that are manifests
+/// of `lib` with `science:`, and record what it wrote as [`super::record`] would, with
+/// trigger `base-update` and the refresh's commit. The state directory stays locked from the
+/// check to the record. `build:` manifests are not built here: they are listed in
+/// `notRefreshed` (`graft build NAME` builds them; `factory record` records the report).
+/// Due images that are not library manifests are left to `--exec`.
+pub async fn check_refresh(
+    dir: &StateDir,
+    ep: &Endpoint,
+    opts: &CheckOptions,
+    lib: LibraryRefresh<'_>,
+) -> Result<CheckRefreshReport> {
+    let lock = dir.lock()?;
+    let mut check = check_locked(dir, ep, opts).await?;
+    let state = dir.load()?;
+    let mut names = Vec::new();
+    let mut not_refreshed = Vec::new();
+    for d in check.images.iter().filter(|d| d.due) {
+        let Some(m) = lib.library.manifests_named(&d.name).next() else {
+            continue;
+        };
+        let enrolled = state
+            .images
+            .get(&d.name)
+            .is_some_and(|s| s.enrollment.get("library").is_some());
+        if !enrolled {
+            continue;
+        }
+        if m.build.is_some() {
+            not_refreshed.push(NotRefreshed {
+                name: d.name.clone(),
+                reason: format!(
+                    "{} builds from a Dockerfile: run `graft build {}`, then `graft factory record` its report",
+                    m.rel, m.name
+                ),
+            });
+            continue;
+        }
+        names.push(d.name.clone());
+    }
+    let mut refreshed = Vec::new();
+    if !names.is_empty() {
+        let mut request = lib.request;
+        let commit = request.options.build.commit.clone();
+        request.names = names;
+        let report = refresh(lib.library, request, ep, &lib.reporter).await?;
+        // The same reading `factory record` gives a `graft refresh -o json` report.
+        let value = serde_json::to_value(&report)
+            .map_err(|e| Error::internal("reading the refresh report", e))?;
+        let input: RefreshReportIn = serde_json::from_value(value)
+            .map_err(|e| Error::internal("reading the refresh report", e))?;
+        let rec = record_locked(
+            dir,
+            &[("refresh".to_string(), input)],
+            &RecordOptions {
+                now: opts.now,
+                commit,
+                trigger: "base-update".into(),
+            },
+        )?;
+        refreshed = rec.recorded;
+    }
+    drop(lock);
+    run_execs(&mut check, opts).await?;
+    Ok(CheckRefreshReport {
+        check,
+        refreshed,
+        not_refreshed,
+    })
+}
+
+async fn check_locked(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result<CheckReport> {
     let old = dir.load()?;
     let mut state = old.clone();
     let now = opts.now.rfc3339();
@@ -247,7 +368,11 @@ pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result
         report.images.push(d);
     }
     dir.write_changed(&old, &state)?;
+    Ok(report)
+}
 
+/// `--exec`: the command once per due image, after the state is written and unlocked.
+async fn run_execs(report: &mut CheckReport, opts: &CheckOptions) -> Result<()> {
     if let Some(argv) = &opts.exec {
         for d in report.images.iter_mut().filter(|d| d.due) {
             let code = run_exec(argv, d, opts.exec_timeout).await?;
@@ -257,7 +382,7 @@ pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result
             d.exec_status = Some(code);
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// A digest as text.

@@ -29,6 +29,9 @@ pub struct Enrolled {
     pub repository: String,
     /// Where a managed image is built from; `None` for an external image.
     pub source: Option<SourceConfig>,
+    /// A manifest of graft's own library (`factory sync --library`): a managed image whose
+    /// bases are its science image or its `build:` Dockerfile's FROM lines.
+    pub library: Option<LibraryImage>,
     /// Least time between two rebuilds (a rate limit).
     pub rebuild_delay: Delay,
     /// Whether `factory check` may call a rebuild due.
@@ -47,6 +50,43 @@ impl Enrolled {
     pub fn repo_url(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
+
+    /// Managed (built by someone, bases watched): from images.yaml with `source`, or a
+    /// library manifest.
+    pub fn is_managed(&self) -> bool {
+        self.source.is_some() || self.library.is_some()
+    }
+}
+
+/// A library manifest enrolled as a managed image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LibraryImage {
+    /// The manifest file, relative to the library (`manifests/astro.yaml`).
+    pub manifest: String,
+    /// Its version (the `{version}` tag its base annotations are read from).
+    pub version: String,
+    /// What gives its bases.
+    pub bases: LibraryBases,
+}
+
+/// Where a library image's bases come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LibraryBases {
+    /// `science:`: the science image, as the manifest names it.
+    Science(String),
+    /// `build:`: the FROM lines of this Dockerfile (an absolute path), with the manifest's
+    /// build args and target stage.
+    Dockerfile {
+        /// The Dockerfile.
+        path: std::path::PathBuf,
+        /// As the manifest writes it (for the state file).
+        shown: String,
+        /// `build.args`.
+        args: std::collections::BTreeMap<String, String>,
+        /// `build.target`.
+        target: Option<String>,
+    },
 }
 
 /// `source:` of a managed image.
@@ -328,6 +368,7 @@ impl Checker<'_> {
             registry: registry?,
             repository: repository?,
             source,
+            library: None,
             rebuild_delay: rebuild_delay?,
             auto_rebuild,
             allow_tags,

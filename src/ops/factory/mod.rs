@@ -3,6 +3,7 @@
 //! builds), and `check` says which images are due for a rebuild because a base moved.
 //!
 //! - [`config`]: images.yaml, schema-checked with file:line problems;
+//! - [`library`]: graft's own library manifests as managed images;
 //! - [`names`]: DNS-1123 names of bases, derived from references;
 //! - [`state`]: the state files (seed field order, atomic writes, unknown runtime data kept);
 //! - [`sync`]: enrollment and base discovery (`graft factory sync`);
@@ -14,6 +15,7 @@
 
 pub mod check;
 pub mod config;
+pub mod library;
 pub mod names;
 pub mod record;
 pub mod state;

@@ -85,6 +85,16 @@ pub fn record(
     reports: &[(String, RefreshReportIn)],
     opts: &RecordOptions,
 ) -> Result<RecordReport> {
+    let _lock = dir.lock()?;
+    record_locked(dir, reports, opts)
+}
+
+/// [`record`] with the state directory already locked by the caller (`check --refresh`).
+pub(crate) fn record_locked(
+    dir: &StateDir,
+    reports: &[(String, RefreshReportIn)],
+    opts: &RecordOptions,
+) -> Result<RecordReport> {
     let old = dir.load()?;
     let mut state = old.clone();
     // registry/repository → enrolled name.

@@ -189,6 +189,21 @@ pub struct State {
     pub bases: BTreeMap<String, BaseState>,
 }
 
+/// The lock file's name in the state directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// A state directory taken by one writer ([`StateDir::lock`]); dropping it releases it.
+#[derive(Debug)]
+pub struct StateLock {
+    path: PathBuf,
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Largest state file read (a state file is a few kilobytes).
 const MAX_STATE_FILE: u64 = 4 << 20;
 
@@ -201,6 +216,46 @@ impl StateDir {
     /// `state/base-images`.
     pub fn bases(&self) -> PathBuf {
         self.root.join("base-images")
+    }
+
+    /// `state/.lock`: held by the one writer at a time.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
+    }
+
+    /// Take the state directory for one writer (`sync`, `check`, `record`): the lock file is
+    /// created with O_EXCL (`create_new`) and holds the writer's process id; it is removed
+    /// when the guard drops. A second writer is refused with an error naming the file and
+    /// its holder; nothing is read or written then. A file left by a writer that was killed
+    /// stays until removed by hand (the message says so): a lock that expired by itself
+    /// could let two writers in.
+    pub fn lock(&self) -> Result<StateLock> {
+        std::fs::create_dir_all(&self.root).map_err(|e| Error::io("creating", &self.root, e))?;
+        let path = self.lock_file();
+        let mut f = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder: String = holder.trim().chars().take(200).collect();
+                return Err(Error::Io {
+                    context: format!(
+                        "another writer holds the state directory ({}); wait for it, or remove the lock file if no such process runs:",
+                        if holder.is_empty() { "holder unknown".to_string() } else { holder }
+                    ),
+                    path,
+                    source: e,
+                });
+            }
+            Err(e) => return Err(Error::io("creating the lock file", &path, e)),
+        };
+        use std::io::Write as _;
+        // Who holds it, for the message a second writer gets.
+        let _ = writeln!(f, "pid {}", std::process::id());
+        Ok(StateLock { path })
     }
 
     /// Read every state file (none: an empty state). A file that cannot be parsed is an
@@ -356,6 +411,22 @@ futureField:
         );
         let again: ImageState = serde_yaml_ng::from_str(&out).unwrap();
         assert_eq!(again, s);
+    }
+
+    #[test]
+    fn one_writer_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir {
+            root: tmp.path().join("state"),
+        };
+        let held = dir.lock().unwrap();
+        let e = dir.lock().unwrap_err().to_string();
+        assert!(e.contains("another writer"), "{e}");
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(e.contains("state/.lock"), "{e}");
+        drop(held);
+        assert!(!dir.lock_file().exists());
+        let _again = dir.lock().unwrap();
     }
 
     #[test]

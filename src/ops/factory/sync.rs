@@ -12,12 +12,14 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::image::append::BASE_NAME;
 use crate::library::dockerfile::{Base, Dockerfile};
-use crate::reference::DockerRef;
+use crate::reference::{DockerRef, ImageRef};
+use crate::store::open::{open_source, Endpoint};
 use crate::timestamp::Timestamp;
 
-use super::config::Enrolled;
+use super::config::{Enrolled, LibraryBases, LibraryImage};
 use super::names::{assign, display_registry, full_image, repo_url};
 use super::state::{status, RebuildState, State, StateDir};
 use super::tag_pattern;
@@ -63,7 +65,25 @@ pub struct SyncReport {
 }
 
 /// Sync `images` into `dir`.
-pub async fn sync(images: &[Enrolled], dir: &StateDir, opts: &SyncOptions) -> Result<SyncReport> {
+/// `ep` reaches registries: a library image whose Dockerfile is not at hand (its `build:` is
+/// in another repository) gets its base from the base annotations of its image, one GET of
+/// its root.
+pub async fn sync(
+    images: &[Enrolled],
+    dir: &StateDir,
+    ep: &Endpoint,
+    opts: &SyncOptions,
+) -> Result<SyncReport> {
+    let mut seen = BTreeSet::new();
+    for img in images {
+        if !seen.insert(img.name.as_str()) {
+            return Err(Error::Input {
+                what: format!("image {:?}", img.name),
+                reason: "enrolled twice (images.yaml and the library name the same image): names must be unique".into(),
+            });
+        }
+    }
+    let _lock = dir.lock()?;
     let old = dir.load()?;
     let now = opts.now.rfc3339();
     let mut git = Git::new(&opts.cache, opts.git_timeout);
@@ -73,6 +93,8 @@ pub async fn sync(images: &[Enrolled], dir: &StateDir, opts: &SyncOptions) -> Re
     for img in images {
         if let Some(src) = &img.source {
             found.insert(img.name.clone(), git.discover(src).await);
+        } else if let Some(l) = &img.library {
+            found.insert(img.name.clone(), discover_library(img, l, ep).await);
         }
     }
     // A failed image keeps the bases it had.
@@ -89,7 +111,7 @@ pub async fn sync(images: &[Enrolled], dir: &StateDir, opts: &SyncOptions) -> Re
             .unwrap_or_default()
     };
     let mut uses: BTreeMap<String, Vec<DockerRef>> = BTreeMap::new();
-    for img in images.iter().filter(|i| i.source.is_some()) {
+    for img in images.iter().filter(|i| i.is_managed()) {
         let refs = match &found[&img.name] {
             Ok(r) => r.clone(),
             Err(_) => previous(&img.name),
@@ -166,8 +188,8 @@ pub async fn sync(images: &[Enrolled], dir: &StateDir, opts: &SyncOptions) -> Re
         s.enrollment = enrollment(img);
         s.removed_at = None;
         let mut error = None;
-        match &img.source {
-            None => {
+        match img.is_managed() {
+            false => {
                 s.discovery_status = status::EXTERNAL.into();
                 s.last_discovery = None;
                 s.discovery_error = None;
@@ -181,7 +203,7 @@ pub async fn sync(images: &[Enrolled], dir: &StateDir, opts: &SyncOptions) -> Re
                 s.base_images = Vec::new();
                 s.rebuild_state = None;
             }
-            Some(_) => {
+            true => {
                 s.repo_url = None;
                 s.allow_tags = None;
                 s.image_selection_strategy = None;
@@ -274,9 +296,92 @@ fn enrollment(img: &Enrolled) -> serde_yaml_ng::Value {
         }
         m.insert(s("source"), Value::Mapping(sm));
     }
+    if let Some(l) = &img.library {
+        let mut lm = Mapping::new();
+        lm.insert(s("manifest"), s(&l.manifest));
+        match &l.bases {
+            LibraryBases::Science(t) => {
+                lm.insert(s("science"), s(t));
+            }
+            LibraryBases::Dockerfile { shown, .. } => {
+                lm.insert(s("dockerfile"), s(shown));
+            }
+        }
+        m.insert(s("library"), Value::Mapping(lm));
+    }
     m.insert(s("rebuildDelay"), s(&img.rebuild_delay.text));
     m.insert(s("autoRebuild"), Value::Bool(img.auto_rebuild));
     Value::Mapping(m)
+}
+
+/// The bases of a library image: its science image, or its Dockerfile's FROM lines, or
+/// (no Dockerfile at hand) the base its image's annotations name.
+async fn discover_library(
+    img: &Enrolled,
+    l: &LibraryImage,
+    ep: &Endpoint,
+) -> std::result::Result<Vec<DockerRef>, String> {
+    match &l.bases {
+        LibraryBases::Science(text) => super::library::science_ref(text).map(|r| vec![r]),
+        LibraryBases::Dockerfile {
+            path,
+            shown,
+            args,
+            target,
+        } => {
+            let text = match std::fs::read(path) {
+                Ok(b) if b.len() > MAX_DOCKERFILE => {
+                    return Err(format!("{shown}: larger than {MAX_DOCKERFILE} bytes"))
+                }
+                Ok(b) => String::from_utf8(b).map_err(|_| format!("{shown}: not UTF-8"))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let at = format!("{}:{}", img.repo_url(), l.version);
+                    return annotated_base(&at, ep)
+                        .await
+                        .map_err(|why| format!("{shown} is not in the library, and {at}: {why}"));
+                }
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            };
+            let df = Dockerfile::parse(&text, args).map_err(|e| format!("{shown}: {e}"))?;
+            let mut out = Vec::new();
+            for stage in df.external_bases(target.as_deref()) {
+                if let Base::Image { expanded, .. } = &stage.base {
+                    let r = DockerRef::parse(expanded)
+                        .map_err(|e| format!("{shown}: line {}: {e}", stage.line))?;
+                    if !out.contains(&r) {
+                        out.push(r);
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The base named by `org.opencontainers.image.base.name` on the root of `reference` (one
+/// GET), as refresh and build write it.
+async fn annotated_base(
+    reference: &str,
+    ep: &Endpoint,
+) -> std::result::Result<Vec<DockerRef>, String> {
+    let r = DockerRef::parse(reference).map_err(|e| e.to_string())?;
+    let src = open_source(&ImageRef::Docker(r), ep)
+        .await
+        .map_err(|e| crate::error::one_line(&e))?;
+    let root = src
+        .resolve()
+        .await
+        .map_err(|e| crate::error::one_line(&e))?;
+    let name = root
+        .view()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(BASE_NAME))
+        .ok_or_else(|| format!("its root has no {BASE_NAME} annotation"))?;
+    let name = name.strip_prefix("docker://").unwrap_or(name);
+    DockerRef::parse(name)
+        .map(|r| vec![r])
+        .map_err(|e| format!("{BASE_NAME}={name:?}: {e}"))
 }
 
 /// Largest Dockerfile read.
