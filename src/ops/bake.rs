@@ -89,6 +89,40 @@ fn registry_ref(l: &Located, manifest: &str) -> Result<DockerRef> {
     }
 }
 
+/// A child FROM the final image of a base with compat cannot be in the base's bake: the bake
+/// builds the science image, and the compat layer is added only afterwards (`--from-metadata`).
+fn refuse_final_of_compat(
+    lib: &Library,
+    base_step: &BuildStep,
+    base: &crate::library::order::BaseImage,
+    child: &str,
+    build: &BuildInfo,
+) -> Result<()> {
+    let Some(bm) = lib.manifests().iter().find(|x| x.rel == base_step.manifest) else {
+        return Ok(());
+    };
+    if bm.compat_layer().is_none() {
+        return Ok(());
+    }
+    let from = DockerRef::parse(&base.expanded)?.name();
+    let science = destinations(lib, bm, build)?
+        .first()
+        .and_then(|l| match &l.image {
+            ImageRef::Docker(d) => Some(d.name()),
+            _ => None,
+        });
+    if science.as_deref() == Some(from.as_str()) {
+        return Ok(());
+    }
+    Err(Error::Unsupported(format!(
+        "{child}: its base {} is {}'s final image, which gets its compat layer after the bake (graft build --from-metadata): bake {} first, or name its science image {} in the FROM",
+        base.expanded,
+        bm.rel,
+        bm.name,
+        science.unwrap_or_default()
+    )))
+}
+
 /// The bake file for `steps` (in build order, as `graft plan` selected them). A library base
 /// built in the same bake becomes `contexts: {FROM: "target:NAME"}`; one outside it is pinned
 /// as `docker-image://REPO@DIGEST`, its tag resolved once through `ep` (None: left unpinned,
@@ -141,7 +175,10 @@ pub async fn bake_file(
             };
             // BuildKit looks a named context up by the FROM name after ARG substitution.
             let value = match in_bake.get(library.as_str()) {
-                Some(s) => format!("target:{}", target_name(&s.name)),
+                Some(s) => {
+                    refuse_final_of_compat(lib, s, base, &m.rel, build)?;
+                    format!("target:{}", target_name(&s.name))
+                }
                 None => match ep {
                     None => {
                         if !unpinned.contains(&base.expanded) {

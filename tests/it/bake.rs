@@ -394,3 +394,39 @@ fn from_metadata_verifies_the_pushed_digest_then_refreshes() {
     let m: Value = serde_json::from_slice(&m.stdout).unwrap();
     assert_eq!(m["layers"].as_array().unwrap().len(), 2, "{m}");
 }
+
+#[test]
+fn a_child_of_a_compat_base_names_its_science_image_in_the_same_bake() {
+    let reg = Registry::plain();
+    let lib = compat_library(&reg);
+    let child = |from: &str| {
+        std::fs::create_dir_all(lib.path().join("images/kid")).unwrap();
+        std::fs::write(
+            lib.path().join("manifests/kid.yaml"),
+            "name: kid\nversion: 1.0\nbuild:\n  path: images/kid\n  platforms: [linux/amd64]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            lib.path().join("images/kid/Dockerfile"),
+            format!("FROM {}/lib/{from}:1.0\n", reg.addr()),
+        )
+        .unwrap();
+    };
+    // The final image gets its compat layer after the bake: refused, no file written.
+    child("app");
+    let run = plan_bake(lib.path(), &[]).fails(2);
+    assert!(
+        run.all().contains("compat layer after the bake"),
+        "{}",
+        run.all()
+    );
+    assert!(!lib.path().join("docker-bake.json").exists());
+    // Its science image is what the bake builds.
+    child("sci/app");
+    plan_bake(lib.path(), &[]).ok();
+    let (_, v) = read_bake(lib.path());
+    assert_eq!(
+        v["target"]["kid"]["contexts"],
+        json!({format!("{}/lib/sci/app:1.0", reg.addr()): "target:app"})
+    );
+}
