@@ -72,11 +72,12 @@ if git -C "$here" rev-parse --git-dir >/dev/null 2>&1; then
         fi
     fi
     if [ -z "$source_url" ]; then
-        # Any credentials in the remote URL (https://user:token@host/…) are dropped.
-        source_url="$(git -C "$here" remote get-url origin 2>/dev/null | sed -e 's#//[^/@]*@#//#' || true)"
+        # Any credentials in the remote URL (https://user:token@host/…, ?private_token=…) are
+        # dropped, with the query and fragment.
+        source_url="$(git -C "$here" remote get-url origin 2>/dev/null | sed -e 's#//[^/@]*@#//#' -e 's#[?#].*$##' || true)"
     fi
     if [ -z "${SOURCE_DATE_EPOCH:-}" ] && [ -n "$revision" ]; then
-        SOURCE_DATE_EPOCH="$(git -C "$here" log -1 --format=%ct "$revision" 2>/dev/null || echo 0)"
+        SOURCE_DATE_EPOCH="$(git -C "$here" log -1 --format=%ct --end-of-options "$revision" 2>/dev/null || echo 0)"
     fi
 fi
 SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-0}"
@@ -116,14 +117,41 @@ digest="$(g -q append --base scratch --platform "$platform" \
 
 if [ -n "$key" ]; then
     sha() { sha256sum "$1" | awk '{print $1}'; }
-    deps=""
-    if [ -n "$revision" ] && [ -n "$source_url" ]; then
-        deps="{\"uri\":\"git+$source_url@$revision\",\"digest\":{\"gitCommit\":\"$revision\"}},"
-    fi
-    cat >"$work/provenance.json" <<EOF
-{"buildDefinition":{"buildType":"https://graft.dev/buildtypes/self-image/v1","externalParameters":{"platform":"$platform","version":"$version","entrypoint":["/graft"]},"internalParameters":{"sourceDateEpoch":"$SOURCE_DATE_EPOCH"},"resolvedDependencies":[$deps{"uri":"file:///graft","digest":{"sha256":"$(sha "$work/bin/graft")"}},{"uri":"file:///etc/ssl/certs/ca-certificates.crt","digest":{"sha256":"$(sha "$work/ca/etc/ssl/certs/ca-certificates.crt")"}}]},"runDetails":{"builder":{"id":"${GRAFT_BUILDER_ID:-https://graft.dev/scripts/graft-image.sh}"},"metadata":{}}}
-EOF
-    # A registry image is signed by digest (a tag moved in between cannot take the
+    # Built by a JSON encoder, not by interpolation: a quote or backslash in any value
+    # (GRAFT_SOURCE, GRAFT_BUILDER_ID, …) must stay a string.
+    set -- "$platform" "$version" "$SOURCE_DATE_EPOCH" \
+        "${GRAFT_BUILDER_ID:-https://graft.dev/scripts/graft-image.sh}" \
+        "$source_url" "$revision" "$(sha "$work/bin/graft")" \
+        "$(sha "$work/ca/etc/ssl/certs/ca-certificates.crt")"
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c '
+import json, sys
+platform, version, sde, builder, source, revision, graft, ca = sys.argv[1:]
+deps = []
+if revision and source:
+    deps.append({"uri": "git+%s@%s" % (source, revision), "digest": {"gitCommit": revision}})
+deps.append({"uri": "file:///graft", "digest": {"sha256": graft}})
+deps.append({"uri": "file:///etc/ssl/certs/ca-certificates.crt", "digest": {"sha256": ca}})
+print(json.dumps({"buildDefinition": {"buildType": "https://graft.dev/buildtypes/self-image/v1",
+    "externalParameters": {"platform": platform, "version": version, "entrypoint": ["/graft"]},
+    "internalParameters": {"sourceDateEpoch": sde}, "resolvedDependencies": deps},
+    "runDetails": {"builder": {"id": builder}, "metadata": {}}}, separators=(",", ":")))
+' "$@" >"$work/provenance.json"
+    elif command -v jq >/dev/null 2>&1; then
+        jq -cn --arg platform "$1" --arg version "$2" --arg sde "$3" --arg builder "$4" \
+            --arg source "$5" --arg revision "$6" --arg graft "$7" --arg ca "$8" '
+            {buildDefinition: {buildType: "https://graft.dev/buildtypes/self-image/v1",
+              externalParameters: {platform: $platform, version: $version, entrypoint: ["/graft"]},
+              internalParameters: {sourceDateEpoch: $sde},
+              resolvedDependencies: ((if $revision != "" and $source != "" then
+                  [{uri: "git+\($source)@\($revision)", digest: {gitCommit: $revision}}] else [] end)
+                + [{uri: "file:///graft", digest: {sha256: $graft}},
+                   {uri: "file:///etc/ssl/certs/ca-certificates.crt", digest: {sha256: $ca}}])},
+             runDetails: {builder: {id: $builder}, metadata: {}}}' >"$work/provenance.json"
+    else
+        echo "graft-image: --key needs python3 or jq to write the provenance statement" >&2
+        exit 1
+    fi    # A registry image is signed by digest (a tag moved in between cannot take the
     # signature); layout references have no digest form, and graft resolves their tag once.
     case "$dest" in
         *@sha256:*|oci:*|oci-archive:*) ref="$dest" ;;

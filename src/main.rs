@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             Command::Mirror(a) => cli::mirror::run_mirror(a, &cli.global).await,
             Command::Refresh(a) => cli::refresh::run(a, &cli.global).await,
             Command::Build(a) => cli::build::run(a, &cli.global).await,
+            Command::Diff(a) => cli::diff::run(a, &cli.global),
             Command::Validate(a) => cli::validate::run(a, &cli.global).await,
             Command::Plan(a) => cli::plan::run(a, &cli.global).await,
             Command::Layer(a) => cli::layer::run(a, &cli.global).await,

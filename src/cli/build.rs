@@ -63,6 +63,9 @@ pub struct BuildCmdArgs {
     /// Where the kernel lists binfmt_misc emulators (for tests).
     #[arg(long, value_name = "DIR", default_value = BINFMT_DIR, hide = true)]
     pub binfmt_dir: PathBuf,
+    /// Where `git.repo` sources are cloned.
+    #[command(flatten)]
+    pub sources: super::diff::SourceArgs,
 }
 
 /// Run `graft build`: one call to [`build`], rendered.
@@ -103,6 +106,7 @@ pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         test_timeout: Duration::from_secs(args.test_timeout.max(1)),
         host: host_platform(),
         binfmt_dir: args.binfmt_dir.clone(),
+        sources: args.sources.cache()?,
     };
     let ep = global.registry.endpoint(None)?;
     let reporter = Bars::reporter(global.quiet);

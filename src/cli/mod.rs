@@ -5,6 +5,7 @@ pub mod attest;
 pub mod build;
 pub mod copy;
 pub mod delete;
+pub mod diff;
 pub mod factory;
 pub mod generate_key_pair;
 pub mod inspect;
@@ -154,6 +155,8 @@ pub enum Command {
     /// Build the library's `build:` images with buildah, bases first; test them inside the
     /// image; write index and tags; refresh those with a compat layer.
     Build(build::BuildCmdArgs),
+    /// Show what changed in a `build:` manifest's git source between a commit and its git.commit.
+    Diff(diff::DiffArgs),
     /// Check a library (graft.yaml, manifests/, layers/): every problem, with file, line,
     /// column and field.
     Validate(validate::ValidateArgs),

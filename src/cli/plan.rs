@@ -371,10 +371,11 @@ fn print_builds(plan: &Plan) -> anyhow::Result<()> {
         )?;
         match b.source {
             SourceState::NotFetched => outln!(
-                "     dockerfile {} (source not fetched{stage})",
+                "     dockerfile {} (source not fetched: graft build --dry-run fetches it{stage})",
                 b.dockerfile
             )?,
             SourceState::Library => outln!("     dockerfile {}{stage}", b.dockerfile)?,
+            SourceState::Git => outln!("     dockerfile {} (git source){stage}", b.dockerfile)?,
         }
         for base in &b.bases {
             let from = match &base.library {

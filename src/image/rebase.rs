@@ -544,6 +544,37 @@ mod tests {
     }
 
     #[test]
+    fn go_escapes_survive_as_values_not_as_bytes() {
+        // Go's encoder writes `&`, `<` and `>` as \u0026, \u003c, \u003e (docker and
+        // buildah configs do); serde_json writes them as they are. A round trip onto the new
+        // base and back gives the same JSON, not the same bytes (decisions §27).
+        let go = |ids: &[u8], h: &str| {
+            String::from_utf8(cfg(ids, h))
+                .unwrap()
+                .replace(r#""A=1""#, r#""A=x\u0026y\u003cz\u003e""#)
+                .into_bytes()
+        };
+        let img_h = IMG_H.replace("own 1", r"RUN a \u0026\u0026 b");
+        let image = go(&[1, 2, 9], &img_h);
+        let old = cfg(&[1, 2], OLD_H);
+        let new = cfg(&[5], NEW_H);
+        let there = rebase_config(&image, &old, &new, 1, "x").unwrap();
+        let back = rebase_config(&there, &new, &old, 1, "x").unwrap();
+        let value = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+        assert_eq!(value(&back), value(&image));
+        assert_ne!(back, image);
+        let text = String::from_utf8(back).unwrap();
+        assert!(
+            text.contains(r#""A=x&y<z>""#) && text.contains("RUN a && b"),
+            "{text}"
+        );
+        // A config without such escapes comes back byte for byte.
+        let plain = cfg(&[1, 2, 9], IMG_H);
+        let there = rebase_config(&plain, &old, &new, 1, "x").unwrap();
+        assert_eq!(rebase_config(&there, &new, &old, 1, "x").unwrap(), plain);
+    }
+
+    #[test]
     fn an_old_base_without_history_cuts_after_its_last_layer() {
         let image = cfg(&[1, 2, 9], IMG_H);
         let out = rebase_config(&image, &cfg(&[1, 2], ""), &cfg(&[5], NEW_H), 1, "x").unwrap();

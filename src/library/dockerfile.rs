@@ -25,6 +25,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::oci::Platform;
+
 /// The base of one stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -104,15 +106,48 @@ pub const MAX_STAGES: usize = 1000;
 impl Dockerfile {
     /// Parse `text`. `build_args` are the build arguments (`build.args` of a manifest): they
     /// replace the defaults of the ARGs declared before the first FROM.
+    /// BuildKit's automatic platform ARGs are not known here: a FROM line or ARG default
+    /// using one is an error that says to give the platforms (see [`Dockerfile::parse_for`]).
     pub fn parse(
         text: &str,
         build_args: &BTreeMap<String, String>,
+    ) -> Result<Dockerfile, ParseError> {
+        Dockerfile::parse_for(text, build_args, None)
+    }
+
+    /// One parse per target platform (`platforms`; empty: one parse without a platform), in
+    /// the order given: a FROM line may pick its base by `$TARGETARCH` and the like, so each
+    /// platform can have other bases. The first error is returned.
+    pub fn parse_each(
+        text: &str,
+        build_args: &BTreeMap<String, String>,
+        platforms: &[Platform],
+    ) -> Result<Vec<Dockerfile>, ParseError> {
+        if platforms.is_empty() {
+            return Ok(vec![Dockerfile::parse_for(text, build_args, None)?]);
+        }
+        platforms
+            .iter()
+            .map(|p| Dockerfile::parse_for(text, build_args, Some(p)))
+            .collect()
+    }
+
+    /// [`Dockerfile::parse`] for the target `platform`: BuildKit's automatic ARGs
+    /// (`TARGETPLATFORM`, `TARGETOS`, `TARGETARCH`, `TARGETVARIANT` and the `BUILD…` ones) are
+    /// in scope without a declaration, as in BuildKit. The `BUILD…` ones are the target
+    /// platform too: graft builds each platform on (or emulating) that platform.
+    pub fn parse_for(
+        text: &str,
+        build_args: &BTreeMap<String, String>,
+        platform: Option<&Platform>,
     ) -> Result<Dockerfile, ParseError> {
         // A byte order mark is not part of the first line (editors on Windows write one).
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut escape = '\\';
         let mut stages: Vec<Stage> = Vec::new();
         let mut args: BTreeMap<String, Option<String>> = BTreeMap::new();
+        // What FROM lines and ARG defaults see: the automatic ARGs, then the declared ones.
+        let mut scope = automatic_args(platform);
         for ins in Instructions::new(text, &mut escape)? {
             let ins = ins?;
             let err = |message: String| ParseError {
@@ -121,8 +156,18 @@ impl Dockerfile {
             };
             match ins.keyword.as_str() {
                 "arg" if stages.is_empty() => {
+                    // Defaults are expanded with the ARGs declared before them, as BuildKit
+                    // does; a build argument replaces a default and is taken literally.
                     for (name, default) in arg_words(&ins.rest, ins.escape).map_err(err)? {
-                        let value = build_args.get(&name).cloned().or(default);
+                        let value = match (build_args.get(&name), default) {
+                            (Some(v), _) => Some(v.clone()),
+                            (None, Some(d)) => {
+                                Some(shell_words(&d, ins.escape, &scope).map_err(err)?.concat())
+                            }
+                            // `ARG TARGETARCH` without a value keeps the automatic value.
+                            (None, None) => scope.get(&name).cloned().flatten(),
+                        };
+                        scope.insert(name.clone(), value.clone());
                         args.insert(name, value);
                     }
                 }
@@ -130,7 +175,7 @@ impl Dockerfile {
                     if stages.len() >= MAX_STAGES {
                         return Err(err(format!("more than {MAX_STAGES} stages")));
                     }
-                    let stage = from_line(&ins.rest, ins.escape, &args, &stages)
+                    let stage = from_line(&ins.rest, ins.escape, &scope, &stages)
                         .map_err(err)?
                         .at(stages.len(), ins.line);
                     if let Some(n) = &stage.name {
@@ -310,10 +355,11 @@ fn is_stage_name(n: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// The `NAME[=default]` words of an ARG line (a default may be quoted).
+/// The `NAME[=default]` words of an ARG line, each default as written (quotes and
+/// variables in it are for [`shell_words`], with the ARGs declared before it).
 fn arg_words(rest: &str, escape: char) -> Result<Vec<(String, Option<String>)>, String> {
     let mut out = Vec::new();
-    for word in shell_words(rest, escape)? {
+    for word in raw_words(rest, escape)? {
         let (name, default) = match word.split_once('=') {
             Some((n, d)) => (n.to_string(), Some(d.to_string())),
             None => (word, None),
@@ -333,19 +379,34 @@ fn arg_words(rest: &str, escape: char) -> Result<Vec<(String, Option<String>)>, 
 }
 
 /// Split on blanks outside quotes; quotes removed, the escape character escapes one character
-/// (outside single quotes). ARG defaults are not expanded here.
-fn shell_words(s: &str, escape: char) -> Result<Vec<String>, String> {
+/// (outside single quotes), and `$…` outside single quotes is expanded from `scope`.
+fn shell_words(
+    s: &str,
+    escape: char,
+    scope: &BTreeMap<String, Option<String>>,
+) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
     let mut quote: Option<char> = None;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
+    let all: Vec<char> = s.chars().collect();
+    let mut chars = all.iter().copied().enumerate();
+    while let Some((i, c)) = chars.next() {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
+            (Some('"') | None, '$') => {
+                // The reference: `${…}` up to its matching brace, or `$NAME`.
+                let end = reference_end(&all, i);
+                let text: String = all[i..end].iter().collect();
+                cur.push_str(&expand(&text, escape, scope, 0)?);
+                in_word = true;
+                for _ in i + 1..end {
+                    chars.next();
+                }
+            }
             (Some('"') | None, c) if c == escape => {
                 in_word = true;
-                match chars.next() {
+                match chars.next().map(|(_, n)| n) {
                     Some(n) => cur.push(n),
                     None => cur.push(c),
                 }
@@ -374,6 +435,67 @@ fn shell_words(s: &str, escape: char) -> Result<Vec<String>, String> {
         out.push(cur);
     }
     Ok(out)
+}
+
+/// Split on blanks outside quotes, keeping quotes and escapes as written.
+fn raw_words(s: &str, escape: char) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if quote.is_none() && c.is_whitespace() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        cur.push(c);
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some('\'') => {}
+            _ if c == escape => cur.extend(chars.next()),
+            None if c == '"' || c == '\'' => quote = Some(c),
+            _ => {}
+        }
+    }
+    if let Some(q) = quote {
+        return Err(format!("unterminated {q} quote"));
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Where the variable reference starting with the `$` at `at` ends (exclusive): after the
+/// brace matching `${`, after the name of `$NAME`, else after the lone `$`.
+fn reference_end(chars: &[char], at: usize) -> usize {
+    match chars.get(at + 1) {
+        Some('{') => {
+            let mut level = 0;
+            for (j, c) in chars.iter().enumerate().skip(at + 1) {
+                match c {
+                    '{' => level += 1,
+                    '}' => {
+                        level -= 1;
+                        if level == 0 {
+                            return j + 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            chars.len()
+        }
+        _ => {
+            let name = chars[at + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                .count();
+            at + 1 + name
+        }
+    }
 }
 
 /// Expand `$VAR`, `${VAR}`, `${VAR:-w}`, `${VAR-w}`, `${VAR:+w}`, `${VAR+w}` in `word` from
@@ -492,7 +614,42 @@ fn expand(
     Ok(out)
 }
 
+/// BuildKit's automatic platform ARGs for `platform` (none without one).
+fn automatic_args(platform: Option<&Platform>) -> BTreeMap<String, Option<String>> {
+    let mut out = BTreeMap::new();
+    let Some(p) = platform else {
+        return out;
+    };
+    let (os, arch, variant) = p.normalized();
+    let full = match variant.is_empty() {
+        true => format!("{os}/{arch}"),
+        false => format!("{os}/{arch}/{variant}"),
+    };
+    for side in ["TARGET", "BUILD"] {
+        out.insert(format!("{side}PLATFORM"), Some(full.clone()));
+        out.insert(format!("{side}OS"), Some(os.clone()));
+        out.insert(format!("{side}ARCH"), Some(arch.clone()));
+        out.insert(format!("{side}VARIANT"), Some(variant.clone()));
+    }
+    out
+}
+
+/// The automatic platform ARGs BuildKit defines for every build.
+const AUTOMATIC_ARGS: [&str; 8] = [
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETARCH",
+    "TARGETVARIANT",
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDARCH",
+    "BUILDVARIANT",
+];
+
 fn undeclared(name: &str) -> String {
+    if AUTOMATIC_ARGS.contains(&name) {
+        return format!("${name} is set by the builder for each target platform: give the platforms (build.platforms, the manifest's or graft.yaml's platforms) so graft can resolve it");
+    }
     format!("${name} is not declared: a FROM line sees only ARGs declared before the first FROM (add ARG {name}=… at the top)")
 }
 
@@ -623,7 +780,7 @@ impl Iterator for Instructions<'_> {
         }
         // Heredocs: their bodies are text, not instructions.
         if matches!(keyword.as_str(), "run" | "copy" | "add") {
-            for (word, strip_tabs) in heredocs(rest) {
+            for (word, strip_tabs) in heredocs(rest, self.escape) {
                 let mut closed = false;
                 for (_, l) in self.lines.by_ref() {
                     let l = if strip_tabs {
@@ -654,22 +811,60 @@ impl Iterator for Instructions<'_> {
 }
 
 /// The heredoc words an instruction opens (`<<EOF`, `<<-EOF`, `<<"EOF"`), in order, with
-/// whether leading tabs are stripped from their lines.
-fn heredocs(rest: &str) -> Vec<(String, bool)> {
+/// whether leading tabs are stripped from their lines. As in BuildKit, only a shell word that
+/// starts with `<<` outside quotes opens one: `echo "a<<b"` and `cout<<endl` do not.
+fn heredocs(rest: &str, escape: char) -> Vec<(String, bool)> {
+    let chars: Vec<char> = rest.chars().collect();
     let mut out = Vec::new();
-    let mut s = rest;
-    while let Some(at) = s.find("<<") {
-        s = &s[at + 2..];
-        let strip = s.starts_with('-');
-        let w = s.trim_start_matches('-');
-        let w = w.trim_start_matches(['"', '\'']);
-        let word: String = w
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if !word.is_empty() && word.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
-            out.push((word, strip));
+    let mut quote: Option<char> = None;
+    let mut word_start = true;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            } else if q == '"' && c == escape {
+                i += 1;
+            }
+            i += 1;
+            continue;
         }
+        if c.is_whitespace() {
+            word_start = true;
+            i += 1;
+            continue;
+        }
+        if word_start && c == '<' && chars.get(i + 1) == Some(&'<') {
+            let mut j = i + 2;
+            let strip = chars.get(j) == Some(&'-');
+            if strip {
+                j += 1;
+            }
+            if matches!(chars.get(j), Some('"' | '\'')) {
+                j += 1;
+            }
+            let word: String = chars[j.min(chars.len())..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                .collect();
+            if word.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                out.push((word, strip));
+            }
+            // The rest of this word (a closing quote, `>file`) is not looked at.
+            while j < chars.len() && !chars[j].is_whitespace() {
+                j += 1;
+            }
+            i = j;
+            continue;
+        }
+        word_start = false;
+        if c == '"' || c == '\'' {
+            quote = Some(c);
+        } else if c == escape {
+            i += 1;
+        }
+        i += 1;
     }
     out
 }
@@ -842,6 +1037,104 @@ RUN echo \\
             err("FROM a\nRUN <<EOF\nx\n").message,
             "heredoc <<EOF is never closed"
         );
+    }
+
+    #[test]
+    fn arg_defaults_see_earlier_args() {
+        let text = "ARG V=3.12\nARG BASE=images.canfar.net/library/python:${V}\nFROM ${BASE}\n";
+        let d = parse(text);
+        assert_eq!(
+            image(&d.stages[0]).1,
+            "images.canfar.net/library/python:3.12"
+        );
+        assert_eq!(
+            d.args["BASE"].as_deref(),
+            Some("images.canfar.net/library/python:3.12")
+        );
+        // A build argument overrides by name; the later default sees it.
+        let d = parse_with(text, &[("V", "3.13")]).unwrap();
+        assert_eq!(
+            image(&d.stages[0]).1,
+            "images.canfar.net/library/python:3.13"
+        );
+        // A build argument's value is literal.
+        let d = parse_with(text, &[("BASE", "r/x:${V}")]).unwrap();
+        assert_eq!(d.args["BASE"].as_deref(), Some("r/x:${V}"));
+        // Single quotes, the escape and defaults in one line, left to right.
+        let d = parse("ARG A=a B='$A' C=\\$A D=\"${A}d\" E=$D-e\nFROM x\n");
+        assert_eq!(d.args["B"].as_deref(), Some("$A"));
+        assert_eq!(d.args["C"].as_deref(), Some("$A"));
+        assert_eq!(d.args["D"].as_deref(), Some("ad"));
+        assert_eq!(d.args["E"].as_deref(), Some("ad-e"));
+        // An undeclared name in a default is named at the ARG's line.
+        let e = err("ARG A=1\nARG B=${NOPE}\nFROM $B\n");
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("$NOPE is not declared"), "{e}");
+    }
+
+    #[test]
+    fn automatic_platform_args() {
+        let text = "FROM debian:12 AS build-amd64\nFROM debian:13 AS build-arm64\nFROM build-${TARGETARCH}\n";
+        let p = |s: &str| s.parse::<Platform>().unwrap();
+        let d = Dockerfile::parse_for(text, &BTreeMap::new(), Some(&p("linux/arm64"))).unwrap();
+        assert_eq!(
+            d.stages[2].base,
+            Base::Stage {
+                index: 1,
+                name: "build-arm64".into()
+            }
+        );
+        let ds = Dockerfile::parse_each(
+            "ARG REG=r\nARG TAG=$TARGETOS-${TARGETARCH}${TARGETVARIANT:+-}$TARGETVARIANT\nFROM $REG/x:$TAG\nFROM y-$BUILDPLATFORM\n",
+            &BTreeMap::new(),
+            &[p("linux/amd64"), p("linux/arm/v7"), p("linux/arm64/v8")],
+        )
+        .unwrap();
+        let got: Vec<(&str, &str)> = ds
+            .iter()
+            .map(|d| (image(&d.stages[0]).1, image(&d.stages[1]).1))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("r/x:linux-amd64", "y-linux/amd64"),
+                ("r/x:linux-arm-v7", "y-linux/arm/v7"),
+                ("r/x:linux-arm64", "y-linux/arm64"),
+            ]
+        );
+        // Declared without a value, the automatic value stays; a default replaces it.
+        let d = Dockerfile::parse_for(
+            "ARG TARGETARCH\nARG TARGETOS=plan9\nFROM $TARGETOS-$TARGETARCH\n",
+            &BTreeMap::new(),
+            Some(&p("linux/amd64")),
+        )
+        .unwrap();
+        assert_eq!(image(&d.stages[0]).1, "plan9-amd64");
+        // Without a platform, the error says what to give.
+        let e = err(text);
+        assert_eq!(e.line, 3);
+        assert!(
+            e.message.contains("$TARGETARCH is set by the builder"),
+            "{e}"
+        );
+        assert!(e.message.contains("build.platforms"), "{e}");
+        // No platforms at all: one parse, as `parse`.
+        let ds = Dockerfile::parse_each("FROM a\n", &BTreeMap::new(), &[]).unwrap();
+        assert_eq!(ds.len(), 1);
+    }
+
+    #[test]
+    fn shift_operators_are_not_heredocs() {
+        let d = parse(concat!(
+            "FROM a\n",
+            "RUN echo \"std::cout<<endl;\" > a.cpp\n",
+            "RUN echo 'x <<EOF' && echo $((1<<4)) && cat a<<b\n",
+            "COPY --chmod=644 <<EOF /f\nFROM in-heredoc\nEOF\n",
+            "RUN cat <<-'X' >/g && echo \"<<Y\"\n\tFROM also-in-heredoc\n\tX\n",
+            "FROM b\n",
+        ));
+        let bases: Vec<&str> = d.stages.iter().map(|s| image(s).1).collect();
+        assert_eq!(bases, ["a", "b"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::timestamp::Timestamp;
 
 mod checkout;
+pub mod source;
 
 /// Most bytes read from one git command: a diff listing or an old manifest. A library's
 /// history is not allowed to fill memory.
@@ -371,9 +372,10 @@ impl Repo {
 /// --branch-tags` compares the branch annotations with).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteHeads {
-    /// The remote as given (a name such as `origin`, or a URL or path).
+    /// The remote as given (a name such as `origin`, or a URL or path), credentials removed
+    /// ([`redact_urls`]).
     pub remote: String,
-    /// Its URL, when the remote is a configured name.
+    /// Its URL, when the remote is a configured name, credentials removed.
     pub url: Option<String>,
     /// Every branch (`refs/heads/` stripped).
     pub heads: BTreeSet<String>,
@@ -430,8 +432,8 @@ impl Repo {
             }
         };
         Ok(RemoteHeads {
-            remote: remote.to_string(),
-            url,
+            remote: redact_urls(remote),
+            url: url.map(|u| redact_urls(&u)),
             heads,
             head,
         })
@@ -440,16 +442,36 @@ impl Repo {
     /// Run a git command that may wait on the network: its stdout (at most [`MAX_OUTPUT`]
     /// bytes) when it succeeds within `timeout`; it is killed when it does not.
     fn run_for(&self, args: &[&str], timeout: std::time::Duration) -> Result<Vec<u8>> {
-        let what = || format!("git {} (in {})", args.join(" "), self.dir.display());
-        let mut child = self
-            .command()
-            // Never ask for a password on the terminal: fail instead.
-            .env("GIT_TERMINAL_PROMPT", "0")
+        // A URL may carry credentials (`https://user:token@host/x`): errors show it without.
+        let shown: Vec<String> = args.iter().map(|a| redact_urls(a)).collect();
+        let what = || format!("git {} (in {})", shown.join(" "), self.dir.display());
+        let mut cmd = self.command();
+        // Never ask for a password on the terminal: fail instead. ssh asks on /dev/tty, not
+        // through git, so it runs in batch mode unless the user chose how ssh runs.
+        cmd.env("GIT_TERMINAL_PROMPT", "0");
+        let chosen = ["GIT_SSH_COMMAND", "GIT_SSH"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
+            || self.line(&["config", "core.sshCommand"]).is_some();
+        if !chosen {
+            cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+        }
+        // Its own process group, so a timeout ends its helpers (ssh, git-remote-https) too.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd
             .args(args)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::io("running git in", &self.dir, e))?;
+        let kill_group = |child: &mut std::process::Child| {
+            // The group's id is git's pid (process_group(0)).
+            let group = rustix::process::Pid::from_child(child);
+            if rustix::process::kill_process_group(group, rustix::process::Signal::KILL).is_err() {
+                let _ = child.kill();
+            }
+        };
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             let _ = child.kill();
             let _ = child.wait();
@@ -476,7 +498,7 @@ impl Repo {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
                 Ok(None) if std::time::Instant::now() >= deadline => {
-                    let _ = child.kill();
+                    kill_group(&mut child);
                     let _ = child.wait();
                     return Err(Error::Invalid {
                         what: what(),
@@ -488,7 +510,7 @@ impl Repo {
                 }
                 Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
                 Err(e) => {
-                    let _ = child.kill();
+                    kill_group(&mut child);
                     return Err(Error::io("waiting for git in", &self.dir, e));
                 }
             }
@@ -501,7 +523,7 @@ impl Repo {
                 what: what(),
                 reason: match stderr.is_empty() {
                     true => format!("git failed ({status})"),
-                    false => format!("git failed ({status}): {stderr}"),
+                    false => format!("git failed ({status}): {}", redact_urls(&stderr)),
                 },
             });
         }
@@ -513,6 +535,30 @@ impl Repo {
         }
         Ok(stdout)
     }
+}
+
+/// `text` with the user information of every `scheme://user:secret@host` URL in it removed
+/// (`scheme://host`), and the query and fragment of each URL dropped: remotes and git's
+/// messages may carry tokens, and errors must not.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The URL ends at a blank or a quote; its authority at the first '/'.
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '<' | '>'))
+            .unwrap_or(tail.len());
+        let (url, after) = tail.split_at(end);
+        let url = url.split(['?', '#']).next().unwrap_or(url);
+        let (authority, path) = url.split_at(url.find('/').unwrap_or(url.len()));
+        out.push_str(authority.rsplit_once('@').map_or(authority, |(_, h)| h));
+        out.push_str(path);
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The branch a CI job builds, from its variables (read by the binary and passed as `var`),
@@ -639,6 +685,79 @@ mod tests {
             "{err}"
         );
         drop(listener);
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_urls("https://user:tok@host/x.git?private_token=t#f"),
+            "https://host/x.git"
+        );
+        assert_eq!(
+            redact_urls("fatal: unable to access 'https://u:p@h:8/a/': no\nssh://git@h/b c"),
+            "fatal: unable to access 'https://h:8/a/': no\nssh://h/b c"
+        );
+        assert_eq!(redact_urls("origin ../lib /x@y"), "origin ../lib /x@y");
+    }
+
+    #[test]
+    fn a_timeout_ends_git_and_its_helpers_and_shows_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let init = Command::new("git")
+            .args(["init", "-q"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(init.success());
+        // An "ssh" that records its pid and never answers (as one waiting on a prompt).
+        let pidfile = dir.path().join("ssh.pid");
+        let ssh = dir.path().join("fake-ssh");
+        std::fs::write(
+            &ssh,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
+                pidfile.display()
+            ),
+        )
+        .unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&ssh, mode).unwrap();
+        let set = Command::new("git")
+            .arg("-C")
+            .arg(dir.path())
+            .args(["config", "core.sshCommand"])
+            .arg(&ssh)
+            .status()
+            .unwrap();
+        assert!(set.success());
+        let repo = Repo::discover(dir.path()).expect("a work tree");
+        let err = repo
+            .remote_heads(
+                "ssh://user:s3cret@127.0.0.1/lib",
+                false,
+                std::time::Duration::from_secs(1),
+            )
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("no answer within 1 s"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let pid = std::fs::read_to_string(&pidfile).expect("the ssh helper ran");
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+        // Killed with its group: gone, or a zombie waiting for its new parent to reap it.
+        let mut alive = true;
+        for _ in 0..100 {
+            alive = std::fs::read_to_string(proc_dir.join("stat"))
+                .map(|st| {
+                    !st.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false);
+            if !alive {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(!alive, "the ssh helper {} survived the timeout", pid.trim());
     }
 
     #[test]

@@ -750,7 +750,10 @@ impl Library {
             return out;
         }
         if let Some(g) = &m.git {
-            out.insert("org.opencontainers.image.source".into(), g.repo.clone());
+            // Without credentials: `https://user:token@host/x` is a clone URL, not a label.
+            let public = crate::sign::provenance::public_git_url(&g.repo)
+                .unwrap_or_else(|| git::redact_urls(&g.repo));
+            out.insert("org.opencontainers.image.source".into(), public);
             if let Some(c) = &g.commit {
                 out.insert("org.opencontainers.image.revision".into(), c.clone());
             }
@@ -923,6 +926,28 @@ mod tests {
                 commit
             );
         }
+    }
+
+    #[test]
+    fn the_source_annotation_has_no_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w("graft.yaml", "repo: docker://r.example/lib\n");
+        w("Dockerfile", "FROM scratch\n");
+        w(
+            "manifests/m.yaml",
+            "name: m\nversion: 1\ngit:\n  repo: 'https://bot:s3cret@git.example/x.git?private_token=t2'\nbuild: {}\n",
+        );
+        let lib = Library::open(dir.path()).unwrap();
+        let m = &lib.manifests()[0];
+        assert_eq!(
+            lib.build_annotations(m)["org.opencontainers.image.source"],
+            "https://git.example/x.git"
+        );
     }
 
     #[test]

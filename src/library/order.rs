@@ -43,6 +43,8 @@ pub enum SourceState {
     Library,
     /// The manifest builds from `git.repo`, which is not fetched: bases unknown.
     NotFetched,
+    /// Read from the checkout of `git.commit` in the source cache.
+    Git,
 }
 
 /// One base image of a build.
@@ -131,9 +133,16 @@ pub struct BuildOrder {
 
 /// Order the `build:` manifests of `lib`. `read` gives the text of a library file (relative
 /// path) or why not: the loader's reader, which keeps to the library and to a size limit.
-pub fn build_order(
+pub fn build_order(lib: &Library, read: impl FnMut(&str) -> Result<String, String>) -> BuildOrder {
+    build_order_from(lib, read, &|_| None)
+}
+
+/// [`build_order`] where a `git:` manifest whose Dockerfile is not in the library is read from
+/// the checkout `checkout` gives for it (the source cache), when it gives one.
+pub fn build_order_from(
     lib: &Library,
     mut read: impl FnMut(&str) -> Result<String, String>,
+    checkout: &dyn Fn(&Manifest) -> Option<std::path::PathBuf>,
 ) -> BuildOrder {
     let images = LibraryImages::new(lib);
     let mut issues = Vec::new();
@@ -163,10 +172,21 @@ pub fn build_order(
             after: Vec::new(),
         };
         let mut mine = Vec::new();
-        if m.git.is_some() && !in_library {
+        let fetched = match m.git.is_some() && !in_library {
+            true => checkout(m),
+            false => None,
+        };
+        if m.git.is_some() && !in_library && fetched.is_none() {
             step.source = SourceState::NotFetched;
         } else {
-            match read(&file) {
+            let text = match &fetched {
+                None => read(&file),
+                Some(dir) => {
+                    step.source = SourceState::Git;
+                    read_checkout(dir, &file)
+                }
+            };
+            match text {
                 Err(reason) => {
                     let field = match m.git.is_some() {
                         true => "path",
@@ -177,14 +197,15 @@ pub fn build_order(
                             manifest: m.rel.clone(),
                             path: vec![Seg::Key("build".into()), Seg::Key(field.into())],
                         },
-                        message: match in_library {
+                        message: match in_library || fetched.is_some() {
                             false => format!("the Dockerfile {file} does not exist in the library (build.path + build.dockerfile, relative to the library root when there is no git:)"),
                             true => format!("the Dockerfile {file}: {reason}"),
                         },
                         code: "missing-dockerfile",
                     });
                 }
-                Ok(text) => match Dockerfile::parse(&text, &b.args) {
+                // One parse per target platform: `FROM build-$TARGETARCH` picks per platform.
+                Ok(text) => match Dockerfile::parse_each(&text, &b.args, &b.platforms) {
                     Err(e) => issues.push(Issue {
                         at: Location::Line {
                             file: file.clone(),
@@ -193,8 +214,8 @@ pub fn build_order(
                         message: format!("{} (the Dockerfile of {})", e.message, m.rel),
                         code: "dockerfile",
                     }),
-                    Ok(d) => {
-                        if let Some(t) = &b.target {
+                    Ok(parsed) => {
+                        if let (Some(t), Some(d)) = (&b.target, parsed.first()) {
                             if d.final_stage(Some(t)).is_none() {
                                 issues.push(Issue {
                                     at: Location::Field {
@@ -206,16 +227,26 @@ pub fn build_order(
                                     },
                                     message: format!(
                                         "{file} has no stage named {t:?} (stages: {})",
-                                        stage_names(&d)
+                                        stage_names(d)
                                     ),
                                     code: "build-target",
                                 });
                             }
                         }
-                        for s in d.external_bases(b.target.as_deref()) {
+                        let all = parsed
+                            .iter()
+                            .flat_map(|d| d.external_bases(b.target.as_deref()));
+                        for s in all {
                             let Base::Image { written, expanded } = &s.base else {
                                 continue;
                             };
+                            if step
+                                .bases
+                                .iter()
+                                .any(|b| b.line == s.line && &b.expanded == expanded)
+                            {
+                                continue;
+                            }
                             let library = images.find(expanded).map(str::to_string);
                             if let Some(i) = library.as_deref().and_then(index_of) {
                                 if !mine.contains(&i) {
@@ -282,6 +313,24 @@ pub fn build_order(
         })
         .collect();
     BuildOrder { builds, issues }
+}
+
+/// Largest Dockerfile read from a source checkout.
+const MAX_DOCKERFILE: u64 = 1 << 20;
+
+/// `file` of a source checkout, kept inside it and to a size limit.
+fn read_checkout(dir: &std::path::Path, file: &str) -> Result<String, String> {
+    use std::io::Read as _;
+    let path = super::git::source::within(dir, file).map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::new();
+    f.take(MAX_DOCKERFILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_DOCKERFILE {
+        return Err(format!("larger than {MAX_DOCKERFILE} bytes"));
+    }
+    Ok(text)
 }
 
 fn stage_names(d: &Dockerfile) -> String {

@@ -36,6 +36,7 @@ use crate::builder::BuilderError;
 use crate::copy::{copy_image, CopyOptions};
 use crate::error::{Error, Result};
 use crate::library::dockerfile::{Base, Dockerfile};
+use crate::library::git::source::{within, SourceCache};
 use crate::library::load::{locate, MAX_FILE_BYTES};
 use crate::library::order::{BuildStep, SourceState};
 use crate::library::{template, BuildInfo, Library, Located, Manifest};
@@ -73,6 +74,8 @@ pub struct BuildOptions {
     pub host: Platform,
     /// Where binfmt_misc entries are listed ([`crate::builder::binfmt::BINFMT_DIR`]).
     pub binfmt_dir: PathBuf,
+    /// Where `git.repo` sources are cloned and their commits checked out.
+    pub sources: SourceCache,
 }
 
 /// A base image of a build, as it was used.
@@ -160,7 +163,12 @@ pub async fn build(
     reporter: &Arc<dyn Reporter>,
 ) -> Result<BuildReport> {
     crate::ops::refresh::select(lib, names)?;
-    let order = lib.build_order();
+    let checkouts = fetch_sources(lib, &opts.sources)?;
+    let loader = crate::library::load::Loader::new(lib.root());
+    let order =
+        crate::library::order::build_order_from(lib, |rel| loader.read_library_file(rel), &|m| {
+            checkouts.get(&m.rel).cloned()
+        });
     if let Some(i) = order.issues.first() {
         return Err(Error::Unsupported(format!(
             "the build order cannot be made: {}",
@@ -186,7 +194,7 @@ pub async fn build(
     // Everything that can be checked is checked before the first build.
     let mut plans = Vec::new();
     for s in &steps {
-        plans.push(prepare(lib, s, opts)?);
+        plans.push(prepare(lib, s, opts, &checkouts)?);
     }
     if opts.dry_run {
         return Ok(BuildReport {
@@ -269,7 +277,12 @@ impl Plan<'_> {
 }
 
 /// Read the Dockerfile, check the platforms can be built here, compute where the image goes.
-fn prepare<'a>(lib: &'a Library, step: &BuildStep, opts: &BuildOptions) -> Result<Plan<'a>> {
+fn prepare<'a>(
+    lib: &'a Library,
+    step: &BuildStep,
+    opts: &BuildOptions,
+    checkouts: &BTreeMap<String, PathBuf>,
+) -> Result<Plan<'a>> {
     let m = lib
         .manifests()
         .iter()
@@ -287,8 +300,15 @@ fn prepare<'a>(lib: &'a Library, step: &BuildStep, opts: &BuildOptions) -> Resul
             m.rel, step.dockerfile
         )));
     }
-    let dockerfile_path = lib.root().join(&step.dockerfile);
-    let context_path = lib.root().join(&step.context);
+    let (dockerfile_path, context_path) = match checkouts.get(&m.rel) {
+        Some(dir) if step.source == SourceState::Git => {
+            (within(dir, &step.dockerfile)?, within(dir, &step.context)?)
+        }
+        _ => (
+            lib.root().join(&step.dockerfile),
+            lib.root().join(&step.context),
+        ),
+    };
     let text = read_limited(&dockerfile_path)?;
     let dockerfile = Dockerfile::parse(&text, &b.args).map_err(|e| Error::Invalid {
         what: format!("{} ({})", step.dockerfile, m.rel),
@@ -338,6 +358,33 @@ fn prepare<'a>(lib: &'a Library, step: &BuildStep, opts: &BuildOptions) -> Resul
         references,
         tests,
     })
+}
+
+/// Check out the `git.commit` of every `build:` manifest with `git:` whose Dockerfile is not
+/// in the library (a library that is itself the `git.repo`, as canfar's is, builds from its
+/// own files): manifest → checkout. A missing `git.commit` or an unknown one is bad input.
+fn fetch_sources(lib: &Library, cache: &SourceCache) -> Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for m in lib.manifests() {
+        let (Some(b), Some(git)) = (&m.build, &m.git) else {
+            continue;
+        };
+        if lib.root().join(b.dockerfile_path()).exists() {
+            continue;
+        }
+        let Some(commit) = &git.commit else {
+            return Err(Error::Input {
+                what: format!("{}: git", m.rel),
+                reason: "has no commit: graft builds a git.repo source only at a pinned git.commit"
+                    .into(),
+            });
+        };
+        let dir = cache
+            .checkout(&git.repo, &git.fetch, commit)
+            .map_err(|e| e.context(format!("{}: the source of the build", m.rel)))?;
+        out.insert(m.rel.clone(), dir);
+    }
+    Ok(out)
 }
 
 /// Where the built image is written: the final `target` under `build.tags` (no compat), or

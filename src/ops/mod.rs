@@ -28,6 +28,7 @@ pub mod attachments;
 pub mod bake;
 pub mod build;
 pub mod copy;
+pub mod diff;
 pub mod factory;
 pub mod inputs;
 pub mod inspect;

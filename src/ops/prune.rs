@@ -178,7 +178,7 @@ pub async fn prune_branch_tags(
     };
     if remote.heads.is_empty() {
         return Err(Error::Invalid {
-            what: format!("git remote {}", req.remote),
+            what: format!("git remote {}", remote.remote),
             reason: "it lists no branches; nothing was pruned (with no branch, every branch \
                      tag would look abandoned: is this the library's remote?)"
                 .into(),
@@ -186,7 +186,7 @@ pub async fn prune_branch_tags(
     }
     if !remote.heads.contains(&default_branch) {
         return Err(Error::Invalid {
-            what: format!("git remote {}", req.remote),
+            what: format!("git remote {}", remote.remote),
             reason: format!(
                 "it has no branch {default_branch:?}, the library's default branch; nothing \
                  was pruned (is this the library's remote? branches there: {})",
@@ -208,7 +208,8 @@ pub async fn prune_branch_tags(
     }
     let mut report = PruneReport {
         dry_run: req.dry_run,
-        remote: req.remote.clone(),
+        // As asked, credentials removed (a URL may carry a token).
+        remote: remote.remote.clone(),
         default_branch: default_branch.clone(),
         branches: remote.heads.iter().cloned().collect(),
         repositories: Vec::new(),
@@ -340,27 +341,56 @@ pub fn template_matches(template: &str, tag: &str, version: &str, branch: &str) 
     // expand_tag cuts the branch (each use alike) only when the whole tag would be too long;
     // the cut tag is then longer than MAX_TAG - uses.
     let cut = uses > 0 && tag.len() + uses > template::MAX_TAG;
-    fn go(pieces: &[Piece<'_>], rest: &str, version: &str, branch: &str, cut: bool) -> bool {
-        let Some((first, more)) = pieces.split_first() else {
-            return rest.is_empty();
-        };
-        let literal = |lit: &str| {
-            rest.strip_prefix(lit)
-                .is_some_and(|r| go(more, r, version, branch, cut))
-        };
-        match first {
-            Piece::Text(t) => literal(t),
-            Piece::Placeholder("version") => literal(version),
-            Piece::Placeholder("branch") if !cut => literal(branch),
-            Piece::Placeholder("branch") => (1..=branch.len())
-                .filter(|n| branch.is_char_boundary(*n))
-                .any(|n| literal(&branch[..n])),
-            Piece::Placeholder(_) => (1..=rest.len())
-                .filter(|n| rest.is_char_boundary(*n))
-                .any(|n| go(more, &rest[n..], version, branch, cut)),
+    // Backtracking over the free placeholders, memoised on (piece, offset into the tag): each
+    // state is decided once, so k placeholders cost O(pieces × len²), not O(len^k).
+    struct Matcher<'a> {
+        pieces: &'a [Piece<'a>],
+        tag: &'a str,
+        version: &'a str,
+        branch: &'a str,
+        cut: bool,
+        failed: std::collections::HashSet<(usize, usize)>,
+    }
+    impl Matcher<'_> {
+        fn go(&mut self, piece: usize, at: usize) -> bool {
+            let Some(first) = self.pieces.get(piece) else {
+                return at == self.tag.len();
+            };
+            if self.failed.contains(&(piece, at)) {
+                return false;
+            }
+            let rest = &self.tag[at..];
+            let literal =
+                |m: &mut Self, lit: &str| rest.starts_with(lit) && m.go(piece + 1, at + lit.len());
+            let found = match *first {
+                Piece::Text(t) => literal(self, t),
+                Piece::Placeholder("version") => literal(self, self.version),
+                Piece::Placeholder("branch") if !self.cut => literal(self, self.branch),
+                Piece::Placeholder("branch") => {
+                    let branch = self.branch;
+                    (1..=branch.len())
+                        .filter(|n| branch.is_char_boundary(*n))
+                        .any(|n| literal(self, &branch[..n]))
+                }
+                Piece::Placeholder(_) => (1..=rest.len())
+                    .filter(|n| rest.is_char_boundary(*n))
+                    .any(|n| self.go(piece + 1, at + n)),
+            };
+            if !found {
+                self.failed.insert((piece, at));
+            }
+            found
         }
     }
-    go(&pieces, tag, version, &branch, cut)
+    Matcher {
+        pieces: &pieces,
+        tag,
+        version,
+        branch: &branch,
+        cut,
+        failed: std::collections::HashSet::new(),
+    }
+    .go(0, 0)
 }
 
 /// Sort the tags of one repository into the manifests to prune and the branch tags kept.
@@ -525,6 +555,28 @@ mod tests {
         assert!(pruned.is_empty());
         assert_eq!(kept[0].reason, KeepReason::UnresolvedTag);
         assert_eq!(kept[0].kept_by, vec!["ghost".to_string()]);
+    }
+
+    #[test]
+    fn many_placeholders_match_in_polynomial_time() {
+        // Every split fits until the last literal: without memoising, 128^4 tries.
+        let tag = "a".repeat(128);
+        assert!(!template_matches(
+            "{build}a{commit}a{build}a{commit}b",
+            &tag,
+            "1",
+            "main"
+        ));
+        // Eight: about 10^12 tries without memoising.
+        let eight = "{build}a{commit}a".repeat(4) + "b";
+        assert!(!template_matches(&eight, &"a".repeat(128), "1", "main"));
+        let tag = format!("{}b", "a".repeat(127));
+        assert!(template_matches(
+            "{build}a{commit}a{build}a{commit}b",
+            &tag,
+            "1",
+            "main"
+        ));
     }
 
     #[test]

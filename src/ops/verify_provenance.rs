@@ -209,8 +209,9 @@ fn subject_digests(statement: &Value) -> Vec<Digest> {
         .collect()
 }
 
-/// The recorded library directory inside a checkout: relative, no `..` (the statement is
-/// input, and must not point the rebuild outside the checkout).
+/// The recorded library directory inside a checkout: relative, no `..`, and after resolving
+/// symbolic links still inside the checkout (the statement and the commit are input: a
+/// committed `lib -> /home/u/other` must not point the rebuild outside the checkout).
 fn library_root(checkout: &Path, path: &str, what: &str) -> Result<PathBuf> {
     let rel = Path::new(path);
     let safe = rel
@@ -222,7 +223,26 @@ fn library_root(checkout: &Path, path: &str, what: &str) -> Result<PathBuf> {
             reason: format!("externalParameters.library.path {path:?} is not a relative path inside the repository"),
         });
     }
-    Ok(checkout.join(rel))
+    let joined = checkout.join(rel);
+    let resolved = match joined.canonicalize() {
+        Ok(p) => p,
+        // Nothing there: loading it fails and says so; nothing outside is read.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(joined),
+        Err(e) => return Err(Error::io("resolving", &joined, e)),
+    };
+    let top = checkout
+        .canonicalize()
+        .map_err(|e| Error::io("resolving", checkout, e))?;
+    if !resolved.starts_with(&top) {
+        return Err(Error::Input {
+            what: what.to_string(),
+            reason: format!(
+                "externalParameters.library.path {path:?} leads outside the repository (to {}) through a symbolic link",
+                resolved.display()
+            ),
+        });
+    }
+    Ok(resolved)
 }
 
 /// Check out the recorded commit, rebuild, and compare.
@@ -407,6 +427,30 @@ mod tests {
             let e = library_root(c, bad, "s").unwrap_err();
             assert!(e.is_usage() && e.to_string().contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn a_symbolic_link_out_of_the_checkout_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let checkout = tmp.path().join("checkout");
+        let other = tmp.path().join("other");
+        std::fs::create_dir_all(checkout.join("images/lib")).unwrap();
+        std::fs::create_dir_all(other.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&other, checkout.join("lib")).unwrap();
+        std::os::unix::fs::symlink("images/lib", checkout.join("inside")).unwrap();
+        let e = library_root(&checkout, "lib", "s").unwrap_err();
+        assert!(
+            e.is_usage() && e.to_string().contains("leads outside the repository"),
+            "{e}"
+        );
+        let e = library_root(&checkout, "lib/sub", "s").unwrap_err();
+        assert!(e.is_usage(), "{e}");
+        // A link that stays inside is the directory it names.
+        let top = checkout.canonicalize().unwrap();
+        assert_eq!(
+            library_root(&checkout, "inside", "s").unwrap(),
+            top.join("images/lib")
+        );
     }
 
     #[test]

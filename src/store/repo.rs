@@ -479,7 +479,9 @@ impl Repository for LayoutRepository {
     async fn delete_manifest(&self, digest: &Digest) -> Result<()> {
         if self.kind == LayoutKind::Archive {
             return Err(Error::Unsupported(format!(
-                "{}: deleting from an OCI archive is not supported (the whole archive would be                  rewritten); copy what you keep into a new archive with graft copy, or unpack                  it into an oci: layout and delete there",
+                "{}: deleting from an OCI archive is not supported (the whole archive would be \
+                 rewritten); copy what you keep into a new archive with graft copy, or unpack \
+                 it into an oci: layout and delete there",
                 self.name()
             )));
         }
@@ -573,6 +575,21 @@ mod tests {
         );
         let plain: ImageRef = "oci:/x:1.0".parse().unwrap();
         assert_eq!(layout_tag(&plain, "latest"), "latest");
+    }
+
+    #[tokio::test]
+    async fn archive_delete_is_refused_in_one_readable_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = LayoutRef {
+            path: dir.path().join("a.tar"),
+            tag: Some("v1".into()),
+        };
+        let local = LocalStores::new();
+        let repo = LayoutRepository::open(&r, true, true, &local).unwrap();
+        let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let text = repo.delete_manifest(&digest).await.unwrap_err().to_string();
+        assert!(text.contains("would be rewritten); copy"), "{text}");
+        assert!(!text.contains("  "), "{text}");
     }
 
     /// A manifest of `image`'s blobs naming `subject` (an oras-style referrer).

@@ -6,12 +6,12 @@
 
 use crate::support::tools::{copy_dir, write_file};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::graft::{capture, command, Run};
+use crate::support::git::{commit, git};
 use crate::support::registry::{Registry, RegistryOpts};
 use crate::support::tools::skopeo;
 
@@ -27,35 +27,6 @@ const CI_VARS: [&str; 8] = [
     "GIT_BRANCH",
     "SOURCE_DATE_EPOCH",
 ];
-
-/// git in `dir` with a fixed identity and date, no user or system configuration.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let date = "@1000 +0000";
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_DATE", date)
-        .env("GIT_COMMITTER_DATE", date)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn commit(dir: &Path, message: &str) {
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", message]);
-}
 
 /// The sample library in `dir/library` as a git repository on `main` (one commit), with
 /// `extra` appended to graft.yaml and, when `science` is given, its science images pointed at

@@ -2,10 +2,10 @@
 //! `graft plan --matrix github|gitlab` lists the selected images as a CI job matrix, on a
 //! copy of the sample library grown to 12 image names (one of them with two manifests).
 
+use crate::support::git::{commit, git};
 use crate::support::tools::{copy_dir, write_file};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -42,33 +42,6 @@ fn library(dir: &Path) -> PathBuf {
     write_file(&lib, "layers/extra-compat/files/etc/extra", "extra\n");
     write_file(&lib, "README.md", "# library\n");
     lib
-}
-
-/// Run git in `dir` with a fixed identity and date, no user or system configuration.
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_DATE", "@1000 +0000")
-        .env("GIT_COMMITTER_DATE", "@1000 +0000")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn commit(dir: &Path, message: &str) {
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", message]);
 }
 
 /// graft in `dir` with an isolated HOME and `SOURCE_DATE_EPOCH` unset.

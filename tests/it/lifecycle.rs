@@ -2,9 +2,9 @@
 //! and history only, and `--changed-since REV` (which images a diff affects, and why), on git
 //! repositories the tests make from the sample library (fixed commit dates).
 
+use crate::support::git::{commit_at, git_at};
 use crate::support::tools::{copy_dir, write_file};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -31,47 +31,11 @@ fn sample_copy(dir: &Path, graft_yaml_extra: &str) -> PathBuf {
     lib
 }
 
-/// Run git in `dir` with a fixed identity and dates (`at`, seconds), no user or system
-/// configuration.
-fn git_at(dir: &Path, at: i64, args: &[&str]) -> String {
-    let date = format!("@{at} +0000");
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_DATE", &date)
-        .env("GIT_COMMITTER_DATE", &date)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "protocol.file.allow=always",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// Commit everything in `dir` at time `at`.
-fn commit(dir: &Path, at: i64, message: &str) {
-    git_at(dir, at, &["add", "-A"]);
-    git_at(dir, at, &["commit", "-q", "-m", message]);
-}
-
 /// The sample library as a git repository: one commit at t=1000.
 fn sample_repo(dir: &Path, graft_yaml_extra: &str) -> PathBuf {
     let lib = sample_copy(dir, graft_yaml_extra);
     git_at(&lib, 1000, &["init", "-q", "-b", "main"]);
-    commit(&lib, 1000, "library");
+    commit_at(&lib, 1000, "library");
     lib
 }
 
@@ -130,7 +94,7 @@ fn a_docs_only_commit_changes_no_layer_and_selects_nothing() {
         "layers/jupyter-compat/README.md",
         "about this layer\n",
     );
-    commit(&lib, 2000, "docs");
+    commit_at(&lib, 2000, "docs");
 
     let after = plan(&lib, &[]);
     assert_eq!(layer_digests(&after), layer_digests(&before));
@@ -203,7 +167,7 @@ fn a_shared_layer_change_selects_exactly_its_two_images() {
         "layers/platform-base/files/etc/graft/platform.conf",
         "changed = yes\n",
     );
-    commit(&lib, 3000, "platform-base");
+    commit_at(&lib, 3000, "platform-base");
 
     let changed = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(names(&changed), ["astro-notebook", "sci-notebook"]);
@@ -311,7 +275,7 @@ fn change_ignore_rebuild_all_and_science_changes() {
     // Ignored, even inside a layer directory.
     write_file(&lib, "layers/solo-compat/NOTES.md", "notes\n");
     write_file(&lib, "docs/guide.md", "v2\n");
-    commit(&lib, 2000, "ignored");
+    commit_at(&lib, 2000, "ignored");
     let v = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(v["images"], serde_json::json!([]));
     assert_eq!(
@@ -321,7 +285,7 @@ fn change_ignore_rebuild_all_and_science_changes() {
 
     // A shared script rebuilds everything.
     write_file(&lib, "scripts/build.sh", "#!/bin/sh\necho 2\n");
-    commit(&lib, 3000, "script");
+    commit_at(&lib, 3000, "script");
     let v = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(names(&v), ["astro-notebook", "sci-notebook", "solo"]);
     assert_eq!(v["images"][2]["reasons"][0]["kind"], "rebuild-all");
@@ -342,7 +306,7 @@ fn change_ignore_rebuild_all_and_science_changes() {
         "manifests/sci-notebook.yaml",
         &sci.replace("description: Jupyter", "description: The Jupyter"),
     );
-    commit(&lib, 4000, "manifests");
+    commit_at(&lib, 4000, "manifests");
     let v = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(names(&v), ["sci-notebook", "solo"]);
     assert_eq!(v["images"][0]["reasons"][0]["kind"], "manifest-changed");
@@ -427,7 +391,7 @@ fn a_shallow_clone_names_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let lib = sample_repo(tmp.path(), "");
     write_file(&lib, "README.md", "two\n");
-    commit(&lib, 2000, "two");
+    commit_at(&lib, 2000, "two");
     let url = format!("file://{}", lib.display());
     let shallow = tmp.path().join("shallow");
     git_at(
@@ -534,18 +498,18 @@ fn a_library_in_a_subdirectory_sees_only_its_own_changes() {
     let top = tmp.path();
     write_file(top, "other/app.txt", "one\n");
     git_at(top, 1000, &["init", "-q", "-b", "main"]);
-    commit(top, 1000, "all");
+    commit_at(top, 1000, "all");
     // A change outside the library: nothing selected, no digest moves.
     let before = plan(&lib, &[]);
     write_file(top, "other/app.txt", "two\n");
-    commit(top, 2000, "other");
+    commit_at(top, 2000, "other");
     let v = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(v["changes"]["files"], serde_json::json!([]));
     assert_eq!(v["images"], serde_json::json!([]));
     assert_eq!(layer_digests(&plan(&lib, &[])), layer_digests(&before));
     // A change inside: paths relative to the library, the right image, the commit's time.
     write_file(&lib, "layers/solo-compat/files/etc/solo", "solo 2\n");
-    commit(top, 3000, "solo");
+    commit_at(top, 3000, "solo");
     let v = plan(&lib, &["--changed-since", "HEAD~1"]);
     assert_eq!(
         v["changes"]["files"],

@@ -11,6 +11,7 @@ mod copy;
 mod cosign;
 mod crane_regctl;
 mod factory;
+mod git_sources;
 mod graft;
 mod harness;
 mod hostile_files;

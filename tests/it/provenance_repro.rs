@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::graft::{capture, command, Run};
 use crate::sign::{intoto_python, keypair, PW, VALIDATE_PY};
+use crate::support::git::{commit_at, git_at};
 use crate::support::registry::Registry;
 use crate::support::tools::{copy_dir, write_file};
 
@@ -19,35 +20,6 @@ use crate::support::tools::{copy_dir, write_file};
 const REMOTE: &str = "https://ci-bot:s3cret-token@git.example/sci/library.git";
 /// What the statement records instead.
 const PUBLIC_REMOTE: &str = "git+https://git.example/sci/library.git@refs/heads/main";
-
-/// git in `dir` at time `at` (seconds), no user or system configuration.
-fn git_at(dir: &Path, at: i64, args: &[&str]) -> String {
-    let date = format!("@{at} +0000");
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_DATE", &date)
-        .env("GIT_COMMITTER_DATE", &date)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn commit(dir: &Path, at: i64, message: &str) {
-    git_at(dir, at, &["add", "-A"]);
-    git_at(dir, at, &["commit", "-q", "-m", message]);
-}
 
 /// The sample library (science images as layouts inside it) committed at t=1000, and a bare
 /// `origin.git` made from it; returns the bare repository.
@@ -60,7 +32,7 @@ fn origin(dir: &Path) -> PathBuf {
     std::fs::copy(root.join("graft.yaml"), src.join("graft.yaml")).unwrap();
     write_file(&src, ".gitignore", "out/\n");
     git_at(&src, 1000, &["init", "-q", "-b", "main"]);
-    commit(&src, 1000, "library");
+    commit_at(&src, 1000, "library");
     let bare = dir.join("origin.git");
     git_at(
         dir,
@@ -326,7 +298,7 @@ fn verify_provenance_rebuilds_the_image_from_the_recorded_commit() {
         "layers/jupyter-compat/files/etc/jupyter/later.txt",
         "later\n",
     );
-    commit(&r.library, 2000, "a later layer change");
+    commit_at(&r.library, 2000, "a later layer change");
     write_file(&r.library, "README.md", "work in progress\n");
     let status_before = git_at(&r.library, 2000, &["status", "--porcelain"]);
     let out = r.verify(&r.library, &image, &[]).ok();
@@ -495,7 +467,7 @@ fn verify_provenance_bad_input_exits_2_and_a_wrong_key_exits_1() {
     let stranger = r.tmp.path().join("stranger");
     write_file(&stranger, "graft.yaml", "repo: oci:out\n");
     git_at(&stranger, 1000, &["init", "-q", "-b", "main"]);
-    commit(&stranger, 1000, "unrelated");
+    commit_at(&stranger, 1000, "unrelated");
     let run = r.verify(&stranger, &image, &[]).fails(2);
     let head = git_at(&r.library, 1000, &["rev-parse", "HEAD"]);
     assert!(
@@ -586,7 +558,7 @@ fn a_library_in_a_subdirectory_records_its_path_and_verifies_from_the_top() {
     write_file(&top, ".gitignore", "out/\n");
     write_file(&top, "README.md", "other things live here too\n");
     git_at(&top, 1000, &["init", "-q", "-b", "main"]);
-    commit(&top, 1000, "monorepo");
+    commit_at(&top, 1000, "monorepo");
     let (key, public) = keypair(tmp.path(), tmp.path(), "ci");
     graft_in(
         &lib,

@@ -4,11 +4,11 @@
 //! digest in a git checkout, and `refresh -o json` carries its `--changed-since` reasons.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 use crate::graft::{capture, command, Run};
+use crate::support::git::{git, git_at};
 use crate::support::peers::{stdout_ok, Peer};
 use crate::support::proxy::Proxy;
 use crate::support::registry::{Registry, RegistryOpts};
@@ -26,34 +26,6 @@ const ENV_REMOVED: [&str; 8] = [
     "GIT_BRANCH",
     "SOURCE_DATE_EPOCH",
 ];
-
-/// git in `dir` with a fixed identity, the committer date `date` (`@SECONDS +0000`), and no
-/// user or system configuration.
-fn git_at(dir: &Path, date: &str, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_DATE", date)
-        .env("GIT_COMMITTER_DATE", date)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    git_at(dir, "@1000 +0000", args)
-}
 
 /// The sample library in `dir/library` as a git repository on `main` (one commit at time
 /// 1000), its own graft.yaml (`default_branch: main`).
@@ -580,8 +552,8 @@ fn layer_build_gives_the_refresh_digest_in_a_git_checkout() {
     let lib = library(tmp.path());
     // A later commit that touches no layer: HEAD's time (2000) is not the layers' (1000).
     write_file(&lib, "README.md", "docs\n");
-    git_at(&lib, "@2000 +0000", &["add", "-A"]);
-    git_at(&lib, "@2000 +0000", &["commit", "-q", "-m", "docs"]);
+    git_at(&lib, 2000, &["add", "-A"]);
+    git_at(&lib, 2000, &["commit", "-q", "-m", "docs"]);
 
     let refreshed = |env: &[(&str, &str)]| {
         let v = graft_in(

@@ -268,6 +268,48 @@ fn plan_shows_build_order_and_bases() {
 }
 
 #[test]
+fn platform_args_pick_the_base_per_platform() {
+    // BuildKit's automatic ARGs need no declaration; the order reads the Dockerfile once per
+    // platform (build.platforms here, graft.yaml's for the other manifest).
+    let lib = library(&[
+        (
+            "graft.yaml",
+            "repo: docker://reg.example:5000/lib\nplatforms: [linux/arm64]\n",
+        ),
+        (
+            "manifests/a.yaml",
+            "name: a\nversion: 1\nbuild: {path: a, platforms: [linux/amd64, linux/arm64]}\n",
+        ),
+        (
+            "a/Dockerfile",
+            "FROM debian:12 AS build-amd64\nFROM debian:13 AS build-arm64\nFROM build-${TARGETARCH}\nFROM python:3.12-$TARGETARCH\n",
+        ),
+        ("manifests/b.yaml", "name: b\nversion: 1\nbuild: {path: b}\n"),
+        ("b/Dockerfile", "FROM python:3.12-${TARGETARCH}\n"),
+    ]);
+    let run = run_in(lib.path(), &["plan", "-o", "json", "--branch", "main"]).ok();
+    let plan = run.json();
+    let expanded = |i: usize| -> Vec<String> {
+        plan["builds"][i]["bases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["expanded"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        expanded(0),
+        [
+            "debian:12",
+            "debian:13",
+            "python:3.12-amd64",
+            "python:3.12-arm64"
+        ]
+    );
+    assert_eq!(expanded(1), ["python:3.12-arm64"]);
+}
+
+#[test]
 fn cycles_missing_dockerfiles_and_bad_from_lines_name_the_file() {
     let mut files = two_images();
     files.retain(|(p, _)| *p != "images/base/Dockerfile");

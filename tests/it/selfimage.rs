@@ -17,6 +17,8 @@ const CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 const PW: &str = "selfimage-test";
 const REVISION: &str = "0123456789abcdef0123456789abcdef01234567";
 const SOURCE: &str = "https://example.org/graft.git";
+/// Quotes and a backslash: the provenance statement is JSON-encoded, not interpolated.
+const BUILDER: &str = r#"https://ci.example.org/"graft"\runner"#;
 
 fn script() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/graft-image.sh")
@@ -37,6 +39,7 @@ fn build_image(home: &Path, key: Option<&Path>, dest: &str) -> String {
         .env("GRAFT_FLAGS", "--tls-verify=false")
         .env("GRAFT_REVISION", REVISION)
         .env("GRAFT_SOURCE", SOURCE)
+        .env("GRAFT_BUILDER_ID", BUILDER)
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .env_remove("GRAFT_CREDS")
         .env_remove("DOCKER_CONFIG")
@@ -153,6 +156,10 @@ fn graft_builds_its_own_image_from_scratch() {
     let statement: Value =
         serde_json::from_slice(&base64_decode(envelope["payload"].as_str().unwrap())).unwrap();
     let deps = &statement["predicate"]["buildDefinition"]["resolvedDependencies"];
+    assert_eq!(
+        statement["predicate"]["runDetails"]["builder"]["id"],
+        BUILDER
+    );
     assert_eq!(deps[0]["uri"], format!("git+{SOURCE}@{REVISION}"));
     assert_eq!(deps[0]["digest"]["gitCommit"], REVISION);
     assert_eq!(

@@ -6,11 +6,11 @@
 //! and orphaned tags (attachments and promotions are not orphans); the JSON shapes.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 use crate::graft::{capture, command, Run};
+use crate::support::git::{commit_at, git_at};
 use crate::support::proxy::Proxy;
 use crate::support::registry::Registry;
 use crate::support::tools::{copy_dir, write_file};
@@ -31,35 +31,6 @@ const ENV_OUT: [&str; 8] = [
     "GIT_BRANCH",
     "SOURCE_DATE_EPOCH",
 ];
-
-/// git in `dir` with a fixed identity and the date `at`, no user or system configuration.
-fn git_at(dir: &Path, at: i64, args: &[&str]) -> String {
-    let date = format!("@{at} +0000");
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_DATE", &date)
-        .env("GIT_COMMITTER_DATE", &date)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn commit(dir: &Path, at: i64, message: &str) {
-    git_at(dir, at, &["add", "-A"]);
-    git_at(dir, at, &["commit", "-q", "-m", message]);
-}
 
 /// One test's world: a registry, a counting proxy in front of it (every graft request goes
 /// through it), and the sample library in git with its science images in the registry
@@ -112,7 +83,7 @@ impl World {
             std::fs::write(&p, text.replace(from, &to)).unwrap();
         }
         git_at(&lib, 1000, &["init", "-q", "-b", "main"]);
-        commit(&lib, 1000, "library");
+        commit_at(&lib, 1000, "library");
         World {
             _tmp: tmp,
             reg,
@@ -237,7 +208,7 @@ fn a_second_refresh_on_an_unrelated_commit_writes_nothing_and_force_writes() {
 
     // A new commit that touches nothing of the images: a new build number and commit.
     write_file(&w.lib, "README.md", "# library\n\nMore words.\n");
-    commit(&w.lib, 2000, "docs");
+    commit_at(&w.lib, 2000, "docs");
     let c2 = short_head(&w.lib);
     w.proxy.clear();
     let second = w.refresh(&[], &[]);
@@ -308,7 +279,7 @@ fn a_layer_config_change_alone_is_written() {
     let text = std::fs::read_to_string(&p).unwrap();
     assert!(text.contains("JUPYTER_PORT: 8888"));
     std::fs::write(&p, text.replace("JUPYTER_PORT: 8888", "JUPYTER_PORT: 9999")).unwrap();
-    commit(&w.lib, 2000, "port");
+    commit_at(&w.lib, 2000, "port");
     w.proxy.clear();
     let second = w.refresh(&epoch, &[]);
     assert_eq!(
@@ -428,7 +399,7 @@ fn status_lists_missing_images_and_orphaned_tags() {
     let p = w.lib.join("manifests/sci-notebook.yaml");
     let text = std::fs::read_to_string(&p).unwrap();
     std::fs::write(&p, text.replace("\nversion: 2.4\n", "\nversion: 2.5\n")).unwrap();
-    commit(&w.lib, 2000, "2.5");
+    commit_at(&w.lib, 2000, "2.5");
 
     let st = w.status(&[]);
     let sci = image(&st, "sci-notebook");
@@ -511,7 +482,7 @@ fn with_only_per_build_tags_nothing_is_compared_and_every_run_writes() {
             "{settings}branches:\n  - branch: \"ci/**\"\n    tags: [\"{{version}}-{{build}}-{{commit}}\"]\n"
         ),
     );
-    commit(&w.lib, 1500, "ci tags");
+    commit_at(&w.lib, 1500, "ci tags");
     git_at(&w.lib, 1500, &["checkout", "-q", "-b", "ci/x"]);
     let first = w.refresh(&[], &["sci-notebook"]);
     assert_eq!(statuses(&first), [pair("sci-notebook", "written")]);

@@ -12,6 +12,7 @@
 // Each test binary uses only part of the support code.
 #![allow(dead_code)]
 
+pub mod git;
 pub mod hostile;
 pub mod peers;
 pub mod proxy;
