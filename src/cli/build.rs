@@ -9,6 +9,7 @@ use clap::Args;
 use graft::builder::binfmt::{host_platform, BINFMT_DIR};
 use graft::builder::buildah::Buildah;
 use graft::library::Library;
+use graft::ops::bake::{from_metadata, FromMetadataOptions};
 use graft::ops::build::{build, BuildOptions, BuildReport};
 use graft::ops::plan::{revision, Missing};
 use graft::timestamp::Timestamp;
@@ -54,6 +55,11 @@ pub struct BuildCmdArgs {
     /// Time limit of each test inside an image (build.test, checks), in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub test_timeout: u64,
+    /// Do not build: continue after `docker buildx bake --push --metadata-file FILE` run on
+    /// `graft plan --bake`'s file. Each target's pushed digest is checked at its tags in the
+    /// registry, then images with compat are refreshed. NAMES select targets (default: all).
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub from_metadata: Option<PathBuf>,
     /// Where the kernel lists binfmt_misc emulators (for tests).
     #[arg(long, value_name = "DIR", default_value = BINFMT_DIR, hide = true)]
     pub binfmt_dir: PathBuf,
@@ -104,6 +110,20 @@ pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> 
     };
     let ep = global.registry.endpoint(None)?;
     let reporter = Bars::reporter(global.quiet);
+    if let Some(file) = &args.from_metadata {
+        let opts = FromMetadataOptions {
+            build: rev.build.clone(),
+            created: rev.created,
+            jobs: args.jobs.max(1),
+            work_dir: work.path().to_path_buf(),
+        };
+        let report = from_metadata(&rev.library, file, &args.names, &opts, &ep, &reporter).await?;
+        match global.output {
+            Output::Json => print_json(&report)?,
+            Output::Text => print_text(&report)?,
+        }
+        return Ok(());
+    }
     let report = build(&rev.library, &args.names, &options, &ep, &reporter).await?;
     match global.output {
         Output::Json => print_json(&report)?,

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use graft::fsutil::{write_atomic, Durability};
 use graft::layer::Compression;
 use graft::library::plan::Plan;
 use graft::library::Library;
+use graft::ops::bake::bake_file;
 use graft::ops::plan::{changed_since, plan, revision, Missing};
 use graft::ops::shard::Shard;
 use graft::ops::status::{status, StatusReport, StatusRequest};
@@ -49,6 +51,16 @@ pub struct PlanArgs {
     /// (and why), or missing (reads each science root and each `{version}` tag).
     #[arg(long, conflicts_with = "matrix")]
     pub status: bool,
+    /// Also write a buildx bake file (docker-bake.json) for the selected `build:` images, to
+    /// run from the library root with `docker buildx bake -f FILE --metadata-file M`; then
+    /// `graft build --from-metadata M`. Library bases outside it are pinned by digest (one
+    /// registry request each). See docs/decisions.md §28.
+    #[arg(long, value_name = "FILE")]
+    pub bake: Option<PathBuf>,
+    /// With --bake: do not resolve library bases outside the bake (no registry access); the
+    /// builder then pulls the tags their FROM lines name.
+    #[arg(long, requires = "bake")]
+    pub bake_unpinned: bool,
 }
 
 /// The CI system `--matrix` writes for.
@@ -92,6 +104,21 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         ep.as_ref().filter(|_| args.resolve),
     )
     .await?;
+    // Computed before anything is printed (a base that cannot be resolved stops here), written
+    // only when the plan has no errors.
+    let bake = match &args.bake {
+        None => None,
+        Some(_) => {
+            let bake_ep = match args.bake_unpinned {
+                true => None,
+                false => match &ep {
+                    Some(ep) => Some(ep.clone()),
+                    None => Some(global.registry.endpoint(None)?),
+                },
+            };
+            Some(bake_file(&rev.library, &plan.builds, &rev.build, bake_ep.as_ref()).await?)
+        }
+    };
     let status = match (&ep, args.status) {
         (Some(ep), true) => Some(plan_status(&plan, &rev, ep).await?),
         _ => None,
@@ -119,6 +146,17 @@ pub async fn run(args: PlanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     if plan.has_errors() {
         anyhow::bail!("the plan has conflicts");
+    }
+    if let (Some(file), Some(doc)) = (&args.bake, &bake) {
+        for u in &doc.unpinned {
+            eprintln!(
+                "warning: the base {u} is not pinned (--bake-unpinned): the builder pulls its tag"
+            );
+        }
+        write_atomic(file, &doc.to_bytes()?, 0o644, Durability::Synced)?;
+        if !global.quiet {
+            eprintln!("wrote {} ({} targets)", file.display(), plan.builds.len());
+        }
     }
     Ok(())
 }

@@ -389,7 +389,7 @@ fn fetch_sources(lib: &Library, cache: &SourceCache) -> Result<BTreeMap<String, 
 
 /// Where the built image is written: the final `target` under `build.tags` (no compat), or
 /// `science_target` under `build.tags` (compat).
-fn destinations(lib: &Library, m: &Manifest, build: &BuildInfo) -> Result<Vec<Located>> {
+pub(crate) fn destinations(lib: &Library, m: &Manifest, build: &BuildInfo) -> Result<Vec<Located>> {
     if m.compat_layer().is_none() {
         return lib.references(m, build);
     }
@@ -616,31 +616,58 @@ async fn build_one(
         .collect();
     report.bases = pins.into_iter().map(|(_, u)| u).collect();
     if m.compat_layer().is_some() {
-        let one = lib.clone().as_built().retain_manifests(|x| x.rel == m.rel);
-        let created = opts.created;
-        let req = RefreshRequest {
-            names: Vec::new(),
-            options: RefreshOptions {
-                build: opts.build.clone(),
-                created,
-                dry_run: false,
-                jobs: opts.jobs.max(1),
-                work_dir: opts.work_dir.join(format!("refresh-{}", m.name)),
-            },
-            signing: None,
-            // The science image was just written: the refresh must write (and report) the
-            // final image a child of this one pins to, even when it looks up to date.
-            force: true,
-            clock: Box::new(move || created),
-        };
-        std::fs::create_dir_all(&req.options.work_dir)
-            .map_err(|e| Error::io("creating", &req.options.work_dir, e))?;
-        let r = refresh(&one, req, ep, reporter)
-            .await
-            .map_err(|e| e.context(format!("{}: the compat refresh of the built image", m.rel)))?;
-        report.refresh = r.images.into_iter().next();
+        let work = opts.work_dir.join(format!("refresh-{}", m.name));
+        report.refresh = refresh_built(
+            lib,
+            m,
+            &opts.build,
+            opts.created,
+            opts.jobs,
+            &work,
+            ep,
+            reporter,
+        )
+        .await?;
     }
     Ok(report)
+}
+
+/// The compat refresh of `m`'s image just written to [`Manifest::science`] (by this build or
+/// by buildx, [`crate::ops::bake`]): the existing refresh for that one manifest on
+/// [`Library::as_built`], forced, so the final image a child pins to is written and reported.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn refresh_built(
+    lib: &Library,
+    m: &Manifest,
+    build: &BuildInfo,
+    created: Timestamp,
+    jobs: usize,
+    work_dir: &Path,
+    ep: &Endpoint,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<Option<RefreshResult>> {
+    let one = lib.clone().as_built().retain_manifests(|x| x.rel == m.rel);
+    let req = RefreshRequest {
+        names: Vec::new(),
+        options: RefreshOptions {
+            build: build.clone(),
+            created,
+            dry_run: false,
+            jobs: jobs.max(1),
+            work_dir: work_dir.to_path_buf(),
+        },
+        signing: None,
+        // The science image was just written: the refresh must write (and report) the
+        // final image a child of this one pins to, even when it looks up to date.
+        force: true,
+        clock: Box::new(move || created),
+    };
+    std::fs::create_dir_all(&req.options.work_dir)
+        .map_err(|e| Error::io("creating", &req.options.work_dir, e))?;
+    let r = refresh(&one, req, ep, reporter)
+        .await
+        .map_err(|e| e.context(format!("{}: the compat refresh of the built image", m.rel)))?;
+    Ok(r.images.into_iter().next())
 }
 
 /// Write the index of `platforms` (each a manifest buildah pushed into `layout` under its

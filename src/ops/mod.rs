@@ -2,6 +2,7 @@
 //! the library). Each is one call returning a report that the CLI renders; none prints.
 //!
 //! - [`append`]: new layers over a base image (`graft append`);
+//! - [`bake`]: BuildKit through a bake file, and the continuation from buildx's metadata;
 //! - [`build`]: the library's `build:` images built with buildah, tested, written, refreshed;
 //! - [`factory`]: the image factory: images.yaml, state files, the base watch, Kargo Warehouses;
 //! - [`plan`]: what a refresh would write (`graft plan`);
@@ -24,6 +25,7 @@
 
 pub mod append;
 pub mod attachments;
+pub mod bake;
 pub mod build;
 pub mod copy;
 pub mod diff;

@@ -3,6 +3,7 @@
 //! graft binary.
 
 mod append;
+mod bake;
 mod branch_policy;
 mod build;
 mod ci_scale;
