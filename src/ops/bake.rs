@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::library::order::{BuildStep, SourceState};
 use crate::library::{BuildInfo, Library, Located};
 use crate::oci::Digest;
-use crate::ops::build::{destinations, refresh_built, BuildReport, BuiltImage};
+use crate::ops::build::{destinations, refresh_built, step_manifest, BuildReport, BuiltImage};
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef};
 use crate::store::open::{open_source, Endpoint};
@@ -140,14 +140,7 @@ pub async fn bake_file(
     let mut unpinned = Vec::new();
     let mut resolved: BTreeMap<String, String> = BTreeMap::new();
     for step in steps {
-        let m = lib
-            .manifests()
-            .iter()
-            .find(|m| m.rel == step.manifest)
-            .ok_or_else(|| Error::NotFound {
-                what: format!("the manifest {}", step.manifest),
-                detail: None,
-            })?;
+        let m = step_manifest(lib, step)?;
         let Some(b) = &m.build else {
             return Err(Error::Unsupported(format!("{} has no build:", m.rel)));
         };
@@ -392,14 +385,7 @@ pub async fn from_metadata(
     // Everything is verified before anything is written.
     let mut images = Vec::new();
     for (step, p) in &selected {
-        let m = lib
-            .manifests()
-            .iter()
-            .find(|m| m.rel == step.manifest)
-            .ok_or_else(|| Error::NotFound {
-                what: format!("the manifest {}", step.manifest),
-                detail: None,
-            })?;
+        let m = step_manifest(lib, step)?;
         let refs = destinations(lib, m, &opts.build)?;
         for l in &refs {
             let r = registry_ref(l, &m.rel)?;

@@ -283,14 +283,7 @@ fn prepare<'a>(
     opts: &BuildOptions,
     checkouts: &BTreeMap<String, PathBuf>,
 ) -> Result<Plan<'a>> {
-    let m = lib
-        .manifests()
-        .iter()
-        .find(|m| m.rel == step.manifest)
-        .ok_or_else(|| Error::NotFound {
-            what: format!("the manifest {}", step.manifest),
-            detail: None,
-        })?;
+    let m = step_manifest(lib, step)?;
     let Some(b) = &m.build else {
         return Err(Error::Unsupported(format!("{} has no build:", m.rel)));
     };
@@ -385,6 +378,17 @@ fn fetch_sources(lib: &Library, cache: &SourceCache) -> Result<BTreeMap<String, 
         out.insert(m.rel.clone(), dir);
     }
     Ok(out)
+}
+
+/// The manifest of a build step (the order was made from this library, so it is there).
+pub(crate) fn step_manifest<'a>(lib: &'a Library, step: &BuildStep) -> Result<&'a Manifest> {
+    lib.manifests()
+        .iter()
+        .find(|m| m.rel == step.manifest)
+        .ok_or_else(|| Error::NotFound {
+            what: format!("the manifest {}", step.manifest),
+            detail: None,
+        })
 }
 
 /// Where the built image is written: the final `target` under `build.tags` (no compat), or
