@@ -7,42 +7,17 @@
 //! checks the digest against the registry and refreshes; a wrong digest writes nothing.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::graft::{capture, command, Run};
+use crate::graft::{run_in, Run};
+use crate::support::git::git;
 use crate::support::peers::Peer;
 use crate::support::registry::Registry;
-
-fn run_in(dir: &Path, args: &[&str]) -> Run {
-    let home = tempfile::tempdir().unwrap();
-    capture(
-        command(home.path())
-            .current_dir(dir)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .args(args),
-    )
-}
+use crate::support::tools::files_dir;
 
 fn library(files: &[(&str, String)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, content) in files {
-        let p = dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-    }
-    dir
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
+    files_dir(files)
 }
 
 fn chain(reg: &Registry) -> Vec<(&'static str, String)> {

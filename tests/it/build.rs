@@ -7,27 +7,13 @@
 
 use std::path::Path;
 
-use crate::graft::{capture, command, Run};
+use crate::graft::{run_in, Run};
 use crate::support::peers::Peer;
 use crate::support::registry::Registry;
-
-fn run_in(dir: &Path, args: &[&str]) -> Run {
-    let home = tempfile::tempdir().unwrap();
-    capture(
-        command(home.path())
-            .current_dir(dir)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .args(args),
-    )
-}
+use crate::support::tools::files_dir;
 
 fn library(files: &[(&str, String)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, content) in files {
-        let p = dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-    }
+    let dir = files_dir(files);
     // The base image's only file: Debian's static busybox (busybox-static).
     let bb = dir.path().join("images/base/busybox");
     std::fs::create_dir_all(bb.parent().unwrap()).unwrap();

@@ -14,6 +14,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::graft::{capture, command, Run};
+use crate::support::git::git;
 use crate::support::registry::Registry;
 use crate::support::tools::run_ok;
 
@@ -35,23 +36,6 @@ fn push(reg: &Registry, repo: &str, tag: &str, seed: &str) -> String {
     );
     reg.push_manifest(repo, tag, MANIFEST_MT, manifest.as_bytes());
     crate::support::tools::sha256_digest(manifest.as_bytes())
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    run_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(args),
-    );
 }
 
 /// A git repository with `files` committed on `main`.

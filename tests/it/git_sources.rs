@@ -5,28 +5,11 @@
 //! the change between the commits; credentials in a repository URL are never printed.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::graft::{capture, command, Run};
+use crate::graft::{run_in, Run};
+use crate::support::git::git;
 use crate::support::peers::Peer;
 use crate::support::registry::Registry;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A bare repository `src.git` and a work tree that pushes to it; `commit` adds one commit.
 struct Source {
@@ -102,16 +85,6 @@ fn write_manifest(lib: &Path, repo: &str, commit: &str) {
         ),
     )
     .unwrap();
-}
-
-fn run_in(dir: &Path, args: &[&str]) -> Run {
-    let home = tempfile::tempdir().unwrap();
-    capture(
-        command(home.path())
-            .current_dir(dir)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .args(args),
-    )
 }
 
 fn build(lib: &Path, cache: &Path) -> Run {

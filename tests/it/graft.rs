@@ -62,6 +62,18 @@ pub fn capture(cmd: &mut Command) -> Run {
     }
 }
 
+/// Run graft in `dir` with a fresh HOME and `SOURCE_DATE_EPOCH=0` (without it the time would
+/// come from the checkout's last commit).
+pub fn run_in(dir: &Path, args: &[&str]) -> Run {
+    let home = tempfile::tempdir().unwrap();
+    capture(
+        command(home.path())
+            .current_dir(dir)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(args),
+    )
+}
+
 /// Run graft with `args` (HOME = `home`).
 pub fn graft<S: AsRef<std::ffi::OsStr>>(home: &Path, args: &[S]) -> Run {
     capture(command(home).args(args))

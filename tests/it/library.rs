@@ -2,9 +2,10 @@
 //! stable JSON with golden layer digests) and `graft layer build NAME|DIR`, on the shipped
 //! sample library and on small libraries written by each test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::graft::{capture, command, Run};
+use crate::graft::{capture, command, run_in};
+use crate::support::tools::files_dir;
 
 /// The repository root: the sample library.
 fn sample() -> PathBuf {
@@ -20,27 +21,9 @@ const JUPYTER_COMPAT: &str =
 const JUPYTER_COMPAT_DIFF_ID: &str =
     "sha256:05ca670e2d5a85fceef57076fd96dc9caa662c6a5d01399f5d395dec203c5875";
 
-/// Run graft in `dir` with `args`, HOME isolated, no SOURCE_DATE_EPOCH.
-fn run_in(dir: &Path, args: &[&str]) -> Run {
-    let home = tempfile::tempdir().unwrap();
-    capture(
-        command(home.path())
-            .current_dir(dir)
-            // Without it the time would come from the checkout's last commit.
-            .env("SOURCE_DATE_EPOCH", "0")
-            .args(args),
-    )
-}
-
 /// A library made of `files` (path, content) in a temp dir.
 fn library(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, content) in files {
-        let p = dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-    }
-    dir
+    files_dir(files)
 }
 
 const GRAFT_YAML: &str = "repo: oci:out\n";

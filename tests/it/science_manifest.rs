@@ -3,30 +3,14 @@
 //! file:line messages, `plan` shows the build order and each image's bases from the
 //! Dockerfiles, and `refresh` refuses a `build:` manifest (exit 2) until `graft build` exists.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::graft::{capture, command, Run};
-
-/// Run graft in `dir` with `args`, HOME isolated, no clock.
-fn run_in(dir: &Path, args: &[&str]) -> Run {
-    let home = tempfile::tempdir().unwrap();
-    capture(
-        command(home.path())
-            .current_dir(dir)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .args(args),
-    )
-}
+use crate::graft::run_in;
+use crate::support::tools::files_dir;
 
 /// A library made of `files` (path, content) in a temp dir.
 fn library(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, content) in files {
-        let p = dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-    }
-    dir
+    files_dir(files)
 }
 
 fn canfar() -> PathBuf {

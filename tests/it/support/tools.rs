@@ -153,3 +153,12 @@ pub fn write_file(dir: &Path, path: &str, text: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();
 }
+
+/// A temporary directory holding `files` (path, content).
+pub fn files_dir<S: AsRef<str>>(files: &[(&str, S)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        write_file(dir.path(), path, content.as_ref());
+    }
+    dir
+}
