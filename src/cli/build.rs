@@ -39,6 +39,19 @@ pub struct BuildCmdArgs {
     /// Concurrent blob transfers.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
+    /// The builder (buildah), its storage and time limits.
+    #[command(flatten)]
+    pub builder: BuilderArgs,
+    /// Do not build: continue after `docker buildx bake --push --metadata-file FILE` run on
+    /// `graft plan --bake`'s file. Each target's pushed digest is checked at its tags in the
+    /// registry, then images with compat are refreshed. NAMES select targets (default: all).
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub from_metadata: Option<PathBuf>,
+}
+
+/// buildah and what it runs with: `graft build`, `graft factory check --refresh`.
+#[derive(Debug, Args)]
+pub struct BuilderArgs {
     /// The buildah program.
     #[arg(long, value_name = "PATH", default_value = "buildah")]
     pub buildah: PathBuf,
@@ -55,17 +68,49 @@ pub struct BuildCmdArgs {
     /// Time limit of each test inside an image (build.test, checks), in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub test_timeout: u64,
-    /// Do not build: continue after `docker buildx bake --push --metadata-file FILE` run on
-    /// `graft plan --bake`'s file. Each target's pushed digest is checked at its tags in the
-    /// registry, then images with compat are refreshed. NAMES select targets (default: all).
-    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
-    pub from_metadata: Option<PathBuf>,
     /// Where the kernel lists binfmt_misc emulators (for tests).
     #[arg(long, value_name = "DIR", default_value = BINFMT_DIR, hide = true)]
     pub binfmt_dir: PathBuf,
     /// Where `git.repo` sources are cloned.
     #[command(flatten)]
     pub sources: super::diff::SourceArgs,
+}
+
+impl BuilderArgs {
+    /// The build options of a run: `storage_root` holds buildah's storage unless
+    /// `--storage` names one; `work` the builder's layouts.
+    pub fn options(
+        &self,
+        rev: &graft::ops::plan::Revision,
+        work: &std::path::Path,
+        global: &GlobalArgs,
+    ) -> anyhow::Result<BuildOptions> {
+        // buildah's --root wants an absolute path.
+        let storage = match &self.storage {
+            Some(s) => std::path::absolute(s)?,
+            None => work.join("storage"),
+        };
+        Ok(BuildOptions {
+            build: rev.build.clone(),
+            created: rev.created,
+            dry_run: false,
+            jobs: 4,
+            work_dir: work.to_path_buf(),
+            buildah: Buildah {
+                program: self.buildah.clone(),
+                root: storage.join("root"),
+                runroot: storage.join("run"),
+                storage_driver: self.storage_driver.clone(),
+                tls_verify: global.registry.tls_verify,
+                timeout: Duration::from_secs(self.build_timeout.max(1)),
+            },
+            test_timeout: Duration::from_secs(self.test_timeout.max(1)),
+            host: host_platform(),
+            binfmt_dir: self.binfmt_dir.clone(),
+            sources: self.sources.cache()?,
+            signing: None,
+        })
+    }
 }
 
 /// Run `graft build`: one call to [`build`], rendered.
@@ -84,29 +129,10 @@ pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         Missing::Refuse,
     )?;
     let work = tempfile::tempdir()?;
-    // buildah's --root wants an absolute path.
-    let storage = match &args.storage {
-        Some(s) => std::path::absolute(s)?,
-        None => work.path().join("storage"),
-    };
     let options = BuildOptions {
-        build: rev.build.clone(),
-        created: rev.created,
         dry_run: args.dry_run,
         jobs: args.jobs.max(1),
-        work_dir: work.path().to_path_buf(),
-        buildah: Buildah {
-            program: args.buildah.clone(),
-            root: storage.join("root"),
-            runroot: storage.join("run"),
-            storage_driver: args.storage_driver.clone(),
-            tls_verify: global.registry.tls_verify,
-            timeout: Duration::from_secs(args.build_timeout.max(1)),
-        },
-        test_timeout: Duration::from_secs(args.test_timeout.max(1)),
-        host: host_platform(),
-        binfmt_dir: args.binfmt_dir.clone(),
-        sources: args.sources.cache()?,
+        ..args.builder.options(&rev, work.path(), global)?
     };
     let ep = global.registry.endpoint(None)?;
     let reporter = Bars::reporter(global.quiet);

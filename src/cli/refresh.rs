@@ -6,11 +6,7 @@ use clap::Args;
 
 use graft::library::Library;
 use graft::ops::plan::{changed_since, revision, Missing};
-use graft::ops::refresh::{
-    refresh, ImageStatus, ProvenanceContext, RefreshOptions, RefreshRequest, RefreshResult, Signing,
-};
-use graft::sign::provenance::public_git_url;
-use graft::sign::{BuildValues, BuilderInfo, LibrarySource};
+use graft::ops::refresh::{refresh, ImageStatus, RefreshOptions, RefreshRequest, RefreshResult};
 use graft::timestamp::Timestamp;
 
 use super::output::outln;
@@ -42,21 +38,9 @@ pub struct RefreshArgs {
     /// Concurrent blob transfers.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
-    /// Sign the index and every platform manifest written with this cosign key (a path or
-    /// env://VAR; its password from COSIGN_PASSWORD).
-    #[arg(long, value_name = "KEY")]
-    pub sign_key: Option<String>,
-    /// Attach a signed SLSA v1 provenance statement to the index and every platform manifest
-    /// (needs --sign-key).
-    #[arg(long, requires = "sign_key")]
-    pub provenance: bool,
-    /// `runDetails.builder.id` (default: from GitHub Actions, GitLab CI or Jenkins variables,
-    /// else graft's local builder id).
-    #[arg(long, value_name = "URI")]
-    pub builder_id: Option<String>,
-    /// `runDetails.metadata.invocationId` (default: from the CI variables).
-    #[arg(long, value_name = "ID")]
-    pub invocation_id: Option<String>,
+    /// Signing and provenance.
+    #[command(flatten)]
+    pub signing: super::sign::SigningArgs,
     /// Refresh only the images that `git diff REV..HEAD` of the library affects (as
     /// `graft plan --changed-since REV` lists them).
     #[arg(long, value_name = "REV")]
@@ -71,10 +55,7 @@ pub struct RefreshArgs {
 pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let started = now_or_epoch()?;
     // Load the key first: a wrong password must stop the run before anything is pushed.
-    let key = match &args.sign_key {
-        Some(k) => Some(super::sign::load_signing_key(k)?),
-        None => None,
-    };
+    let key = args.signing.load_key()?;
     let mut lib = Library::open(&args.library)?;
     if let Some(repo) = &args.repo {
         lib = lib.with_repo(repo);
@@ -130,16 +111,17 @@ pub async fn run(args: RefreshArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         jobs: args.jobs.max(1),
         work_dir: work.path().to_path_buf(),
     };
-    let signing = match key {
-        Some(key) => Some(Signing {
-            key,
-            provenance: match args.provenance {
-                true => Some(provenance_context(&args, &options, &rev, epoch, started)),
-                false => None,
-            },
-        }),
-        None => None,
-    };
+    let signing = args.signing.signing(
+        key,
+        &super::sign::RunFacts {
+            build: &options.build,
+            created: options.created,
+            revision: &rev,
+            epoch,
+            started,
+            repo_override: args.repo.as_deref(),
+        },
+    );
     // SOURCE_DATE_EPOCH, when set, was read above: the clock stays at this edge.
     let request = RefreshRequest {
         names,
@@ -249,50 +231,4 @@ fn print_text(results: &[RefreshResult], dry_run: bool) -> anyhow::Result<()> {
 /// `SOURCE_DATE_EPOCH` when set (reproducible statements), else the clock: the binary's edge.
 fn now_or_epoch() -> anyhow::Result<Timestamp> {
     super::created_time()
-}
-
-/// What the statement records besides the image, gathered here at the edge: only values
-/// that are the same on every machine (a remote URL without credentials, never a local path).
-fn provenance_context(
-    args: &RefreshArgs,
-    opts: &RefreshOptions,
-    rev: &graft::ops::plan::Revision,
-    epoch: Option<Timestamp>,
-    started: Timestamp,
-) -> ProvenanceContext {
-    let ci = BuilderInfo::from_ci_env(&|k| std::env::var(k).ok());
-    let mut builder = ci.unwrap_or_else(BuilderInfo::local);
-    if let Some(id) = &args.builder_id {
-        builder.id = id.clone();
-    }
-    if let Some(i) = &args.invocation_id {
-        builder.invocation_id = Some(i.clone());
-    }
-    let library = rev.repo.as_ref().and_then(|r| {
-        let commit = r.head_commit()?;
-        Some(LibrarySource {
-            url: r.origin_url().as_deref().and_then(public_git_url),
-            git_ref: match &opts.build.branch {
-                Some(b) => format!("refs/heads/{b}"),
-                None => commit.clone(),
-            },
-            path: r.prefix().unwrap_or_else(|| ".".into()),
-            commit,
-        })
-    });
-    ProvenanceContext {
-        builder,
-        library,
-        build: BuildValues {
-            build: opts.build.build.clone(),
-            commit: opts.build.commit.clone(),
-            branch: opts.build.branch.clone(),
-        },
-        created: opts.created,
-        source_date_epoch: epoch,
-        repo_override: args.repo.clone(),
-        started_on: started,
-        // Set by the refresh when it has written everything.
-        finished_on: started,
-    }
 }

@@ -168,3 +168,103 @@ pub fn report(
     }
     Ok(())
 }
+
+/// `--sign-key`, `--provenance`, `--builder-id`, `--invocation-id`: signing what a command
+/// writes (refresh, build, factory check --refresh).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SigningArgs {
+    /// Sign the index and every platform manifest written with this cosign key (a path or
+    /// env://VAR; its password from COSIGN_PASSWORD).
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<String>,
+    /// Attach a signed SLSA v1 provenance statement to the index and every platform manifest
+    /// (needs --sign-key).
+    #[arg(long, requires = "sign_key")]
+    pub provenance: bool,
+    /// `runDetails.builder.id` (default: from GitHub Actions, GitLab CI or Jenkins variables,
+    /// else graft's local builder id).
+    #[arg(long, value_name = "URI")]
+    pub builder_id: Option<String>,
+    /// `runDetails.metadata.invocationId` (default: from the CI variables).
+    #[arg(long, value_name = "ID")]
+    pub invocation_id: Option<String>,
+}
+
+/// The facts of a run that provenance records besides the image.
+pub struct RunFacts<'a> {
+    /// `{build}`, `{commit}`, `{branch}` as used.
+    pub build: &'a graft::library::BuildInfo,
+    /// The images' time.
+    pub created: graft::timestamp::Timestamp,
+    /// The library and its git repository.
+    pub revision: &'a graft::ops::plan::Revision,
+    /// `SOURCE_DATE_EPOCH`, when set.
+    pub epoch: Option<graft::timestamp::Timestamp>,
+    /// When the run started.
+    pub started: graft::timestamp::Timestamp,
+    /// `--repo` as given.
+    pub repo_override: Option<&'a str>,
+}
+
+impl SigningArgs {
+    /// The key of `--sign-key` (its password from COSIGN_PASSWORD), loaded first: a wrong
+    /// password must stop the run before anything is pushed.
+    pub fn load_key(&self) -> anyhow::Result<Option<SigningKey>> {
+        self.sign_key.as_deref().map(load_signing_key).transpose()
+    }
+
+    /// Signing with `key` (none without one), with provenance when `--provenance` is given.
+    pub fn signing(
+        &self,
+        key: Option<SigningKey>,
+        facts: &RunFacts<'_>,
+    ) -> Option<graft::ops::refresh::Signing> {
+        Some(graft::ops::refresh::Signing {
+            key: key?,
+            provenance: self.provenance.then(|| self.provenance_context(facts)),
+        })
+    }
+
+    /// What the statement records besides the image, gathered here at the edge: only values
+    /// that are the same on every machine (a remote URL without credentials, never a local
+    /// path).
+    pub fn provenance_context(&self, f: &RunFacts<'_>) -> graft::ops::refresh::ProvenanceContext {
+        use graft::sign::provenance::public_git_url;
+        use graft::sign::{BuildValues, BuilderInfo, LibrarySource};
+        let ci = BuilderInfo::from_ci_env(&|k| std::env::var(k).ok());
+        let mut builder = ci.unwrap_or_else(BuilderInfo::local);
+        if let Some(id) = &self.builder_id {
+            builder.id = id.clone();
+        }
+        if let Some(i) = &self.invocation_id {
+            builder.invocation_id = Some(i.clone());
+        }
+        let library = f.revision.repo.as_ref().and_then(|r| {
+            let commit = r.head_commit()?;
+            Some(LibrarySource {
+                url: r.origin_url().as_deref().and_then(public_git_url),
+                git_ref: match &f.build.branch {
+                    Some(b) => format!("refs/heads/{b}"),
+                    None => commit.clone(),
+                },
+                path: r.prefix().unwrap_or_else(|| ".".into()),
+                commit,
+            })
+        });
+        graft::ops::refresh::ProvenanceContext {
+            builder,
+            library,
+            build: BuildValues {
+                build: f.build.build.clone(),
+                commit: f.build.commit.clone(),
+                branch: f.build.branch.clone(),
+            },
+            created: f.created,
+            source_date_epoch: f.epoch,
+            repo_override: f.repo_override.map(str::to_string),
+            started_on: f.started,
+            // Set by the command when it has written everything.
+            finished_on: f.started,
+        }
+    }
+}

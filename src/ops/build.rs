@@ -76,6 +76,8 @@ pub struct BuildOptions {
     pub binfmt_dir: PathBuf,
     /// Where `git.repo` sources are cloned and their commits checked out.
     pub sources: SourceCache,
+    /// Sign (and attest) what is written.
+    pub signing: Option<crate::ops::refresh::Signing>,
 }
 
 /// A base image of a build, as it was used.

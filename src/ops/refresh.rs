@@ -507,6 +507,7 @@ fn pinned(science: &ImageRef, m: &Manifest) -> ImageRef {
 }
 
 /// Signing and provenance for a refresh (`--sign-key`, `--provenance`).
+#[derive(Debug, Clone)]
 pub struct Signing {
     /// The cosign key.
     pub key: crate::sign::SigningKey,
