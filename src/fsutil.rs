@@ -163,22 +163,73 @@ impl OpenRefused {
 /// A FIFO would block the open (and every read) until a writer came, and a device or
 /// `/dev/zero` never ends: the file is opened with `O_NONBLOCK` (no effect on a regular
 /// file's reads) and its type checked on the opened handle, so a file swapped for another
-/// kind after a check is caught too. The checked real path is opened with `O_NOFOLLOW`.
+/// kind after a check is caught too. The checked real path is then opened one component at a
+/// time from `within`, each with `O_NOFOLLOW`: a directory swapped for a symlink after the
+/// check is refused, not followed out of the directory.
 pub fn open_regular(path: &Path, within: Option<&Path>) -> std::result::Result<File, OpenRefused> {
     match within {
         Some(root) => {
             let real = std::fs::canonicalize(path).map_err(OpenRefused::Io)?;
-            if !real.starts_with(root) {
+            let Ok(rel) = real.strip_prefix(root) else {
                 return Err(OpenRefused::Refused(format!(
                     "it resolves to {}, outside {}: graft reads no file outside the directory",
                     real.display(),
                     root.display()
                 )));
-            }
-            open_regular_nofollow(&real)
+            };
+            open_beneath(root, rel)
         }
         None => open_checked(path, libc::O_NONBLOCK),
     }
+}
+
+/// Open `root/rel` (`rel` without `..` or symlinks, as a canonical path has none) following
+/// no symlink on the way: each directory is opened with `O_NOFOLLOW | O_DIRECTORY` relative to
+/// the one before, the file with `O_NOFOLLOW | O_NONBLOCK`, and its type checked on the handle.
+fn open_beneath(root: &Path, rel: &Path) -> std::result::Result<File, OpenRefused> {
+    use std::os::fd::OwnedFd;
+    let names: Vec<&std::ffi::OsStr> = rel
+        .components()
+        .map(|c| match c {
+            std::path::Component::Normal(n) => Ok(n),
+            other => Err(OpenRefused::Refused(format!(
+                "{:?} in the path: graft opens only plain names beneath a directory",
+                other.as_os_str()
+            ))),
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let Some((last, dirs)) = names.split_last() else {
+        return Err(OpenRefused::Refused(
+            "a directory, not a regular file: graft reads only regular files here".into(),
+        ));
+    };
+    use rustix::fs::{openat, Mode, OFlags};
+    let open_at = |at: &OwnedFd, name: &std::ffi::OsStr, flags: OFlags| {
+        openat(
+            at,
+            name,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            match e {
+                // What O_NOFOLLOW answers for a symlink (ENOTDIR with O_DIRECTORY).
+                rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+                    OpenRefused::Refused(format!(
+                    "{} is a symlink now (or no longer a directory): graft does not follow it here",
+                    name.to_string_lossy()
+                ))
+                }
+                e => OpenRefused::Io(e.into()),
+            }
+        })
+    };
+    let mut dir: OwnedFd = File::open(root).map_err(OpenRefused::Io)?.into();
+    for name in dirs {
+        dir = open_at(&dir, name, OFlags::RDONLY | OFlags::DIRECTORY)?;
+    }
+    let fd = open_at(&dir, last, OFlags::RDONLY | OFlags::NONBLOCK)?;
+    regular_only(File::from(fd))
 }
 
 /// Open `path` for reading if it is a regular file and not a symlink: for a file found (and
@@ -206,6 +257,11 @@ fn open_checked(path: &Path, flags: i32) -> std::result::Result<File, OpenRefuse
         }
         Err(e) => return Err(OpenRefused::Io(e)),
     };
+    regular_only(file)
+}
+
+/// `file` if it is a regular file (checked on the handle: what is read is what was checked).
+fn regular_only(file: File) -> std::result::Result<File, OpenRefused> {
     let meta = file.metadata().map_err(OpenRefused::Io)?;
     if !meta.is_file() {
         return Err(OpenRefused::Refused(format!(
@@ -378,6 +434,36 @@ mod tests {
         assert!(open_regular_nofollow(&dir.path().join("nope"))
             .unwrap_err()
             .is_not_found());
+    }
+
+    #[test]
+    fn opens_beneath_a_directory_through_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("in/sub")).unwrap();
+        std::fs::create_dir_all(root.join("out")).unwrap();
+        std::fs::write(root.join("in/sub/f"), b"inside").unwrap();
+        std::fs::write(root.join("out/f"), b"outside").unwrap();
+        let inner = root.join("in");
+        let mut s = String::new();
+        open_beneath(&inner, Path::new("sub/f"))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "inside");
+        // The directory checked is swapped for a symlink out of `in` before the open: refused.
+        std::fs::rename(inner.join("sub"), root.join("was-sub")).unwrap();
+        std::os::unix::fs::symlink(root.join("out"), inner.join("sub")).unwrap();
+        let e = open_beneath(&inner, Path::new("sub/f")).unwrap_err();
+        assert!(
+            e.into_error(Path::new("sub/f"))
+                .to_string()
+                .contains("sub is a symlink now"),
+            "refused, not followed"
+        );
+        // `..` and an empty path are never opened.
+        assert!(open_beneath(&inner, Path::new("../out/f")).is_err());
+        assert!(open_beneath(&inner, Path::new("")).is_err());
     }
 
     #[test]

@@ -657,16 +657,35 @@ impl Sink for LayoutSink {
 
 /// The key of the layout at `path` in [`LocalStores`], the same before and after the
 /// directory exists: its nearest existing ancestor resolved, the rest appended.
+///
+/// A `..` in the part that does not exist yet steps back over the name before it (no
+/// symlink can be there): `new/../x` and `x` are one layout, with one lock.
 fn layout_key(path: &Path) -> PathBuf {
+    use std::path::Component;
     let mut rest = Vec::new();
     let mut at = path;
     loop {
         if let Ok(real) = std::fs::canonicalize(at) {
-            return rest.iter().rev().fold(real, |p, name| p.join(name));
+            return rest
+                .iter()
+                .rev()
+                .fold(real, |mut p, name: &std::ffi::OsString| {
+                    if name == ".." {
+                        p.pop();
+                        p
+                    } else {
+                        p.join(name)
+                    }
+                });
         }
-        match (at.parent(), at.file_name()) {
+        let last = match at.components().next_back() {
+            Some(Component::Normal(n)) => Some(n.to_os_string()),
+            Some(Component::ParentDir) => Some("..".into()),
+            _ => None,
+        };
+        match (at.parent(), last) {
             (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
+                rest.push(name);
                 at = if parent.as_os_str().is_empty() {
                     Path::new(".")
                 } else {
@@ -1217,6 +1236,20 @@ mod tests {
             Some(img.manifest.digest().clone())
         );
         assert_eq!(sink.tag_digest("b").await.unwrap(), None);
+    }
+
+    #[test]
+    fn a_layout_not_yet_made_has_one_key_however_its_path_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = layout_key(&d.join("x"));
+        assert_eq!(key, std::fs::canonicalize(d).unwrap().join("x"));
+        assert_eq!(layout_key(&d.join("new/../x")), key);
+        assert_eq!(layout_key(&d.join("new/deeper/../../x")), key);
+        assert_eq!(layout_key(&d.join("./x")), key);
+        // Once it exists, the same key.
+        std::fs::create_dir(d.join("x")).unwrap();
+        assert_eq!(layout_key(&d.join("new/../x")), key);
     }
 
     #[tokio::test]
