@@ -206,6 +206,24 @@ fn signed_build_verifies_with_cosign_and_its_statement_records_the_build() {
         assert!(!text.contains(lib.path().to_str().unwrap()), "{text}");
         assert!(!text.contains("/tmp/"), "{text}");
     }
+    // verify-provenance re-runs refreshes: a build statement is refused, saying why.
+    let home = tempfile::tempdir().unwrap();
+    let v = capture(command(home.path()).current_dir(lib.path()).args([
+        "--tls-verify=false",
+        "verify-provenance",
+        "--library",
+        ".",
+        "--key",
+        public.to_str().unwrap(),
+        &format!("docker://{child_repo}:1.0"),
+    ]));
+    assert_eq!(v.code, 2, "{}", v.all());
+    assert!(
+        v.stderr
+            .contains("built from a Dockerfile by `graft build`"),
+        "{}",
+        v.all()
+    );
     // The base: its Dockerfile's digest and no base image (FROM scratch).
     let base_image = format!(
         "{}/lib/base@{}",
@@ -280,6 +298,23 @@ fn with_compat_the_science_image_has_the_build_statement_and_the_final_image_ref
             .any(|d| d["digest"]["sha256"] == sci_platform.trim_start_matches("sha256:")),
         "the science platform {sci_platform} in {deps:?}"
     );
+    // verify-provenance re-runs the refresh of the final image from the recorded commit.
+    let home = tempfile::tempdir().unwrap();
+    let v = capture(
+        command(home.path())
+            .current_dir(lib.path())
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args([
+                "--tls-verify=false",
+                "verify-provenance",
+                "--library",
+                ".",
+                "--key",
+                public.to_str().unwrap(),
+                &format!("docker://{}/lib/base:1.0", reg.addr()),
+            ]),
+    );
+    assert_eq!(v.code, 0, "{}", v.all());
     // Text output names what was signed.
     let text = build_with(
         lib.path(),
@@ -442,5 +477,103 @@ fn a_context_file_alone_counts_as_a_change_of_the_build() {
     assert_eq!(
         r["changes"]["images"][0]["reasons"][0]["files"],
         serde_json::json!(["images/base/notes.txt"])
+    );
+}
+
+#[test]
+fn from_metadata_signs_what_buildx_pushed_with_the_build_statement_and_the_final_image() {
+    let reg = Registry::plain();
+    let lib = git_library(&[
+        ("graft.yaml", format!("repo: docker://{}/lib\ndefault_branch: main\n", reg.addr())),
+        ("layers/compat/layer.yaml", "{}\n".into()),
+        ("layers/compat/files/etc/compat", "compat\n".into()),
+        (
+            "manifests/app.yaml",
+            "name: app\nversion: 1.0\ncompat: compat\nbuild:\n  path: images/app\n  platforms: [linux/amd64]\n  args: {FLAVOUR: plain}\n".into(),
+        ),
+        ("images/app/Dockerfile", "FROM scratch\nCOPY hello /hello\n".into()),
+        ("images/app/hello", "hello\n".into()),
+    ]);
+    // buildx, simulated: an image pushed to the science tag.
+    let tag = format!("{}/lib/sci/app:1.0", reg.addr());
+    let tree = lib.path().join(".storage/tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("hello"), "hello\n").unwrap();
+    let layer = lib.path().join(".storage/l.tar.gz");
+    let run = |args: &[&str]| {
+        let home = tempfile::tempdir().unwrap();
+        capture(
+            command(home.path())
+                .current_dir(lib.path())
+                .env("SOURCE_DATE_EPOCH", "0")
+                .args(args),
+        )
+        .ok()
+    };
+    run(&[
+        "layer",
+        "build",
+        tree.to_str().unwrap(),
+        "-f",
+        layer.to_str().unwrap(),
+    ]);
+    run(&[
+        "-q",
+        "--tls-verify=false",
+        "append",
+        "--base",
+        "scratch",
+        "--platform",
+        "linux/amd64",
+        "--layer",
+        layer.to_str().unwrap(),
+        &format!("docker://{tag}"),
+    ]);
+    let peer = Peer::new().plain_http(reg.addr());
+    let pushed = peer.crane(["digest", &tag]);
+    let pushed = String::from_utf8_lossy(&pushed.stdout).trim().to_string();
+    let meta = serde_json::json!({
+        "app": {"containerimage.digest": pushed, "image.name": tag}
+    });
+    std::fs::write(lib.path().join(".storage/meta.json"), meta.to_string()).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(keys.path(), keys.path(), "ci");
+    let out = build(
+        lib.path(),
+        &[
+            "--from-metadata",
+            ".storage/meta.json",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--provenance",
+        ],
+    )
+    .ok();
+    let r = out.json();
+    let img = &r["images"][0];
+    assert_eq!(
+        img["signing"]["signed"][0],
+        pushed.as_str(),
+        "{}",
+        out.all()
+    );
+    let science = format!("{}/lib/sci/app@{pushed}", reg.addr());
+    cosign_verifies(&peer, &public, &science);
+    let st = statement(&peer, &public, &science);
+    let bd = &st["predicate"]["buildDefinition"];
+    assert_eq!(bd["buildType"], "https://graft.dev/buildtypes/build/v1");
+    assert_eq!(bd["internalParameters"]["builder"], "buildx");
+    assert_eq!(bd["externalParameters"]["buildArgs"]["FLAVOUR"], "plain");
+    assert_eq!(
+        bd["externalParameters"]["dockerfile"]["digest"]["sha256"],
+        sha256_of(&lib.path().join("images/app/Dockerfile")).as_str()
+    );
+    let final_digest = img["refresh"]["digest"].as_str().unwrap();
+    let final_image = format!("{}/lib/app@{final_digest}", reg.addr());
+    cosign_verifies(&peer, &public, &final_image);
+    let st = statement(&peer, &public, &final_image);
+    assert_eq!(
+        st["predicate"]["buildDefinition"]["buildType"],
+        "https://graft.dev/buildtypes/refresh/v2"
     );
 }
