@@ -3,8 +3,10 @@
 //! manifest) verifies with `cosign verify --key` and `cosign verify-attestation --type
 //! slsaprovenance1`, its statement validates with the in-toto-attestation package and records
 //! the Dockerfile digest, the library's git commit, the build args and the pinned base; with
-//! compat the science image carries the build statement and the final image the refresh's; the
-//! same build from two checkouts attests alike; a wrong key password stops the run before
+//! compat the science image carries the build statement and the final image the refresh's
+//! (which `graft verify-provenance` re-runs; a build statement it refuses); a `git.repo` build
+//! records its commit; `--from-metadata` signs what buildx pushed; the same build from two
+//! checkouts attests alike; a wrong key password stops the run before
 //! anything is built; `--changed-since` builds what a commit changed and the children of a
 //! rebuilt base, pinning an unchanged base at its tag.
 
@@ -576,4 +578,78 @@ fn from_metadata_signs_what_buildx_pushed_with_the_build_statement_and_the_final
         st["predicate"]["buildDefinition"]["buildType"],
         "https://graft.dev/buildtypes/refresh/v2"
     );
+}
+
+#[test]
+fn a_git_source_build_records_the_commit_it_was_built_from() {
+    let reg = Registry::plain();
+    // The source repository: a bare repository (a local path, which the statement leaves
+    // out: nobody else can fetch it) holding the Dockerfile.
+    let src = tempfile::tempdir().unwrap();
+    let work = src.path().join("work");
+    std::fs::create_dir_all(work.join("images/app")).unwrap();
+    let dockerfile = "FROM scratch\nCOPY hello /hello\n";
+    std::fs::write(work.join("images/app/Dockerfile"), dockerfile).unwrap();
+    std::fs::write(work.join("images/app/hello"), "hello\n").unwrap();
+    git_at(&work, 1000, &["init", "-q", "-b", "main"]);
+    commit_at(&work, 1000, "app");
+    let commit = git_at(&work, 1000, &["rev-parse", "HEAD"]);
+    let bare = src.path().join("src.git");
+    git_at(
+        src.path(),
+        1000,
+        &["clone", "-q", "--bare", "work", bare.to_str().unwrap()],
+    );
+    let lib = git_library(&[
+        ("graft.yaml", format!("repo: docker://{}/lib\ndefault_branch: main\n", reg.addr())),
+        (
+            "manifests/app.yaml",
+            format!(
+                "name: app\nversion: 1.0\ngit:\n  repo: {}\n  fetch: refs/heads/main\n  commit: {commit}\nbuild:\n  path: images/app\n  platforms: [linux/amd64]\n",
+                bare.display()
+            ),
+        ),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(keys.path(), keys.path(), "ci");
+    let run = build(
+        lib.path(),
+        &[
+            "--cache",
+            cache.path().to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--provenance",
+        ],
+    )
+    .ok();
+    let d = run.json()["images"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let peer = Peer::new().plain_http(reg.addr());
+    let image = format!("{}/lib/app@{d}", reg.addr());
+    cosign_verifies(&peer, &public, &image);
+    let st = statement(&peer, &public, &image);
+    let p = &st["predicate"];
+    let ext = &p["buildDefinition"]["externalParameters"];
+    assert_eq!(ext["source"]["commit"], commit.as_str(), "{p}");
+    assert!(ext["source"].get("repository").is_none(), "{p}");
+    assert_eq!(ext["dockerfile"]["path"], "images/app/Dockerfile");
+    assert_eq!(
+        ext["dockerfile"]["digest"]["sha256"],
+        graft::oci::Digest::sha256(dockerfile.as_bytes()).hex()
+    );
+    let source = dependency(p, "source");
+    assert_eq!(source["digest"]["gitCommit"], commit.as_str());
+    // The library's own commit too (the manifest is in it).
+    let head = git_at(lib.path(), 1000, &["rev-parse", "HEAD"]);
+    assert_eq!(
+        dependency(p, "library")["digest"]["gitCommit"],
+        head.as_str()
+    );
+    let text = st.to_string();
+    assert!(!text.contains(cache.path().to_str().unwrap()), "{text}");
+    assert!(!text.contains(bare.to_str().unwrap()), "{text}");
 }
