@@ -653,3 +653,82 @@ fn a_git_source_build_records_the_commit_it_was_built_from() {
     assert!(!text.contains(cache.path().to_str().unwrap()), "{text}");
     assert!(!text.contains(bare.to_str().unwrap()), "{text}");
 }
+
+#[test]
+fn an_external_base_is_recorded_as_written_or_by_the_digest_it_names() {
+    let reg = Registry::plain();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("os-release"), "external\n").unwrap();
+    let layer = work.path().join("l.tar.gz");
+    let g = |args: &[&str]| {
+        let home = tempfile::tempdir().unwrap();
+        capture(
+            command(home.path())
+                .current_dir(work.path())
+                .env("SOURCE_DATE_EPOCH", "0")
+                .args(args),
+        )
+        .ok()
+    };
+    g(&[
+        "layer",
+        "build",
+        tree.to_str().unwrap(),
+        "-f",
+        layer.to_str().unwrap(),
+    ]);
+    let external = format!("{}/other/thing:1", reg.addr());
+    g(&[
+        "-q",
+        "--tls-verify=false",
+        "append",
+        "--base",
+        "scratch",
+        "--platform",
+        "linux/amd64",
+        "--layer",
+        layer.to_str().unwrap(),
+        &format!("docker://{external}"),
+    ]);
+    let peer = Peer::new().plain_http(reg.addr());
+    let pinned = peer.crane(["digest", &external]);
+    let pinned = String::from_utf8_lossy(&pinned.stdout).trim().to_string();
+    let by_digest = format!("{}/other/thing@{pinned}", reg.addr());
+    let lib = git_library(&[
+        ("graft.yaml", format!("repo: docker://{}/lib\ndefault_branch: main\n", reg.addr())),
+        (
+            "manifests/app.yaml",
+            "name: app\nversion: 1.0\nbuild:\n  path: images/app\n  platforms: [linux/amd64]\n".into(),
+        ),
+        (
+            "images/app/Dockerfile",
+            format!("FROM {by_digest} AS pinned\nFROM {external}\nCOPY --from=pinned /os-release /pinned\nCOPY hello /hello\n"),
+        ),
+        ("images/app/hello", "hello\n".into()),
+    ]);
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(keys.path(), keys.path(), "ci");
+    let run = build(
+        lib.path(),
+        &["--sign-key", key.to_str().unwrap(), "--provenance"],
+    )
+    .ok();
+    let d = run.json()["images"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let st = statement(&peer, &public, &format!("{}/lib/app@{d}", reg.addr()));
+    let p = &st["predicate"];
+    let tagged = dependency(p, &format!("base:{external}"));
+    assert_eq!(tagged["uri"], external.as_str(), "{p}");
+    assert!(tagged.get("digest").is_none(), "{p}");
+    let named = dependency(p, &format!("base:{by_digest}"));
+    assert_eq!(named["uri"], by_digest.as_str(), "{p}");
+    assert_eq!(
+        named["digest"]["sha256"],
+        pinned.trim_start_matches("sha256:"),
+        "{p}"
+    );
+}
