@@ -817,6 +817,60 @@ mod tests {
     use super::*;
 
     #[test]
+    fn changed_since_takes_the_affected_builds_and_their_children_transitively() {
+        let step = |m: &str, after: &[&str]| BuildStep {
+            name: m.into(),
+            version: "1".into(),
+            manifest: format!("manifests/{m}.yaml"),
+            dockerfile: format!("images/{m}/Dockerfile"),
+            context: format!("images/{m}"),
+            source: SourceState::Library,
+            stage: None,
+            image: format!("r/{m}:1"),
+            platforms: vec!["linux/amd64".into()],
+            bases: Vec::new(),
+            after: after
+                .iter()
+                .map(|a| format!("manifests/{a}.yaml"))
+                .collect(),
+        };
+        let steps = vec![
+            step("base", &[]),
+            step("other", &[]),
+            step("child", &["base"]),
+            step("grandchild", &["child"]),
+            step("cousin", &["other"]),
+        ];
+        let changes = |rels: &[&str]| ChangeSet {
+            since: "HEAD~1".into(),
+            commit: "c".into(),
+            files: Vec::new(),
+            ignored: Vec::new(),
+            images: rels
+                .iter()
+                .map(|r| crate::library::changes::Affected {
+                    manifest: format!("manifests/{r}.yaml"),
+                    name: r.to_string(),
+                    reasons: Vec::new(),
+                })
+                .collect(),
+        };
+        let names = |c: &ChangeSet| -> Vec<String> {
+            with_dependents(steps.clone(), c)
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        assert_eq!(names(&changes(&["base"])), ["base", "child", "grandchild"]);
+        assert_eq!(names(&changes(&["child"])), ["child", "grandchild"]);
+        assert_eq!(
+            names(&changes(&["cousin", "base"])),
+            ["base", "child", "grandchild", "cousin"]
+        );
+        assert!(names(&changes(&[])).is_empty());
+    }
+
+    #[test]
     fn storage_names_as_buildah_resolves_them() {
         assert_eq!(
             storage_name("127.0.0.1:5000/lib/base:1"),
