@@ -76,6 +76,17 @@ enum Out {
     Both,
 }
 
+/// The version number in `buildah --version`'s answer.
+fn parse_version(text: &str) -> Option<String> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "version")?;
+    let v = words.next()?.trim_end_matches(',');
+    v.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_digit())
+        .then(|| v.to_string())
+}
+
 impl Buildah {
     fn global(&self) -> Vec<OsString> {
         vec![
@@ -185,6 +196,24 @@ impl Buildah {
         self.run("buildah tag", a, Out::Stderr, self.timeout)
             .await
             .map(|_| ())
+    }
+
+    /// buildah's version (`buildah --version` says `buildah version 1.39.3 (image-spec …)`):
+    /// the number, for provenance's `builder.version`.
+    pub async fn version(&self) -> Result<String, BuilderError> {
+        let out = self
+            .run(
+                "buildah --version",
+                vec!["--version".into()],
+                Out::Value,
+                self.timeout.min(Duration::from_secs(60)),
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&out);
+        parse_version(&text).ok_or_else(|| BuilderError::Output {
+            what: "buildah --version".into(),
+            reason: format!("no version in {:?}", text.trim()),
+        })
     }
 
     /// Run `sh -c command` inside a container of `image` (from buildah's storage; the image's
@@ -322,6 +351,23 @@ async fn tail<R: AsyncRead + Unpin>(r: Option<R>, limit: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_number_is_read_from_buildahs_answer() {
+        assert_eq!(
+            parse_version(
+                "buildah version 1.28.2 (image-spec 1.1.0-rc2, runtime-spec 1.0.2-dev)\n"
+            )
+            .as_deref(),
+            Some("1.28.2")
+        );
+        assert_eq!(
+            parse_version("buildah version 1.39.3\n").as_deref(),
+            Some("1.39.3")
+        );
+        assert_eq!(parse_version("something else"), None);
+        assert_eq!(parse_version("buildah version dev"), None);
+    }
 
     fn fake(script: &str) -> (tempfile::TempDir, Buildah) {
         use std::os::unix::fs::PermissionsExt;

@@ -2,6 +2,7 @@
 //! them, write them (index and tags by graft), and refresh those with a compat layer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,7 +12,8 @@ use graft::builder::buildah::Buildah;
 use graft::library::Library;
 use graft::ops::bake::{from_metadata, FromMetadataOptions};
 use graft::ops::build::{build, BuildOptions, BuildReport};
-use graft::ops::plan::{revision, Missing};
+use graft::ops::build_sign::Clock;
+use graft::ops::plan::{changed_since, revision, Missing};
 use graft::timestamp::Timestamp;
 
 use super::output::outln;
@@ -47,6 +49,15 @@ pub struct BuildCmdArgs {
     /// registry, then images with compat are refreshed. NAMES select targets (default: all).
     #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
     pub from_metadata: Option<PathBuf>,
+    /// Signing and provenance of every image written (the built image with the build
+    /// statement; with compat, the final image with the refresh's too).
+    #[command(flatten)]
+    pub signing: super::sign::SigningArgs,
+    /// Build only the images that `git diff REV..HEAD` of the library affects (Dockerfile,
+    /// build context, manifest, compat layers) and the images built FROM them; an unchanged
+    /// base is used at its existing tag, pinned by digest.
+    #[arg(long, value_name = "REV", conflicts_with = "from_metadata")]
+    pub changed_since: Option<String>,
 }
 
 /// buildah and what it runs with: `graft build`, `graft factory check --refresh`.
@@ -109,12 +120,17 @@ impl BuilderArgs {
             binfmt_dir: self.binfmt_dir.clone(),
             sources: self.sources.cache()?,
             signing: None,
+            clock: graft::ops::build_sign::Clock::fixed(rev.created),
+            changes: None,
         })
     }
 }
 
 /// Run `graft build`: one call to [`build`], rendered.
 pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let started = super::created_time()?;
+    // Load the key first: a wrong password must stop the run before anything is built.
+    let key = args.signing.load_key()?;
     let mut lib = Library::open(&args.library)?;
     if let Some(repo) = &args.repo {
         lib = lib.with_repo(repo);
@@ -128,10 +144,45 @@ pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         epoch,
         Missing::Refuse,
     )?;
+    let changes = match &args.changed_since {
+        Some(since) => {
+            let c = changed_since(&rev.library, rev.repo.as_ref(), since)?;
+            if !global.quiet {
+                eprintln!(
+                    "changed since {since}: {} of {} image(s) affected (their children build too)",
+                    c.images.len(),
+                    rev.library.manifests().len()
+                );
+                for a in &c.images {
+                    for r in &a.reasons {
+                        eprintln!("  {}: {}", a.manifest, r.message);
+                    }
+                }
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let signing = args.signing.signing(
+        key,
+        &super::sign::RunFacts {
+            build: &rev.build,
+            created: rev.created,
+            revision: &rev,
+            epoch,
+            started,
+            repo_override: args.repo.as_deref(),
+        },
+    );
+    // SOURCE_DATE_EPOCH, when set, was read above: the clock stays at this edge.
+    let clock = Clock(Arc::new(move || epoch.unwrap_or_else(super::wall_clock)));
     let work = tempfile::tempdir()?;
     let options = BuildOptions {
         dry_run: args.dry_run,
         jobs: args.jobs.max(1),
+        signing: signing.clone(),
+        clock: clock.clone(),
+        changes,
         ..args.builder.options(&rev, work.path(), global)?
     };
     let ep = global.registry.endpoint(None)?;
@@ -142,6 +193,8 @@ pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> 
             created: rev.created,
             jobs: args.jobs.max(1),
             work_dir: work.path().to_path_buf(),
+            signing,
+            clock,
         };
         let report = from_metadata(&rev.library, file, &args.names, &opts, &ep, &reporter).await?;
         match global.output {
@@ -202,12 +255,30 @@ fn print_text(r: &BuildReport) -> anyhow::Result<()> {
         for reference in &img.references {
             outln!("  {verb} {reference}")?;
         }
+        if let Some(s) = &img.signing {
+            signed_lines(s)?;
+        }
         if let Some(f) = &img.refresh {
             outln!("  compat   {} {}", f.compat.join(" + "), f.digest)?;
             for reference in &f.references {
                 outln!("  {verb} {reference}")?;
             }
+            if let Some(s) = &f.signing {
+                signed_lines(s)?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// One line per digest signed, and whether it carries provenance.
+fn signed_lines(s: &graft::ops::refresh::Signed) -> anyhow::Result<()> {
+    for d in &s.signed {
+        let att = match s.attested.contains(d) {
+            true => " + provenance",
+            false => "",
+        };
+        outln!("  signed   {d}{att}")?;
     }
     Ok(())
 }

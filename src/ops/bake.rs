@@ -325,6 +325,12 @@ pub struct FromMetadataOptions {
     pub jobs: usize,
     /// A directory for the refresh's files.
     pub work_dir: PathBuf,
+    /// Sign (and attest) each image once it is written: the pushed image with the build
+    /// statement (builder `buildx`), the final image of a manifest with compat with the
+    /// refresh's.
+    pub signing: Option<crate::ops::refresh::Signing>,
+    /// The time a statement is finished (the binary's clock).
+    pub clock: crate::ops::build_sign::Clock,
 }
 
 /// Continue after `docker buildx bake --push --metadata-file FILE`: every target of the file
@@ -412,7 +418,12 @@ pub async fn from_metadata(
         images.push((m, refs, p.digest.clone()));
     }
     let mut out = Vec::new();
-    for (m, refs, digest) in images {
+    let driver = crate::ops::build_sign::Driver {
+        name: "buildx",
+        // The metadata file does not say which BuildKit built the image.
+        versions: Vec::new(),
+    };
+    for ((m, refs, digest), (step, _)) in images.into_iter().zip(&selected) {
         let refresh = match m.compat_layer() {
             None => None,
             Some(_) => {
@@ -430,7 +441,7 @@ pub async fn from_metadata(
                 .await?
             }
         };
-        out.push(BuiltImage {
+        let mut image = BuiltImage {
             name: m.name.clone(),
             version: m.version.clone(),
             manifest: m.rel.clone(),
@@ -441,12 +452,30 @@ pub async fn from_metadata(
             tests: Vec::new(),
             tests_skipped: None,
             refresh,
-        });
+            signing: None,
+        };
+        if let (Some(signing), Some(first)) = (&opts.signing, refs.first()) {
+            let dockerfile = lib.root().join(&step.dockerfile);
+            let facts = crate::ops::build_sign::BuiltFacts {
+                manifest: m,
+                step,
+                dockerfile_path: &dockerfile,
+                written: &first.image,
+                platforms: step.platforms.clone(),
+                // buildx resolved the bases itself: recorded as the FROM lines write them.
+                pinned: Vec::new(),
+                driver: &driver,
+            };
+            crate::ops::build_sign::sign_built(lib, &facts, &mut image, signing, &opts.clock, ep)
+                .await?;
+        }
+        out.push(image);
     }
     Ok(BuildReport {
         dry_run: false,
         order: selected.iter().map(|(s, _)| (*s).clone()).collect(),
         images: out,
+        changes: None,
     })
 }
 

@@ -35,13 +35,15 @@ use crate::builder::buildah::{BuildSpec, Buildah};
 use crate::builder::BuilderError;
 use crate::copy::{copy_image, CopyOptions};
 use crate::error::{Error, Result};
+use crate::library::changes::ChangeSet;
 use crate::library::dockerfile::{Base, Dockerfile};
 use crate::library::git::source::{within, SourceCache};
 use crate::library::load::{locate, MAX_FILE_BYTES};
 use crate::library::order::{BuildStep, SourceState};
 use crate::library::{template, BuildInfo, Library, Located, Manifest};
 use crate::oci::{Digest, Platform};
-use crate::ops::refresh::{refresh, RefreshOptions, RefreshRequest, RefreshResult};
+use crate::ops::build_sign::{sign_built, BuiltFacts, Clock, Driver};
+use crate::ops::refresh::{refresh, RefreshOptions, RefreshRequest, RefreshResult, Signed};
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef};
 use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
@@ -78,6 +80,11 @@ pub struct BuildOptions {
     pub sources: SourceCache,
     /// Sign (and attest) what is written.
     pub signing: Option<crate::ops::refresh::Signing>,
+    /// The time a statement is finished (the binary's clock).
+    pub clock: Clock,
+    /// `--changed-since`: build only the images it affects and their children
+    /// ([`with_dependents`]).
+    pub changes: Option<ChangeSet>,
 }
 
 /// A base image of a build, as it was used.
@@ -138,6 +145,10 @@ pub struct BuiltImage {
     /// The compat refresh of the built image (manifests with compat).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh: Option<RefreshResult>,
+    /// What signing added to the built image (with `--sign-key`); the final image's is in
+    /// `refresh.signing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signed>,
 }
 
 /// What `graft build` did, in build order.
@@ -149,6 +160,9 @@ pub struct BuildReport {
     pub order: Vec<BuildStep>,
     /// One entry per built manifest.
     pub images: Vec<BuiltImage>,
+    /// With `--changed-since`: what changed and which images it affects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangeSet>,
 }
 
 /// A builder failure, named: which image, which platform (or test), and why.
@@ -177,7 +191,7 @@ pub async fn build(
             i.message
         )));
     }
-    let steps: Vec<BuildStep> = order
+    let mut steps: Vec<BuildStep> = order
         .builds
         .into_iter()
         .filter(|s| names.is_empty() || names.contains(&s.name))
@@ -193,6 +207,9 @@ pub async fn build(
             )));
         }
     }
+    if let Some(c) = &opts.changes {
+        steps = with_dependents(steps, c);
+    }
     // Everything that can be checked is checked before the first build.
     let mut plans = Vec::new();
     for s in &steps {
@@ -203,12 +220,27 @@ pub async fn build(
             dry_run: true,
             images: plans.iter().map(|p| p.report(lib)).collect(),
             order: steps,
+            changes: opts.changes.clone(),
         });
     }
+    // The builder's version, asked once, for the statements.
+    let driver = Driver {
+        name: "buildah",
+        versions: match opts.signing.as_ref().and_then(|s| s.provenance.as_ref()) {
+            Some(_) => vec![(
+                "buildah".to_string(),
+                opts.buildah
+                    .version()
+                    .await
+                    .map_err(|e| failed("asking buildah its version".into(), e))?,
+            )],
+            None => Vec::new(),
+        },
+    };
     let mut built: BTreeMap<String, Written> = BTreeMap::new();
     let mut images = Vec::new();
     for (step, plan) in steps.iter().zip(&plans) {
-        let image = build_one(lib, step, plan, opts, ep, reporter, &built).await?;
+        let image = build_one(lib, step, plan, opts, ep, reporter, &built, &driver).await?;
         if let Some(d) = &image.digest {
             built.insert(
                 step.manifest.clone(),
@@ -228,7 +260,28 @@ pub async fn build(
         dry_run: false,
         order: steps,
         images,
+        changes: opts.changes.clone(),
     })
+}
+
+/// `--changed-since`: of `steps` (in build order), the builds `changes` affects (their
+/// Dockerfile, build context, manifest, compat layers, …: [`crate::library::changes`]) and
+/// every build with one of those as a library base, transitively: a child of a rebuilt base
+/// is rebuilt on it. A base left out is pinned at its existing tag, as for `graft build
+/// CHILD`.
+pub fn with_dependents(steps: Vec<BuildStep>, changes: &ChangeSet) -> Vec<BuildStep> {
+    let mut chosen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    steps
+        .into_iter()
+        .filter(|s| {
+            let take = changes.reasons(&s.manifest).is_some()
+                || s.after.iter().any(|a| chosen.contains(a));
+            if take {
+                chosen.insert(s.manifest.clone());
+            }
+            take
+        })
+        .collect()
 }
 
 /// What this run wrote for a library image: a child's FROM names either the built image (its
@@ -274,6 +327,7 @@ impl Plan<'_> {
             tests: Vec::new(),
             tests_skipped: None,
             refresh: None,
+            signing: None,
         }
     }
 }
@@ -449,6 +503,7 @@ fn platform_tag(p: &Platform) -> String {
     p.to_string().replace('/', "-")
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn build_one(
     lib: &Library,
     step: &BuildStep,
@@ -457,6 +512,7 @@ async fn build_one(
     ep: &Endpoint,
     reporter: &Arc<dyn Reporter>,
     built: &BTreeMap<String, Written>,
+    driver: &Driver,
 ) -> Result<BuiltImage> {
     let m = plan.manifest;
     let b = m
@@ -635,6 +691,23 @@ async fn build_one(
         )
         .await?;
     }
+    // Last, once everything (tags included) is written.
+    if let Some(signing) = &opts.signing {
+        let facts = BuiltFacts {
+            manifest: m,
+            step,
+            dockerfile_path: &plan.dockerfile_path,
+            written: &first.image,
+            platforms: plan.platforms.iter().map(|p| p.to_string()).collect(),
+            pinned: report
+                .bases
+                .iter()
+                .map(|u| (u.reference.clone(), u.digest.clone()))
+                .collect(),
+            driver,
+        };
+        sign_built(lib, &facts, &mut report, signing, &opts.clock, ep).await?;
+    }
     Ok(report)
 }
 
@@ -742,6 +815,60 @@ fn write_index(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_since_takes_the_affected_builds_and_their_children_transitively() {
+        let step = |m: &str, after: &[&str]| BuildStep {
+            name: m.into(),
+            version: "1".into(),
+            manifest: format!("manifests/{m}.yaml"),
+            dockerfile: format!("images/{m}/Dockerfile"),
+            context: format!("images/{m}"),
+            source: SourceState::Library,
+            stage: None,
+            image: format!("r/{m}:1"),
+            platforms: vec!["linux/amd64".into()],
+            bases: Vec::new(),
+            after: after
+                .iter()
+                .map(|a| format!("manifests/{a}.yaml"))
+                .collect(),
+        };
+        let steps = vec![
+            step("base", &[]),
+            step("other", &[]),
+            step("child", &["base"]),
+            step("grandchild", &["child"]),
+            step("cousin", &["other"]),
+        ];
+        let changes = |rels: &[&str]| ChangeSet {
+            since: "HEAD~1".into(),
+            commit: "c".into(),
+            files: Vec::new(),
+            ignored: Vec::new(),
+            images: rels
+                .iter()
+                .map(|r| crate::library::changes::Affected {
+                    manifest: format!("manifests/{r}.yaml"),
+                    name: r.to_string(),
+                    reasons: Vec::new(),
+                })
+                .collect(),
+        };
+        let names = |c: &ChangeSet| -> Vec<String> {
+            with_dependents(steps.clone(), c)
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        assert_eq!(names(&changes(&["base"])), ["base", "child", "grandchild"]);
+        assert_eq!(names(&changes(&["child"])), ["child", "grandchild"]);
+        assert_eq!(
+            names(&changes(&["cousin", "base"])),
+            ["base", "child", "grandchild", "cousin"]
+        );
+        assert!(names(&changes(&[])).is_empty());
+    }
 
     #[test]
     fn storage_names_as_buildah_resolves_them() {

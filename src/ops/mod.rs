@@ -4,6 +4,7 @@
 //! - [`append`]: new layers over a base image (`graft append`);
 //! - [`bake`]: BuildKit through a bake file, and the continuation from buildx's metadata;
 //! - [`build`]: the library's `build:` images built with buildah, tested, written, refreshed;
+//! - [`build_sign`]: signatures and SLSA provenance of what `graft build` writes;
 //! - [`factory`]: the image factory: images.yaml, state files, the base watch, Kargo Warehouses;
 //! - [`plan`]: what a refresh would write (`graft plan`);
 //! - [`refresh`]: the compat refresh of a library's images (assemble, write, sign);
@@ -27,6 +28,7 @@ pub mod append;
 pub mod attachments;
 pub mod bake;
 pub mod build;
+pub mod build_sign;
 pub mod copy;
 pub mod diff;
 pub mod factory;

@@ -38,7 +38,8 @@ pub use attach::{attest, sign, AttachReport, AttestOptions, Format, SignOptions}
 pub use keyless::{Keyless, Matcher, TrustedRoot};
 pub use keys::{PublicKey, SigningKey};
 pub use provenance::{
-    BuildValues, BuilderInfo, LibrarySource, Provenance, RefreshProvenance, ResourceDescriptor,
+    BuildBase, BuildProvenance, BuildSource, BuildValues, BuilderInfo, LibrarySource, Provenance,
+    RefreshProvenance, ResourceDescriptor,
 };
 pub use repo::Repo;
 pub use verify::{

@@ -20,6 +20,10 @@ use crate::timestamp::Timestamp;
 /// what a rebuild needs and nothing machine-specific (v1 had absolute layout paths and no
 /// build values; `graft verify-provenance` refuses it).
 pub const REFRESH_BUILD_TYPE: &str = "https://graft.dev/buildtypes/refresh/v2";
+/// `buildType` of `graft build`: a Dockerfile built by an existing builder (buildah, or
+/// BuildKit through buildx) and written by graft. Stable: describes [`BuildProvenance`]'s
+/// parameters. `graft verify-provenance` does not re-run it (it re-runs refreshes).
+pub const BUILD_BUILD_TYPE: &str = "https://graft.dev/buildtypes/build/v1";
 /// Builder id used when neither CI variables nor flags name one.
 pub const LOCAL_BUILDER_ID: &str = "https://graft.dev/builders/local";
 
@@ -368,6 +372,16 @@ fn digest_map(d: &Digest) -> Value {
     Value::Object(m)
 }
 
+/// `reference` without its tag (`host:5000/lib/base:1.0` → `host:5000/lib/base`), so that
+/// pinned at a digest it reads `name@digest`.
+fn untagged(reference: &str) -> &str {
+    let name = reference.split_once('@').map_or(reference, |(n, _)| n);
+    match name.rfind(':') {
+        Some(c) if !name[c..].contains('/') => &name[..c],
+        _ => name,
+    }
+}
+
 /// `reference` pinned at `digest`: a platform manifest has no tag of its own.
 fn at_digest(reference: &str, digest: &Digest) -> String {
     let name = match reference.rsplit_once('@') {
@@ -458,6 +472,11 @@ impl RefreshProvenance {
         };
         let build_def = &predicate["buildDefinition"];
         let build_type = build_def["buildType"].as_str().unwrap_or("");
+        if build_type == BUILD_BUILD_TYPE {
+            return Err(bad(format!(
+                "buildType is {BUILD_BUILD_TYPE:?}: the image was built from a Dockerfile by `graft build`, which graft does not re-run; verify-provenance re-runs compat refreshes ({REFRESH_BUILD_TYPE:?}), as on the final image of a manifest with compat. Check this statement's signature with `graft verify-attestation` and its Dockerfile, source and bases by hand"
+            )));
+        }
         if build_type != REFRESH_BUILD_TYPE {
             return Err(bad(format!(
                 "buildType is {build_type:?}, not {REFRESH_BUILD_TYPE:?} (a statement of another builder, or of a graft that did not record what a rebuild needs)"
@@ -619,6 +638,186 @@ impl RefreshProvenance {
     }
 }
 
+/// A base image of a `graft build`, as the statement records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildBase {
+    /// The FROM reference after ARG substitution (as the Dockerfile and build args write it).
+    pub reference: String,
+    /// The digest it was built on: pinned by graft (a library base), or written in the FROM
+    /// line; `None` for an external base given by tag (recorded as written).
+    pub digest: Option<Digest>,
+}
+
+/// Where a build's Dockerfile and context came from, besides the library itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSource {
+    /// `git.repo` without credentials ([`public_git_url`]); `None` for a local path.
+    pub url: Option<String>,
+    /// `git.commit` (the full hash the checkout was verified at).
+    pub commit: String,
+}
+
+/// What `graft build` records about one image it built ([`BUILD_BUILD_TYPE`]): the manifest,
+/// Dockerfile (path and content digest), context, target, platforms, build args and tags as
+/// external parameters; the Dockerfile, the source (a `git.repo` checkout, else the library's
+/// own commit) and every base as resolved dependencies. Nothing machine-specific: paths are
+/// relative to the source, so the same build from two checkouts attests alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildProvenance {
+    /// The library manifest file, relative to the library root.
+    pub manifest_path: String,
+    /// Content digest of that file.
+    pub manifest_digest: Digest,
+    /// The Dockerfile, relative to the source (the library, or the `git.repo` checkout).
+    pub dockerfile: String,
+    /// sha256 of the Dockerfile's bytes.
+    pub dockerfile_digest: Digest,
+    /// The build context, relative to the source.
+    pub context: String,
+    /// The stage built (`build.target`).
+    pub target: Option<String>,
+    /// Platforms built.
+    pub platforms: Vec<String>,
+    /// `build.args`.
+    pub args: std::collections::BTreeMap<String, String>,
+    /// Every reference written, as the library writes them.
+    pub tags: Vec<String>,
+    /// The `git.repo` source when the Dockerfile came from it.
+    pub source: Option<BuildSource>,
+    /// The library's repository and commit, when it is in git.
+    pub library: Option<LibrarySource>,
+    /// Base images of the stages built, in FROM order.
+    pub bases: Vec<BuildBase>,
+    /// The build values used.
+    pub build: BuildValues,
+    /// The images' time (the builder's `--timestamp`).
+    pub created: Timestamp,
+    /// `SOURCE_DATE_EPOCH`, when set.
+    pub source_date_epoch: Option<Timestamp>,
+    /// `--repo`, as given, when it replaced graft.yaml's `repo`.
+    pub repo_override: Option<String>,
+    /// Who ran it.
+    pub builder: BuilderInfo,
+    /// Versions of what built it besides graft (`buildah` → `1.39.3`).
+    pub builder_versions: Vec<(String, String)>,
+    /// The builder graft drove: `buildah`, or `buildx` (`--from-metadata`).
+    pub driver: String,
+    /// graft's version.
+    pub graft_version: String,
+    /// When the run started.
+    pub started_on: Timestamp,
+    /// When this image was written.
+    pub finished_on: Timestamp,
+}
+
+/// `resolvedDependencies` names of a build statement.
+const DEP_DOCKERFILE: &str = "dockerfile";
+const DEP_SOURCE: &str = "source";
+const DEP_BASE: &str = "base:";
+
+impl BuildProvenance {
+    /// The provenance predicate builder for this build.
+    pub fn provenance(&self) -> Provenance {
+        let mut manifest = Map::new();
+        manifest.insert("path".into(), json!(self.manifest_path));
+        manifest.insert("digest".into(), digest_map(&self.manifest_digest));
+        let mut dockerfile = Map::new();
+        dockerfile.insert("path".into(), json!(self.dockerfile));
+        dockerfile.insert("digest".into(), digest_map(&self.dockerfile_digest));
+        let mut p = Provenance::new(BUILD_BUILD_TYPE, self.builder.clone())
+            .external_parameter("manifest", Value::Object(manifest))
+            .external_parameter("dockerfile", Value::Object(dockerfile))
+            .external_parameter("context", json!(self.context));
+        if let Some(t) = &self.target {
+            p = p.external_parameter("target", json!(t));
+        }
+        p = p
+            .external_parameter("platforms", json!(self.platforms))
+            .external_parameter("buildArgs", json!(self.args))
+            .external_parameter("tags", json!(self.tags));
+        if let Some(s) = &self.source {
+            let mut source = Map::new();
+            if let Some(u) = &s.url {
+                source.insert("repository".into(), json!(u));
+            }
+            source.insert("commit".into(), json!(s.commit));
+            p = p.external_parameter("source", Value::Object(source));
+        }
+        if let Some(l) = &self.library {
+            let mut library = Map::new();
+            if let Some(u) = &l.url {
+                library.insert("repository".into(), json!(u));
+            }
+            library.insert("ref".into(), json!(l.git_ref));
+            library.insert("commit".into(), json!(l.commit));
+            library.insert("path".into(), json!(l.path));
+            p = p.external_parameter("library", Value::Object(library));
+        }
+        p = p.external_parameter(
+            "build",
+            json!({
+                "build": self.build.build,
+                "commit": self.build.commit,
+                "branch": self.build.branch,
+            }),
+        );
+        if let Some(t) = self.source_date_epoch {
+            p = p.external_parameter("sourceDateEpoch", json!(t.0));
+        }
+        if let Some(r) = &self.repo_override {
+            p = p.external_parameter("repo", json!(r));
+        }
+        p = p
+            .internal_parameter("created", json!(self.created.rfc3339()))
+            .internal_parameter("builder", json!(self.driver))
+            .internal_parameter("graftVersion", json!(self.graft_version))
+            .builder_version("graft", &self.graft_version);
+        for (component, version) in &self.builder_versions {
+            p = p.builder_version(component, version);
+        }
+        p = p.dependency(
+            ResourceDescriptor {
+                uri: None,
+                name: None,
+                digest: vec![(
+                    self.dockerfile_digest.algorithm().as_str().to_string(),
+                    self.dockerfile_digest.hex().to_string(),
+                )],
+                annotations: Map::new(),
+            }
+            .named(DEP_DOCKERFILE)
+            .annotate("path", json!(self.dockerfile)),
+        );
+        if let Some(s) = &self.source {
+            let dep = match &s.url {
+                Some(u) => ResourceDescriptor::git(u, &s.commit, &s.commit),
+                None => ResourceDescriptor::commit(&s.commit),
+            };
+            p = p.dependency(dep.named(DEP_SOURCE));
+        }
+        if let Some(l) = &self.library {
+            let dep = match &l.url {
+                Some(u) => ResourceDescriptor::git(u, &l.git_ref, &l.commit),
+                None => ResourceDescriptor::commit(&l.commit),
+            };
+            p = p.dependency(dep.named(DEP_LIBRARY));
+        }
+        for b in &self.bases {
+            let dep = match &b.digest {
+                Some(d) => ResourceDescriptor::oci(at_digest(untagged(&b.reference), d), d),
+                None => ResourceDescriptor {
+                    uri: Some(b.reference.clone()),
+                    name: None,
+                    digest: Vec::new(),
+                    annotations: Map::new(),
+                },
+            };
+            p = p.dependency(dep.named(format!("{DEP_BASE}{}", b.reference)));
+        }
+        p.started_on(self.started_on).finished_on(self.finished_on)
+    }
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` (what [`Timestamp::rfc3339`] writes) back to a [`Timestamp`];
 /// anything else is `None`.
 fn parse_rfc3339(s: &str) -> Option<Timestamp> {
@@ -698,6 +897,67 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn a_build_statement_records_dockerfile_source_bases_and_args() {
+        let base = Digest::sha256(b"base");
+        let p = BuildProvenance {
+            manifest_path: "manifests/child.yaml".into(),
+            manifest_digest: Digest::sha256(b"m"),
+            dockerfile: "images/child/Dockerfile".into(),
+            dockerfile_digest: Digest::sha256(b"FROM x"),
+            context: "images/child".into(),
+            target: Some("final".into()),
+            platforms: vec!["linux/amd64".into()],
+            args: [("GREETING".to_string(), "hi".to_string())].into(),
+            tags: vec!["docker://r.example/lib/child:1.0".into()],
+            source: Some(BuildSource {
+                url: Some("https://git.example/sci/images".into()),
+                commit: "c0ffee".into(),
+            }),
+            library: None,
+            bases: vec![
+                BuildBase {
+                    reference: "r.example:5000/lib/base:1.0".into(),
+                    digest: Some(base.clone()),
+                },
+                BuildBase {
+                    reference: "debian:12".into(),
+                    digest: None,
+                },
+            ],
+            build: BuildValues::default(),
+            created: Timestamp(0),
+            source_date_epoch: Some(Timestamp(0)),
+            repo_override: None,
+            builder: BuilderInfo::local(),
+            builder_versions: vec![("buildah".into(), "1.28.2".into())],
+            driver: "buildah".into(),
+            graft_version: "0.1.0".into(),
+            started_on: Timestamp(0),
+            finished_on: Timestamp(0),
+        };
+        let v = p.provenance().predicate();
+        let bd = &v["buildDefinition"];
+        assert_eq!(bd["buildType"], BUILD_BUILD_TYPE);
+        assert_eq!(bd["externalParameters"]["buildArgs"]["GREETING"], "hi");
+        assert_eq!(bd["externalParameters"]["target"], "final");
+        assert_eq!(bd["externalParameters"]["source"]["commit"], "c0ffee");
+        assert_eq!(bd["internalParameters"]["builder"], "buildah");
+        let deps = bd["resolvedDependencies"].as_array().unwrap();
+        assert_eq!(deps[0]["name"], "dockerfile");
+        assert_eq!(deps[1]["uri"], "git+https://git.example/sci/images@c0ffee");
+        assert_eq!(deps[1]["digest"]["gitCommit"], "c0ffee");
+        assert_eq!(deps[2]["uri"], format!("r.example:5000/lib/base@{base}"));
+        assert_eq!(deps[3]["uri"], "debian:12");
+        assert!(deps[3].get("digest").is_none());
+        assert_eq!(v["runDetails"]["builder"]["version"]["buildah"], "1.28.2");
+        // verify-provenance refuses it, saying what it is.
+        let e = RefreshProvenance::from_predicate(&v, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("graft build"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::support::peers::Peer;
 use crate::support::registry::Registry;
 use crate::support::tools::files_dir;
 
-fn library(files: &[(&str, String)]) -> tempfile::TempDir {
+pub(crate) fn library(files: &[(&str, String)]) -> tempfile::TempDir {
     let dir = files_dir(files);
     // The base image's only file: Debian's static busybox (busybox-static).
     let bb = dir.path().join("images/base/busybox");
@@ -21,16 +21,20 @@ fn library(files: &[(&str, String)]) -> tempfile::TempDir {
     dir
 }
 
-const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+pub(crate) const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
 
-const CHILD_DOCKERFILE: &str =
+pub(crate) const CHILD_DOCKERFILE: &str =
     "ARG REGISTRY\nFROM ${REGISTRY}/lib/base:1.0\nARG GREETING=hello\nRUN echo $GREETING > /greeting\n";
 
-fn base_manifest(extra: &str) -> String {
+pub(crate) fn base_manifest(extra: &str) -> String {
     format!("name: base\nversion: 1.0\nbuild:\n  path: images/base\n  platforms: [linux/amd64]\n  test: /bin/busybox true\n{extra}")
 }
 
-fn chain(reg: &Registry, base_extra: &str, child_checks: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn chain(
+    reg: &Registry,
+    base_extra: &str,
+    child_checks: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("graft.yaml", format!("repo: docker://{}/lib\ndefault_branch: main\n", reg.addr())),
         ("layers/compat/layer.yaml", "{}\n".into()),

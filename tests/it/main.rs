@@ -6,6 +6,7 @@ mod append;
 mod bake;
 mod branch_policy;
 mod build;
+mod build_sign;
 mod ci_scale;
 mod copy;
 mod cosign;
