@@ -1,5 +1,5 @@
 //! Signing and provenance of what `graft build` (and `graft build --from-metadata`) writes,
-//! once an image is completely written, tags included (decisions §29a).
+//! once an image is completely written, tags included (decisions §30).
 //!
 //! - The built image (its index and every platform manifest) gets a cosign simple signature
 //!   and, with provenance, a SLSA v1 statement of [`BUILD_BUILD_TYPE`]
