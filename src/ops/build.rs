@@ -164,6 +164,20 @@ pub async fn build(
     ep: &Endpoint,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<BuildReport> {
+    build_recording(lib, names, opts, ep, reporter, &mut Vec::new()).await
+}
+
+/// [`build`], pushing each image into `written` as soon as its tags are written: when a later
+/// image fails, the caller still knows what this run wrote (`graft factory check --refresh`
+/// records those builds before it reports the failure).
+pub async fn build_recording(
+    lib: &Library,
+    names: &[String],
+    opts: &BuildOptions,
+    ep: &Endpoint,
+    reporter: &Arc<dyn Reporter>,
+    written: &mut Vec<BuiltImage>,
+) -> Result<BuildReport> {
     crate::ops::refresh::select(lib, names)?;
     let checkouts = fetch_sources(lib, &opts.sources)?;
     let loader = crate::library::load::Loader::new(lib.root());
@@ -206,7 +220,7 @@ pub async fn build(
         });
     }
     let mut built: BTreeMap<String, Written> = BTreeMap::new();
-    let mut images = Vec::new();
+    let first = written.len();
     for (step, plan) in steps.iter().zip(&plans) {
         let image = build_one(lib, step, plan, opts, ep, reporter, &built).await?;
         if let Some(d) = &image.digest {
@@ -222,12 +236,12 @@ pub async fn build(
                 },
             );
         }
-        images.push(image);
+        written.push(image);
     }
     Ok(BuildReport {
         dry_run: false,
         order: steps,
-        images,
+        images: written[first..].to_vec(),
     })
 }
 

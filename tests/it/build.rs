@@ -12,7 +12,7 @@ use crate::support::peers::Peer;
 use crate::support::registry::Registry;
 use crate::support::tools::files_dir;
 
-fn library(files: &[(&str, String)]) -> tempfile::TempDir {
+pub(crate) fn library(files: &[(&str, String)]) -> tempfile::TempDir {
     let dir = files_dir(files);
     // The base image's only file: Debian's static busybox (busybox-static).
     let bb = dir.path().join("images/base/busybox");
@@ -21,7 +21,7 @@ fn library(files: &[(&str, String)]) -> tempfile::TempDir {
     dir
 }
 
-const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+pub(crate) const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
 
 const CHILD_DOCKERFILE: &str =
     "ARG REGISTRY\nFROM ${REGISTRY}/lib/base:1.0\nARG GREETING=hello\nRUN echo $GREETING > /greeting\n";
