@@ -109,6 +109,7 @@ impl BuilderArgs {
             binfmt_dir: self.binfmt_dir.clone(),
             sources: self.sources.cache()?,
             signing: None,
+            base_pins: Vec::new(),
         })
     }
 }

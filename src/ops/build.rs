@@ -78,6 +78,12 @@ pub struct BuildOptions {
     pub sources: SourceCache,
     /// Sign (and attest) what is written.
     pub signing: Option<crate::ops::refresh::Signing>,
+    /// Bases outside the library pinned to a digest: a FROM line naming one of these tags is
+    /// built on that digest (pulled by digest and named as the FROM line writes it, as a
+    /// library base is), not on whatever buildah's storage or the registry holds under the
+    /// tag. `graft factory check --refresh` pins each base to the digest its check resolved,
+    /// so the build is made on the base the check saw, and recorded so. Empty: none.
+    pub base_pins: Vec<(DockerRef, Digest)>,
 }
 
 /// A base image of a build, as it was used.
@@ -85,7 +91,9 @@ pub struct BuildOptions {
 pub struct UsedBase {
     /// The FROM reference, after ARG substitution.
     pub reference: String,
-    /// The library manifest whose image it is.
+    /// The library manifest whose image it is (empty: a base outside the library, pinned by
+    /// [`BuildOptions::base_pins`]).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub library: String,
     /// The digest it was pinned to.
     pub digest: Digest,
@@ -481,12 +489,30 @@ async fn build_one(
     // Pin each library base: the digest this run wrote, else the existing tag resolved once.
     let mut pins: Vec<(String, UsedBase)> = Vec::new();
     for base in &step.bases {
-        let Some(library) = &base.library else {
-            continue;
-        };
         if pins.iter().any(|(e, _)| e == &base.expanded) {
             continue;
         }
+        let Some(library) = &base.library else {
+            // Outside the library: pinned when the caller says so.
+            let r = DockerRef::parse(&base.expanded).ok();
+            let pin = r.filter(|r| r.digest.is_none()).and_then(|r| {
+                opts.base_pins
+                    .iter()
+                    .find(|(p, _)| p.digest.is_none() && *p == r)
+            });
+            if let Some((_, digest)) = pin {
+                pins.push((
+                    base.expanded.clone(),
+                    UsedBase {
+                        reference: base.expanded.clone(),
+                        library: String::new(),
+                        digest: digest.clone(),
+                        built_now: false,
+                    },
+                ));
+            }
+            continue;
+        };
         let r = DockerRef::parse(&base.expanded)?;
         let (digest, built_now) = match built.get(library) {
             Some(w) => (w.digest_for(&r).clone(), true),

@@ -1299,3 +1299,156 @@ fn library_build_images_are_built_on_the_moved_base_signed_and_recorded() {
         "monitoring"
     );
 }
+
+#[test]
+fn builds_use_the_checked_base_digest_and_a_failed_build_records_only_what_was_written() {
+    use crate::build::{library, BASE_DOCKERFILE};
+    let reg = Registry::plain();
+    let addr = reg.addr().to_string();
+    let f = Factory::new();
+    // An upstream busybox image outside the factory's library (made by graft).
+    let up = library(&[
+        (
+            "graft.yaml",
+            format!("repo: docker://{addr}/up\ndefault_branch: main\n"),
+        ),
+        (
+            "manifests/busybox.yaml",
+            "name: busybox\nversion: 1\nbuild:\n  path: images/base\n  platforms: [linux/amd64]\n"
+                .into(),
+        ),
+        ("images/base/Dockerfile", BASE_DOCKERFILE.into()),
+    ]);
+    graft_build(up.path(), "1", "abc", &[]).ok();
+    let up1 = digest_of(&format!("docker://{addr}/up/busybox:1"));
+    // Two library images FROM it, independent of each other: `tools` builds before `zeta`.
+    let child = |name: &str| {
+        format!("name: {name}\nversion: 1.0\nbuild:\n  path: images/{name}\n  platforms: [linux/amd64]\n  args: {{REGISTRY: '{addr}'}}\n")
+    };
+    let dockerfile = |name: &str| {
+        format!("ARG REGISTRY\nFROM ${{REGISTRY}}/up/busybox:1\nRUN echo {name} > /{name}\n")
+    };
+    let lib = library(&[
+        (
+            "graft.yaml",
+            format!(
+                "repo: docker://{addr}/lib\ndefault_branch: main\nfactory:\n  auto_rebuild: true\n"
+            ),
+        ),
+        ("manifests/tools.yaml", child("tools")),
+        ("images/tools/Dockerfile", dockerfile("tools")),
+        ("manifests/zeta.yaml", child("zeta")),
+        ("images/zeta/Dockerfile", dockerfile("zeta")),
+    ]);
+    let libs = lib.path().display().to_string();
+    let storage = lib.path().join(".storage").display().to_string();
+    // Built once (buildah's storage, kept, now holds up/busybox:1 = up1), enrolled, checked,
+    // recorded.
+    let run = graft_build(lib.path(), "1", "abc", &[]).ok();
+    std::fs::write(f.path().join("r1.json"), &run.stdout).unwrap();
+    let zeta1 = run.json()["images"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.run(&["sync", "--library", &libs, "--now", T0]).ok();
+    f.run(&["check", "--now", T0]).ok();
+    f.run(&["record", "r1.json", "--now", T1]).ok();
+    assert_eq!(
+        f.yaml("images", "tools")["buildHistory"][0]["baseDigests"]["busybox-1"],
+        up1.as_str()
+    );
+
+    // Upstream moves; zeta's Dockerfile breaks.
+    std::fs::write(
+        up.path().join("images/base/Dockerfile"),
+        format!("{BASE_DOCKERFILE}RUN echo 2 > /up-version\n"),
+    )
+    .unwrap();
+    graft_build(up.path(), "2", "def", &[]).ok();
+    let up2 = digest_of(&format!("docker://{addr}/up/busybox:1"));
+    assert_ne!(up2, up1);
+    std::fs::write(
+        lib.path().join("images/zeta/Dockerfile"),
+        format!("{}RUN exit 3\n", dockerfile("zeta")),
+    )
+    .unwrap();
+    let zeta_before = f.yaml("images", "zeta");
+    let run = f
+        .run(&[
+            "-o",
+            "json",
+            "check",
+            "--now",
+            T2,
+            "--refresh",
+            "--library",
+            &libs,
+            "--storage",
+            &storage,
+            "--build",
+            "2",
+            "--commit",
+            "def",
+            "--branch",
+            "main",
+        ])
+        .fails(1);
+    assert!(
+        run.stderr
+            .contains("manifests/zeta.yaml: building for linux/amd64"),
+        "{}",
+        run.all()
+    );
+    // tools was written before zeta failed: recorded, built on the digest the check saw
+    // (up2), pinned (graft's base annotation names it; without the pin there is none).
+    let tools = f.yaml("images", "tools");
+    let tools2 = tools["currentDigest"].as_str().unwrap().to_string();
+    assert_eq!(digest_of(&format!("docker://{addr}/lib/tools:1.0")), tools2);
+    assert_eq!(tools["buildHistory"][0]["trigger"], "base-update");
+    assert_eq!(tools["buildHistory"][0]["commit"], "def");
+    assert_eq!(
+        tools["buildHistory"][0]["baseDigests"]["busybox-1"],
+        up2.as_str()
+    );
+    assert_eq!(tools["rebuildState"]["status"], "monitoring");
+    let layers = |r: &str| -> Vec<Value> {
+        let out = run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--override-os",
+            "linux",
+            "--override-arch",
+            "amd64",
+            &format!("docker://{r}"),
+        ]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["Layers"].as_array().unwrap().clone()
+    };
+    let up_layers = layers(&format!("{addr}/up/busybox@{up2}"));
+    let tools_layers = layers(&format!("{addr}/lib/tools@{tools2}"));
+    assert_eq!(tools_layers.len(), up_layers.len() + 1);
+    assert_eq!(tools_layers[..up_layers.len()], up_layers[..]);
+    let index: Value = serde_json::from_slice(
+        &run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{addr}/lib/tools@{tools2}"),
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.base.digest"],
+        up2.as_str()
+    );
+    // zeta: nothing recorded, its tag unchanged, still due (the next check retries it).
+    let zeta = f.yaml("images", "zeta");
+    assert_eq!(zeta["buildHistory"], zeta_before["buildHistory"]);
+    assert_eq!(zeta["currentDigest"], zeta1.as_str());
+    assert_eq!(zeta["lastBuilt"], T1);
+    assert_eq!(digest_of(&format!("docker://{addr}/lib/zeta:1.0")), zeta1);
+    let j = f.run(&["-o", "json", "check", "--now", T2]).ok().json();
+    assert_eq!(decision(&j, "zeta")["status"], "due", "{j}");
+    assert_eq!(decision(&j, "tools")["status"], "monitoring", "{j}");
+}

@@ -229,11 +229,31 @@ pub async fn check_refresh(
     }
     let mut built = Vec::new();
     if !build_names.is_empty() {
+        // Each base at the digest this check resolved: the build is made on what the check
+        // saw (not on a stale copy in buildah's storage), and recorded so.
+        let mut build_opts = lib.build;
+        let checked = &state;
+        for name in &build_names {
+            let Some(s) = checked.images.get(name) else {
+                continue;
+            };
+            for b in s.base_images.iter().filter_map(|b| checked.bases.get(b)) {
+                let (Some(d), Ok(r)) = (&b.current_digest, DockerRef::parse(&b.full_image)) else {
+                    continue;
+                };
+                let Ok(d) = d.parse::<crate::oci::Digest>() else {
+                    continue;
+                };
+                if r.digest.is_none() && !build_opts.base_pins.iter().any(|(p, _)| *p == r) {
+                    build_opts.base_pins.push((r, d));
+                }
+            }
+        }
         let mut written = Vec::new();
         let result = build_recording(
             lib.library,
             &build_names,
-            &lib.build,
+            &build_opts,
             ep,
             &lib.reporter,
             &mut written,
