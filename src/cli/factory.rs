@@ -203,6 +203,13 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 exec: a.exec,
                 exec_timeout: Duration::from_secs(a.exec_timeout),
             };
+            if a.signing.sign_key.is_some() && !a.refresh {
+                return Err(graft::Error::Input {
+                    what: "--sign-key".into(),
+                    reason: "signs what --refresh writes: add --refresh --library DIR".into(),
+                }
+                .into());
+            }
             let (report, refreshed) = match (a.refresh, &a.library) {
                 (true, Some(root)) => {
                     let started = super::created_time()?;
