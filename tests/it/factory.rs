@@ -1229,6 +1229,14 @@ fn library_build_images_are_built_on_the_moved_base_signed_and_recorded() {
                 .args(["--branch", "main", "--sign-key", key.to_str().unwrap()]),
         )
     };
+    // --sign-key signs what --refresh writes: alone it is refused, nothing checked.
+    let r = f.run(&["check", "--now", T1, "--sign-key", key.to_str().unwrap()]);
+    let r = r.fails(2);
+    assert!(
+        r.stderr.contains("--sign-key") && r.stderr.contains("--refresh"),
+        "{}",
+        r.stderr
+    );
     let j = check_refresh("2024-12-04T11:30:00Z").ok().json();
     assert_eq!(decision(&j, "app")["status"], "waiting", "{j}");
     assert_eq!(j["built"], serde_json::json!([]));
