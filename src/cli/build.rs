@@ -88,12 +88,14 @@ pub struct BuilderArgs {
 }
 
 impl BuilderArgs {
-    /// The build options of a run: `storage_root` holds buildah's storage unless
-    /// `--storage` names one; `work` the builder's layouts.
+    /// The build options of a run: `work` holds the builder's layouts, and buildah's storage
+    /// unless `--storage` names one. Provenance's clock is `epoch` (`SOURCE_DATE_EPOCH`) when
+    /// set, else the wall clock: read here, at the binary's edge.
     pub fn options(
         &self,
         rev: &graft::ops::plan::Revision,
         work: &std::path::Path,
+        epoch: Option<graft::timestamp::Timestamp>,
         global: &GlobalArgs,
     ) -> anyhow::Result<BuildOptions> {
         // buildah's --root wants an absolute path.
@@ -120,8 +122,9 @@ impl BuilderArgs {
             binfmt_dir: self.binfmt_dir.clone(),
             sources: self.sources.cache()?,
             signing: None,
-            clock: graft::ops::build_sign::Clock::fixed(rev.created),
+            clock: Clock(Arc::new(move || epoch.unwrap_or_else(super::wall_clock))),
             changes: None,
+            base_pins: Vec::new(),
         })
     }
 }
@@ -174,16 +177,13 @@ pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> 
             repo_override: args.repo.as_deref(),
         },
     );
-    // SOURCE_DATE_EPOCH, when set, was read above: the clock stays at this edge.
-    let clock = Clock(Arc::new(move || epoch.unwrap_or_else(super::wall_clock)));
     let work = tempfile::tempdir()?;
     let options = BuildOptions {
         dry_run: args.dry_run,
         jobs: args.jobs.max(1),
         signing: signing.clone(),
-        clock: clock.clone(),
         changes,
-        ..args.builder.options(&rev, work.path(), global)?
+        ..args.builder.options(&rev, work.path(), epoch, global)?
     };
     let ep = global.registry.endpoint(None)?;
     let reporter = Bars::reporter(global.quiet);
@@ -194,7 +194,7 @@ pub async fn run(args: BuildCmdArgs, global: &GlobalArgs) -> anyhow::Result<()> 
             jobs: args.jobs.max(1),
             work_dir: work.path().to_path_buf(),
             signing,
-            clock,
+            clock: options.clock.clone(),
         };
         let report = from_metadata(&rev.library, file, &args.names, &opts, &ep, &reporter).await?;
         match global.output {

@@ -1,6 +1,7 @@
 //! `graft factory …`: the image factory (docs/factory.md). images.yaml is the source of
-//! truth; `sync` writes the state files, `check` watches the bases and decides rebuilds,
-//! `record` adds builds from refresh reports, `warehouses` writes Kargo Warehouses.
+//! truth; `sync` writes the state files, `check` watches the bases and decides rebuilds (and
+//! with `--refresh` refreshes or builds the due library images), `record` adds builds from
+//! refresh and build reports, `warehouses` writes Kargo Warehouses.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,8 +18,10 @@ use graft::timestamp::Timestamp;
 use graft::ops::plan::{revision, Missing};
 use graft::ops::refresh::{RefreshOptions, RefreshRequest};
 
+use super::build::BuilderArgs;
 use super::output::outln;
 use super::progress::Bars;
+use super::sign::{RunFacts, SigningArgs};
 use super::{print_json, wall_clock, BuildArgs, GlobalArgs, Output};
 
 /// Arguments of `graft factory`.
@@ -38,8 +41,9 @@ pub enum FactoryCommand {
     /// Merge images.yaml into the state files; find each managed image's bases in its Dockerfile.
     Sync(SyncArgs),
     /// Resolve every base and external image; say which images are due for a rebuild.
-    Check(CheckArgs),
-    /// Add builds from `graft refresh -o json` reports to the images' build history.
+    Check(Box<CheckArgs>),
+    /// Add builds from `graft refresh -o json` or `graft build -o json` reports to the images'
+    /// build history.
     Record(RecordArgs),
     /// Write one Kargo Warehouse per base and external image.
     Warehouses(WarehousesArgs),
@@ -82,22 +86,28 @@ pub struct CheckArgs {
     /// Registry requests at once.
     #[arg(long, default_value_t = 16)]
     pub jobs: usize,
-    /// Refresh the due images that are manifests of --library (graft's own refresh, in this
-    /// process) and record the builds.
+    /// Refresh (`science:`) or build (`build:`, with buildah) the due images that are
+    /// manifests of --library, in this process, and record the builds.
     #[arg(long, requires = "library")]
     pub refresh: bool,
     /// The graft library enrolled with `factory sync --library`.
     #[arg(long, value_name = "DIR")]
     pub library: Option<PathBuf>,
-    /// Build values of the refresh.
+    /// Build values of the refresh and the build.
     #[command(flatten)]
     pub build: BuildArgs,
+    /// The builder of due `build:` images (buildah), its storage and time limits.
+    #[command(flatten)]
+    pub builder: BuilderArgs,
+    /// Signing and provenance of what is refreshed or built.
+    #[command(flatten)]
+    pub signing: SigningArgs,
 }
 
 /// `graft factory record`.
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// `graft refresh -o json` reports.
+    /// `graft refresh -o json` or `graft build -o json` reports.
     #[arg(required = true, value_name = "REPORT")]
     pub reports: Vec<PathBuf>,
     /// The build time (RFC 3339 UTC or @SECONDS; default: the clock).
@@ -193,8 +203,18 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 exec: a.exec,
                 exec_timeout: Duration::from_secs(a.exec_timeout),
             };
+            if a.signing.sign_key.is_some() && !a.refresh {
+                return Err(graft::Error::Input {
+                    what: "--sign-key".into(),
+                    reason: "signs what --refresh writes: add --refresh --library DIR".into(),
+                }
+                .into());
+            }
             let (report, refreshed) = match (a.refresh, &a.library) {
                 (true, Some(root)) => {
+                    let started = super::created_time()?;
+                    // A wrong password must stop the run before anything is checked or pushed.
+                    let key = a.signing.load_key()?;
                     let lib = Library::open(root)?;
                     let epoch = Timestamp::from_env()?;
                     let rev = revision(
@@ -205,6 +225,20 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                         Missing::Refuse,
                     )?;
                     let work = tempfile::tempdir()?;
+                    let signing = a.signing.signing(
+                        key,
+                        &RunFacts {
+                            build: &rev.build,
+                            created: rev.created,
+                            revision: &rev,
+                            epoch,
+                            started,
+                            repo_override: None,
+                        },
+                    );
+                    let refresh_dir = work.path().join("refresh");
+                    std::fs::create_dir_all(&refresh_dir)
+                        .with_context(|| format!("creating {}", refresh_dir.display()))?;
                     let request = RefreshRequest {
                         names: Vec::new(),
                         options: RefreshOptions {
@@ -212,11 +246,18 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                             created: rev.created,
                             dry_run: false,
                             jobs: a.jobs.max(1),
-                            work_dir: work.path().to_path_buf(),
+                            work_dir: refresh_dir,
                         },
-                        signing: None,
+                        signing: signing.clone(),
                         force: false,
                         clock: Box::new(move || epoch.unwrap_or_else(wall_clock)),
+                    };
+                    let build_dir = work.path().join("build");
+                    std::fs::create_dir_all(&build_dir)
+                        .with_context(|| format!("creating {}", build_dir.display()))?;
+                    let build = graft::ops::build::BuildOptions {
+                        signing,
+                        ..a.builder.options(&rev, &build_dir, epoch, global)?
                     };
                     let r = check::check_refresh(
                         &dir,
@@ -225,6 +266,7 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                         check::LibraryRefresh {
                             library: &rev.library,
                             request,
+                            build,
                             reporter: Bars::reporter(global.quiet),
                         },
                     )
@@ -246,6 +288,9 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     if let Some(r) = &refreshed {
                         for b in &r.refreshed {
                             outln!("{:<32} {:<10} {}", b.name, "refreshed", b.digest)?;
+                        }
+                        for b in &r.built {
+                            outln!("{:<32} {:<10} {}", b.name, "built", b.digest)?;
                         }
                     }
                 }
@@ -272,12 +317,9 @@ pub async fn run(args: FactoryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                     what: p.display().to_string(),
                     reason: e.to_string(),
                 })?;
-                let r: record::RefreshReportIn =
-                    serde_json::from_slice(&text).map_err(|e| graft::Error::Input {
-                        what: format!("report {}", p.display()),
-                        reason: e.to_string(),
-                    })?;
-                reports.push((p.display().to_string(), r));
+                let file = p.display().to_string();
+                let r = record::parse_report(&file, &text)?;
+                reports.push((file, r));
             }
             let opts = record::RecordOptions {
                 now: now(a.now.as_deref())?,

@@ -85,6 +85,12 @@ pub struct BuildOptions {
     /// `--changed-since`: build only the images it affects and their children
     /// ([`with_dependents`]).
     pub changes: Option<ChangeSet>,
+    /// Bases outside the library pinned to a digest: a FROM line naming one of these tags is
+    /// built on that digest (pulled by digest and named as the FROM line writes it, as a
+    /// library base is), not on whatever buildah's storage or the registry holds under the
+    /// tag. `graft factory check --refresh` pins each base to the digest its check resolved,
+    /// so the build is made on the base the check saw, and recorded so. Empty: none.
+    pub base_pins: Vec<(DockerRef, Digest)>,
 }
 
 /// A base image of a build, as it was used.
@@ -92,7 +98,9 @@ pub struct BuildOptions {
 pub struct UsedBase {
     /// The FROM reference, after ARG substitution.
     pub reference: String,
-    /// The library manifest whose image it is.
+    /// The library manifest whose image it is (empty: a base outside the library, pinned by
+    /// [`BuildOptions::base_pins`]).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub library: String,
     /// The digest it was pinned to.
     pub digest: Digest,
@@ -178,6 +186,20 @@ pub async fn build(
     ep: &Endpoint,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<BuildReport> {
+    build_recording(lib, names, opts, ep, reporter, &mut Vec::new()).await
+}
+
+/// [`build`], pushing each image into `written` as soon as its tags are written: when a later
+/// image fails, the caller still knows what this run wrote (`graft factory check --refresh`
+/// records those builds before it reports the failure).
+pub async fn build_recording(
+    lib: &Library,
+    names: &[String],
+    opts: &BuildOptions,
+    ep: &Endpoint,
+    reporter: &Arc<dyn Reporter>,
+    written: &mut Vec<BuiltImage>,
+) -> Result<BuildReport> {
     crate::ops::refresh::select(lib, names)?;
     let checkouts = fetch_sources(lib, &opts.sources)?;
     let loader = crate::library::load::Loader::new(lib.root());
@@ -238,7 +260,7 @@ pub async fn build(
         },
     };
     let mut built: BTreeMap<String, Written> = BTreeMap::new();
-    let mut images = Vec::new();
+    let first = written.len();
     for (step, plan) in steps.iter().zip(&plans) {
         let image = build_one(lib, step, plan, opts, ep, reporter, &built, &driver).await?;
         if let Some(d) = &image.digest {
@@ -254,13 +276,13 @@ pub async fn build(
                 },
             );
         }
-        images.push(image);
+        written.push(image);
     }
     Ok(BuildReport {
         dry_run: false,
         order: steps,
-        images,
         changes: opts.changes.clone(),
+        images: written[first..].to_vec(),
     })
 }
 
@@ -523,12 +545,30 @@ async fn build_one(
     // Pin each library base: the digest this run wrote, else the existing tag resolved once.
     let mut pins: Vec<(String, UsedBase)> = Vec::new();
     for base in &step.bases {
-        let Some(library) = &base.library else {
-            continue;
-        };
         if pins.iter().any(|(e, _)| e == &base.expanded) {
             continue;
         }
+        let Some(library) = &base.library else {
+            // Outside the library: pinned when the caller says so.
+            let r = DockerRef::parse(&base.expanded).ok();
+            let pin = r.filter(|r| r.digest.is_none()).and_then(|r| {
+                opts.base_pins
+                    .iter()
+                    .find(|(p, _)| p.digest.is_none() && *p == r)
+            });
+            if let Some((_, digest)) = pin {
+                pins.push((
+                    base.expanded.clone(),
+                    UsedBase {
+                        reference: base.expanded.clone(),
+                        library: String::new(),
+                        digest: digest.clone(),
+                        built_now: false,
+                    },
+                ));
+            }
+            continue;
+        };
         let r = DockerRef::parse(&base.expanded)?;
         let (digest, built_now) = match built.get(library) {
             Some(w) => (w.digest_for(&r).clone(), true),

@@ -880,20 +880,25 @@ fn library_images_follow_their_science_base_and_refresh_in_process() {
         first
     );
 
-    // Past it: due, refreshed by graft itself, the new build recorded.
-    let j = f
-        .run(&[
-            "-o",
-            "json",
-            "check",
-            "--now",
-            "2024-12-04T12:30:00Z",
-            "--refresh",
-            "--library",
-            &libs,
-        ])
-        .ok()
-        .json();
+    // Past it: due, refreshed by graft itself, signed, the new build recorded.
+    let home = tempfile::tempdir().unwrap();
+    let (key, public) = crate::sign::keypair(home.path(), home.path(), "factory");
+    let j = capture(
+        command(f.path())
+            .current_dir(f.path())
+            .env("COSIGN_PASSWORD", crate::sign::PW)
+            .args(["-q", "--tls-verify=false", "-o", "json", "factory", "check"])
+            .args([
+                "--now",
+                "2024-12-04T12:30:00Z",
+                "--refresh",
+                "--library",
+                &libs,
+            ])
+            .args(["--sign-key", key.to_str().unwrap()]),
+    )
+    .ok()
+    .json();
     assert_eq!(status(&j, "sci-notebook"), "due", "{j}");
     let refreshed = j["refreshed"].as_array().unwrap();
     assert_eq!(refreshed.len(), 1, "{j}");
@@ -904,6 +909,9 @@ fn library_images_follow_their_science_base_and_refresh_in_process() {
         digest_of(&format!("docker://{addr}/lib/sci-notebook:2.4")),
         new
     );
+    let peer = crate::support::peers::Peer::new();
+    let verified = peer.cosign_verify(&public, &format!("{addr}/lib/sci-notebook@{new}"), &[]);
+    crate::support::peers::stdout_ok(&verified, "cosign verify");
     let img = f.yaml("images", "sci-notebook");
     assert_eq!(img["currentDigest"], new.as_str());
     assert_eq!(img["lastBuilt"], "2024-12-04T12:30:00Z");
@@ -1081,4 +1089,377 @@ fn graft_yaml_factory_settings_are_schema_checked() {
         assert!(r.stderr.contains(field), "{field}: {}", r.stderr);
     }
     assert!(!f.path().join("state/images").exists(), "nothing written");
+}
+
+/// `graft build` of the library in `lib` (buildah's storage kept in `lib/.storage`) with
+/// build values `build`/`commit`, `names` only (all when empty); the run.
+fn graft_build(lib: &Path, build: &str, commit: &str, names: &[&str]) -> Run {
+    let storage = lib.join(".storage");
+    let mut args = vec![
+        "-o",
+        "json",
+        "build",
+        "--library",
+        ".",
+        "--tls-verify=false",
+        "--storage",
+        storage.to_str().unwrap(),
+        "--build",
+        build,
+        "--commit",
+        commit,
+        "--branch",
+        "main",
+    ];
+    args.extend(names);
+    crate::graft::run_in(lib, &args)
+}
+
+/// The decision `check -o json` made for `name`.
+fn decision<'a>(j: &'a Value, name: &str) -> &'a Value {
+    j["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {j}"))
+}
+
+#[test]
+fn library_build_images_are_built_on_the_moved_base_signed_and_recorded() {
+    use crate::build::{library, BASE_DOCKERFILE};
+    use crate::sign::{keypair, PW};
+    let reg = Registry::plain();
+    let addr = reg.addr().to_string();
+    let f = Factory::new();
+    // `base` (busybox FROM scratch) and `app` FROM base's tag, both built by graft with buildah.
+    let lib = library(&[
+        (
+            "graft.yaml",
+            format!("repo: docker://{addr}/lib\ndefault_branch: main\nfactory:\n  rebuild_delay: 1h\n  auto_rebuild: true\n"),
+        ),
+        (
+            "manifests/base.yaml",
+            "name: base\nversion: 1.0\nbuild:\n  path: images/base\n  platforms: [linux/amd64]\n".into(),
+        ),
+        ("images/base/Dockerfile", BASE_DOCKERFILE.into()),
+        (
+            "manifests/app.yaml",
+            format!("name: app\nversion: 1.0\nbuild:\n  path: images/app\n  platforms: [linux/amd64]\n  args: {{REGISTRY: '{addr}'}}\n  test: grep -q app /app\n"),
+        ),
+        (
+            "images/app/Dockerfile",
+            "ARG REGISTRY\nFROM ${REGISTRY}/lib/base:1.0\nRUN echo app > /app\n".into(),
+        ),
+    ]);
+    let libs = lib.path().display().to_string();
+    let storage = lib.path().join(".storage").display().to_string();
+    // The first build (`graft build`, before the factory enrolls the images).
+    let run = graft_build(lib.path(), "1", "abc", &[]).ok();
+    let first = run.json();
+    let base1 = first["images"][0]["digest"].as_str().unwrap().to_string();
+    let app1 = first["images"][1]["digest"].as_str().unwrap().to_string();
+    std::fs::write(f.path().join("r1.json"), &run.stdout).unwrap();
+    f.run(&["sync", "--library", &libs, "--now", T0]).ok();
+    let img = f.yaml("images", "app");
+    assert_eq!(
+        img["baseImages"],
+        serde_json::json!(["base-1-0"]),
+        "{img:?}"
+    );
+    assert_eq!(
+        img["enrollment"]["library"]["dockerfile"],
+        "images/app/Dockerfile"
+    );
+
+    // Never built: unbuilt (nothing to compare a base with); `record` adds the first build.
+    let j = f.run(&["-o", "json", "check", "--now", T0]).ok().json();
+    assert_eq!(decision(&j, "app")["status"], "unbuilt", "{j}");
+    assert!(decision(&j, "app")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("graft factory record"));
+
+    // The first build recorded from its `graft build -o json` report.
+    let rec = f
+        .run(&[
+            "-o", "json", "record", "r1.json", "--now", T1, "--commit", "abc",
+        ])
+        .ok()
+        .json();
+    assert_eq!(rec["recorded"].as_array().unwrap().len(), 2, "{rec}");
+    let img = f.yaml("images", "app");
+    assert_eq!(img["currentDigest"], app1.as_str());
+    assert_eq!(img["currentVersion"], "1.0");
+    assert_eq!(img["lastBuilt"], T1);
+    assert_eq!(
+        img["buildHistory"][0]["baseDigests"]["base-1-0"],
+        base1.as_str()
+    );
+    assert_eq!(img["buildHistory"][0]["commit"], "abc");
+    let j = f.run(&["-o", "json", "check", "--now", T1]).ok().json();
+    assert_eq!(decision(&j, "app")["status"], "monitoring", "{j}");
+
+    // A new digest under the base tag (graft builds a changed base).
+    std::fs::write(
+        lib.path().join("images/base/Dockerfile"),
+        format!("{BASE_DOCKERFILE}RUN echo 2 > /base-version\n"),
+    )
+    .unwrap();
+    let run = graft_build(lib.path(), "2", "def", &["base"]).ok();
+    let base2 = run.json()["images"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(base2, base1);
+    assert_eq!(digest_of(&format!("docker://{addr}/lib/base:1.0")), base2);
+
+    // check --refresh: within rebuildDelay waiting, nothing built; past it, app is built with
+    // buildah FROM the new base digest, signed, and recorded.
+    let home = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(home.path(), home.path(), "factory");
+    let check_refresh = |now: &str| {
+        capture(
+            command(f.path())
+                .current_dir(f.path())
+                .env("COSIGN_PASSWORD", PW)
+                .args(["-q", "--tls-verify=false", "-o", "json", "factory", "check"])
+                .args(["--now", now, "--refresh", "--library", &libs])
+                .args(["--storage", &storage, "--build", "2", "--commit", "def"])
+                .args(["--branch", "main", "--sign-key", key.to_str().unwrap()]),
+        )
+    };
+    // --sign-key signs what --refresh writes: alone it is refused, nothing checked.
+    let r = f.run(&["check", "--now", T1, "--sign-key", key.to_str().unwrap()]);
+    let r = r.fails(2);
+    assert!(
+        r.stderr.contains("--sign-key") && r.stderr.contains("--refresh"),
+        "{}",
+        r.stderr
+    );
+    let j = check_refresh("2024-12-04T11:30:00Z").ok().json();
+    assert_eq!(decision(&j, "app")["status"], "waiting", "{j}");
+    assert_eq!(j["built"], serde_json::json!([]));
+    assert_eq!(digest_of(&format!("docker://{addr}/lib/app:1.0")), app1);
+    let j = check_refresh("2024-12-04T12:30:00Z").ok().json();
+    assert_eq!(decision(&j, "app")["status"], "due", "{j}");
+    assert!(decision(&j, "app")["reason"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("base-1-0 moved to {base2}")));
+    let built = j["built"].as_array().unwrap();
+    assert_eq!(built.len(), 1, "{j}");
+    assert_eq!(built[0]["name"], "app");
+    let app2 = built[0]["digest"].as_str().unwrap().to_string();
+    assert_ne!(app2, app1);
+    assert_eq!(digest_of(&format!("docker://{addr}/lib/app:1.0")), app2);
+    // Built FROM the new base: graft's base annotation and the first layer say so.
+    let index: Value = serde_json::from_slice(
+        &run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{addr}/lib/app@{app2}"),
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.base.digest"],
+        base2.as_str()
+    );
+    let layers = |r: &str| -> Vec<Value> {
+        let out = run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--override-os",
+            "linux",
+            "--override-arch",
+            "amd64",
+            &format!("docker://{r}"),
+        ]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["Layers"].as_array().unwrap().clone()
+    };
+    let base_layers = layers(&format!("{addr}/lib/base@{base2}"));
+    let app_layers = layers(&format!("{addr}/lib/app@{app2}"));
+    assert_eq!(app_layers[..base_layers.len()], base_layers[..]);
+    let img = f.yaml("images", "app");
+    assert_eq!(img["currentDigest"], app2.as_str());
+    assert_eq!(img["lastBuilt"], "2024-12-04T12:30:00Z");
+    let newest = &img["buildHistory"][0];
+    assert_eq!(newest["trigger"], "base-update");
+    assert_eq!(newest["commit"], "def");
+    assert_eq!(newest["baseDigests"]["base-1-0"], base2.as_str());
+    assert_eq!(img["buildHistory"][1]["digest"], app1.as_str());
+    // Signed with --sign-key: the real cosign verifies what check --refresh built.
+    let peer = crate::support::peers::Peer::new();
+    crate::support::peers::stdout_ok(
+        &peer.cosign_verify(&public, &format!("{addr}/lib/app@{app2}"), &[]),
+        "cosign verify",
+    );
+
+    // Built on the moved base: nothing due any more.
+    let j = f
+        .run(&["-o", "json", "check", "--now", "2024-12-04T15:00:00Z"])
+        .ok()
+        .json();
+    assert_eq!(decision(&j, "app")["status"], "monitoring", "{j}");
+    assert_eq!(
+        f.yaml("images", "app")["rebuildState"]["status"],
+        "monitoring"
+    );
+}
+
+#[test]
+fn builds_use_the_checked_base_digest_and_a_failed_build_records_only_what_was_written() {
+    use crate::build::{library, BASE_DOCKERFILE};
+    let reg = Registry::plain();
+    let addr = reg.addr().to_string();
+    let f = Factory::new();
+    // An upstream busybox image outside the factory's library (made by graft).
+    let up = library(&[
+        (
+            "graft.yaml",
+            format!("repo: docker://{addr}/up\ndefault_branch: main\n"),
+        ),
+        (
+            "manifests/busybox.yaml",
+            "name: busybox\nversion: 1\nbuild:\n  path: images/base\n  platforms: [linux/amd64]\n"
+                .into(),
+        ),
+        ("images/base/Dockerfile", BASE_DOCKERFILE.into()),
+    ]);
+    graft_build(up.path(), "1", "abc", &[]).ok();
+    let up1 = digest_of(&format!("docker://{addr}/up/busybox:1"));
+    // Two library images FROM it, independent of each other: `tools` builds before `zeta`.
+    let child = |name: &str| {
+        format!("name: {name}\nversion: 1.0\nbuild:\n  path: images/{name}\n  platforms: [linux/amd64]\n  args: {{REGISTRY: '{addr}'}}\n")
+    };
+    let dockerfile = |name: &str| {
+        format!("ARG REGISTRY\nFROM ${{REGISTRY}}/up/busybox:1\nRUN echo {name} > /{name}\n")
+    };
+    let lib = library(&[
+        (
+            "graft.yaml",
+            format!(
+                "repo: docker://{addr}/lib\ndefault_branch: main\nfactory:\n  auto_rebuild: true\n"
+            ),
+        ),
+        ("manifests/tools.yaml", child("tools")),
+        ("images/tools/Dockerfile", dockerfile("tools")),
+        ("manifests/zeta.yaml", child("zeta")),
+        ("images/zeta/Dockerfile", dockerfile("zeta")),
+    ]);
+    let libs = lib.path().display().to_string();
+    let storage = lib.path().join(".storage").display().to_string();
+    // Built once (buildah's storage, kept, now holds up/busybox:1 = up1), enrolled, checked,
+    // recorded.
+    let run = graft_build(lib.path(), "1", "abc", &[]).ok();
+    std::fs::write(f.path().join("r1.json"), &run.stdout).unwrap();
+    let zeta1 = run.json()["images"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.run(&["sync", "--library", &libs, "--now", T0]).ok();
+    f.run(&["check", "--now", T0]).ok();
+    f.run(&["record", "r1.json", "--now", T1]).ok();
+    assert_eq!(
+        f.yaml("images", "tools")["buildHistory"][0]["baseDigests"]["busybox-1"],
+        up1.as_str()
+    );
+
+    // Upstream moves; zeta's Dockerfile breaks.
+    std::fs::write(
+        up.path().join("images/base/Dockerfile"),
+        format!("{BASE_DOCKERFILE}RUN echo 2 > /up-version\n"),
+    )
+    .unwrap();
+    graft_build(up.path(), "2", "def", &[]).ok();
+    let up2 = digest_of(&format!("docker://{addr}/up/busybox:1"));
+    assert_ne!(up2, up1);
+    std::fs::write(
+        lib.path().join("images/zeta/Dockerfile"),
+        format!("{}RUN exit 3\n", dockerfile("zeta")),
+    )
+    .unwrap();
+    let zeta_before = f.yaml("images", "zeta");
+    let run = f
+        .run(&[
+            "-o",
+            "json",
+            "check",
+            "--now",
+            T2,
+            "--refresh",
+            "--library",
+            &libs,
+            "--storage",
+            &storage,
+            "--build",
+            "2",
+            "--commit",
+            "def",
+            "--branch",
+            "main",
+        ])
+        .fails(1);
+    assert!(
+        run.stderr
+            .contains("manifests/zeta.yaml: building for linux/amd64"),
+        "{}",
+        run.all()
+    );
+    // tools was written before zeta failed: recorded, built on the digest the check saw
+    // (up2), pinned (graft's base annotation names it; without the pin there is none).
+    let tools = f.yaml("images", "tools");
+    let tools2 = tools["currentDigest"].as_str().unwrap().to_string();
+    assert_eq!(digest_of(&format!("docker://{addr}/lib/tools:1.0")), tools2);
+    assert_eq!(tools["buildHistory"][0]["trigger"], "base-update");
+    assert_eq!(tools["buildHistory"][0]["commit"], "def");
+    assert_eq!(
+        tools["buildHistory"][0]["baseDigests"]["busybox-1"],
+        up2.as_str()
+    );
+    assert_eq!(tools["rebuildState"]["status"], "monitoring");
+    let layers = |r: &str| -> Vec<Value> {
+        let out = run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--override-os",
+            "linux",
+            "--override-arch",
+            "amd64",
+            &format!("docker://{r}"),
+        ]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["Layers"].as_array().unwrap().clone()
+    };
+    let up_layers = layers(&format!("{addr}/up/busybox@{up2}"));
+    let tools_layers = layers(&format!("{addr}/lib/tools@{tools2}"));
+    assert_eq!(tools_layers.len(), up_layers.len() + 1);
+    assert_eq!(tools_layers[..up_layers.len()], up_layers[..]);
+    let index: Value = serde_json::from_slice(
+        &run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{addr}/lib/tools@{tools2}"),
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.base.digest"],
+        up2.as_str()
+    );
+    // zeta: nothing recorded, its tag unchanged, still due (the next check retries it).
+    let zeta = f.yaml("images", "zeta");
+    assert_eq!(zeta["buildHistory"], zeta_before["buildHistory"]);
+    assert_eq!(zeta["currentDigest"], zeta1.as_str());
+    assert_eq!(zeta["lastBuilt"], T1);
+    assert_eq!(digest_of(&format!("docker://{addr}/lib/zeta:1.0")), zeta1);
+    let j = f.run(&["-o", "json", "check", "--now", T2]).ok().json();
+    assert_eq!(decision(&j, "zeta")["status"], "due", "{j}");
+    assert_eq!(decision(&j, "tools")["status"], "monitoring", "{j}");
 }

@@ -25,13 +25,14 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::library::Library;
+use crate::ops::build::{build_recording, BuildOptions};
 use crate::ops::refresh::{refresh, RefreshRequest};
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef};
 use crate::store::open::{open_repository, Endpoint};
 use crate::timestamp::Timestamp;
 
-use super::record::{record_locked, RecordOptions, Recorded, RefreshReportIn};
+use super::record::{record_locked, BuildReportIn, RecordOptions, Recorded, RefreshReportIn};
 use super::state::{status, RebuildState, State, StateDir};
 use super::{exact_tag, human, parse_time, select_tag, Delay, Strategy};
 
@@ -124,13 +125,16 @@ pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result
     Ok(report)
 }
 
-/// What `check --refresh` hands to graft's own refresh.
+/// What `check --refresh` hands to graft's own refresh and build.
 pub struct LibraryRefresh<'a> {
     /// The library whose manifests are enrolled (`factory sync --library`).
     pub library: &'a Library,
-    /// The refresh's options, signing and clock; its `names` are set here (the due images).
+    /// The refresh's options, signing and clock; its `names` are set here (the due `science:`
+    /// images).
     pub request: RefreshRequest,
-    /// Progress of the refresh.
+    /// The build's options (buildah, signing) for the due `build:` images.
+    pub build: BuildOptions,
+    /// Progress of the refresh and the build.
     pub reporter: Arc<dyn Reporter>,
 }
 
@@ -144,27 +148,35 @@ pub struct NotRefreshed {
     pub reason: String,
 }
 
-/// What `check --refresh` did: the check, then the refresh of the due library images and
-/// the builds recorded.
+/// What `check --refresh` did: the check, then the refresh and the build of the due library
+/// images and the builds recorded.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckRefreshReport {
     /// The check (decisions as they were before the refresh).
     #[serde(flatten)]
     pub check: CheckReport,
-    /// Builds recorded from the refresh (digest per image).
+    /// Builds recorded from the refresh of due `science:` images (digest per image).
     pub refreshed: Vec<Recorded>,
-    /// Due images graft did not refresh.
+    /// Builds recorded from the build of due `build:` images (the final digest per image).
+    pub built: Vec<Recorded>,
+    /// Due images graft did not refresh or build.
     pub not_refreshed: Vec<NotRefreshed>,
 }
 
-/// `graft factory check --refresh`: check (as [`check`]), then run graft's own refresh
-/// ([`crate::ops::refresh::refresh`], in this process) for the due images that are manifests
-/// of `lib` with `science:`, and record what it wrote as [`super::record`] would, with
-/// trigger `base-update` and the refresh's commit. The state directory stays locked from the
-/// check to the record. `build:` manifests are not built here: they are listed in
-/// `notRefreshed` (`graft build NAME` builds them; `factory record` records the report).
-/// Due images that are not library manifests are left to `--exec`.
+/// `graft factory check --refresh`: check (as [`check`]), then, for the due images that are
+/// manifests of `lib`: graft's own refresh ([`crate::ops::refresh::refresh`], in this process)
+/// of those with `science:`, then one build ([`crate::ops::build::build`]: dependency order,
+/// library bases pinned, a due child after its due base and on the digest just written) of
+/// those with `build:`. What each wrote is recorded as [`super::record`] records a `graft
+/// refresh -o json` or `graft build -o json` report, with trigger `base-update` and the run's
+/// commit. The state directory stays locked from the check to the last record.
+///
+/// A failure stops the run and is returned, after what was written before it is recorded:
+/// a failed refresh records nothing and builds nothing; a failed build records the refreshes
+/// and every image the build wrote before the failure (their tags moved: the state says so),
+/// and nothing for the image that failed. Due images that are not library manifests are left
+/// to `--exec`.
 pub async fn check_refresh(
     dir: &StateDir,
     ep: &Endpoint,
@@ -174,60 +186,102 @@ pub async fn check_refresh(
     let lock = dir.lock()?;
     let mut check = check_locked(dir, ep, opts).await?;
     let state = dir.load()?;
-    let mut names = Vec::new();
+    let mut refresh_names = Vec::new();
+    let mut build_names = Vec::new();
     let mut not_refreshed = Vec::new();
     for d in check.images.iter().filter(|d| d.due) {
-        let Some(m) = lib.library.manifests_named(&d.name).next() else {
-            continue;
-        };
-        let enrolled = state
+        let from_library = state
             .images
             .get(&d.name)
             .is_some_and(|s| s.enrollment.get("library").is_some());
-        if !enrolled {
+        if !from_library {
             continue;
         }
-        if m.build.is_some() {
+        let Some(m) = lib.library.manifests_named(&d.name).next() else {
             not_refreshed.push(NotRefreshed {
                 name: d.name.clone(),
                 reason: format!(
-                    "{} builds from a Dockerfile: run `graft build {}`, then `graft factory record` its report",
-                    m.rel, m.name
+                    "enrolled from a library, but {} has no manifest named {}",
+                    lib.library.root().display(),
+                    d.name
                 ),
             });
             continue;
+        };
+        match m.build.is_some() {
+            true => build_names.push(d.name.clone()),
+            false => refresh_names.push(d.name.clone()),
         }
-        names.push(d.name.clone());
     }
+    let record_opts = RecordOptions {
+        now: opts.now,
+        commit: lib.request.options.build.commit.clone(),
+        trigger: "base-update".into(),
+    };
     let mut refreshed = Vec::new();
-    if !names.is_empty() {
+    if !refresh_names.is_empty() {
         let mut request = lib.request;
-        let commit = request.options.build.commit.clone();
-        request.names = names;
+        request.names = refresh_names;
         let report = refresh(lib.library, request, ep, &lib.reporter).await?;
         // The same reading `factory record` gives a `graft refresh -o json` report.
-        let value = serde_json::to_value(&report)
-            .map_err(|e| Error::internal("reading the refresh report", e))?;
-        let input: RefreshReportIn = serde_json::from_value(value)
-            .map_err(|e| Error::internal("reading the refresh report", e))?;
-        let rec = record_locked(
-            dir,
-            &[("refresh".to_string(), input)],
-            &RecordOptions {
-                now: opts.now,
-                commit,
-                trigger: "base-update".into(),
-            },
+        let input: RefreshReportIn = reread(&report, "the refresh report")?;
+        refreshed = record_locked(dir, &[("refresh".into(), input.into())], &record_opts)?.recorded;
+    }
+    let mut built = Vec::new();
+    if !build_names.is_empty() {
+        // Each base at the digest this check resolved: the build is made on what the check
+        // saw (not on a stale copy in buildah's storage), and recorded so.
+        let mut build_opts = lib.build;
+        let checked = &state;
+        for name in &build_names {
+            let Some(s) = checked.images.get(name) else {
+                continue;
+            };
+            for b in s.base_images.iter().filter_map(|b| checked.bases.get(b)) {
+                let (Some(d), Ok(r)) = (&b.current_digest, DockerRef::parse(&b.full_image)) else {
+                    continue;
+                };
+                let Ok(d) = d.parse::<crate::oci::Digest>() else {
+                    continue;
+                };
+                if r.digest.is_none() && !build_opts.base_pins.iter().any(|(p, _)| *p == r) {
+                    build_opts.base_pins.push((r, d));
+                }
+            }
+        }
+        let mut written = Vec::new();
+        let result = build_recording(
+            lib.library,
+            &build_names,
+            &build_opts,
+            ep,
+            &lib.reporter,
+            &mut written,
+        )
+        .await;
+        // What was written is recorded even when a later image failed.
+        let input: BuildReportIn = reread(
+            &serde_json::json!({"order": [], "images": written}),
+            "the build report",
         )?;
-        refreshed = rec.recorded;
+        let input = input.into_report("build")?;
+        built = record_locked(dir, &[("build".into(), input)], &record_opts)?.recorded;
+        result?;
     }
     drop(lock);
     run_execs(&mut check, opts).await?;
     Ok(CheckRefreshReport {
         check,
         refreshed,
+        built,
         not_refreshed,
     })
+}
+
+/// A report of this process read back as `factory record` reads the JSON of one.
+fn reread<T: Serialize, U: serde::de::DeserializeOwned>(report: &T, what: &str) -> Result<U> {
+    let value = serde_json::to_value(report).map_err(|e| Error::internal(what, e))?;
+    serde_json::from_value(value).map_err(|e| Error::internal(what, e))
 }
 
 async fn check_locked(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result<CheckReport> {
