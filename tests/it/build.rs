@@ -146,6 +146,15 @@ fn with_compat_the_build_goes_to_science_target_and_refresh_writes_target() {
         run.all()
     );
     assert_eq!(child["tests"][1]["command"], "test -f /etc/compat");
+    // The tests ran again inside the refreshed image, before its tags.
+    assert_eq!(img["tests"][0]["status"], "passed");
+    assert_eq!(img["refresh_tests"][0]["command"], "/bin/busybox true");
+    assert_eq!(img["refresh_tests"][0]["status"], "passed");
+    assert_eq!(img["refresh_tests"][0]["platform"], "linux/amd64");
+    assert!(
+        child.get("refresh_tests").is_none(),
+        "no compat, no refresh"
+    );
     let science = img["digest"].as_str().unwrap();
     assert_eq!(
         img["references"][0],
@@ -159,6 +168,37 @@ fn with_compat_the_build_goes_to_science_target_and_refresh_writes_target() {
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), final_digest);
     let got = peer.crane(["digest", &format!("{}/lib/sci/base:1.0", reg.addr())]);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), science);
+}
+
+#[test]
+fn a_check_failing_only_in_the_refreshed_image_tags_neither_image() {
+    let reg = Registry::plain();
+    // Passes in the built image, fails once the compat layer adds /etc/compat.
+    let mut files = chain(
+        &reg,
+        "compat: compat\nchecks: ['test ! -e /etc/compat']\n",
+        "",
+    );
+    files.retain(|(p, _)| !p.contains("child"));
+    let lib = library(&files);
+    let run = build(lib.path(), &[]).fails(3);
+    let err = &run.stderr;
+    assert!(
+        err.contains("manifests/base.yaml: a test inside the refreshed image failed, no tag of it or of the built image was written"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        err.contains("the test \"test ! -e /etc/compat\" failed (exit status: 1) in the refreshed image (linux/amd64)"),
+        "{err}"
+    );
+    // Neither the final image nor the science image has a tag.
+    let peer = Peer::new().plain_http(reg.addr());
+    for repo in ["lib/base", "lib/sci/base"] {
+        let out = peer.try_run("crane", ["ls", &format!("{}/{repo}", reg.addr())]);
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(listed.trim().is_empty(), "{repo}: {listed}");
+    }
 }
 
 #[test]
@@ -179,7 +219,7 @@ fn a_failing_check_or_build_tags_nothing() {
             .to_string()
     };
     let first = digest(&reference);
-    // A changed image whose check fails: exit 1, the command and its output; the tag stays.
+    // A changed image whose check fails: exit 3, the command and its output; the tag stays.
     std::fs::write(
         lib.path().join("images/base/Dockerfile"),
         format!("{BASE_DOCKERFILE}RUN echo changed > /changed\n"),
@@ -187,7 +227,7 @@ fn a_failing_check_or_build_tags_nothing() {
     .unwrap();
     let m = lib.path().join("manifests/base.yaml");
     std::fs::write(&m, base_manifest("checks: ['echo broken-check; exit 7']\n")).unwrap();
-    let run = build(lib.path(), &[]).fails(1);
+    let run = build(lib.path(), &[]).fails(3);
     let err = run.stderr.clone();
     assert!(
         err.contains(
