@@ -248,36 +248,32 @@ impl Buildah {
     ) -> Result<TestOutcome, BuilderError> {
         use std::sync::{Arc, Mutex};
         let program = self.program.display().to_string();
+        let spawn_error = |source| BuilderError::Spawn {
+            program: program.clone(),
+            source,
+        };
+        // One pipe for stdout and stderr: the output in the order it was written.
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| spawn_error(e.into()))?;
+        let write2 = write.try_clone().map_err(spawn_error)?;
         let mut cmd = Command::new(&self.program);
         cmd.args(&args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::from(write2))
             .kill_on_drop(true)
             // Its own group: a timeout stops what the command started too.
             .process_group(0);
-        let mut child = cmd.spawn().map_err(|source| BuilderError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        let spawned = cmd.spawn();
+        // The write ends now belong to the child alone: the read end sees its end.
+        drop(cmd);
+        let mut child = spawned.map_err(spawn_error)?;
         let kept = Arc::new(Mutex::new(Tail::default()));
-        let readers = [
-            child
-                .stdout
-                .take()
-                .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
-            child
-                .stderr
-                .take()
-                .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|r| {
+        let reader = {
             let kept = kept.clone();
+            let r = tokio::fs::File::from_std(std::fs::File::from(read));
             tokio::spawn(async move { tail_into(r, &kept).await })
-        })
-        .collect::<Vec<_>>();
+        };
         let waited = tokio::time::timeout(timeout, child.wait()).await;
         let status = match waited {
             Ok(status) => Some(status.map_err(|source| BuilderError::Spawn {
@@ -295,11 +291,9 @@ impl Buildah {
                 None
             }
         };
-        // The pipes close when the processes holding them end; a process that escaped the
-        // group may keep one open: what arrived within a short wait is what is reported.
-        for r in readers {
-            let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
-        }
+        // The pipe closes when the processes holding it end; a process that escaped the
+        // group may keep it open: what arrived within a short wait is what is reported.
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         let tail = kept.lock().unwrap_or_else(|p| p.into_inner()).take();
         let output = String::from_utf8_lossy(&tail.bytes).trim_end().to_string();
         Ok(match status {

@@ -65,7 +65,8 @@ pub struct BuilderArgs {
     /// Time limit of each build, push or pull, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub build_timeout: u64,
-    /// Time limit of each test inside an image (build.test, checks), in seconds.
+    /// Time limit of each test inside an image (build.test, checks; `graft test`'s --cmd), in
+    /// seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub test_timeout: u64,
     /// Where the kernel lists binfmt_misc emulators (for tests).

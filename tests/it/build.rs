@@ -202,6 +202,54 @@ fn a_check_failing_only_in_the_refreshed_image_tags_neither_image() {
 }
 
 #[test]
+fn a_layout_science_target_is_tagged_only_after_the_refreshed_tests() {
+    let reg = Registry::plain();
+    let mut files = chain(
+        &reg,
+        "compat: compat\nchecks: ['test ! -e /etc/compat']\n",
+        "",
+    );
+    files.retain(|(p, _)| !p.contains("child"));
+    files[0].1.push_str("science_target: oci:sci/{name}\n");
+    let lib = library(&files);
+    let layout_tags = |lib: &Path| -> Vec<String> {
+        let Ok(index) = std::fs::read(lib.join("sci/base/index.json")) else {
+            return Vec::new();
+        };
+        let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+            .map(str::to_string)
+            .collect()
+    };
+    build(lib.path(), &[]).fails(3);
+    assert!(layout_tags(lib.path()).is_empty());
+    // Passing: the refresh read the untagged science image from the work directory, then
+    // the science tag and the final image were written.
+    std::fs::write(
+        lib.path().join("manifests/base.yaml"),
+        base_manifest("compat: compat\nchecks: ['test -e /etc/compat || echo built-only']\n"),
+    )
+    .unwrap();
+    let run = build(lib.path(), &[]).ok();
+    let img = &run.json()["images"][0];
+    assert_eq!(img["refresh_tests"][1]["status"], "passed", "{}", run.all());
+    assert_eq!(img["refresh_tests"][1]["output"], "");
+    assert_eq!(img["tests"][1]["output"], "built-only");
+    assert_eq!(layout_tags(lib.path()), ["1.0"]);
+    assert_eq!(img["refresh"]["science_digest"], img["digest"]);
+    let peer = Peer::new().plain_http(reg.addr());
+    let got = peer.crane(["digest", &format!("{}/lib/base:1.0", reg.addr())]);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        img["refresh"]["digest"].as_str().unwrap()
+    );
+}
+
+#[test]
 fn a_failing_check_or_build_tags_nothing() {
     let reg = Registry::plain();
     let mut files = chain(&reg, "checks: ['test -x /bin/sh']\n", "");

@@ -122,7 +122,11 @@ fn commands_pass_fail_and_time_out_in_a_registry_image() {
     assert_eq!(tests[1]["status"], "failed");
     assert_eq!(tests[1]["exit_code"], 7);
     // buildah adds its own lines after the command's.
-    assert!(tests[1]["output"].as_str().unwrap().starts_with("broken\n"));
+    assert!(
+        tests[1]["output"].as_str().unwrap().starts_with("broken\n"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(tests[1]["command"], "echo broken; exit 7");
     assert_eq!(tests[2]["status"], "passed");
     // The error names the command, its status and its output (stderr).
