@@ -36,8 +36,7 @@ use serde_json::json;
 use crate::builder::binfmt::{has_emulator, is_native};
 use crate::builder::buildah::{BuildSpec, Buildah};
 use crate::builder::BuilderError;
-use crate::copy::Dedupe;
-use crate::copy::{copy_image, CopyOptions};
+use crate::copy::{copy_image, CopyOptions, Dedupe};
 use crate::error::{Error, Result};
 use crate::library::dockerfile::{Base, Dockerfile};
 use crate::library::git::source::{within, SourceCache};
@@ -755,8 +754,9 @@ async fn refresh_tested(
     Ok((result, tests))
 }
 
-/// The compat refresh of `m`'s image just written to [`Manifest::science`] (by this build or
-/// by buildx, [`crate::ops::bake`]): the existing refresh for that one manifest on
+/// The compat refresh of `m`'s image just written to [`Manifest::science`] with its tags (by
+/// buildx, [`crate::ops::bake`]; `graft build`'s own builds use `refresh_tested`): the
+/// existing refresh for that one manifest on
 /// [`Library::as_built`], forced, so the final image a child pins to is written and reported.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn refresh_built(
