@@ -1,8 +1,10 @@
 //! `graft test REF --cmd …`: commands run inside any image, without a daemon, the way
 //! `graft build` tests what it builds (decisions §30a).
 //!
-//! 1. **The platform** is this machine's, or `--platform`; another one needs a QEMU binfmt
-//!    emulator ([`crate::builder::binfmt`]), checked before anything is read.
+//! 1. **The platform** is this machine's, or `--platform`, or the one a single-manifest
+//!    image's config names; another than this machine's needs a QEMU binfmt emulator
+//!    ([`crate::builder::binfmt`]), checked before anything runs (a `--platform` before
+//!    anything is read).
 //! 2. **Exactly those bytes.** The reference is resolved once to its root digest; graft copies
 //!    that root (narrowed to the platform when it is an index) with its own registry client
 //!    and credentials into a layout in the work directory, and buildah pulls it from there
@@ -22,12 +24,14 @@ use crate::builder::binfmt::{has_emulator, is_native};
 use crate::builder::buildah::{Buildah, TestStatus};
 use crate::copy::{copy_image, resolve_root, CopyOptions};
 use crate::error::{Error, Result};
+use crate::image::append::CONFIG_LIMIT;
+use crate::image::rebase::config_platform;
 use crate::oci::{Digest, Platform};
 use crate::ops::memo::Memo;
 use crate::progress::Reporter;
 use crate::reference::{ImageRef, LayoutRef};
 use crate::store::open::{open_sink, open_source, Endpoint};
-use crate::store::Source;
+use crate::store::{read_blob, Source};
 
 /// The layout tag under which an image to test is handed to buildah.
 const TESTED_TAG: &str = "graft-tested";
@@ -163,14 +167,36 @@ pub async fn test(
             reason: "no command to run: give at least one".into(),
         });
     }
-    let platform = opts.platform.clone().unwrap_or_else(|| opts.host.clone());
-    check_platform(&platform, &opts.host, &opts.binfmt_dir)?;
+    if let Some(p) = &opts.platform {
+        check_platform(p, &opts.host, &opts.binfmt_dir)?;
+    }
     let src = Memo::new(Arc::from(open_source(reference, ep).await?));
     // Resolved once: every later read of the root is this one (the memo keeps it).
     let root = src
         .resolve()
         .await
         .map_err(|e| e.context(format!("resolving {reference}")))?;
+    // A single-manifest image is for the platform its config names.
+    let single = match (root.is_index(), root.view().config.clone()) {
+        (false, Some(config)) => {
+            let bytes = read_blob(&src, &config, CONFIG_LIMIT)
+                .await
+                .map_err(|e| e.context(format!("reading the config of {reference}")))?;
+            config_platform(&bytes)
+        }
+        _ => None,
+    };
+    let platform = match (&opts.platform, single) {
+        (Some(p), Some(q)) if !p.matches(&q) => {
+            return Err(Error::Unsupported(format!(
+                "{reference} is a single-platform image for {q}, not {p}"
+            )))
+        }
+        (Some(p), _) => p.clone(),
+        (None, Some(q)) => q,
+        (None, None) => opts.host.clone(),
+    };
+    check_platform(&platform, &opts.host, &opts.binfmt_dir)?;
     let (id, manifest) = into_buildah(
         &src,
         &platform,

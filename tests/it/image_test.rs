@@ -34,12 +34,17 @@ fn busybox_layer(home: &Path) -> std::path::PathBuf {
 
 /// The busybox image written to `dest` (linux/amd64 in an index, and linux/s390x).
 fn image(home: &Path, dest: &str, extra: &[&str]) {
+    image_for(home, "linux/amd64,linux/s390x", dest, extra)
+}
+
+/// The busybox image for `platforms` written to `dest` (one: a single manifest).
+fn image_for(home: &Path, platforms: &str, dest: &str, extra: &[&str]) {
     let layer = busybox_layer(home);
     capture(
         command(home)
             .env("SOURCE_DATE_EPOCH", "0")
             .args(["-q", "--tls-verify=false", "append", "--base", "scratch"])
-            .args(["--platform", "linux/amd64,linux/s390x", "--layer"])
+            .args(["--platform", platforms, "--layer"])
             .arg(&layer)
             .args(extra)
             .arg(dest),
@@ -208,6 +213,38 @@ fn a_layout_image_and_a_foreign_platform() {
     .fails(2);
     assert!(
         run.stderr.contains("platform linux/s390x cannot run"),
+        "{}",
+        run.all()
+    );
+    // A single-manifest image is for its config's platform: s390x needs an emulator, and
+    // another --platform is not in it.
+    let single = format!("oci:{}:s390x", h.join("single").display());
+    let home2 = tempfile::tempdir().unwrap();
+    image_for(home2.path(), "linux/s390x", &single, &[]);
+    let run = capture(
+        command(h)
+            .args(["test", "--binfmt-dir"])
+            .arg(no_qemu.path())
+            .args([&single, "--cmd", "true"]),
+    )
+    .fails(2);
+    assert!(
+        run.stderr.contains("platform linux/s390x cannot run"),
+        "{}",
+        run.all()
+    );
+    let run = capture(command(h).args([
+        "test",
+        "--platform",
+        "linux/amd64",
+        &single,
+        "--cmd",
+        "true",
+    ]))
+    .fails(2);
+    assert!(
+        run.stderr
+            .contains("is a single-platform image for linux/s390x, not linux/amd64"),
         "{}",
         run.all()
     );
