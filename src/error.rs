@@ -207,6 +207,19 @@ pub enum Error {
         /// How many times graft merged and wrote.
         attempts: u32,
     },
+    /// A command run inside an image (`graft test`, the tests of `graft build`) failed or ran
+    /// out of time. Not graft's failure nor bad input: exit 3 ([`Error::is_test_failure`]).
+    #[error("{}", test_failed(image, command, ended, output))]
+    TestFailed {
+        /// The image (reference and digest, or what was built).
+        image: String,
+        /// The command (`sh -c`).
+        command: String,
+        /// How it ended (`exit status: 7`, `stopped after 600s`).
+        ended: String,
+        /// The end of its output (bounded by the caller).
+        output: String,
+    },
     /// An error with added context about what was being done.
     #[error("{context}")]
     Context {
@@ -216,6 +229,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+}
+
+fn test_failed(image: &str, command: &str, ended: &str, output: &str) -> String {
+    let mut s = format!("the test {command:?} failed ({ended}) in {image}");
+    if !output.is_empty() {
+        s.push_str("; its output ends with:\n");
+        s.push_str(output);
+    }
+    s
 }
 
 fn format_items(items: &[RegistryErrorItem]) -> String {
@@ -283,6 +305,11 @@ impl Error {
                 | Error::LayerSpec { .. }
                 | Error::Key { .. }
         )
+    }
+
+    /// Whether this is (at its root) a test inside an image that failed: exit 3.
+    pub fn is_test_failure(&self) -> bool {
+        matches!(self.root(), Error::TestFailed { .. })
     }
 
     /// Build an internal error: `context` says what was being done.

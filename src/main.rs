@@ -1,7 +1,7 @@
 //! The `graft` binary: parse arguments, run the command, render errors, set the exit code.
 //!
 //! Exit codes: 0 success (also when stdout's reader stopped early), 1 the operation failed,
-//! 2 bad usage or input.
+//! 2 bad usage or input, 3 a test inside an image failed (`graft test`, `graft build`).
 
 mod cli;
 
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             Command::Mirror(a) => cli::mirror::run_mirror(a, &cli.global).await,
             Command::Refresh(a) => cli::refresh::run(a, &cli.global).await,
             Command::Build(a) => cli::build::run(a, &cli.global).await,
+            Command::Test(a) => cli::test::run(a, &cli.global).await,
             Command::Diff(a) => cli::diff::run(a, &cli.global),
             Command::Validate(a) => cli::validate::run(a, &cli.global).await,
             Command::Plan(a) => cli::plan::run(a, &cli.global).await,

@@ -72,8 +72,6 @@ enum Out {
     Stderr,
     /// Captured (a value the call returns); stderr to graft's stderr.
     Value,
-    /// stdout and stderr captured (a test's output).
-    Both,
 }
 
 /// The version number in `buildah --version`'s answer.
@@ -172,10 +170,23 @@ impl Buildah {
         platform: &Platform,
         name: &str,
     ) -> Result<(), BuilderError> {
+        let id = self
+            .pull(&format!("docker://{reference}"), platform)
+            .await?;
+        let mut a = self.global();
+        a.extend(["tag".into(), id.into(), name.into()]);
+        self.run("buildah tag", a, Out::Stderr, self.timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Pull `source` (a transport reference: `docker://…`, `oci:DIR:TAG`) for `platform` into
+    /// buildah's storage; the image's id.
+    pub async fn pull(&self, source: &str, platform: &Platform) -> Result<String, BuilderError> {
         let mut a = self.global();
         a.extend(["pull".into(), "--quiet".into(), self.tls()]);
         a.extend(["--platform".into(), platform.to_string().into()]);
-        a.push(format!("docker://{reference}").into());
+        a.push(source.into());
         let out = self
             .run("buildah pull", a, Out::Value, self.timeout)
             .await?;
@@ -187,15 +198,19 @@ impl Buildah {
             .to_string();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(BuilderError::Output {
-                what: format!("buildah pull {reference}"),
+                what: format!("buildah pull {source}"),
                 reason: format!("expected an image id, got {id:?}"),
             });
         }
+        Ok(id)
+    }
+
+    /// Remove `image` (a name or id) from buildah's storage; a failure is ignored (the
+    /// storage is a cache or temporary).
+    pub async fn remove_image(&self, image: &str) {
         let mut a = self.global();
-        a.extend(["tag".into(), id.into(), name.into()]);
-        self.run("buildah tag", a, Out::Stderr, self.timeout)
-            .await
-            .map(|_| ())
+        a.extend(["rmi".into(), "--force".into(), image.into()]);
+        let _ = self.run("buildah rmi", a, Out::Value, self.timeout).await;
     }
 
     /// buildah's version (`buildah --version` says `buildah version 1.39.3 (image-spec …)`):
@@ -217,14 +232,18 @@ impl Buildah {
     }
 
     /// Run `sh -c command` inside a container of `image` (from buildah's storage; the image's
-    /// entrypoint is not used) with a time limit; its output, last [`OUTPUT_TAIL`] bytes.
-    /// The container is removed afterwards, whatever happened.
-    pub async fn test(
+    /// entrypoint is not used) with a time limit. How the command ended is the answer, a
+    /// failing or stopped command included; an error is only that buildah could not run it
+    /// (no such image, no buildah). The output (stdout and stderr as they come) is kept to
+    /// its last [`OUTPUT_TAIL`] bytes, whatever the command prints. On timeout the command
+    /// and everything it started (its process group) is killed. The container is removed
+    /// afterwards, whatever happened.
+    pub async fn check(
         &self,
         image: &str,
         command: &str,
         timeout: Duration,
-    ) -> Result<String, BuilderError> {
+    ) -> Result<TestOutcome, BuilderError> {
         let mut a = self.global();
         a.extend(["from".into(), "--quiet".into(), "--pull=never".into()]);
         a.push(image.into());
@@ -242,13 +261,89 @@ impl Buildah {
         a.extend(["run".into(), "--isolation".into(), "chroot".into()]);
         a.extend([ctr.clone().into(), "--".into(), "sh".into(), "-c".into()]);
         a.push(command.into());
-        let result = self
-            .run(&format!("the test {command:?}"), a, Out::Both, timeout)
-            .await;
+        let result = self.run_captured(a, timeout).await;
         let mut rm = self.global();
         rm.extend(["rm".into(), ctr.into()]);
         let _ = self.run("buildah rm", rm, Out::Value, self.timeout).await;
-        result.map(|o| String::from_utf8_lossy(&o).into_owned())
+        result
+    }
+
+    /// Run buildah with `args`, its stdout and stderr kept together (last [`OUTPUT_TAIL`]
+    /// bytes), in its own process group, killed with it after `timeout`.
+    async fn run_captured(
+        &self,
+        args: Vec<OsString>,
+        timeout: Duration,
+    ) -> Result<TestOutcome, BuilderError> {
+        use std::sync::{Arc, Mutex};
+        let program = self.program.display().to_string();
+        let spawn_error = |source| BuilderError::Spawn {
+            program: program.clone(),
+            source,
+        };
+        // One pipe for stdout and stderr: the output in the order it was written.
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| spawn_error(e.into()))?;
+        let write2 = write.try_clone().map_err(spawn_error)?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::from(write2))
+            .kill_on_drop(true)
+            // Its own group: a timeout stops what the command started too.
+            .process_group(0);
+        let spawned = cmd.spawn();
+        // The write ends now belong to the child alone: the read end sees its end.
+        drop(cmd);
+        let mut child = spawned.map_err(spawn_error)?;
+        let kept = Arc::new(Mutex::new(Tail::default()));
+        let reader = {
+            let kept = kept.clone();
+            let r = tokio::fs::File::from_std(std::fs::File::from(read));
+            tokio::spawn(async move { tail_into(r, &kept).await })
+        };
+        let waited = tokio::time::timeout(timeout, child.wait()).await;
+        let status = match waited {
+            Ok(status) => Some(status.map_err(|source| BuilderError::Spawn {
+                program: program.clone(),
+                source,
+            })?),
+            Err(_) => {
+                if let Some(pid) = child
+                    .id()
+                    .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+                {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+                let _ = child.kill().await;
+                None
+            }
+        };
+        // The pipe closes when the processes holding it end; a process that escaped the
+        // group may keep it open: what arrived within a short wait is what is reported.
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        let tail = kept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let output = String::from_utf8_lossy(&tail.bytes).trim_end().to_string();
+        Ok(match status {
+            None => TestOutcome {
+                status: TestStatus::TimedOut,
+                exit_code: None,
+                ended: format!("stopped after {}s", timeout.as_secs()),
+                output,
+                truncated: tail.dropped,
+            },
+            Some(s) => TestOutcome {
+                status: match s.success() {
+                    true => TestStatus::Passed,
+                    false => TestStatus::Failed,
+                },
+                exit_code: s.code(),
+                ended: s.to_string(),
+                output,
+                truncated: tail.dropped,
+            },
+        })
     }
 
     async fn run(
@@ -272,9 +367,6 @@ impl Buildah {
             }
             Out::Value => {
                 cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-            }
-            Out::Both => {
-                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
             }
         }
         let mut child = cmd.spawn().map_err(|source| BuilderError::Spawn {
@@ -310,17 +402,73 @@ impl Buildah {
         if status.success() {
             return Ok(output);
         }
-        let keep = output.len().saturating_sub(OUTPUT_TAIL);
         Err(BuilderError::Failed {
             what: what.to_string(),
             status: status.to_string(),
-            tail: match out {
-                Out::Both => String::from_utf8_lossy(&output[keep..])
-                    .trim_end()
-                    .to_string(),
-                _ => String::new(),
-            },
+            tail: String::new(),
         })
+    }
+}
+
+/// How a command run inside an image ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestStatus {
+    /// It exited with status 0.
+    Passed,
+    /// It exited with another status, or was killed by a signal.
+    Failed,
+    /// It ran longer than its time limit and was stopped.
+    TimedOut,
+}
+
+/// A command run inside an image ([`Buildah::check`]).
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    /// Passed, failed or stopped.
+    pub status: TestStatus,
+    /// Its exit code (none when killed by a signal or stopped).
+    pub exit_code: Option<i32>,
+    /// How it ended, as the system says it (`exit status: 3`, `signal: 9`), or the limit.
+    pub ended: String,
+    /// The end of its output: stdout and stderr as they came, at most [`OUTPUT_TAIL`] bytes.
+    pub output: String,
+    /// Earlier output was dropped to keep the last [`OUTPUT_TAIL`] bytes.
+    pub truncated: bool,
+}
+
+/// The last bytes of a stream, and whether earlier ones were dropped.
+#[derive(Default)]
+struct Tail {
+    bytes: Vec<u8>,
+    dropped: bool,
+}
+
+impl Tail {
+    fn push(&mut self, b: &[u8]) {
+        self.bytes.extend_from_slice(b);
+        if self.bytes.len() > OUTPUT_TAIL {
+            self.bytes.drain(..self.bytes.len() - OUTPUT_TAIL);
+            self.dropped = true;
+        }
+    }
+
+    fn take(&mut self) -> Tail {
+        std::mem::take(self)
+    }
+}
+
+/// Read `r` to its end into `kept` (bounded: [`Tail`]).
+async fn tail_into<R: AsyncRead + Unpin>(mut r: R, kept: &std::sync::Mutex<Tail>) {
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => kept
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(&chunk[..n]),
+        }
     }
 }
 
@@ -388,30 +536,51 @@ mod tests {
 
     #[tokio::test]
     async fn failures_timeouts_and_output_tails() {
-        // A failing test: exit status and the end of its output.
+        // A failing command: its exit code and the end of its output, bounded.
         let (_d, b) = fake(
             "case \"$7\" in from) echo ctr;; run) yes line | head -n 5000; echo boom >&2; exit 3;; esac",
         );
+        let o = b
+            .check("img", "false", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(o.status, TestStatus::Failed);
+        assert_eq!(o.exit_code, Some(3));
+        assert_eq!(o.ended, "exit status: 3");
+        assert!(o.output.ends_with("boom"), "{}", o.output);
+        assert!(o.output.len() <= OUTPUT_TAIL, "{}", o.output.len());
+        assert!(o.truncated);
+        // A passing one.
+        let (_d, b) = fake("case \"$7\" in from) echo ctr;; run) echo fine;; esac");
+        let o = b
+            .check("img", "true", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((o.status, o.exit_code), (TestStatus::Passed, Some(0)));
+        assert_eq!(o.output, "fine");
+        assert!(!o.truncated);
+        // A command that hangs is stopped, with what it printed so far, and so is what it
+        // started (its process group).
+        let (_d, b) =
+            fake("case \"$7\" in from) echo ctr;; run) echo started; sleep 30 & wait;; esac");
+        let o = b
+            .check("img", "sleep", Duration::from_millis(500))
+            .await
+            .unwrap();
+        assert_eq!(o.status, TestStatus::TimedOut);
+        assert_eq!(o.exit_code, None);
+        assert_eq!(o.output, "started");
+        // `buildah from` failing is an error, not a test result; so is a missing program.
+        let (_d, b) = fake("echo nope >&2; exit 125");
         let e = b
-            .test("img", "false", Duration::from_secs(5))
+            .check("img", "true", Duration::from_secs(5))
             .await
             .unwrap_err();
-        let s = e.to_string();
-        assert!(s.contains("exit status: 3"), "{s}");
-        assert!(s.ends_with("boom"), "{s}");
-        assert!(s.len() < OUTPUT_TAIL + 200, "{}", s.len());
-        // A test that hangs is stopped.
-        let (_d, b) = fake("case \"$7\" in from) echo ctr;; run) sleep 30;; esac");
-        let e = b
-            .test("img", "sleep", Duration::from_millis(300))
-            .await
-            .unwrap_err();
-        assert!(matches!(e, BuilderError::TimedOut { .. }), "{e}");
-        // A missing program.
+        assert!(e.to_string().contains("buildah from failed"), "{e}");
         let (_d, mut b) = fake("true");
         b.program = PathBuf::from("/nonexistent/buildah");
         let e = b
-            .test("img", "true", Duration::from_secs(1))
+            .check("img", "true", Duration::from_secs(1))
             .await
             .unwrap_err();
         assert!(

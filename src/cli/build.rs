@@ -76,7 +76,8 @@ pub struct BuilderArgs {
     /// Time limit of each build, push or pull, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub build_timeout: u64,
-    /// Time limit of each test inside an image (build.test, checks), in seconds.
+    /// Time limit of each test inside an image (build.test, checks; `graft test`'s --cmd), in
+    /// seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub test_timeout: u64,
     /// Where the kernel lists binfmt_misc emulators (for tests).
@@ -98,26 +99,14 @@ impl BuilderArgs {
         epoch: Option<graft::timestamp::Timestamp>,
         global: &GlobalArgs,
     ) -> anyhow::Result<BuildOptions> {
-        // buildah's --root wants an absolute path.
-        let storage = match &self.storage {
-            Some(s) => std::path::absolute(s)?,
-            None => work.join("storage"),
-        };
         Ok(BuildOptions {
             build: rev.build.clone(),
             created: rev.created,
             dry_run: false,
             jobs: 4,
             work_dir: work.to_path_buf(),
-            buildah: Buildah {
-                program: self.buildah.clone(),
-                root: storage.join("root"),
-                runroot: storage.join("run"),
-                storage_driver: self.storage_driver.clone(),
-                tls_verify: global.registry.tls_verify,
-                timeout: Duration::from_secs(self.build_timeout.max(1)),
-            },
-            test_timeout: Duration::from_secs(self.test_timeout.max(1)),
+            buildah: self.buildah(work, global)?,
+            test_timeout: self.test_timeout(),
             host: host_platform(),
             binfmt_dir: self.binfmt_dir.clone(),
             sources: self.sources.cache()?,
@@ -126,6 +115,28 @@ impl BuilderArgs {
             changes: None,
             base_pins: Vec::new(),
         })
+    }
+
+    /// buildah with its storage: `--storage`, else `work/storage`.
+    pub fn buildah(&self, work: &std::path::Path, global: &GlobalArgs) -> anyhow::Result<Buildah> {
+        // buildah's --root wants an absolute path.
+        let storage = match &self.storage {
+            Some(s) => std::path::absolute(s)?,
+            None => work.join("storage"),
+        };
+        Ok(Buildah {
+            program: self.buildah.clone(),
+            root: storage.join("root"),
+            runroot: storage.join("run"),
+            storage_driver: self.storage_driver.clone(),
+            tls_verify: global.registry.tls_verify,
+            timeout: Duration::from_secs(self.build_timeout.max(1)),
+        })
+    }
+
+    /// The time limit of each test inside an image.
+    pub fn test_timeout(&self) -> Duration {
+        Duration::from_secs(self.test_timeout.max(1))
     }
 }
 
@@ -260,6 +271,9 @@ fn print_text(r: &BuildReport) -> anyhow::Result<()> {
         }
         if let Some(f) = &img.refresh {
             outln!("  compat   {} {}", f.compat.join(" + "), f.digest)?;
+            for t in &img.refresh_tests {
+                outln!("  tested   {} ({}, refreshed image)", t.command, t.platform)?;
+            }
             for reference in &f.references {
                 outln!("  {verb} {reference}")?;
             }

@@ -23,6 +23,7 @@ pub mod refresh;
 pub mod sign;
 pub mod status;
 pub mod tag;
+pub mod test;
 pub mod validate;
 pub mod verify;
 pub mod verify_attestation;
@@ -155,6 +156,9 @@ pub enum Command {
     /// Build the library's `build:` images with buildah, bases first; test them inside the
     /// image; write index and tags; refresh those with a compat layer.
     Build(build::BuildCmdArgs),
+    /// Run commands inside any image (registry, layout or archive) with buildah, no daemon:
+    /// `sh -c` each, on this machine's platform; exit 3 when one fails.
+    Test(test::TestArgs),
     /// Show what changed in a `build:` manifest's git source between a commit and its git.commit.
     Diff(diff::DiffArgs),
     /// Check a library (graft.yaml, manifests/, layers/): every problem, with file, line,

@@ -72,15 +72,13 @@ fn render(w: &mut impl Write, e: &anyhow::Error) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The exit code for a failed command: 2 for bad usage or input, else 1.
+/// The exit code for a failed command: 2 for bad usage or input, 3 for a test inside an
+/// image that failed, else 1.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    let usage = e
-        .downcast_ref::<graft::Error>()
-        .is_some_and(|g| g.is_usage());
-    if usage {
-        2
-    } else {
-        1
+    match e.downcast_ref::<graft::Error>() {
+        Some(g) if g.is_usage() => 2,
+        Some(g) if g.is_test_failure() => 3,
+        _ => 1,
     }
 }
 

@@ -450,6 +450,7 @@ pub async fn from_metadata(
             platforms: Vec::new(),
             bases: Vec::new(),
             tests: Vec::new(),
+            refresh_tests: Vec::new(),
             tests_skipped: None,
             refresh,
             signing: None,

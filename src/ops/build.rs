@@ -15,12 +15,15 @@
 //! 3. **Build** each platform (`buildah build --platform`), and write it with `buildah push
 //!    --digestfile` into an OCI layout in the work directory.
 //! 4. **Test** (`build.test`, then `checks:`) inside the image of this machine's platform, each
-//!    `sh -c COMMAND` with a time limit. A failure stops the run before any tag is written.
+//!    `sh -c COMMAND` with a time limit ([`crate::ops::test`]). A failure stops the run
+//!    before any tag is written (exit 3, [`Error::TestFailed`]).
 //! 5. **Write**: graft writes the index of the platform images into the layout and copies it
-//!    with the copy engine to `target` (no compat) or `science_target` (compat) under
-//!    `build.tags`: blobs, manifests, index, tags last.
-//! 6. **Refresh** (compat only): the existing refresh reads the image just written
-//!    ([`Manifest::science`]) and writes the final image to `target`.
+//!    with the copy engine to `target` (no compat: blobs, manifests, index, tags last). With
+//!    compat it goes to `science_target` by digest only, no tag yet.
+//! 6. **Refresh and test again** (compat only): the refresh reads the science image pinned to
+//!    that digest ([`Manifest::science`]), assembles the final image, and the same tests run
+//!    inside it before anything of it is written; then the science tags are written, then
+//!    the final image and its tags (`target`). A failing test leaves neither image tagged.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +36,7 @@ use serde_json::json;
 use crate::builder::binfmt::{has_emulator, is_native};
 use crate::builder::buildah::{BuildSpec, Buildah};
 use crate::builder::BuilderError;
-use crate::copy::{copy_image, CopyOptions};
+use crate::copy::{copy_image, CopyOptions, Dedupe};
 use crate::error::{Error, Result};
 use crate::library::changes::ChangeSet;
 use crate::library::dockerfile::{Base, Dockerfile};
@@ -43,10 +46,15 @@ use crate::library::order::{BuildStep, SourceState};
 use crate::library::{template, BuildInfo, Library, Located, Manifest};
 use crate::oci::{Digest, Platform};
 use crate::ops::build_sign::{sign_built, BuiltFacts, Clock, Driver};
-use crate::ops::refresh::{refresh, RefreshOptions, RefreshRequest, RefreshResult, Signed};
+use crate::ops::refresh::{
+    commit_all, prepare as refresh_prepare, push as refresh_push, refresh, LayerCache,
+    RefreshOptions, RefreshRequest, RefreshResult, Signed,
+};
+use crate::ops::test::{into_buildah, run_commands};
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef};
 use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
+use crate::store::Source;
 use crate::timestamp::Timestamp;
 
 /// The default time limit of one test inside an image.
@@ -117,14 +125,7 @@ pub struct BuiltPlatform {
     pub digest: Digest,
 }
 
-/// One test run inside an image.
-#[derive(Debug, Clone, Serialize)]
-pub struct TestRun {
-    /// The command (`sh -c`).
-    pub command: String,
-    /// Where it ran.
-    pub platform: String,
-}
+pub use crate::ops::test::TestRun;
 
 /// What was built for one manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -144,8 +145,12 @@ pub struct BuiltImage {
     pub platforms: Vec<BuiltPlatform>,
     /// Library bases, pinned.
     pub bases: Vec<UsedBase>,
-    /// Tests run inside the image.
+    /// Tests run inside the built image.
     pub tests: Vec<TestRun>,
+    /// The same tests run again inside the refreshed image (manifests with compat), before
+    /// any tag of either image was written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refresh_tests: Vec<TestRun>,
     /// The tests were not run: this machine's platform is not built (emulated runs are not
     /// done yet).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -347,6 +352,7 @@ impl Plan<'_> {
             platforms: Vec::new(),
             bases: Vec::new(),
             tests: Vec::new(),
+            refresh_tests: Vec::new(),
             tests_skipped: None,
             refresh: None,
             signing: None,
@@ -653,25 +659,24 @@ async fn build_one(
         platforms.push((p.clone(), digest));
     }
     // Tests, on this machine's platform, before anything is tagged.
-    match plan.platforms.iter().find(|p| is_native(p, &opts.host)) {
+    let native = plan.platforms.iter().find(|p| is_native(p, &opts.host));
+    match native {
         Some(p) => {
-            for cmd in &plan.tests {
-                opts.buildah
-                    .test(&local(p), cmd, opts.test_timeout)
-                    .await
-                    .map_err(|e| {
-                        failed(
-                            format!(
-                                "{}: a test inside the built image failed, nothing was tagged",
-                                m.rel
-                            ),
-                            e,
-                        )
-                    })?;
-                report.tests.push(TestRun {
-                    command: cmd.clone(),
-                    platform: p.to_string(),
-                });
+            report.tests = run_commands(
+                &opts.buildah,
+                &local(p),
+                &plan.tests,
+                p,
+                opts.test_timeout,
+                true,
+            )
+            .await
+            .map_err(|e| e.context(format!("{}: testing the built image", m.rel)))?;
+            if let Some(t) = report.tests.iter().find(|t| !t.passed()) {
+                return Err(t.error("the built image").context(format!(
+                    "{}: a test inside the built image failed, nothing was tagged",
+                    m.rel
+                )));
             }
         }
         None if !plan.tests.is_empty() => {
@@ -685,30 +690,29 @@ async fn build_one(
     let index = write_index(&layout, &platforms, &annotations)?;
     // Blobs, platform manifests, the index, then every tag: the copy engine's order.
     let src_ref: ImageRef = format!("oci:{}:{INDEX_TAG}", layout.display()).parse()?;
-    let src = open_source(&src_ref, ep).await?;
+    let src: Arc<dyn Source> = Arc::from(open_source(&src_ref, ep).await?);
     let first = plan.references.first().ok_or_else(|| {
         Error::Unsupported(format!("{}: build.tags gives no tag to write", m.rel))
     })?;
-    let sink = open_sink(&first.image, ep).await?;
-    let copy_opts = CopyOptions {
-        jobs: opts.jobs.max(1),
-        tags: plan
-            .references
-            .iter()
-            .flat_map(|r| destination_tags(&r.image))
-            .collect(),
-        commit: true,
-        ..CopyOptions::default()
-    };
-    copy_image(src.as_ref(), sink.as_ref(), &copy_opts, reporter)
-        .await
-        .map_err(|e| {
-            e.context(format!(
-                "{}: writing the built image to {}",
-                m.rel, first.text
-            ))
-        })?;
-    report.digest = Some(index);
+    let tags: Vec<String> = plan
+        .references
+        .iter()
+        .flat_map(|r| destination_tags(&r.image))
+        .collect();
+    let compat = m.compat_layer().is_some();
+    // With compat, the built image is written by digest only: its tags follow the refreshed
+    // image's tests (`refresh_tested`).
+    write_built(
+        src.as_ref(),
+        first,
+        if compat { Vec::new() } else { tags.clone() },
+        opts.jobs,
+        ep,
+        reporter,
+    )
+    .await
+    .map_err(|e| e.context(format!("{}: writing the built image", m.rel)))?;
+    report.digest = Some(index.clone());
     report.platforms = platforms
         .into_iter()
         .map(|(p, digest)| BuiltPlatform {
@@ -717,19 +721,17 @@ async fn build_one(
         })
         .collect();
     report.bases = pins.into_iter().map(|(_, u)| u).collect();
-    if m.compat_layer().is_some() {
-        let work = opts.work_dir.join(format!("refresh-{}", m.name));
-        report.refresh = refresh_built(
-            lib,
-            m,
-            &opts.build,
-            opts.created,
-            opts.jobs,
-            &work,
-            ep,
-            reporter,
-        )
-        .await?;
+    if compat {
+        let built = Built {
+            digest: &index,
+            source: src,
+            reference: first,
+            tags,
+        };
+        let (refreshed, tests) =
+            refresh_tested(lib, m, plan, opts, built, native, ep, reporter).await?;
+        report.refresh = Some(refreshed);
+        report.refresh_tests = tests;
     }
     // Last, once everything (tags included) is written.
     if let Some(signing) = &opts.signing {
@@ -751,8 +753,123 @@ async fn build_one(
     Ok(report)
 }
 
-/// The compat refresh of `m`'s image just written to [`Manifest::science`] (by this build or
-/// by buildx, [`crate::ops::bake`]): the existing refresh for that one manifest on
+/// The built image in the work directory, and where it goes.
+struct Built<'a> {
+    /// Its index.
+    digest: &'a Digest,
+    /// The work directory's layout, at that index.
+    source: Arc<dyn Source>,
+    /// The first reference it is written to (`science_target` with compat).
+    reference: &'a Located,
+    /// Every tag it gets.
+    tags: Vec<String>,
+}
+
+/// Copy the built image to `to` under `tags` (none: by digest only) and commit.
+async fn write_built(
+    src: &dyn Source,
+    to: &Located,
+    tags: Vec<String>,
+    jobs: usize,
+    ep: &Endpoint,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<()> {
+    let sink = open_sink(&to.image, ep).await?;
+    let copy_opts = CopyOptions {
+        jobs: jobs.max(1),
+        tags,
+        commit: true,
+        ..CopyOptions::default()
+    };
+    copy_image(src, sink.as_ref(), &copy_opts, reporter)
+        .await
+        .map_err(|e| e.context(format!("writing to {}", to.text)))?;
+    Ok(())
+}
+
+/// The compat refresh of an image this run built and wrote by digest only, tested before
+/// any tag: the refresh reads the science image pinned to that digest (a registry) or from
+/// the work directory's layout (layouts, archives: an untagged image there cannot be named),
+/// assembles the final image, runs `plan.tests` inside it (this machine's platform), then
+/// writes the science tags, then the final image with its tags. A failing test leaves no tag
+/// of either image.
+#[allow(clippy::too_many_arguments)]
+async fn refresh_tested(
+    lib: &Library,
+    m: &Manifest,
+    plan: &Plan<'_>,
+    opts: &BuildOptions,
+    built: Built<'_>,
+    native: Option<&Platform>,
+    ep: &Endpoint,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<(RefreshResult, Vec<TestRun>)> {
+    let what = |doing: &str| format!("{}: {doing}", m.rel);
+    let lib = lib.clone().as_built();
+    let mut science = m.clone();
+    science.build = None;
+    let layers = LayerCache::default();
+    match &science.science.image.image {
+        ImageRef::Docker(_) => science.science.digest = Some(built.digest.clone()),
+        _ => layers.preload_science(&science, built.source.clone()),
+    }
+    let ropts = RefreshOptions {
+        build: opts.build.clone(),
+        created: opts.created,
+        dry_run: false,
+        jobs: opts.jobs.max(1),
+        work_dir: opts.work_dir.join(format!("refresh-{}", m.name)),
+    };
+    std::fs::create_dir_all(&ropts.work_dir)
+        .map_err(|e| Error::io("creating", &ropts.work_dir, e))?;
+    let prepared = refresh_prepare(&lib, &science, &ropts, ep, &layers)
+        .await
+        .map_err(|e| e.context(what("the compat refresh of the built image")))?;
+    let mut tests = Vec::new();
+    if let (Some(p), false) = (native, plan.tests.is_empty()) {
+        let dir = opts.work_dir.join(format!("refreshed-{}", m.name));
+        let (id, _) = into_buildah(
+            prepared.source(),
+            p,
+            &opts.buildah,
+            &dir,
+            opts.jobs,
+            ep,
+            reporter,
+        )
+        .await
+        .map_err(|e| e.context(what("handing the refreshed image to buildah")))?;
+        tests = run_commands(&opts.buildah, &id, &plan.tests, p, opts.test_timeout, true)
+            .await
+            .map_err(|e| e.context(what("testing the refreshed image")))?;
+        if let Some(t) = tests.iter().find(|t| !t.passed()) {
+            return Err(t.error("the refreshed image").context(what(
+                "a test inside the refreshed image failed, no tag of it or of the built image was written",
+            )));
+        }
+    }
+    // The science tags, then the final image and its tags.
+    write_built(
+        built.source.as_ref(),
+        built.reference,
+        built.tags,
+        opts.jobs,
+        ep,
+        reporter,
+    )
+    .await
+    .map_err(|e| e.context(what("tagging the built image")))?;
+    let dedupe = Arc::new(Dedupe::default());
+    let (result, sink) = refresh_push(prepared, &ropts, ep, &dedupe, reporter)
+        .await
+        .map_err(|e| e.context(what("writing the refreshed image")))?;
+    commit_all(vec![sink]).await?;
+    Ok((result, tests))
+}
+
+/// The compat refresh of `m`'s image just written to [`Manifest::science`] with its tags (by
+/// buildx, [`crate::ops::bake`]; `graft build`'s own builds use `refresh_tested`): the
+/// existing refresh for that one manifest on
 /// [`Library::as_built`], forced, so the final image a child pins to is written and reported.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn refresh_built(

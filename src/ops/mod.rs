@@ -13,6 +13,7 @@
 //! - [`sign`]: signing, attesting and verifying images as CI steps;
 //! - [`inspect`]: an image's root, config or breadcrumbs (`graft inspect`);
 //! - [`copy`]: one image copy, with its attachments when asked (used by `copy` and `mirror`);
+//! - [`test`](mod@test): commands run inside any image through buildah (`graft test`);
 //! - [`tag`]: tags inside one repository, registry-cheap (`graft tag`, `delete`, `ls`);
 //! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
 //! - [`inputs`]: the input digest that says an image is up to date (`refresh`, `status`);
@@ -46,4 +47,5 @@ pub mod shard;
 pub mod sign;
 pub mod status;
 pub mod tag;
+pub mod test;
 pub mod verify_provenance;

@@ -166,6 +166,18 @@ impl LayerCache {
     }
 }
 
+impl LayerCache {
+    /// Read `m`'s science image from `source` instead of opening its reference: an image
+    /// just written without tags (`graft build`), which its reference cannot find yet.
+    pub fn preload_science(&self, m: &Manifest, source: Arc<dyn Source>) {
+        let key = pinned(&m.science.image.image, m).to_string();
+        self.sciences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Arc::new(Memo::new(source)));
+    }
+}
+
 /// The runtime settings a compat layer chain sets.
 fn runtime_of(lib: &Library, name: &str) -> Result<RuntimeConfig> {
     let c = lib.compat(name)?.config;
@@ -202,6 +214,13 @@ pub struct Prepared {
     pub result: RefreshResult,
     assembled: crate::image::append::Assembled,
     references: Vec<crate::library::Located>,
+}
+
+impl Prepared {
+    /// The assembled image as a source: what [`push`] writes (to test it first).
+    pub fn source(&self) -> &dyn Source {
+        &self.assembled.source
+    }
 }
 
 /// What a refresh learns of one image before reading the science image's children: the

@@ -150,6 +150,15 @@ fn with_compat_the_build_goes_to_science_target_and_refresh_writes_target() {
         run.all()
     );
     assert_eq!(child["tests"][1]["command"], "test -f /etc/compat");
+    // The tests ran again inside the refreshed image, before its tags.
+    assert_eq!(img["tests"][0]["status"], "passed");
+    assert_eq!(img["refresh_tests"][0]["command"], "/bin/busybox true");
+    assert_eq!(img["refresh_tests"][0]["status"], "passed");
+    assert_eq!(img["refresh_tests"][0]["platform"], "linux/amd64");
+    assert!(
+        child.get("refresh_tests").is_none(),
+        "no compat, no refresh"
+    );
     let science = img["digest"].as_str().unwrap();
     assert_eq!(
         img["references"][0],
@@ -163,6 +172,85 @@ fn with_compat_the_build_goes_to_science_target_and_refresh_writes_target() {
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), final_digest);
     let got = peer.crane(["digest", &format!("{}/lib/sci/base:1.0", reg.addr())]);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), science);
+}
+
+#[test]
+fn a_check_failing_only_in_the_refreshed_image_tags_neither_image() {
+    let reg = Registry::plain();
+    // Passes in the built image, fails once the compat layer adds /etc/compat.
+    let mut files = chain(
+        &reg,
+        "compat: compat\nchecks: ['test ! -e /etc/compat']\n",
+        "",
+    );
+    files.retain(|(p, _)| !p.contains("child"));
+    let lib = library(&files);
+    let run = build(lib.path(), &[]).fails(3);
+    let err = &run.stderr;
+    assert!(
+        err.contains("manifests/base.yaml: a test inside the refreshed image failed, no tag of it or of the built image was written"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        err.contains("the test \"test ! -e /etc/compat\" failed (exit status: 1) in the refreshed image (linux/amd64)"),
+        "{err}"
+    );
+    // Neither the final image nor the science image has a tag.
+    let peer = Peer::new().plain_http(reg.addr());
+    for repo in ["lib/base", "lib/sci/base"] {
+        let out = peer.try_run("crane", ["ls", &format!("{}/{repo}", reg.addr())]);
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(listed.trim().is_empty(), "{repo}: {listed}");
+    }
+}
+
+#[test]
+fn a_layout_science_target_is_tagged_only_after_the_refreshed_tests() {
+    let reg = Registry::plain();
+    let mut files = chain(
+        &reg,
+        "compat: compat\nchecks: ['test ! -e /etc/compat']\n",
+        "",
+    );
+    files.retain(|(p, _)| !p.contains("child"));
+    files[0].1.push_str("science_target: oci:sci/{name}\n");
+    let lib = library(&files);
+    let layout_tags = |lib: &Path| -> Vec<String> {
+        let Ok(index) = std::fs::read(lib.join("sci/base/index.json")) else {
+            return Vec::new();
+        };
+        let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+            .map(str::to_string)
+            .collect()
+    };
+    build(lib.path(), &[]).fails(3);
+    assert!(layout_tags(lib.path()).is_empty());
+    // Passing: the refresh read the untagged science image from the work directory, then
+    // the science tag and the final image were written.
+    std::fs::write(
+        lib.path().join("manifests/base.yaml"),
+        base_manifest("compat: compat\nchecks: ['test -e /etc/compat || echo built-only']\n"),
+    )
+    .unwrap();
+    let run = build(lib.path(), &[]).ok();
+    let img = &run.json()["images"][0];
+    assert_eq!(img["refresh_tests"][1]["status"], "passed", "{}", run.all());
+    assert_eq!(img["refresh_tests"][1]["output"], "");
+    assert_eq!(img["tests"][1]["output"], "built-only");
+    assert_eq!(layout_tags(lib.path()), ["1.0"]);
+    assert_eq!(img["refresh"]["science_digest"], img["digest"]);
+    let peer = Peer::new().plain_http(reg.addr());
+    let got = peer.crane(["digest", &format!("{}/lib/base:1.0", reg.addr())]);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        img["refresh"]["digest"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -183,7 +271,7 @@ fn a_failing_check_or_build_tags_nothing() {
             .to_string()
     };
     let first = digest(&reference);
-    // A changed image whose check fails: exit 1, the command and its output; the tag stays.
+    // A changed image whose check fails: exit 3, the command and its output; the tag stays.
     std::fs::write(
         lib.path().join("images/base/Dockerfile"),
         format!("{BASE_DOCKERFILE}RUN echo changed > /changed\n"),
@@ -191,7 +279,7 @@ fn a_failing_check_or_build_tags_nothing() {
     .unwrap();
     let m = lib.path().join("manifests/base.yaml");
     std::fs::write(&m, base_manifest("checks: ['echo broken-check; exit 7']\n")).unwrap();
-    let run = build(lib.path(), &[]).fails(1);
+    let run = build(lib.path(), &[]).fails(3);
     let err = run.stderr.clone();
     assert!(
         err.contains(

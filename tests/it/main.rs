@@ -19,6 +19,7 @@ mod hostile_files;
 mod hostile_input;
 mod hostile_registry;
 mod hostile_verify;
+mod image_test;
 mod keyless;
 mod layer;
 mod layout;
