@@ -253,15 +253,6 @@ impl FromStr for ImageRef {
         if let Some(rest) = input.strip_prefix("oci-archive:") {
             return layout(rest).map(ImageRef::Archive);
         }
-        const OTHER_TRANSPORTS: &[&str] = &[
-            "dir",
-            "docker-archive",
-            "docker-daemon",
-            "containers-storage",
-            "ostree",
-            "sif",
-            "tarball",
-        ];
         match input.split_once(':') {
             Some((t, _)) if OTHER_TRANSPORTS.contains(&t) => Err(bad(&format!(
                 "unsupported transport {t:?}; use docker://, oci: or oci-archive:"
@@ -269,6 +260,31 @@ impl FromStr for ImageRef {
             _ => Err(bad(
                 "missing transport; use docker://HOST/REPO[:TAG], oci:DIR[:TAG] or oci-archive:FILE[:TAG]",
             )),
+        }
+    }
+}
+
+/// containers/image transports graft does not read or write: named in errors, never taken for
+/// a registry host.
+const OTHER_TRANSPORTS: &[&str] = &[
+    "dir",
+    "docker-archive",
+    "docker-daemon",
+    "containers-storage",
+    "ostree",
+    "sif",
+    "tarball",
+];
+
+impl ImageRef {
+    /// A reference with a transport (`docker://`, `oci:`, `oci-archive:`), or a plain registry
+    /// reference as crane and the builders take it (`registry/repo:tag`, `debian:12`).
+    pub fn parse_or_registry(input: &str) -> Result<ImageRef> {
+        let transport = input.split_once(':').map(|(t, _)| t);
+        match transport {
+            Some("docker" | "oci" | "oci-archive") => input.parse(),
+            Some(t) if OTHER_TRANSPORTS.contains(&t) => input.parse(),
+            _ => DockerRef::parse(input).map(ImageRef::Docker),
         }
     }
 }
@@ -296,6 +312,21 @@ impl fmt::Display for ImageRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_references_are_registry_references() {
+        let r = ImageRef::parse_or_registry("127.0.0.1:5000/t/bb:1").unwrap();
+        assert!(matches!(r, ImageRef::Docker(_)), "{r}");
+        assert!(matches!(
+            ImageRef::parse_or_registry("debian:12").unwrap(),
+            ImageRef::Docker(_)
+        ));
+        assert!(matches!(
+            ImageRef::parse_or_registry("oci:dir:1").unwrap(),
+            ImageRef::Layout(_)
+        ));
+        assert!(ImageRef::parse_or_registry("containers-storage:x").is_err());
+    }
 
     fn d(s: &str) -> DockerRef {
         match s.parse::<ImageRef>().unwrap() {

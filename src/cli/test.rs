@@ -6,7 +6,7 @@ use clap::Args;
 use graft::builder::binfmt::host_platform;
 use graft::builder::buildah::TestStatus;
 use graft::oci::Platform;
-use graft::ops::test::{parse_reference, test, TestOptions, TestReport};
+use graft::ops::test::{test, TestOptions, TestReport};
 
 use super::build::BuilderArgs;
 use super::output::outln;
@@ -37,7 +37,7 @@ pub struct TestArgs {
 
 /// Run `graft test`: one call to [`test`], rendered; a failed command is then the error.
 pub async fn run(args: TestArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let reference = parse_reference(&args.reference)?;
+    let reference = graft::reference::ImageRef::parse_or_registry(&args.reference)?;
     let work = tempfile::tempdir()?;
     let options = TestOptions {
         commands: args.commands.clone(),

@@ -121,27 +121,6 @@ impl TestReport {
     }
 }
 
-/// An image reference as `graft test` takes it: with a transport (`docker://`, `oci:`,
-/// `oci-archive:`), or a plain registry reference (`registry/repo:tag`, `debian:12`).
-pub fn parse_reference(input: &str) -> Result<ImageRef> {
-    const TRANSPORTS: &[&str] = &[
-        "docker",
-        "oci",
-        "oci-archive",
-        "dir",
-        "docker-archive",
-        "docker-daemon",
-        "containers-storage",
-        "ostree",
-        "sif",
-        "tarball",
-    ];
-    match input.split_once(':') {
-        Some((t, _)) if TRANSPORTS.contains(&t) => input.parse(),
-        _ => format!("docker://{input}").parse(),
-    }
-}
-
 /// Whether `platform` can run here: this machine's, or one with a QEMU emulator; otherwise
 /// bad input (exit 2) naming it.
 pub fn check_platform(platform: &Platform, host: &Platform, binfmt_dir: &Path) -> Result<()> {
@@ -334,21 +313,6 @@ pub(crate) async fn run_commands(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plain_references_are_registry_references() {
-        let r = parse_reference("127.0.0.1:5000/t/bb:1").unwrap();
-        assert!(matches!(r, ImageRef::Docker(_)), "{r}");
-        assert!(matches!(
-            parse_reference("debian:12").unwrap(),
-            ImageRef::Docker(_)
-        ));
-        assert!(matches!(
-            parse_reference("oci:dir:1").unwrap(),
-            ImageRef::Layout(_)
-        ));
-        assert!(parse_reference("containers-storage:x").is_err());
-    }
 
     #[test]
     fn a_foreign_platform_needs_an_emulator() {

@@ -189,6 +189,40 @@ pub struct Provenance {
 }
 
 impl Provenance {
+    /// The externalParameters every graft statement records of its run, in this order:
+    /// `library` (when in git), `build` {build, commit, branch}, `sourceDateEpoch` (when set),
+    /// `repo` (`--repo`, when given).
+    fn run_parameters(
+        self,
+        library: Option<&LibrarySource>,
+        build: &BuildValues,
+        source_date_epoch: Option<Timestamp>,
+        repo_override: Option<&str>,
+    ) -> Provenance {
+        let mut p = self;
+        if let Some(l) = library {
+            let mut m = Map::new();
+            if let Some(u) = &l.url {
+                m.insert("repository".into(), json!(u));
+            }
+            m.insert("ref".into(), json!(l.git_ref));
+            m.insert("commit".into(), json!(l.commit));
+            m.insert("path".into(), json!(l.path));
+            p = p.external_parameter("library", Value::Object(m));
+        }
+        p = p.external_parameter(
+            "build",
+            json!({"build": build.build, "commit": build.commit, "branch": build.branch}),
+        );
+        if let Some(t) = source_date_epoch {
+            p = p.external_parameter("sourceDateEpoch", json!(t.0));
+        }
+        if let Some(r) = repo_override {
+            p = p.external_parameter("repo", json!(r));
+        }
+        p
+    }
+
     /// A predicate of `build_type` built by `builder`.
     pub fn new(build_type: impl Into<String>, builder: BuilderInfo) -> Provenance {
         Provenance {
@@ -309,6 +343,18 @@ pub struct LibrarySource {
     pub path: String,
 }
 
+impl LibrarySource {
+    /// The `library` resolved dependency: `git+URL@REF` with its commit, or the commit alone
+    /// (a remote graft does not name, such as a local path).
+    fn dependency(&self) -> ResourceDescriptor {
+        match &self.url {
+            Some(u) => ResourceDescriptor::git(u, &self.git_ref, &self.commit),
+            None => ResourceDescriptor::commit(&self.commit),
+        }
+        .named(DEP_LIBRARY)
+    }
+}
+
 /// `{build}`, `{commit}` and `{branch}` as the refresh used them in tags and breadcrumbs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildValues {
@@ -399,40 +445,18 @@ impl RefreshProvenance {
         manifest.insert("digest".into(), digest_map(&self.manifest_digest));
         let mut p = Provenance::new(REFRESH_BUILD_TYPE, self.builder.clone())
             .external_parameter("manifest", Value::Object(manifest));
-        if let Some(l) = &self.library {
-            let mut library = Map::new();
-            if let Some(u) = &l.url {
-                library.insert("repository".into(), json!(u));
-            }
-            library.insert("ref".into(), json!(l.git_ref));
-            library.insert("commit".into(), json!(l.commit));
-            library.insert("path".into(), json!(l.path));
-            p = p.external_parameter("library", Value::Object(library));
-        }
-        p = p.external_parameter(
-            "build",
-            json!({
-                "build": self.build.build,
-                "commit": self.build.commit,
-                "branch": self.build.branch,
-            }),
+        p = p.run_parameters(
+            self.library.as_ref(),
+            &self.build,
+            self.source_date_epoch,
+            self.repo_override.as_deref(),
         );
-        if let Some(t) = self.source_date_epoch {
-            p = p.external_parameter("sourceDateEpoch", json!(t.0));
-        }
-        if let Some(r) = &self.repo_override {
-            p = p.external_parameter("repo", json!(r));
-        }
         p = p
             .internal_parameter("created", json!(self.created.rfc3339()))
             .internal_parameter("graftVersion", json!(self.graft_version))
             .builder_version("graft", &self.graft_version);
         if let Some(l) = &self.library {
-            let dep = match &l.url {
-                Some(u) => ResourceDescriptor::git(u, &l.git_ref, &l.commit),
-                None => ResourceDescriptor::commit(&l.commit),
-            };
-            p = p.dependency(dep.named(DEP_LIBRARY));
+            p = p.dependency(l.dependency());
         }
         if let Some(d) = &self.science_index {
             p = p.dependency(
@@ -743,30 +767,12 @@ impl BuildProvenance {
             source.insert("commit".into(), json!(s.commit));
             p = p.external_parameter("source", Value::Object(source));
         }
-        if let Some(l) = &self.library {
-            let mut library = Map::new();
-            if let Some(u) = &l.url {
-                library.insert("repository".into(), json!(u));
-            }
-            library.insert("ref".into(), json!(l.git_ref));
-            library.insert("commit".into(), json!(l.commit));
-            library.insert("path".into(), json!(l.path));
-            p = p.external_parameter("library", Value::Object(library));
-        }
-        p = p.external_parameter(
-            "build",
-            json!({
-                "build": self.build.build,
-                "commit": self.build.commit,
-                "branch": self.build.branch,
-            }),
+        p = p.run_parameters(
+            self.library.as_ref(),
+            &self.build,
+            self.source_date_epoch,
+            self.repo_override.as_deref(),
         );
-        if let Some(t) = self.source_date_epoch {
-            p = p.external_parameter("sourceDateEpoch", json!(t.0));
-        }
-        if let Some(r) = &self.repo_override {
-            p = p.external_parameter("repo", json!(r));
-        }
         p = p
             .internal_parameter("created", json!(self.created.rfc3339()))
             .internal_parameter("builder", json!(self.driver))
@@ -796,11 +802,7 @@ impl BuildProvenance {
             p = p.dependency(dep.named(DEP_SOURCE));
         }
         if let Some(l) = &self.library {
-            let dep = match &l.url {
-                Some(u) => ResourceDescriptor::git(u, &l.git_ref, &l.commit),
-                None => ResourceDescriptor::commit(&l.commit),
-            };
-            p = p.dependency(dep.named(DEP_LIBRARY));
+            p = p.dependency(l.dependency());
         }
         for b in &self.bases {
             let dep = match &b.digest {
