@@ -307,8 +307,19 @@ fn background_processes_and_signals_end_with_the_test() {
     .ok();
     assert_eq!(run.json()["tests"][0]["output"], "started", "{}", run.all());
     assert_eq!(sleeps("2917"), Vec::<String>::new(), "left running");
-    // SIGTERM to graft while a test runs: the test's process group is killed, exit 143.
+    // The tested image was removed from buildah's storage afterwards.
     let storage = h.join("storage");
+    let images = std::process::Command::new("buildah")
+        .arg("--root")
+        .arg(storage.join("root"))
+        .arg("--runroot")
+        .arg(storage.join("run"))
+        .args(["--storage-driver", "vfs", "images", "-q"])
+        .output()
+        .unwrap();
+    assert!(images.status.success(), "{images:?}");
+    assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "", "kept");
+    // SIGTERM to graft while a test runs: the test's process group is killed, exit 143.
     let child = command(h)
         .args(["-q", "test", "--storage"])
         .arg(&storage)
