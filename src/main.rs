@@ -1,7 +1,9 @@
 //! The `graft` binary: parse arguments, run the command, render errors, set the exit code.
 //!
 //! Exit codes: 0 success (also when stdout's reader stopped early), 1 the operation failed,
-//! 2 bad usage or input, 3 a test inside an image failed (`graft test`, `graft build`).
+//! 2 bad usage or input, 3 a test inside an image failed (`graft test`, `graft build`),
+//! 130 interrupted (SIGINT), 143 terminated (SIGTERM): the tests inside images running then
+//! are killed first.
 
 mod cli;
 
@@ -25,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
+    let work = async {
         match cli.command {
             Command::Copy(a) => cli::copy::run(a, &cli.global).await,
             Command::Inspect(a) => cli::inspect::run(a, &cli.global).await,
@@ -54,7 +56,25 @@ fn main() -> ExitCode {
             Command::Prune(a) => cli::prune::run(a, &cli.global).await,
             Command::Factory(a) => cli::factory::run(a, &cli.global).await,
         }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = work => Ok(r),
+            code = interrupted() => Err(code),
+        }
     });
+    let result = match result {
+        Ok(r) => r,
+        Err(code) => {
+            // Tests inside images run in their own process groups, which the terminal's or
+            // CI's signal does not reach: stopped here, before graft ends.
+            graft::builder::stop_running();
+            eprintln!("graft: interrupted");
+            // A blocking read or write of the stopped operation is not waited for.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            return ExitCode::from(code);
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if cli::output::stdout_closed(&e) => ExitCode::SUCCESS,
@@ -62,6 +82,22 @@ fn main() -> ExitCode {
             cli::output::print_error(&e);
             ExitCode::from(cli::output::exit_code(&e))
         }
+    }
+}
+
+/// The exit code for the first SIGINT (130) or SIGTERM (143) graft receives; never, when the
+/// handlers cannot be installed.
+async fn interrupted() -> u8 {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        },
+        _ => std::future::pending().await,
     }
 }
 

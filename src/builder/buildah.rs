@@ -269,7 +269,9 @@ impl Buildah {
     }
 
     /// Run buildah with `args`, its stdout and stderr kept together (last [`OUTPUT_TAIL`]
-    /// bytes), in its own process group, killed with it after `timeout`.
+    /// bytes), in its own process group, killed with it after `timeout`. Whatever is left of
+    /// the group when buildah ends (a server or `sleep` started in the background) is killed
+    /// too, success included; the group is registered meanwhile, for [`super::stop_running`].
     async fn run_captured(
         &self,
         args: Vec<OsString>,
@@ -284,6 +286,9 @@ impl Buildah {
         // One pipe for stdout and stderr: the output in the order it was written.
         let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| spawn_error(e.into()))?;
+        // Read without blocking (the write end, the child's, stays blocking): the reader can
+        // be stopped when a process that escaped the group keeps the pipe open.
+        let read = tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(spawn_error)?;
         let write2 = write.try_clone().map_err(spawn_error)?;
         let mut cmd = Command::new(&self.program);
         cmd.args(&args)
@@ -297,32 +302,38 @@ impl Buildah {
         // The write ends now belong to the child alone: the read end sees its end.
         drop(cmd);
         let mut child = spawned.map_err(spawn_error)?;
+        // Killed with its group when dropped (graft interrupted, the future dropped).
+        let group = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .map(super::Running::new);
         let kept = Arc::new(Mutex::new(Tail::default()));
-        let reader = {
+        let mut reader = {
             let kept = kept.clone();
-            let r = tokio::fs::File::from_std(std::fs::File::from(read));
-            tokio::spawn(async move { tail_into(r, &kept).await })
+            tokio::spawn(async move { tail_into(read, &kept).await })
         };
         let waited = tokio::time::timeout(timeout, child.wait()).await;
+        // Whatever it started and left running goes with it, whether it passed or not.
+        drop(group);
         let status = match waited {
             Ok(status) => Some(status.map_err(|source| BuilderError::Spawn {
                 program: program.clone(),
                 source,
             })?),
             Err(_) => {
-                if let Some(pid) = child
-                    .id()
-                    .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-                {
-                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-                }
                 let _ = child.kill().await;
                 None
             }
         };
         // The pipe closes when the processes holding it end; a process that escaped the
-        // group may keep it open: what arrived within a short wait is what is reported.
-        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        // group (setsid) may keep it open: what arrived within a short wait is what is
+        // reported, and the reader stops.
+        if tokio::time::timeout(Duration::from_secs(5), &mut reader)
+            .await
+            .is_err()
+        {
+            reader.abort();
+        }
         let tail = kept.lock().unwrap_or_else(|p| p.into_inner()).take();
         let output = String::from_utf8_lossy(&tail.bytes).trim_end().to_string();
         Ok(match status {
@@ -532,6 +543,48 @@ mod tests {
             timeout: Duration::from_secs(5),
         };
         (dir, b)
+    }
+
+    /// Whether process `pid` has ended (gone, or a zombie not yet reaped by its new parent),
+    /// waiting a while for a killed process to finish dying.
+    fn ended(pid: &str) -> bool {
+        for _ in 0..100 {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                Ok(stat)
+                    if stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z') =>
+                {
+                    return true
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn what_a_passing_command_left_running_is_stopped() {
+        // `sleep 300 &` keeps the output pipe open after the command ended: the test still
+        // ends now, with its output, and the background process is killed (issue 14).
+        let dir = tempfile::tempdir().unwrap();
+        let bg = dir.path().join("bg");
+        let (_d, b) = fake(&format!(
+            "case \"$7\" in from) echo ctr;; run) sleep 300 & echo $! > {}; echo done;; esac",
+            bg.display()
+        ));
+        let o = b
+            .check("img", "true", Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert_eq!((o.status, o.exit_code), (TestStatus::Passed, Some(0)));
+        assert_eq!(o.output, "done");
+        let pid = std::fs::read_to_string(&bg).unwrap();
+        assert!(ended(pid.trim()), "sleep 300 ({}) still runs", pid.trim());
     }
 
     #[tokio::test]

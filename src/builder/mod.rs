@@ -6,8 +6,56 @@
 pub mod binfmt;
 pub mod buildah;
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// Process groups of builder commands running now (tests inside images, each in its own
+/// group): what [`stop_running`] kills when graft is interrupted.
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// A running process group, registered while it lives; dropping it kills the group (what is
+/// left of it: the leader may have ended) and unregisters it.
+pub(crate) struct Running(i32);
+
+impl Running {
+    /// Register the group `pgid` (a child started with `process_group(0)`: its pid).
+    pub(crate) fn new(pgid: i32) -> Running {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pgid);
+        Running(pgid)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        kill_group(self.0);
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
+fn kill_group(pgid: i32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
+        // Gone already (nothing was left of it): nothing to do.
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Kill every registered process group (tests inside images running now), for a graft that
+/// is interrupted (SIGINT, SIGTERM): without it they would run on with no time limit, each
+/// in its own group that the terminal's or CI's signal does not reach.
+pub fn stop_running() {
+    let groups = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|p| p.into_inner()));
+    for g in groups {
+        kill_group(g);
+    }
+}
 
 /// Why a builder process failed. Carried inside [`crate::Error::Internal`] by the use case,
 /// whose context names the image and platform.

@@ -6,7 +6,7 @@ use clap::Args;
 use graft::builder::binfmt::host_platform;
 use graft::builder::buildah::TestStatus;
 use graft::oci::Platform;
-use graft::ops::test::{test, TestOptions, TestReport};
+use graft::ops::test::{test, work_dir, TestOptions, TestReport};
 
 use super::build::BuilderArgs;
 use super::output::outln;
@@ -38,7 +38,8 @@ pub struct TestArgs {
 /// Run `graft test`: one call to [`test`], rendered; a failed command is then the error.
 pub async fn run(args: TestArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let reference = graft::reference::ImageRef::parse_or_registry(&args.reference)?;
-    let work = tempfile::tempdir()?;
+    // A path buildah accepts in a layout reference (checked: a TMPDIR it cannot use is named).
+    let work = work_dir()?;
     let options = TestOptions {
         commands: args.commands.clone(),
         platform: args.platform.clone(),

@@ -176,24 +176,17 @@ pub async fn test(
         (None, None) => opts.host.clone(),
     };
     check_platform(&platform, &opts.host, &opts.binfmt_dir)?;
-    let (id, manifest) = into_buildah(
+    let (manifest, tests) = test_image(
         &src,
         &platform,
         &opts.buildah,
         &opts.work_dir.join("tested"),
+        &opts.commands,
+        opts.timeout,
+        false,
         opts.jobs,
         ep,
         reporter,
-    )
-    .await
-    .map_err(|e| e.context(format!("handing {reference}@{} to buildah", root.digest())))?;
-    let tests = run_commands(
-        &opts.buildah,
-        &id,
-        &opts.commands,
-        &platform,
-        opts.timeout,
-        false,
     )
     .await
     .map_err(|e| e.context(format!("testing {reference}@{}", root.digest())))?;
@@ -247,32 +240,82 @@ pub(crate) async fn into_buildah(
     Ok((id, manifest))
 }
 
-/// A new directory for a layout buildah pulls from: under `preferred` when its path is a
-/// valid repository name, else under the system's temporary directory, named `graft-HEX`.
-/// Removed when dropped.
-fn name_safe_dir(preferred: &Path) -> Result<tempfile::TempDir> {
+/// Whether `path` can name an image buildah pulls from a layout (`oci:PATH:TAG`): absolute,
+/// each component lowercase letters, digits, `.`, `_`, `-`, starting with a letter or digit.
+fn buildah_safe(path: &Path) -> bool {
+    path.is_absolute()
+        && path.components().skip(1).all(|c| {
+            let s = c.as_os_str().to_string_lossy();
+            s.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+                && s.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+        })
+}
+
+/// A new directory `PREFIXHEX` in `parent` (created), removed when dropped.
+fn fresh_dir(parent: &Path, prefix: &str) -> Result<tempfile::TempDir> {
     use rand_core::RngCore;
-    let valid = |p: &Path| {
-        p.is_absolute()
-            && p.components().skip(1).all(|c| {
-                let s = c.as_os_str().to_string_lossy();
-                s.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-                    && s.chars().all(|ch| {
-                        ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch)
-                    })
-            })
-    };
-    let parent = match valid(preferred) {
-        true => preferred.to_path_buf(),
-        false => std::env::temp_dir(),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io("creating", &parent, e))?;
-    let name = format!("graft-{:016x}", rand_core::OsRng.next_u64());
+    std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
+    let name = format!("{prefix}{:016x}", rand_core::OsRng.next_u64());
     tempfile::Builder::new()
         .prefix(&name)
         .rand_bytes(0)
-        .tempdir_in(&parent)
-        .map_err(|e| Error::io("creating a directory in", &parent, e))
+        .tempdir_in(parent)
+        .map_err(|e| Error::io("creating a directory in", parent, e))
+}
+
+/// The system's temporary directory when buildah can pull from a layout under it, else bad
+/// input naming TMPDIR.
+fn safe_temp_dir() -> Result<PathBuf> {
+    let tmp = std::env::temp_dir();
+    match buildah_safe(&tmp) {
+        true => Ok(tmp),
+        false => Err(Error::Input {
+            what: format!("TMPDIR ({})", tmp.display()),
+            reason: "buildah names an image pulled from a directory after its path, which must then be lowercase letters, digits, '.', '_', '-' (each part starting with a letter or digit): set TMPDIR to such a directory (e.g. /tmp)".into(),
+        }),
+    }
+}
+
+/// A work directory for `graft test` under the system's temporary directory (`TMPDIR`),
+/// named `graft-test-HEX`, whose path buildah accepts in a layout reference; removed when
+/// dropped. A TMPDIR buildah cannot use is bad input naming it.
+pub fn work_dir() -> Result<tempfile::TempDir> {
+    fresh_dir(&safe_temp_dir()?, "graft-test-")
+}
+
+/// A new directory for a layout buildah pulls from: under `preferred` when its path is a
+/// valid repository name, else under the system's temporary directory (checked likewise:
+/// bad input naming TMPDIR when it cannot work), named `graft-HEX`. Removed when dropped.
+fn name_safe_dir(preferred: &Path) -> Result<tempfile::TempDir> {
+    let parent = match buildah_safe(preferred) {
+        true => preferred.to_path_buf(),
+        false => safe_temp_dir()?,
+    };
+    fresh_dir(&parent, "graft-")
+}
+
+/// Pull the image `src` points at (its `platform` manifest) into buildah's storage through
+/// the layout `dir` ([`into_buildah`]), run `commands` in it ([`run_commands`]) and remove
+/// it from buildah's storage again, pass or fail: a persistent storage does not grow a full
+/// image per test. The digest of the manifest tested and each command's run.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn test_image(
+    src: &dyn Source,
+    platform: &Platform,
+    buildah: &Buildah,
+    dir: &Path,
+    commands: &[String],
+    timeout: Duration,
+    stop_at_first: bool,
+    jobs: usize,
+    ep: &Endpoint,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<(Digest, Vec<TestRun>)> {
+    let (id, manifest) = into_buildah(src, platform, buildah, dir, jobs, ep, reporter).await?;
+    let tests = run_commands(buildah, &id, commands, platform, timeout, stop_at_first).await;
+    buildah.remove_image(&id).await;
+    Ok((manifest, tests?))
 }
 
 /// Run each command in a new container of `image` (in buildah's storage) as `sh -c`, with
@@ -328,6 +371,18 @@ mod tests {
         );
         std::fs::write(dir.path().join("qemu-aarch64"), "enabled\n").unwrap();
         check_platform(&arm, &host, dir.path()).unwrap();
+    }
+
+    #[test]
+    fn layout_paths_buildah_accepts() {
+        assert!(buildah_safe(Path::new("/tmp/graft-test-0a1b/tested")));
+        // tempfile's names (a leading dot, capitals) and a capital anywhere are refused.
+        assert!(!buildah_safe(Path::new("/tmp/.tmpAbC12/tested")));
+        assert!(!buildah_safe(Path::new("/home/Runner/_tmp")));
+        assert!(!buildah_safe(Path::new("relative/dir")));
+        // Refused: the system's temporary directory is used, when it works.
+        let dir = name_safe_dir(Path::new("/tmp/.tmpAbC12/tested")).unwrap();
+        assert!(buildah_safe(dir.path()), "{}", dir.path().display());
     }
 
     #[test]

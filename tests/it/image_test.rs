@@ -250,4 +250,119 @@ fn a_layout_image_and_a_foreign_platform() {
     );
     // No command: a usage error.
     capture(command(h).args(["test", &oci])).fails(2);
+    // A TMPDIR whose path buildah refuses in a layout reference: bad input naming it.
+    let upper = h.join("Upper");
+    std::fs::create_dir_all(&upper).unwrap();
+    let run = capture(
+        command(h)
+            .env("TMPDIR", &upper)
+            .args(["test", &oci, "--cmd", "true"]),
+    )
+    .fails(2);
+    assert!(run.stderr.contains("TMPDIR ("), "{}", run.all());
+}
+
+/// Processes whose command line is `sleep SECONDS` that have not ended (zombies count as
+/// ended), waiting a while for killed ones to finish dying.
+fn sleeps(seconds: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let p = e.path();
+                let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+                let zombie = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z');
+                cmd == format!("sleep\0{seconds}\0").as_bytes() && !zombie
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    left
+}
+
+#[test]
+fn background_processes_and_signals_end_with_the_test() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let oci = format!("oci:{}:1", h.join("layout").display());
+    image_for(h, "linux/amd64", &oci, &[]);
+    // A command that leaves a process running: the test passes and ends, and graft with it
+    // (this run hung before: the harness's timeout is the bound), the process is killed.
+    let run = test(
+        h,
+        &["-o", "json", &oci, "--cmd", "sleep 2917 & echo started"],
+    )
+    .ok();
+    assert_eq!(run.json()["tests"][0]["output"], "started", "{}", run.all());
+    assert_eq!(sleeps("2917"), Vec::<String>::new(), "left running");
+    // The tested image was removed from buildah's storage afterwards.
+    let storage = h.join("storage");
+    let images = std::process::Command::new("buildah")
+        .arg("--root")
+        .arg(storage.join("root"))
+        .arg("--runroot")
+        .arg(storage.join("run"))
+        .args(["--storage-driver", "vfs", "images", "-q"])
+        .output()
+        .unwrap();
+    assert!(images.status.success(), "{images:?}");
+    assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "", "kept");
+    // SIGTERM to graft while a test runs: the test's process group is killed, exit 143.
+    let child = command(h)
+        .args(["-q", "test", "--storage"])
+        .arg(&storage)
+        .args([&oci, "--cmd", "sleep 2918"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the command to be running (pulling the image comes first).
+    let mut started = false;
+    for _ in 0..1200 {
+        if !sleeps_now("2918").is_empty() {
+            started = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(started, "sleep 2918 never started");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert_eq!(sleeps("2918"), Vec::<String>::new(), "left running");
+}
+
+/// Processes running `sleep SECONDS` now (no waiting).
+fn sleeps_now(seconds: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).unwrap_or_default()
+                == format!("sleep\0{seconds}\0").as_bytes()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
