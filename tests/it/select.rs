@@ -12,6 +12,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::graft::{capture, command, Run};
+use crate::support::proxy::Proxy;
 use crate::support::registry::Registry;
 use crate::support::tools::{sha256_digest, skopeo};
 
@@ -228,6 +229,8 @@ sources:
 fn factory_check_resolves_newest_build() {
     let reg = Registry::plain();
     let digests = seed(&reg);
+    // Requests counted: NewestBuild reads one manifest and one config per candidate.
+    let proxy = Proxy::start(&reg.base_url());
     let home = tempfile::tempdir().unwrap();
     let f = home.path();
     std::fs::write(
@@ -242,7 +245,7 @@ fn factory_check_resolves_newest_build() {
   rebuildDelay: 1d
   autoRebuild: false
 ",
-            addr = reg.addr()
+            addr = proxy.addr()
         ),
     )
     .unwrap();
@@ -255,6 +258,7 @@ fn factory_check_resolves_newest_build() {
         )
     };
     factory(&["sync", "--now", "2026-01-01T00:00:00Z"]).ok();
+    proxy.clear();
     let j = factory(&["-o", "json", "check", "--now", "2026-01-01T00:00:00Z"])
         .ok()
         .json();
@@ -262,10 +266,16 @@ fn factory_check_resolves_newest_build() {
     assert_eq!(ext["digest"], digests["1.9.0"].as_str(), "{j}");
     assert_eq!(
         ext["reference"],
-        format!("{}/sel/app:1.9.0", reg.addr()).as_str(),
+        format!("{}/sel/app:1.9.0", proxy.addr()).as_str(),
         "{j}"
     );
     assert_eq!(j["failures"], 0, "{j}");
+    // Three candidates (1.9.0, 1.10.0, v2.0.0-rc.1): the tag list, a manifest and a config
+    // each, and no second request for the digest.
+    let log = proxy.requests();
+    assert_eq!(proxy.count("GET", "/tags/list"), 1, "{log:?}");
+    assert_eq!(proxy.count("*", "/manifests/"), 3, "{log:?}");
+    assert_eq!(proxy.count("GET", "/blobs/"), 3, "{log:?}");
     let state: Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(f.join("state/images/app.yaml")).unwrap())
             .unwrap();
