@@ -1,8 +1,8 @@
 //! Mirroring: a sync file names source repositories with tag filters and a destination (a
 //! registry prefix, an `oci:` layout or an `oci-archive:` file); every selected image goes
 //! through the copy engine. A source may select by Kargo's strategies
-//! (`image_selection_strategy`, [`crate::ops::select`]). Incremental: an image whose digest is already at the destination
-//! is skipped after one request to each side.
+//! (`image_selection_strategy`, [`crate::ops::select`]). Incremental: an image whose digest
+//! is already at the destination is skipped after one request to each side.
 //!
 //! In a multi-image layout or archive, each image is tagged with its original reference
 //! (`org.opencontainers.image.ref.name` = `host/repo:tag`, as crane and zarf do), so an import
