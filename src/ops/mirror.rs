@@ -1,7 +1,8 @@
 //! Mirroring: a sync file names source repositories with tag filters and a destination (a
 //! registry prefix, an `oci:` layout or an `oci-archive:` file); every selected image goes
-//! through the copy engine. Incremental: an image whose digest is already at the destination
-//! is skipped after one request to each side.
+//! through the copy engine. A source may select by Kargo's strategies
+//! (`image_selection_strategy`, [`crate::ops::select`]). Incremental: an image whose digest
+//! is already at the destination is skipped after one request to each side.
 //!
 //! In a multi-image layout or archive, each image is tagged with its original reference
 //! (`org.opencontainers.image.ref.name` = `host/repo:tag`, as crane and zarf do), so an import
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::oci::{Digest, Platform};
 use crate::ops::attachments::{copy_attachments, AttachmentsReport};
 use crate::ops::copy::{discover_attached, verify_root, Pinned};
+use crate::ops::select::{newest_builds, ordered_tags, Strategy};
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef, LayoutRef};
 use crate::sign::repo::Repo;
@@ -58,9 +60,19 @@ pub struct SourceSpec {
     /// A regular expression tags must match (like the image factory's `allowTags`).
     #[serde(default)]
     pub allow_tags: Option<String>,
-    /// Keep only the newest N of the selected tags, by version order (`v1.10` > `v1.9`).
+    /// Keep only the newest N of the selected tags, by version order (`v1.10` > `v1.9`;
+    /// without `image_selection_strategy`).
     #[serde(default)]
     pub latest: Option<usize>,
+    /// Kargo's `imageSelectionStrategy`, with Kargo's meaning ([`crate::ops::select`]):
+    /// `SemVer`, `Lexical` or `NewestBuild` among the tags `allow_tags` matches (all without
+    /// it), or `Digest`: the one tag `tags` names, at its digest now.
+    #[serde(default)]
+    pub image_selection_strategy: Option<String>,
+    /// With `image_selection_strategy`: mirror the N newest by it (default 1, Kargo's newest
+    /// image).
+    #[serde(default)]
+    pub newest: Option<usize>,
     /// Copy only this platform out of each index (a single platform; the digest then is that
     /// platform's manifest).
     #[serde(default)]
@@ -102,8 +114,77 @@ pub fn load_config(path: &Path) -> Result<MirrorConfig> {
             p.parse::<Platform>()
                 .map_err(|e| bad(format!("sources[{i}].platform: {e}")))?;
         }
+        check_strategy(s).map_err(|(field, why)| bad(format!("sources[{i}].{field}: {why}")))?;
     }
     Ok(cfg)
+}
+
+/// A source's strategy and its count; a mistake as (field, why).
+fn check_strategy(
+    s: &SourceSpec,
+) -> std::result::Result<Option<(Strategy, usize)>, (&str, String)> {
+    let Some(name) = &s.image_selection_strategy else {
+        if s.newest.is_some() {
+            return Err((
+                "newest",
+                "needs image_selection_strategy (without one, `latest: N` keeps the newest N by \
+                 version order)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let strategy = Strategy::parse(name).ok_or_else(|| {
+        (
+            "image_selection_strategy",
+            format!(
+                "{name:?} is not one of SemVer, Lexical, NewestBuild, Digest (Kargo's spelling)"
+            ),
+        )
+    })?;
+    if s.latest.is_some() {
+        return Err((
+            "latest",
+            "cannot go with image_selection_strategy: say how many with `newest: N`".into(),
+        ));
+    }
+    let n = s.newest.unwrap_or(1);
+    if n == 0 {
+        return Err(("newest", "must be at least 1".into()));
+    }
+    match strategy {
+        Strategy::Digest => {
+            if s.tags.len() != 1 || s.allow_tags.is_some() {
+                return Err((
+                    "tags",
+                    "the Digest strategy follows exactly one tag: `tags: [TAG]`, no allow_tags"
+                        .into(),
+                ));
+            }
+            if n != 1 {
+                return Err(("newest", "the Digest strategy selects one image".into()));
+            }
+        }
+        _ if !s.tags.is_empty() => {
+            return Err((
+                "tags",
+                format!(
+                    "the {strategy} strategy selects among the tags allow_tags matches: exact \
+                     tags go without a strategy (or with Digest)"
+                ),
+            ));
+        }
+        _ => {}
+    }
+    Ok(Some((strategy, n)))
+}
+
+/// A source's strategy and count, or the error naming the field.
+fn strategy_of(spec: &SourceSpec) -> Result<Option<(Strategy, usize)>> {
+    check_strategy(spec).map_err(|(field, why)| Error::Input {
+        what: format!("source {}", spec.repository),
+        reason: format!("{field}: {why}"),
+    })
 }
 
 /// Order version-like tags: numeric runs compare as numbers, a leading `v` is ignored, and a
@@ -131,7 +212,52 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
 
 /// Apply a source's filters to the tags that exist. Attachment tags (`sha256-<hex>[.sig|.att|
 /// .sbom]`) are never images of their own: they travel with their subjects.
+///
+/// With `image_selection_strategy` SemVer or Lexical, the `newest` (default 1) best tags by it;
+/// with Digest, its one tag. NewestBuild reads images: [`plan`] does it, not this.
 pub fn select_tags(available: &[String], spec: &SourceSpec) -> Result<Vec<String>> {
+    if let Some((strategy, n)) = strategy_of(spec)? {
+        let allow = spec
+            .allow_tags
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| Error::Unsupported(format!("allow_tags: {e}")))?;
+        let selected = match strategy {
+            Strategy::Digest => {
+                let t = &spec.tags[0];
+                if !available.contains(t) {
+                    return Err(Error::NotFound {
+                        what: format!("tag {t:?} of {}", spec.repository),
+                        detail: None,
+                    });
+                }
+                vec![t.clone()]
+            }
+            Strategy::NewestBuild => {
+                return Err(Error::Unsupported(format!(
+                    "source {}: NewestBuild reads images, not tag names: only registry \
+                     sources can use it",
+                    spec.repository
+                )))
+            }
+            s => {
+                let mut v = ordered_tags(s, allow.as_ref(), available);
+                v.truncate(n);
+                v
+            }
+        };
+        if selected.is_empty() {
+            return Err(Error::NotFound {
+                what: format!(
+                    "a tag of {} that allow_tags and {strategy} select",
+                    spec.repository
+                ),
+                detail: Some(format!("{} tag(s) exist", available.len())),
+            });
+        }
+        return Ok(selected);
+    }
     let available: Vec<String> = available
         .iter()
         .filter(|t| !crate::ops::attachments::is_attachment_tag(t))
@@ -367,6 +493,11 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
                 (!spec.tags.is_empty(), "tags"),
                 (spec.allow_tags.is_some(), "allow_tags"),
                 (spec.latest.is_some(), "latest"),
+                (
+                    spec.image_selection_strategy.is_some(),
+                    "image_selection_strategy",
+                ),
+                (spec.newest.is_some(), "newest"),
                 (spec.platform.is_some(), "platform"),
             ];
             if let Some((_, field)) = filters.iter().find(|(set, _)| *set) {
@@ -391,7 +522,13 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
         }
         ImageRef::Docker(d) => {
             let available = listed;
-            for tag in select_tags(&available, spec)? {
+            let tags = match strategy_of(spec)? {
+                Some((Strategy::NewestBuild, n)) => {
+                    newest_build_tags(&src, &available, spec, n, ep).await?
+                }
+                _ => select_tags(&available, spec)?,
+            };
+            for tag in tags {
                 let original = d.with_tag(&tag);
                 out.push(Item {
                     source: ImageRef::Docker(original.clone()).to_string(),
@@ -421,7 +558,9 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
                 by_repo.iter().filter_map(|(d, _)| d.tag.clone()).collect();
             // Entries named by digest (`host/repo@sha256:…`, from a digest-pinned source) have
             // no tag to filter: they come with every import that does not name tags.
-            let unfiltered = spec.tags.is_empty() && spec.allow_tags.is_none();
+            let unfiltered = spec.tags.is_empty()
+                && spec.allow_tags.is_none()
+                && spec.image_selection_strategy.is_none();
             let pinned = by_repo.iter().any(|(d, _)| d.tag.is_none());
             let wanted = match available.is_empty() && pinned && unfiltered {
                 true => Vec::new(),
@@ -454,6 +593,49 @@ async fn plan_source(spec: &SourceSpec, dest: &ImageRef, ep: &Endpoint) -> Resul
     }
     Ok(out)
 }
+
+/// The `n` newest builds of a registry source (Kargo's NewestBuild over allow_tags).
+async fn newest_build_tags(
+    src: &ImageRef,
+    available: &[String],
+    spec: &SourceSpec,
+    n: usize,
+    ep: &Endpoint,
+) -> Result<Vec<String>> {
+    let allow = spec
+        .allow_tags
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| Error::Unsupported(format!("allow_tags: {e}")))?;
+    let platform = spec
+        .platform
+        .as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()?;
+    let repo = open_repository(src, ep, false)?;
+    let built = newest_builds(
+        repo.as_ref(),
+        allow.as_ref(),
+        available,
+        platform.as_ref(),
+        NEWEST_BUILD_JOBS,
+    )
+    .await?;
+    if built.is_empty() {
+        return Err(Error::NotFound {
+            what: format!(
+                "a tag of {} that allow_tags and NewestBuild select",
+                spec.repository
+            ),
+            detail: Some(format!("{} tag(s) exist", available.len())),
+        });
+    }
+    Ok(built.into_iter().take(n).map(|b| b.tag).collect())
+}
+
+/// Candidate images NewestBuild reads at once.
+const NEWEST_BUILD_JOBS: usize = 4;
 
 /// Mirror every item, `jobs` images at a time; failures do not stop the others. Items bound
 /// for one layout or archive share one sink, committed once at the end.
@@ -658,6 +840,8 @@ mod tests {
             tags: vec![],
             allow_tags: None,
             latest: None,
+            image_selection_strategy: None,
+            newest: None,
             platform: None,
             to: None,
             with_attachments: None,
@@ -695,6 +879,59 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("matching the filters"));
+    }
+
+    #[test]
+    fn strategies() {
+        let tags: Vec<String> = ["1.9.0", "1.10.0", "v2.0.0-rc.1", "latest", "zz"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut s = spec();
+        s.image_selection_strategy = Some("SemVer".into());
+        assert_eq!(select_tags(&tags, &s).unwrap(), vec!["v2.0.0-rc.1"]);
+        s.allow_tags = Some(r"^\d".into());
+        s.newest = Some(5);
+        assert_eq!(select_tags(&tags, &s).unwrap(), vec!["1.10.0", "1.9.0"]);
+        s.image_selection_strategy = Some("Lexical".into());
+        s.allow_tags = None;
+        s.newest = None;
+        assert_eq!(select_tags(&tags, &s).unwrap(), vec!["zz"]);
+        s.image_selection_strategy = Some("Digest".into());
+        s.tags = vec!["latest".into()];
+        assert_eq!(select_tags(&tags, &s).unwrap(), vec!["latest"]);
+        let bad = |f: fn(&mut SourceSpec), field: &str| {
+            let mut s = spec();
+            f(&mut s);
+            let (got, why) = check_strategy(&s).unwrap_err();
+            assert_eq!(got, field, "{why}");
+        };
+        bad(
+            |s| s.image_selection_strategy = Some("Newest".into()),
+            "image_selection_strategy",
+        );
+        bad(|s| s.newest = Some(2), "newest");
+        bad(
+            |s| {
+                s.image_selection_strategy = Some("Digest".into());
+                s.tags = vec!["a".into(), "b".into()];
+            },
+            "tags",
+        );
+        bad(
+            |s| {
+                s.image_selection_strategy = Some("SemVer".into());
+                s.latest = Some(2);
+            },
+            "latest",
+        );
+        bad(
+            |s| {
+                s.image_selection_strategy = Some("NewestBuild".into());
+                s.newest = Some(0);
+            },
+            "newest",
+        );
     }
 
     #[test]

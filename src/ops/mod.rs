@@ -18,6 +18,8 @@
 //! - [`promote`]: the library's images tagged `stable` or as a release (`graft promote`);
 //! - [`inputs`]: the input digest that says an image is up to date (`refresh`, `status`);
 //! - [`status`]: the registry against the library: up to date, stale, missing, orphaned;
+//! - [`select`]: Kargo's image selection strategies (SemVer, Lexical, NewestBuild, Digest),
+//!   for `factory check` and `mirror`;
 //! - [`rebase`]: new base layers under an image's own, without a rebuild (`graft rebase`);
 //! - [`prune`]: branch tags of gone branches deleted, never taking another tag (`graft prune`);
 //! - [`layer`]: one layer tarball with refresh's bytes (`graft layer build`);
@@ -43,6 +45,7 @@ pub mod promote;
 pub mod prune;
 pub mod rebase;
 pub mod refresh;
+pub mod select;
 pub mod shard;
 pub mod sign;
 pub mod status;

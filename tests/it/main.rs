@@ -37,6 +37,7 @@ mod refresh;
 mod repo;
 mod science_manifest;
 mod scratch;
+mod select;
 mod selfimage;
 mod sign;
 mod support;

@@ -1,6 +1,8 @@
 //! `graft factory check`: the base watch. Every base and external image is resolved (a base
 //! follows one tag: one manifest HEAD per base; an external image with the Lexical or SemVer
-//! strategy lists its tags, keeps those allowTags matches, and HEADs the one selected), a
+//! strategy lists its tags, keeps those allowTags matches, and HEADs the one selected; with
+//! NewestBuild it reads every allowed tag's manifest and config and takes the newest build,
+//! see [`crate::ops::select`]), a
 //! change is recorded (`previousDigest`, `lastUpdated`), and each managed image gets a
 //! decision:
 //!
@@ -34,6 +36,8 @@ use crate::timestamp::Timestamp;
 
 use super::record::{record_locked, BuildReportIn, RecordOptions, Recorded, RefreshReportIn};
 use super::state::{status, RebuildState, State, StateDir};
+use crate::ops::select::newest_builds;
+
 use super::{exact_tag, human, parse_time, select_tag, Delay, Strategy};
 
 /// How to check.
@@ -113,7 +117,12 @@ enum Target {
     Tag(DockerRef),
     /// Tags listed and selected.
     Select(DockerRef, Strategy, Option<regex::Regex>),
+    /// Tags listed, every allowed one's config read: the newest build (NewestBuild).
+    Newest(DockerRef, Option<regex::Regex>),
 }
+
+/// Candidate images NewestBuild reads at once, per external image.
+const NEWEST_BUILD_JOBS: usize = 4;
 
 /// Check every base and external image in `dir` and decide for every managed image.
 pub async fn check(dir: &StateDir, ep: &Endpoint, opts: &CheckOptions) -> Result<CheckReport> {
@@ -466,7 +475,11 @@ fn external_target(
             Ok(Target::Tag(r.with_tag(&tag)))
         }
         Strategy::NewestBuild => {
-            Err("the NewestBuild strategy is left to Kargo: graft does not resolve it".into())
+            let re = allow
+                .map(regex::Regex::new)
+                .transpose()
+                .map_err(|e| format!("allowTags: {e}"))?;
+            Ok(Target::Newest(r, re))
         }
         s => {
             let re = allow
@@ -496,6 +509,24 @@ async fn resolve(t: &Target, ep: &Endpoint) -> Result<(String, Digestish)> {
                 detail: Some(format!("{} tags listed", tags.len())),
             })?;
             (r.with_tag(&tag), tag)
+        }
+        Target::Newest(r, re) => {
+            // The digest read with the build time: no second request, no race with a push.
+            let repo = open_repository(&ImageRef::Docker(r.clone()), ep, false)?;
+            let tags = repo.list_tags().await?;
+            let built =
+                newest_builds(repo.as_ref(), re.as_ref(), &tags, None, NEWEST_BUILD_JOBS).await?;
+            let b = built.into_iter().next().ok_or_else(|| Error::NotFound {
+                what: format!(
+                    "a tag of {} that allowTags and NewestBuild select",
+                    r.name()
+                ),
+                detail: Some(format!("{} tags listed", tags.len())),
+            })?;
+            return Ok((
+                r.with_tag(&b.tag).to_string(),
+                Digestish(b.digest.to_string()),
+            ));
         }
     };
     let repo = open_repository(&ImageRef::Docker(r.clone()), ep, false)?;

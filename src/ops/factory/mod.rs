@@ -22,12 +22,13 @@ pub mod state;
 pub mod sync;
 pub mod warehouse;
 
-use std::fmt;
-
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::timestamp::Timestamp;
+
+use crate::ops::select::days_from_civil;
+pub use crate::ops::select::{exact_tag, select_tag, tag_pattern, Strategy};
 
 /// A duration as images.yaml writes it: a whole number and a unit, `7d`, `12h`, `30m`, `45s`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,149 +88,6 @@ impl Serialize for Delay {
     }
 }
 
-/// How the newest image of a repository is chosen: Kargo's `imageSelectionStrategy`, with
-/// Kargo's meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Strategy {
-    /// The image one tag points at now (a mutable tag followed by digest).
-    Digest,
-    /// The lexically greatest allowed tag.
-    Lexical,
-    /// The most recently built image (its config's `created`); graft does not resolve it.
-    NewestBuild,
-    /// The greatest allowed tag that is a strict semantic version (`1.2.3`, `v1.2.3-rc.1`).
-    SemVer,
-}
-
-impl Strategy {
-    /// From its Kargo spelling.
-    pub fn parse(s: &str) -> Option<Strategy> {
-        Some(match s {
-            "Digest" => Strategy::Digest,
-            "Lexical" => Strategy::Lexical,
-            "NewestBuild" => Strategy::NewestBuild,
-            "SemVer" => Strategy::SemVer,
-            _ => return None,
-        })
-    }
-
-    /// Its Kargo spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Digest => "Digest",
-            Strategy::Lexical => "Lexical",
-            Strategy::NewestBuild => "NewestBuild",
-            Strategy::SemVer => "SemVer",
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The one tag an `^TAG$` pattern allows, if it is that simple (dots may be escaped).
-pub fn exact_tag(pattern: &str) -> Option<String> {
-    let inner = pattern.strip_prefix('^')?.strip_suffix('$')?;
-    let tag = inner.replace("\\.", ".");
-    crate::reference::validate_tag(&tag).ok()?;
-    (!tag.contains(['*', '+', '?', '(', ')', '[', ']', '|', '\\', '{', '}'])).then_some(tag)
-}
-
-/// `^TAG$`, dots escaped (a tag is `[\w][\w.-]*`: `.` is its only regex metacharacter),
-/// as the seed writes it: `^22-bookworm-slim$`.
-pub fn tag_pattern(tag: &str) -> String {
-    format!("^{}$", tag.replace('.', "\\."))
-}
-
-/// The tag `strategy` selects among `tags` (those `allow` matches), or `None`.
-pub fn select_tag(
-    strategy: Strategy,
-    allow: Option<&regex::Regex>,
-    tags: &[String],
-) -> Option<String> {
-    let allowed = tags
-        .iter()
-        .filter(|t| allow.map_or(true, |re| re.is_match(t)));
-    match strategy {
-        Strategy::Lexical => allowed.max().cloned(),
-        Strategy::SemVer => allowed
-            .filter_map(|t| SemVer::parse(t).map(|v| (v, t)))
-            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
-            .map(|(_, t)| t.clone()),
-        Strategy::Digest | Strategy::NewestBuild => None,
-    }
-}
-
-/// A strict semantic version (major, minor and patch all present), as Kargo's default
-/// `strictSemvers: true` reads tags; a leading `v` is allowed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SemVer {
-    core: [u64; 3],
-    pre: Vec<String>,
-}
-
-impl SemVer {
-    fn parse(tag: &str) -> Option<SemVer> {
-        let t = tag.strip_prefix('v').unwrap_or(tag);
-        let t = t.split_once('+').map_or(t, |(a, _)| a);
-        let (core, pre) = match t.split_once('-') {
-            Some((c, p)) => (c, p.split('.').map(str::to_string).collect()),
-            None => (t, Vec::new()),
-        };
-        let parts: Vec<&str> = core.split('.').collect();
-        if parts.len() != 3 {
-            return None;
-        }
-        let mut n = [0u64; 3];
-        for (i, p) in parts.iter().enumerate() {
-            if p.is_empty()
-                || !p.bytes().all(|b| b.is_ascii_digit())
-                || (p.len() > 1 && p.starts_with('0'))
-            {
-                return None;
-            }
-            n[i] = p.parse().ok()?;
-        }
-        Some(SemVer { core: n, pre })
-    }
-}
-
-impl Ord for SemVer {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        use std::cmp::Ordering::*;
-        self.core
-            .cmp(&o.core)
-            .then_with(|| match (self.pre.is_empty(), o.pre.is_empty()) {
-                (true, true) => Equal,
-                (true, false) => Greater,
-                (false, true) => Less,
-                (false, false) => {
-                    for (a, b) in self.pre.iter().zip(&o.pre) {
-                        let c = match (a.parse::<u64>(), b.parse::<u64>()) {
-                            (Ok(x), Ok(y)) => x.cmp(&y),
-                            (Ok(_), Err(_)) => Less,
-                            (Err(_), Ok(_)) => Greater,
-                            _ => a.cmp(b),
-                        };
-                        if c != Equal {
-                            return c;
-                        }
-                    }
-                    self.pre.len().cmp(&o.pre.len())
-                }
-            })
-    }
-}
-
-impl PartialOrd for SemVer {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
 /// Parse an RFC 3339 time in UTC (`2024-12-04T10:00:00Z`, fractions dropped, `+00:00`
 /// allowed) or `@SECONDS`.
 pub fn parse_time(s: &str) -> Result<Timestamp> {
@@ -281,17 +139,6 @@ pub fn parse_time(s: &str) -> Result<Timestamp> {
     ))
 }
 
-/// Howard Hinnant's days_from_civil: a proleptic Gregorian date to days since 1970-01-01.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// A duration in words for messages: `3d 4h`, `12m`.
 pub fn human(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -336,34 +183,5 @@ mod tests {
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn selects_tags_as_kargo() {
-        let tags: Vec<String> = [
-            "16-alpine",
-            "15-alpine",
-            "16",
-            "v1.2.3",
-            "1.10.0",
-            "1.9.9",
-            "1.10.0-rc.1",
-            "1.2",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let re = regex::Regex::new("alpine$").unwrap();
-        assert_eq!(
-            select_tag(Strategy::Lexical, Some(&re), &tags).as_deref(),
-            Some("16-alpine")
-        );
-        assert_eq!(
-            select_tag(Strategy::SemVer, None, &tags).as_deref(),
-            Some("1.10.0")
-        );
-        assert_eq!(exact_tag("^16-alpine$").as_deref(), Some("16-alpine"));
-        assert_eq!(exact_tag("^3\\.12$").as_deref(), Some("3.12"));
-        assert_eq!(exact_tag("^16-.*$"), None);
     }
 }
