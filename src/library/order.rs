@@ -90,6 +90,10 @@ pub struct BuildStep {
     pub bases: Vec<BaseImage>,
     /// The `build:` manifests that must be built first (its library bases), in build order.
     pub after: Vec<String>,
+    /// The sha256 of the Dockerfile's bytes as read for this order (none when it was not
+    /// read): what a build statement names, whatever the file holds later.
+    #[serde(skip)]
+    pub dockerfile_digest: Option<crate::oci::Digest>,
 }
 
 /// Where a problem found while ordering is.
@@ -170,6 +174,7 @@ pub fn build_order_from(
             platforms: b.platforms.iter().map(|p| p.to_string()).collect(),
             bases: Vec::new(),
             after: Vec::new(),
+            dockerfile_digest: None,
         };
         let mut mine = Vec::new();
         let fetched = match m.git.is_some() && !in_library {
@@ -186,6 +191,9 @@ pub fn build_order_from(
                     read_checkout(dir, &file)
                 }
             };
+            if let Ok(t) = &text {
+                step.dockerfile_digest = Some(crate::oci::Digest::sha256(t.as_bytes()));
+            }
             match text {
                 Err(reason) => {
                     let field = match m.git.is_some() {
