@@ -570,6 +570,38 @@ mod tests {
     }
 
     #[test]
+    fn digests_are_of_the_bytes_read_not_of_the_files_later() {
+        let manifest = "name: free\nversion: 1\nbuild: {path: images/free}\n";
+        let dockerfile = "FROM debian:12\n";
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                ("graft.yaml", SETTINGS),
+                ("manifests/free.yaml", manifest),
+                ("images/free/Dockerfile", dockerfile),
+            ],
+        );
+        let v = super::super::validate(dir.path()).unwrap();
+        let root = dir.path().to_path_buf();
+        let o = build_order(&v.library, |rel| {
+            std::fs::read_to_string(root.join(rel)).map_err(|e| e.to_string())
+        });
+        // Both files edited after they were read: the digests stay those of what was read.
+        std::fs::write(root.join("manifests/free.yaml"), "name: other\n").unwrap();
+        std::fs::write(root.join("images/free/Dockerfile"), "FROM other\n").unwrap();
+        let m = v.library.manifests_named("free").next().unwrap();
+        assert_eq!(
+            m.file_digest,
+            crate::oci::Digest::sha256(manifest.as_bytes())
+        );
+        assert_eq!(
+            o.builds[0].dockerfile_digest,
+            Some(crate::oci::Digest::sha256(dockerfile.as_bytes()))
+        );
+    }
+
+    #[test]
     fn science_target_and_tag_rules() {
         let (o, _d) = order_of(&[
             ("graft.yaml", SETTINGS),
