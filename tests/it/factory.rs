@@ -1562,3 +1562,65 @@ fn a_build_whose_signing_fails_is_recorded_with_the_tags_it_moved() {
     assert_eq!(tools["buildHistory"][0]["trigger"], "base-update");
     assert_eq!(tools["buildHistory"][1]["digest"], tools1.as_str());
 }
+
+#[test]
+fn a_refresh_whose_signing_fails_is_recorded_with_the_tags_it_moved() {
+    use crate::support::proxy::Proxy;
+    let reg = Registry::plain();
+    // Everything goes through a proxy that can refuse the signature's tag.
+    let proxy = Proxy::start(&reg.base_url());
+    let addr = proxy.addr();
+    let f = Factory::new();
+    let lib = sample_library(f.path(), &addr, "factory:\n  auto_rebuild: true\n");
+    let libs = lib.display().to_string();
+    for (from, to) in [
+        ("jupyter-sci:2.4", "jupyter:2.4"),
+        ("astro-base:1.0", "astro:1.0"),
+    ] {
+        copy_science(&f, &lib, from, &format!("docker://{addr}/sci/{to}"));
+    }
+    f.run(&["sync", "--library", &libs, "--now", T0]).ok();
+    let report = capture(command(f.path()).current_dir(f.path()).args([
+        "-q",
+        "--tls-verify=false",
+        "-o",
+        "json",
+        "refresh",
+        "--library",
+        &libs,
+    ]))
+    .ok();
+    std::fs::write(f.path().join("r1.json"), &report.stdout).unwrap();
+    f.run(&["record", "r1.json", "--now", T1]).ok();
+    let first = f.yaml("images", "sci-notebook")["currentDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The science tag moves: sci-notebook is due; its signature's tag is refused (400).
+    copy_science(
+        &f,
+        &lib,
+        "astro-base:1.0",
+        &format!("docker://{addr}/sci/jupyter:2.4"),
+    );
+    proxy.fail_with("PUT", ".sig", 400, 1000);
+    let home = tempfile::tempdir().unwrap();
+    let (key, _) = crate::sign::keypair(home.path(), home.path(), "factory");
+    let r = capture(
+        command(f.path())
+            .current_dir(f.path())
+            .env("COSIGN_PASSWORD", crate::sign::PW)
+            .args(["-q", "--tls-verify=false", "-o", "json", "factory", "check"])
+            .args(["--now", T2, "--refresh", "--library", &libs])
+            .args(["--sign-key", key.to_str().unwrap()]),
+    )
+    .fails(1);
+    assert!(r.stderr.contains("injected failure"), "{}", r.all());
+    // The tag moved before signing failed: the state follows it.
+    let new = digest_of(&format!("docker://{addr}/lib/sci-notebook:2.4"));
+    assert_ne!(new, first);
+    let img = f.yaml("images", "sci-notebook");
+    assert_eq!(img["currentDigest"], new.as_str(), "{img:?}");
+    assert_eq!(img["buildHistory"][0]["trigger"], "base-update");
+    assert_eq!(img["buildHistory"][1]["digest"], first.as_str());
+}
