@@ -31,6 +31,8 @@ pub(crate) struct Loader {
     nodes: BTreeMap<String, Node>,
     /// Every `compat` named by a manifest file, even one that did not load.
     compat_refs: BTreeSet<String>,
+    /// The sha256 of each file parsed, of the bytes read ([`Manifest::file_digest`]).
+    digests: BTreeMap<String, Digest>,
 }
 
 fn key(k: &str) -> Seg {
@@ -234,6 +236,7 @@ impl Loader {
             problems: Vec::new(),
             nodes: BTreeMap::new(),
             compat_refs: BTreeSet::new(),
+            digests: BTreeMap::new(),
         }
     }
 
@@ -399,6 +402,8 @@ impl Loader {
                 return None;
             }
         };
+        self.digests
+            .insert(rel.to_string(), Digest::sha256(text.as_bytes()));
         let mut node = match Node::parse(&text) {
             Ok(n) => n,
             Err(errors) => {
@@ -772,6 +777,7 @@ impl Loader {
             );
         }
         Some(Manifest {
+            file_digest: self.digests.get(rel).cloned()?,
             file: self.root.join(rel),
             rel: rel.to_string(),
             name,

@@ -186,6 +186,10 @@ fn join_rel(a: &str, b: &str) -> String {
 pub struct Manifest {
     /// The file.
     pub file: PathBuf,
+    /// The sha256 of the file's bytes as read when the library was loaded: what provenance
+    /// names (the file may change on disk while graft works).
+    #[serde(skip)]
+    pub file_digest: Digest,
     /// The file relative to the library root (`manifests/astro.yaml`).
     pub rel: String,
     /// Final image name.

@@ -90,6 +90,10 @@ pub struct BuildStep {
     pub bases: Vec<BaseImage>,
     /// The `build:` manifests that must be built first (its library bases), in build order.
     pub after: Vec<String>,
+    /// The sha256 of the Dockerfile's bytes as read for this order (none when it was not
+    /// read): what a build statement names, whatever the file holds later.
+    #[serde(skip)]
+    pub dockerfile_digest: Option<crate::oci::Digest>,
 }
 
 /// Where a problem found while ordering is.
@@ -170,6 +174,7 @@ pub fn build_order_from(
             platforms: b.platforms.iter().map(|p| p.to_string()).collect(),
             bases: Vec::new(),
             after: Vec::new(),
+            dockerfile_digest: None,
         };
         let mut mine = Vec::new();
         let fetched = match m.git.is_some() && !in_library {
@@ -186,6 +191,9 @@ pub fn build_order_from(
                     read_checkout(dir, &file)
                 }
             };
+            if let Ok(t) = &text {
+                step.dockerfile_digest = Some(crate::oci::Digest::sha256(t.as_bytes()));
+            }
             match text {
                 Err(reason) => {
                     let field = match m.git.is_some() {
@@ -558,6 +566,38 @@ mod tests {
         assert_eq!(
             o.builds[1].image,
             "docker://reg.example:5000/lib/z-base:2.0"
+        );
+    }
+
+    #[test]
+    fn digests_are_of_the_bytes_read_not_of_the_files_later() {
+        let manifest = "name: free\nversion: 1\nbuild: {path: images/free}\n";
+        let dockerfile = "FROM debian:12\n";
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                ("graft.yaml", SETTINGS),
+                ("manifests/free.yaml", manifest),
+                ("images/free/Dockerfile", dockerfile),
+            ],
+        );
+        let v = super::super::validate(dir.path()).unwrap();
+        let root = dir.path().to_path_buf();
+        let o = build_order(&v.library, |rel| {
+            std::fs::read_to_string(root.join(rel)).map_err(|e| e.to_string())
+        });
+        // Both files edited after they were read: the digests stay those of what was read.
+        std::fs::write(root.join("manifests/free.yaml"), "name: other\n").unwrap();
+        std::fs::write(root.join("images/free/Dockerfile"), "FROM other\n").unwrap();
+        let m = v.library.manifests_named("free").next().unwrap();
+        assert_eq!(
+            m.file_digest,
+            crate::oci::Digest::sha256(manifest.as_bytes())
+        );
+        assert_eq!(
+            o.builds[0].dockerfile_digest,
+            Some(crate::oci::Digest::sha256(dockerfile.as_bytes()))
         );
     }
 

@@ -456,11 +456,17 @@ pub async fn from_metadata(
             signing: None,
         };
         if let (Some(signing), Some(first)) = (&opts.signing, refs.first()) {
-            let dockerfile = lib.root().join(&step.dockerfile);
+            // The Dockerfile as read for the build order, not read again now.
+            let dockerfile = step.dockerfile_digest.as_ref().ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{}: the Dockerfile {} was not read: no build statement can name it",
+                    m.rel, step.dockerfile
+                ))
+            })?;
             let facts = crate::ops::build_sign::BuiltFacts {
                 manifest: m,
                 step,
-                dockerfile_path: &dockerfile,
+                dockerfile_digest: dockerfile,
                 written: &first.image,
                 platforms: step.platforms.clone(),
                 // buildx resolved the bases itself: recorded as the FROM lines write them.

@@ -194,9 +194,11 @@ pub async fn build(
     build_recording(lib, names, opts, ep, reporter, &mut Vec::new()).await
 }
 
-/// [`build`], pushing each image into `written` as soon as its tags are written: when a later
-/// image fails, the caller still knows what this run wrote (`graft factory check --refresh`
-/// records those builds before it reports the failure).
+/// [`build`], pushing each image into `written` as soon as its last tag is written (before
+/// it is signed; with compat: once the science tags are written, updated when the final image
+/// is): when signing, a later write or a later image fails, the caller still knows what this
+/// run moved (`graft factory check --refresh` records those builds before it reports the
+/// failure).
 pub async fn build_recording(
     lib: &Library,
     names: &[String],
@@ -267,7 +269,10 @@ pub async fn build_recording(
     let mut built: BTreeMap<String, Written> = BTreeMap::new();
     let first = written.len();
     for (step, plan) in steps.iter().zip(&plans) {
-        let image = build_one(lib, step, plan, opts, ep, reporter, &built, &driver).await?;
+        let image = build_one(
+            lib, step, plan, opts, ep, reporter, &built, &driver, written,
+        )
+        .await?;
         if let Some(d) = &image.digest {
             built.insert(
                 step.manifest.clone(),
@@ -281,7 +286,6 @@ pub async fn build_recording(
                 },
             );
         }
-        written.push(image);
     }
     Ok(BuildReport {
         dry_run: false,
@@ -335,6 +339,9 @@ struct Plan<'a> {
     dockerfile_path: PathBuf,
     context_path: PathBuf,
     dockerfile: Dockerfile,
+    /// The sha256 of the Dockerfile's bytes read here, before the build: what the build
+    /// statement names.
+    dockerfile_digest: Digest,
     platforms: Vec<Platform>,
     references: Vec<Located>,
     tests: Vec<String>,
@@ -431,6 +438,7 @@ fn prepare<'a>(
         dockerfile_path,
         context_path,
         dockerfile,
+        dockerfile_digest: Digest::sha256(text.as_bytes()),
         platforms,
         references,
         tests,
@@ -541,6 +549,7 @@ async fn build_one(
     reporter: &Arc<dyn Reporter>,
     built: &BTreeMap<String, Written>,
     driver: &Driver,
+    written: &mut Vec<BuiltImage>,
 ) -> Result<BuiltImage> {
     let m = plan.manifest;
     let b = m
@@ -700,18 +709,24 @@ async fn build_one(
         .flat_map(|r| destination_tags(&r.image))
         .collect();
     let compat = m.compat_layer().is_some();
-    // With compat, the built image is written by digest only: its tags follow the refreshed
-    // image's tests (`refresh_tested`).
-    write_built(
-        src.as_ref(),
-        first,
-        if compat { Vec::new() } else { tags.clone() },
-        opts.jobs,
-        ep,
-        reporter,
-    )
-    .await
-    .map_err(|e| e.context(format!("{}: writing the built image", m.rel)))?;
+    // With compat, the built image is written by digest only to a registry (the refresh reads
+    // it pinned there): its tags follow the refreshed image's tests (`refresh_tested`). A
+    // layout or archive gets nothing before those tests (an untagged entry would stay in its
+    // index.json): the refresh reads the work directory's layout, and the image is written
+    // once, with its tags.
+    let registry = matches!(first.image, ImageRef::Docker(_));
+    if !compat || registry {
+        write_built(
+            src.as_ref(),
+            first,
+            if compat { Vec::new() } else { tags.clone() },
+            opts.jobs,
+            ep,
+            reporter,
+        )
+        .await
+        .map_err(|e| e.context(format!("{}: writing the built image", m.rel)))?;
+    }
     report.digest = Some(index.clone());
     report.platforms = platforms
         .into_iter()
@@ -721,6 +736,8 @@ async fn build_one(
         })
         .collect();
     report.bases = pins.into_iter().map(|(_, u)| u).collect();
+    // Where this image goes in `written`: pushed right after its tags are written.
+    let at = written.len();
     if compat {
         let built = Built {
             digest: &index,
@@ -728,17 +745,29 @@ async fn build_one(
             reference: first,
             tags,
         };
-        let (refreshed, tests) =
-            refresh_tested(lib, m, plan, opts, built, native, ep, reporter).await?;
-        report.refresh = Some(refreshed);
-        report.refresh_tests = tests;
+        refresh_tested(
+            lib,
+            m,
+            plan,
+            opts,
+            built,
+            native,
+            ep,
+            reporter,
+            &mut report,
+            written,
+        )
+        .await?;
+    } else {
+        written.push(report.clone());
     }
-    // Last, once everything (tags included) is written.
+    // Last, once everything (tags included) is written and handed to `written`: a signing
+    // failure fails the run, but what was written stays known.
     if let Some(signing) = &opts.signing {
         let facts = BuiltFacts {
             manifest: m,
             step,
-            dockerfile_path: &plan.dockerfile_path,
+            dockerfile_digest: &plan.dockerfile_digest,
             written: &first.image,
             platforms: plan.platforms.iter().map(|p| p.to_string()).collect(),
             pinned: report
@@ -749,6 +778,9 @@ async fn build_one(
             driver,
         };
         sign_built(lib, &facts, &mut report, signing, &opts.clock, ep).await?;
+        if let Some(w) = written.get_mut(at) {
+            *w = report.clone();
+        }
     }
     Ok(report)
 }
@@ -787,12 +819,14 @@ async fn write_built(
     Ok(())
 }
 
-/// The compat refresh of an image this run built and wrote by digest only, tested before
-/// any tag: the refresh reads the science image pinned to that digest (a registry) or from
-/// the work directory's layout (layouts, archives: an untagged image there cannot be named),
+/// The compat refresh of an image this run built (and wrote by digest only to a registry;
+/// nothing to a layout or archive yet), tested before any tag: the refresh reads the science
+/// image pinned to that digest (a registry) or from the work directory's layout (layouts,
+/// archives: an untagged image there cannot be named, and none is written before the tests),
 /// assembles the final image, runs `plan.tests` inside it (this machine's platform), then
 /// writes the science tags, then the final image with its tags. A failing test leaves no tag
-/// of either image.
+/// of either image. `report` gets the tests and the refresh; it is pushed into `written` once
+/// the science tags are written, and updated there once the final image is.
 #[allow(clippy::too_many_arguments)]
 async fn refresh_tested(
     lib: &Library,
@@ -803,7 +837,9 @@ async fn refresh_tested(
     native: Option<&Platform>,
     ep: &Endpoint,
     reporter: &Arc<dyn Reporter>,
-) -> Result<(RefreshResult, Vec<TestRun>)> {
+    report: &mut BuiltImage,
+    written: &mut Vec<BuiltImage>,
+) -> Result<()> {
     let what = |doing: &str| format!("{}: {doing}", m.rel);
     let lib = lib.clone().as_built();
     let mut science = m.clone();
@@ -859,12 +895,19 @@ async fn refresh_tested(
     )
     .await
     .map_err(|e| e.context(what("tagging the built image")))?;
+    report.refresh_tests = tests;
+    let at = written.len();
+    written.push(report.clone());
     let dedupe = Arc::new(Dedupe::default());
     let (result, sink) = refresh_push(prepared, &ropts, ep, &dedupe, reporter)
         .await
         .map_err(|e| e.context(what("writing the refreshed image")))?;
     commit_all(vec![sink]).await?;
-    Ok((result, tests))
+    report.refresh = Some(result);
+    if let Some(w) = written.get_mut(at) {
+        *w = report.clone();
+    }
+    Ok(())
 }
 
 /// The compat refresh of `m`'s image just written to [`Manifest::science`] with its tags (by
@@ -990,6 +1033,7 @@ mod tests {
                 .iter()
                 .map(|a| format!("manifests/{a}.yaml"))
                 .collect(),
+            dockerfile_digest: None,
         };
         let steps = vec![
             step("base", &[]),

@@ -13,7 +13,6 @@
 //! Nothing here reads a clock: the time a statement is finished comes from a [`Clock`] the
 //! binary hands in.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -69,8 +68,9 @@ pub(crate) struct BuiltFacts<'a> {
     pub manifest: &'a Manifest,
     /// Its build step (Dockerfile, context, source, bases).
     pub step: &'a BuildStep,
-    /// The Dockerfile read (its digest is recorded, its path is not).
-    pub dockerfile_path: &'a Path,
+    /// The sha256 of the Dockerfile's bytes as read before the build (its path is not
+    /// recorded): a file edited since is not what was built.
+    pub dockerfile_digest: &'a Digest,
     /// Where the built image was written (first reference).
     pub written: &'a ImageRef,
     /// Platforms built.
@@ -190,9 +190,6 @@ fn build_provenance(
         .build
         .as_ref()
         .ok_or_else(|| Error::Unsupported(format!("{} has no build:", m.rel)))?;
-    let file = std::fs::read(&m.file).map_err(|e| Error::io("reading", &m.file, e))?;
-    let dockerfile =
-        std::fs::read(f.dockerfile_path).map_err(|e| Error::io("reading", f.dockerfile_path, e))?;
     let source = match (&m.git, f.step.source) {
         (Some(git), SourceState::Git) => git.commit.as_ref().map(|c| BuildSource {
             url: public_git_url(&git.repo),
@@ -223,9 +220,9 @@ fn build_provenance(
     internal_versions.sort();
     Ok(BuildProvenance {
         manifest_path: m.rel.clone(),
-        manifest_digest: Digest::sha256(&file),
+        manifest_digest: m.file_digest.clone(),
         dockerfile: f.step.dockerfile.clone(),
-        dockerfile_digest: Digest::sha256(&dockerfile),
+        dockerfile_digest: f.dockerfile_digest.clone(),
         context: f.step.context.clone(),
         target: b.target.clone(),
         platforms: f.platforms.clone(),

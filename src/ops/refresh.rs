@@ -609,7 +609,6 @@ pub async fn sign_result(
         out.signed.push(s.digest.clone());
     }
     if let Some(ctx) = &signing.provenance {
-        let file = std::fs::read(&m.file).map_err(|e| Error::io("reading", &m.file, e))?;
         let science_index = root.is_index().then(|| result.science_digest.clone());
         let science_platforms: Vec<(String, Digest)> = result
             .platforms
@@ -627,7 +626,8 @@ pub async fn sign_result(
         let statement_for = |digest: &Digest| {
             RefreshProvenance {
                 manifest_path: m.rel.clone(),
-                manifest_digest: Digest::sha256(&file),
+                // The bytes the library was loaded from, not the file as it is now.
+                manifest_digest: m.file_digest.clone(),
                 library: ctx.library.clone(),
                 build: ctx.build.clone(),
                 created: ctx.created,
@@ -732,6 +732,20 @@ pub async fn refresh(
     ep: &Endpoint,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<RefreshReport> {
+    refresh_recording(lib, req, ep, reporter, &mut Vec::new()).await
+}
+
+/// [`refresh`], putting every result into `written` as soon as the tags are written (before
+/// signing; replaced by the signed results once signed): when signing fails, the caller still
+/// knows what this run moved (`graft factory check --refresh` records it before it reports
+/// the failure).
+pub async fn refresh_recording(
+    lib: &Library,
+    req: RefreshRequest,
+    ep: &Endpoint,
+    reporter: &Arc<dyn Reporter>,
+    written: &mut Vec<RefreshResult>,
+) -> Result<RefreshReport> {
     let manifests = select(lib, &req.names)?;
     manifests.iter().try_for_each(|m| lib.needs_build(m))?;
     let opts = &req.options;
@@ -782,9 +796,10 @@ pub async fn refresh(
         .buffered(IMAGES_AT_ONCE)
         .try_collect()
         .await?;
-    let (written, sinks): (Vec<_>, Vec<_>) = pushed.into_iter().unzip();
+    let (written_now, sinks): (Vec<_>, Vec<_>) = pushed.into_iter().unzip();
     commit_all(sinks).await?;
-    let mut results = merge(slots, written);
+    let mut results = merge(slots, written_now);
+    *written = results.clone();
     if let Some(mut signing) = req.signing {
         if let Some(p) = &mut signing.provenance {
             p.finished_on = (req.clock)();
@@ -795,6 +810,7 @@ pub async fn refresh(
                 r.signing = Some(sign_result(m, r, &signing, ep).await?);
             }
         }
+        *written = results.clone();
     }
     Ok(RefreshReport {
         dry_run: false,

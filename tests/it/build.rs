@@ -229,8 +229,18 @@ fn a_layout_science_target_is_tagged_only_after_the_refreshed_tests() {
             .map(str::to_string)
             .collect()
     };
+    // Every entry of the layout's index.json, tagged or not.
+    let layout_entries = |lib: &Path| -> usize {
+        let Ok(index) = std::fs::read(lib.join("sci/base/index.json")) else {
+            return 0;
+        };
+        let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+        index["manifests"].as_array().unwrap().len()
+    };
     build(lib.path(), &[]).fails(3);
     assert!(layout_tags(lib.path()).is_empty());
+    // Nothing at all was written to the layout: not even an untagged entry.
+    assert_eq!(layout_entries(lib.path()), 0);
     // Passing: the refresh read the untagged science image from the work directory, then
     // the science tag and the final image were written.
     std::fs::write(
@@ -244,6 +254,8 @@ fn a_layout_science_target_is_tagged_only_after_the_refreshed_tests() {
     assert_eq!(img["refresh_tests"][1]["output"], "");
     assert_eq!(img["tests"][1]["output"], "built-only");
     assert_eq!(layout_tags(lib.path()), ["1.0"]);
+    // Written once, with its tag: no untagged duplicate beside it.
+    assert_eq!(layout_entries(lib.path()), 1);
     assert_eq!(img["refresh"]["science_digest"], img["digest"]);
     let peer = Peer::new().plain_http(reg.addr());
     let got = peer.crane(["digest", &format!("{}/lib/base:1.0", reg.addr())]);

@@ -1384,6 +1384,12 @@ fn builds_use_the_checked_base_digest_and_a_failed_build_records_only_what_was_w
     )
     .unwrap();
     let zeta_before = f.yaml("images", "zeta");
+    // An --exec hook, run for every due image although zeta's build fails.
+    let hooked = f.path().join("exec.txt");
+    let script = format!(
+        "printf '%s\\n' \"$GRAFT_IMAGE_NAME\" >> {}",
+        hooked.display()
+    );
     let run = f
         .run(&[
             "-o",
@@ -1402,8 +1408,19 @@ fn builds_use_the_checked_base_digest_and_a_failed_build_records_only_what_was_w
             "def",
             "--branch",
             "main",
+            "--exec",
+            "sh",
+            "-c",
+            &script,
+            ";",
         ])
         .fails(1);
+    assert_eq!(
+        std::fs::read_to_string(&hooked).unwrap_or_default(),
+        "tools\nzeta\n",
+        "{}",
+        run.all()
+    );
     assert!(
         run.stderr
             .contains("manifests/zeta.yaml: building for linux/amd64"),
@@ -1462,4 +1479,148 @@ fn builds_use_the_checked_base_digest_and_a_failed_build_records_only_what_was_w
     let j = f.run(&["-o", "json", "check", "--now", T2]).ok().json();
     assert_eq!(decision(&j, "zeta")["status"], "due", "{j}");
     assert_eq!(decision(&j, "tools")["status"], "monitoring", "{j}");
+}
+
+#[test]
+fn a_build_whose_signing_fails_is_recorded_with_the_tags_it_moved() {
+    use crate::build::{library, BASE_DOCKERFILE};
+    use crate::sign::{keypair, PW};
+    use crate::support::proxy::Proxy;
+    let reg = Registry::plain();
+    // Everything goes through a proxy that can refuse the signature's tag.
+    let proxy = Proxy::start(&reg.base_url());
+    let addr = proxy.addr();
+    let f = Factory::new();
+    let up = library(&[
+        (
+            "graft.yaml",
+            format!("repo: docker://{addr}/up\ndefault_branch: main\n"),
+        ),
+        (
+            "manifests/busybox.yaml",
+            "name: busybox\nversion: 1\nbuild:\n  path: images/base\n  platforms: [linux/amd64]\n"
+                .into(),
+        ),
+        ("images/base/Dockerfile", BASE_DOCKERFILE.into()),
+    ]);
+    graft_build(up.path(), "1", "abc", &[]).ok();
+    let lib = library(&[
+        (
+            "graft.yaml",
+            format!(
+                "repo: docker://{addr}/lib\ndefault_branch: main\nfactory:\n  auto_rebuild: true\n"
+            ),
+        ),
+        (
+            "manifests/tools.yaml",
+            format!("name: tools\nversion: 1.0\nbuild:\n  path: images/tools\n  platforms: [linux/amd64]\n  args: {{REGISTRY: '{addr}'}}\n"),
+        ),
+        (
+            "images/tools/Dockerfile",
+            "ARG REGISTRY\nFROM ${REGISTRY}/up/busybox:1\nRUN echo tools > /tools\n".into(),
+        ),
+    ]);
+    let libs = lib.path().display().to_string();
+    let storage = lib.path().join(".storage").display().to_string();
+    let run = graft_build(lib.path(), "1", "abc", &[]).ok();
+    std::fs::write(f.path().join("r1.json"), &run.stdout).unwrap();
+    let tools1 = run.json()["images"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.run(&["sync", "--library", &libs, "--now", T0]).ok();
+    f.run(&["check", "--now", T0]).ok();
+    f.run(&["record", "r1.json", "--now", T1]).ok();
+    assert_eq!(f.yaml("images", "tools")["currentDigest"], tools1.as_str());
+
+    // Upstream moves: tools is due; its signature's tag is refused (400, not retried).
+    std::fs::write(
+        up.path().join("images/base/Dockerfile"),
+        format!("{BASE_DOCKERFILE}RUN echo 2 > /up-version\n"),
+    )
+    .unwrap();
+    graft_build(up.path(), "2", "def", &[]).ok();
+    proxy.fail_with("PUT", ".sig", 400, 1000);
+    let home = tempfile::tempdir().unwrap();
+    let (key, _) = keypair(home.path(), home.path(), "factory");
+    let r = capture(
+        command(f.path())
+            .current_dir(f.path())
+            .env("COSIGN_PASSWORD", PW)
+            .args(["-q", "--tls-verify=false", "-o", "json", "factory", "check"])
+            .args(["--now", T2, "--refresh", "--library", &libs])
+            .args(["--storage", &storage, "--build", "2", "--commit", "def"])
+            .args(["--branch", "main", "--sign-key", key.to_str().unwrap()]),
+    )
+    .fails(1);
+    assert!(r.stderr.contains("injected failure"), "{}", r.all());
+    // The tag moved before signing failed: the state follows it.
+    let tools2 = digest_of(&format!("docker://{addr}/lib/tools:1.0"));
+    assert_ne!(tools2, tools1);
+    let tools = f.yaml("images", "tools");
+    assert_eq!(tools["currentDigest"], tools2.as_str(), "{tools:?}");
+    assert_eq!(tools["buildHistory"][0]["trigger"], "base-update");
+    assert_eq!(tools["buildHistory"][1]["digest"], tools1.as_str());
+}
+
+#[test]
+fn a_refresh_whose_signing_fails_is_recorded_with_the_tags_it_moved() {
+    use crate::support::proxy::Proxy;
+    let reg = Registry::plain();
+    // Everything goes through a proxy that can refuse the signature's tag.
+    let proxy = Proxy::start(&reg.base_url());
+    let addr = proxy.addr();
+    let f = Factory::new();
+    let lib = sample_library(f.path(), &addr, "factory:\n  auto_rebuild: true\n");
+    let libs = lib.display().to_string();
+    for (from, to) in [
+        ("jupyter-sci:2.4", "jupyter:2.4"),
+        ("astro-base:1.0", "astro:1.0"),
+    ] {
+        copy_science(&f, &lib, from, &format!("docker://{addr}/sci/{to}"));
+    }
+    f.run(&["sync", "--library", &libs, "--now", T0]).ok();
+    let report = capture(command(f.path()).current_dir(f.path()).args([
+        "-q",
+        "--tls-verify=false",
+        "-o",
+        "json",
+        "refresh",
+        "--library",
+        &libs,
+    ]))
+    .ok();
+    std::fs::write(f.path().join("r1.json"), &report.stdout).unwrap();
+    f.run(&["record", "r1.json", "--now", T1]).ok();
+    let first = f.yaml("images", "sci-notebook")["currentDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The science tag moves: sci-notebook is due; its signature's tag is refused (400).
+    copy_science(
+        &f,
+        &lib,
+        "astro-base:1.0",
+        &format!("docker://{addr}/sci/jupyter:2.4"),
+    );
+    proxy.fail_with("PUT", ".sig", 400, 1000);
+    let home = tempfile::tempdir().unwrap();
+    let (key, _) = crate::sign::keypair(home.path(), home.path(), "factory");
+    let r = capture(
+        command(f.path())
+            .current_dir(f.path())
+            .env("COSIGN_PASSWORD", crate::sign::PW)
+            .args(["-q", "--tls-verify=false", "-o", "json", "factory", "check"])
+            .args(["--now", T2, "--refresh", "--library", &libs])
+            .args(["--sign-key", key.to_str().unwrap()]),
+    )
+    .fails(1);
+    assert!(r.stderr.contains("injected failure"), "{}", r.all());
+    // The tag moved before signing failed: the state follows it.
+    let new = digest_of(&format!("docker://{addr}/lib/sci-notebook:2.4"));
+    assert_ne!(new, first);
+    let img = f.yaml("images", "sci-notebook");
+    assert_eq!(img["currentDigest"], new.as_str(), "{img:?}");
+    assert_eq!(img["buildHistory"][0]["trigger"], "base-update");
+    assert_eq!(img["buildHistory"][1]["digest"], first.as_str());
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::library::Library;
 use crate::ops::build::{build_recording, BuildOptions};
-use crate::ops::refresh::{refresh, RefreshRequest};
+use crate::ops::refresh::{refresh_recording, RefreshReport, RefreshRequest};
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef};
 use crate::store::open::{open_repository, Endpoint};
@@ -181,11 +181,14 @@ pub struct CheckRefreshReport {
 /// refresh -o json` or `graft build -o json` report, with trigger `base-update` and the run's
 /// commit. The state directory stays locked from the check to the last record.
 ///
-/// A failure stops the run and is returned, after what was written before it is recorded:
-/// a failed refresh records nothing and builds nothing; a failed build records the refreshes
-/// and every image the build wrote before the failure (their tags moved: the state says so),
-/// and nothing for the image that failed. Due images that are not library manifests are left
-/// to `--exec`.
+/// A failure stops the refresh and the build and is returned, after what was written before
+/// it is recorded and the `--exec` hooks of the due images have run: a failed refresh records
+/// the images whose tags it wrote (a signing failure comes after every tag) and builds
+/// nothing; a failed build records the refreshes and every image the build wrote before the
+/// failure (their tags moved: the state says so), the failing image too when its tags were
+/// written before it failed (signing, the compat refresh's final image). When recording fails
+/// as well, the run's failure is returned with the recording's attached. Due images that are
+/// not library manifests are left to `--exec`.
 pub async fn check_refresh(
     dir: &StateDir,
     ep: &Endpoint,
@@ -228,16 +231,33 @@ pub async fn check_refresh(
         trigger: "base-update".into(),
     };
     let mut refreshed = Vec::new();
+    // The first failure of the refresh or the build: returned after the execs.
+    let mut failure: Option<Error> = None;
     if !refresh_names.is_empty() {
         let mut request = lib.request;
         request.names = refresh_names;
-        let report = refresh(lib.library, request, ep, &lib.reporter).await?;
-        // The same reading `factory record` gives a `graft refresh -o json` report.
-        let input: RefreshReportIn = reread(&report, "the refresh report")?;
-        refreshed = record_locked(dir, &[("refresh".into(), input.into())], &record_opts)?.recorded;
+        let mut written = Vec::new();
+        let result = refresh_recording(lib.library, request, ep, &lib.reporter, &mut written).await;
+        // What was written is recorded even when signing failed after the tags.
+        let report = RefreshReport {
+            dry_run: false,
+            images: written,
+        };
+        let recorded = (|| {
+            // The same reading `factory record` gives a `graft refresh -o json` report.
+            let input: RefreshReportIn = reread(&report, "the refresh report")?;
+            record_locked(dir, &[("refresh".into(), input.into())], &record_opts)
+        })();
+        match settle(result.map(|_| ()), recorded) {
+            Ok(r) => refreshed = r,
+            Err((e, r)) => {
+                refreshed = r;
+                failure = Some(e);
+            }
+        }
     }
     let mut built = Vec::new();
-    if !build_names.is_empty() {
+    if !build_names.is_empty() && failure.is_none() {
         // Each base at the digest this check resolved: the build is made on what the check
         // saw (not on a stale copy in buildah's storage), and recorded so.
         let mut build_opts = lib.build;
@@ -269,22 +289,58 @@ pub async fn check_refresh(
         )
         .await;
         // What was written is recorded even when a later image failed.
-        let input: BuildReportIn = reread(
-            &serde_json::json!({"order": [], "images": written}),
-            "the build report",
-        )?;
-        let input = input.into_report("build")?;
-        built = record_locked(dir, &[("build".into(), input)], &record_opts)?.recorded;
-        result?;
+        let recorded = (|| {
+            let input: BuildReportIn = reread(
+                &serde_json::json!({"order": [], "images": written}),
+                "the build report",
+            )?;
+            let input = input.into_report("build")?;
+            record_locked(dir, &[("build".into(), input)], &record_opts)
+        })();
+        match settle(result.map(|_| ()), recorded) {
+            Ok(r) => built = r,
+            Err((e, r)) => {
+                built = r;
+                failure = Some(e);
+            }
+        }
     }
     drop(lock);
-    run_execs(&mut check, opts).await?;
+    // The hooks of every due image run even when a library image failed.
+    let execs = run_execs(&mut check, opts).await;
+    if let Some(e) = failure {
+        return Err(match execs {
+            Ok(()) => e,
+            Err(x) => e.context(format!("then running the --exec hooks also failed: {x}")),
+        });
+    }
+    execs?;
     Ok(CheckRefreshReport {
         check,
         refreshed,
         built,
         not_refreshed,
     })
+}
+
+/// The outcome of a refresh or a build and of recording what it wrote: the records, or the
+/// run's failure first (a test failure keeps its exit code) with the recording's attached,
+/// and what was recorded.
+fn settle(
+    run: Result<()>,
+    recorded: Result<super::record::RecordReport>,
+) -> std::result::Result<Vec<Recorded>, (Error, Vec<Recorded>)> {
+    match (run, recorded) {
+        (Ok(()), Ok(r)) => Ok(r.recorded),
+        (Ok(()), Err(e)) => Err((e, Vec::new())),
+        (Err(e), Ok(r)) => Err((e, r.recorded)),
+        (Err(e), Err(r)) => Err((
+            e.context(format!(
+                "recording what was written failed too ({r}), after"
+            )),
+            Vec::new(),
+        )),
+    }
 }
 
 /// A report of this process read back as `factory record` reads the JSON of one.
