@@ -50,7 +50,7 @@ use crate::ops::refresh::{
     commit_all, prepare as refresh_prepare, push as refresh_push, refresh, LayerCache,
     RefreshOptions, RefreshRequest, RefreshResult, Signed,
 };
-use crate::ops::test::{into_buildah, run_commands};
+use crate::ops::test::{run_commands, test_image};
 use crate::progress::Reporter;
 use crate::reference::{DockerRef, ImageRef};
 use crate::store::open::{destination_tags, open_sink, open_source, Endpoint};
@@ -864,20 +864,22 @@ async fn refresh_tested(
     let mut tests = Vec::new();
     if let (Some(p), false) = (native, plan.tests.is_empty()) {
         let dir = opts.work_dir.join(format!("refreshed-{}", m.name));
-        let (id, _) = into_buildah(
+        // Pulled, tested and removed again: a kept --storage does not grow per refresh.
+        let (_, t) = test_image(
             prepared.source(),
             p,
             &opts.buildah,
             &dir,
+            &plan.tests,
+            opts.test_timeout,
+            true,
             opts.jobs,
             ep,
             reporter,
         )
         .await
-        .map_err(|e| e.context(what("handing the refreshed image to buildah")))?;
-        tests = run_commands(&opts.buildah, &id, &plan.tests, p, opts.test_timeout, true)
-            .await
-            .map_err(|e| e.context(what("testing the refreshed image")))?;
+        .map_err(|e| e.context(what("testing the refreshed image")))?;
+        tests = t;
         if let Some(t) = tests.iter().find(|t| !t.passed()) {
             return Err(t.error("the refreshed image").context(what(
                 "a test inside the refreshed image failed, no tag of it or of the built image was written",
