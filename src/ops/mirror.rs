@@ -210,6 +210,26 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
         .then_with(|| a.cmp(b))
 }
 
+/// A source's `allow_tags`, compiled (checked when the sync file was read).
+fn allow_tags(spec: &SourceSpec) -> Result<Option<regex::Regex>> {
+    spec.allow_tags
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| Error::Unsupported(format!("allow_tags: {e}")))
+}
+
+/// No tag of the source is left by `allow_tags` and `strategy`.
+fn none_selected(spec: &SourceSpec, strategy: Strategy, available: &[String]) -> Error {
+    Error::NotFound {
+        what: format!(
+            "a tag of {} that allow_tags and {strategy} select",
+            spec.repository
+        ),
+        detail: Some(format!("{} tag(s) exist", available.len())),
+    }
+}
+
 /// Apply a source's filters to the tags that exist. Attachment tags (`sha256-<hex>[.sig|.att|
 /// .sbom]`) are never images of their own: they travel with their subjects.
 ///
@@ -217,12 +237,7 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
 /// with Digest, its one tag. NewestBuild reads images: [`plan`] does it, not this.
 pub fn select_tags(available: &[String], spec: &SourceSpec) -> Result<Vec<String>> {
     if let Some((strategy, n)) = strategy_of(spec)? {
-        let allow = spec
-            .allow_tags
-            .as_deref()
-            .map(regex::Regex::new)
-            .transpose()
-            .map_err(|e| Error::Unsupported(format!("allow_tags: {e}")))?;
+        let allow = allow_tags(spec)?;
         let selected = match strategy {
             Strategy::Digest => {
                 let t = &spec.tags[0];
@@ -248,13 +263,7 @@ pub fn select_tags(available: &[String], spec: &SourceSpec) -> Result<Vec<String
             }
         };
         if selected.is_empty() {
-            return Err(Error::NotFound {
-                what: format!(
-                    "a tag of {} that allow_tags and {strategy} select",
-                    spec.repository
-                ),
-                detail: Some(format!("{} tag(s) exist", available.len())),
-            });
+            return Err(none_selected(spec, strategy, available));
         }
         return Ok(selected);
     }
@@ -267,12 +276,7 @@ pub fn select_tags(available: &[String], spec: &SourceSpec) -> Result<Vec<String
     let mut selected: Vec<String> = if spec.tags.is_empty() && spec.allow_tags.is_none() {
         available.to_vec()
     } else {
-        let re = spec
-            .allow_tags
-            .as_deref()
-            .map(regex::Regex::new)
-            .transpose()
-            .map_err(|e| Error::Unsupported(format!("allow_tags: {e}")))?;
+        let re = allow_tags(spec)?;
         for t in &spec.tags {
             if !available.contains(t) {
                 return Err(Error::NotFound {
@@ -602,12 +606,7 @@ async fn newest_build_tags(
     n: usize,
     ep: &Endpoint,
 ) -> Result<Vec<String>> {
-    let allow = spec
-        .allow_tags
-        .as_deref()
-        .map(regex::Regex::new)
-        .transpose()
-        .map_err(|e| Error::Unsupported(format!("allow_tags: {e}")))?;
+    let allow = allow_tags(spec)?;
     let platform = spec
         .platform
         .as_deref()
@@ -623,13 +622,7 @@ async fn newest_build_tags(
     )
     .await?;
     if built.is_empty() {
-        return Err(Error::NotFound {
-            what: format!(
-                "a tag of {} that allow_tags and NewestBuild select",
-                spec.repository
-            ),
-            detail: Some(format!("{} tag(s) exist", available.len())),
-        });
+        return Err(none_selected(spec, Strategy::NewestBuild, available));
     }
     Ok(built.into_iter().take(n).map(|b| b.tag).collect())
 }

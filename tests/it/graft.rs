@@ -74,6 +74,22 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Run {
     )
 }
 
+/// `graft layer build TREE -f HOME/layer.tar.gz` at `SOURCE_DATE_EPOCH=0` (deterministic); the
+/// layer's path.
+pub fn layer_file(home: &Path, tree: &Path) -> std::path::PathBuf {
+    let out = home.join("layer.tar.gz");
+    capture(
+        command(home)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["layer", "build"])
+            .arg(tree)
+            .arg("-f")
+            .arg(&out),
+    )
+    .ok();
+    out
+}
+
 /// Run graft with `args` (HOME = `home`).
 pub fn graft<S: AsRef<std::ffi::OsStr>>(home: &Path, args: &[S]) -> Run {
     capture(command(home).args(args))

@@ -19,17 +19,7 @@ fn busybox_layer(home: &Path) -> std::path::PathBuf {
         std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
     }
     std::fs::write(tree.join("etc/marker"), "marked\n").unwrap();
-    let out = home.join("layer.tar.gz");
-    capture(
-        command(home)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .args(["layer", "build"])
-            .arg(&tree)
-            .arg("-f")
-            .arg(&out),
-    )
-    .ok();
-    out
+    crate::graft::layer_file(home, &tree)
 }
 
 /// The busybox image written to `dest` (linux/amd64 in an index, and linux/s390x).

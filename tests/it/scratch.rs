@@ -26,17 +26,7 @@ fn layer(home: &Path) -> PathBuf {
         )
         .unwrap();
     }
-    let out = home.join("layer.tar.gz");
-    capture(
-        command(home)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .args(["layer", "build"])
-            .arg(&tree)
-            .arg("-f")
-            .arg(&out),
-    )
-    .ok();
-    out
+    crate::graft::layer_file(home, &tree)
 }
 
 /// `graft append --base scratch --layer L EXTRA… DEST`, with `created` fixed; the run.
